@@ -1,0 +1,543 @@
+// Integration-test harness: the pooler process fixture, libpq wrappers with
+// deadlines, and helpers to run psql/pgbench.
+#include "harness.hpp"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pwd.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
+#include <catch2/catch.hpp>
+
+namespace itest {
+
+bool g_current_test_failed = false;
+
+namespace {
+
+std::string getenv_or(const char* name, const char* fallback) {
+  const char* v = std::getenv(name);
+  return v && *v ? v : fallback;
+}
+
+bool file_exists(const std::string& path) {
+  struct stat st{};
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+void write_file(const std::string& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << text;
+  if (!out) throw std::runtime_error("cannot write " + path);
+  out.close();
+  ::chmod(path.c_str(), 0644);
+}
+
+bool port_is_free(int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return false;
+  int one = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+  ::close(fd);
+  return ok;
+}
+
+bool port_accepts(int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return false;
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+  ::close(fd);
+  return ok;
+}
+
+// 16400 + a counter, skipping ports something else holds.
+int next_free_port() {
+  static int counter = 0;
+  for (int tries = 0; tries < 500; ++tries) {
+    int port = 16400 + (counter++ % 1000);
+    if (port_is_free(port)) return port;
+  }
+  throw std::runtime_error("no free TCP port in 16400..17399");
+}
+
+std::string quote_toml(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') out += '\\';
+    out += c;
+  }
+  return out + "\"";
+}
+
+// PgBouncer's .ini for the same PoolerConfig (comparison runs only).
+std::string render_pgbouncer_ini(const PoolerConfig& cfg, int port, const std::string& userlist) {
+  std::ostringstream o;
+  o << "[databases]\nappdb = host=127.0.0.1 port=" << env().pg_port << " dbname=appdb\n\n"
+    << "[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = " << port << "\nunix_socket_dir =\n"
+    << "pool_mode = " << cfg.pool_mode << "\ndefault_pool_size = " << cfg.default_pool_size
+    << "\nmax_client_conn = " << cfg.max_client_conn << "\nauth_type = " << cfg.auth_type
+    << "\nauth_file = " << userlist << "\nadmin_users = admin\n";
+  for (const auto& [k, v] : cfg.extra) {
+    std::string val = v;
+    if (val.size() >= 2 && val.front() == '"') val = val.substr(1, val.size() - 2);
+    o << k << " = " << val << "\n";
+  }
+  return o.str();
+}
+
+double now_s() {
+  using namespace std::chrono;
+  return duration<double>(steady_clock::now().time_since_epoch()).count();
+}
+
+}  // namespace
+
+const Env& env() {
+  static const Env e = [] {
+    Env x;
+    x.pgpivot_bin = getenv_or("PGPIVOT_BIN", "build/pooler/pgpivot");
+    x.pg_port = std::atoi(getenv_or("PGPIVOT_TEST_PGPORT", "0").c_str());
+    x.scratch = getenv_or("PGPIVOT_TEST_SCRATCH", "/tmp/pgpivot-integration");
+    std::string default_bin = file_exists("/usr/lib/postgresql/15/bin/pgbench")
+                                  ? "/usr/lib/postgresql/15/bin" : "";
+    x.pg_bin = getenv_or("PGPIVOT_TEST_PGBIN", default_bin.c_str());
+    x.use_pgbouncer = getenv_or("PGPIVOT_TEST_USE_PGBOUNCER", "0") == "1";
+    ::mkdir(x.scratch.c_str(), 0755);
+    return x;
+  }();
+  return e;
+}
+
+std::string pg_program(const std::string& name) {
+  return env().pg_bin.empty() ? name : env().pg_bin + "/" + name;
+}
+
+std::string render_toml(const PoolerConfig& cfg, int port) {
+  std::ostringstream o;
+  o << "# Written by the pgpivot integration tests.\n[pooler]\n"
+    << "listen_addr = \"127.0.0.1\"\nlisten_port = " << port << "\n"
+    << "unix_socket_dir = \"\"\n"
+    << "pool_mode = " << quote_toml(cfg.pool_mode) << "\n"
+    << "default_pool_size = " << cfg.default_pool_size << "\n"
+    << "max_client_conn = " << cfg.max_client_conn << "\n"
+    << "auth_type = " << quote_toml(cfg.auth_type) << "\n"
+    << "admin_users = [\"admin\"]\n";
+  for (const auto& [k, v] : cfg.extra) o << k << " = " << v << "\n";
+  o << "\n[users]\n";
+  for (const auto& [user, password] : cfg.users)
+    o << user << " = { password = " << quote_toml(password) << " }\n";
+  o << "\n[clusters.main]\nprimary = { host = \"127.0.0.1\", port = " << env().pg_port << " }\n"
+    << "\n[databases.appdb]\ncluster = \"main\"\n";
+  return o.str();
+}
+
+// ---------------------------------------------------------------------------
+// Pooler
+
+Pooler::Pooler(PoolerConfig cfg) : cfg_(std::move(cfg)) {
+  if (env().pg_port == 0)
+    throw std::runtime_error("PGPIVOT_TEST_PGPORT is not set: run ./scripts/test");
+  port_ = next_free_port();
+  dir_ = env().scratch + "/pooler-" + std::to_string(port_);
+  ::mkdir(dir_.c_str(), 0755);
+  ::chmod(dir_.c_str(), 0755);  // PgBouncer runs as postgres and reads its files here
+  config_path_ = dir_ + (env().use_pgbouncer ? "/pgbouncer.ini" : "/pgpivot.toml");
+  log_path_ = dir_ + "/pooler.log";
+  ::unlink(log_path_.c_str());
+  write_config();
+  start();
+  try {
+    wait_ready();
+  } catch (...) {
+    if (pid_ > 0 && !exited_) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+    throw;
+  }
+}
+
+void Pooler::write_config() {
+  if (env().use_pgbouncer) {
+    std::string userlist = dir_ + "/userlist.txt";
+    std::ostringstream u;
+    for (const auto& [user, password] : cfg_.users) u << '"' << user << "\" \"" << password << "\"\n";
+    write_file(userlist, u.str());
+    write_file(config_path_, render_pgbouncer_ini(cfg_, port_, userlist));
+  } else {
+    write_file(config_path_, render_toml(cfg_, port_));
+  }
+}
+
+void Pooler::start() {
+  std::string bin = env().use_pgbouncer ? "/usr/sbin/pgbouncer" : env().pgpivot_bin;
+  if (::access(bin.c_str(), X_OK) != 0)
+    throw std::runtime_error("pooler binary not found or not executable: " + bin +
+                             " (set PGPIVOT_BIN; build with ninja -C build)");
+  // Resolve everything the child needs before fork().
+  struct passwd* pw = env().use_pgbouncer ? ::getpwnam("postgres") : nullptr;
+  uid_t uid = pw ? pw->pw_uid : 0;
+  gid_t gid = pw ? pw->pw_gid : 0;
+  int log_fd = ::open(log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (log_fd < 0) throw std::runtime_error("cannot open " + log_path_);
+  std::fflush(nullptr);
+  pid_ = ::fork();
+  if (pid_ < 0) throw std::runtime_error("fork failed");
+  if (pid_ == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive a crashed test binary
+    int devnull = ::open("/dev/null", O_RDONLY);
+    ::dup2(devnull, 0);
+    ::dup2(log_fd, 1);
+    ::dup2(log_fd, 2);
+    ::signal(SIGPIPE, SIG_DFL);
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    if (pw) {
+      if (::setgroups(0, nullptr) != 0 || ::setgid(gid) != 0 || ::setuid(uid) != 0) _exit(126);
+    }
+    ::execl(bin.c_str(), bin.c_str(), config_path_.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  ::close(log_fd);
+}
+
+bool Pooler::running() {
+  if (exited_) return false;
+  int st = 0;
+  pid_t r = ::waitpid(pid_, &st, WNOHANG);
+  if (r == pid_) {
+    exited_ = true;
+    exit_status_ = st;
+    return false;
+  }
+  return true;
+}
+
+void Pooler::wait_ready() {
+  double deadline = now_s() + 10;
+  while (now_s() < deadline) {
+    if (!running()) {
+      std::ostringstream m;
+      m << "pooler exited before accepting connections (status " << exit_status_ << ")\n"
+        << "config " << config_path_ << ":\n" << read_file(config_path_) << "\nlog:\n" << log();
+      throw std::runtime_error(m.str());
+    }
+    if (port_accepts(port_)) return;
+    sleep_s(0.02);
+  }
+  throw std::runtime_error("pooler did not accept connections on 127.0.0.1:" +
+                           std::to_string(port_) + " within 10 s; log:\n" + log());
+}
+
+Pooler::~Pooler() {
+  bool died_early = !running();
+  if (!died_early) {
+    ::kill(pid_, SIGTERM);
+    if (!wait_exit(5)) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, &exit_status_, 0);
+      exited_ = true;
+      std::cerr << "[itest] pooler pid " << pid_ << " ignored SIGTERM for 5 s; killed\n";
+    }
+  }
+  bool unexpected = died_early && !stop_requested_;
+  if (unexpected && std::uncaught_exceptions() == 0) {
+    // A pooler that crashed or quit during the test fails it, even if the test's
+    // own assertions happened to pass.
+    FAIL_CHECK("pooler pid " << pid_ << " exited on its own during the test (wait status "
+                             << exit_status_ << ")");
+  }
+  if (g_current_test_failed || unexpected) {
+    std::string text = log();
+    if (text.size() > 8000) text = "...\n" + text.substr(text.size() - 8000);
+    std::cerr << "[itest] ---- pooler log (" << log_path_ << ") ----\n" << text
+              << "[itest] ---- end of pooler log ----\n";
+  }
+}
+
+std::string Pooler::conninfo(const std::string& user, const std::string& password,
+                             const std::string& dbname) const {
+  std::string s = "host=127.0.0.1 port=" + std::to_string(port_) + " dbname=" + dbname +
+                  " user=" + user + " connect_timeout=10";
+  if (!password.empty()) s += " password=" + password;
+  return s;
+}
+
+void Pooler::reload(const PoolerConfig& cfg) {
+  cfg_ = cfg;
+  write_config();
+  signal(SIGHUP);
+}
+
+void Pooler::signal(int sig) {
+  if (sig == SIGINT || sig == SIGTERM || sig == SIGKILL) stop_requested_ = true;
+  ::kill(pid_, sig);
+}
+
+bool Pooler::wait_exit(double seconds) {
+  double deadline = now_s() + seconds;
+  while (running()) {
+    if (now_s() >= deadline) return false;
+    sleep_s(0.02);
+  }
+  return true;
+}
+
+long Pooler::peak_rss_kb() const {
+  std::ifstream in("/proc/" + std::to_string(pid_) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::atol(line.c_str() + 6);
+  }
+  return -1;
+}
+
+std::string Pooler::log() const { return read_file(log_path_); }
+
+// ---------------------------------------------------------------------------
+// Result / Conn
+
+Result& Result::operator=(Result&& o) noexcept {
+  if (this != &o) {
+    if (r_) PQclear(r_);
+    r_ = o.r_;
+    o.r_ = nullptr;
+    error_ = std::move(o.error_);
+  }
+  return *this;
+}
+
+Result::~Result() {
+  if (r_) PQclear(r_);
+}
+
+bool Result::ok() const {
+  auto s = status();
+  return r_ && (s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK);
+}
+
+std::string Result::sqlstate() const {
+  const char* s = r_ ? PQresultErrorField(r_, PG_DIAG_SQLSTATE) : nullptr;
+  return s ? s : "";
+}
+
+std::string Result::message() const {
+  if (!error_.empty()) return error_;
+  if (!r_) return "(no result)";
+  const char* m = PQresultErrorMessage(r_);
+  return m ? m : "";
+}
+
+std::string Result::value(int row, int col) const {
+  if (!r_ || row >= PQntuples(r_) || col >= PQnfields(r_)) return "<no value>";
+  return PQgetisnull(r_, row, col) ? "<null>" : PQgetvalue(r_, row, col);
+}
+
+Conn::Conn(const std::string& conninfo, double timeout_s) {
+  c_ = PQconnectStart(conninfo.c_str());
+  if (!c_) {
+    error_ = "PQconnectStart failed (out of memory)";
+    return;
+  }
+  // Verbose before the first message arrives, so connection errors carry the SQLSTATE.
+  PQsetErrorVerbosity(c_, PQERRORS_VERBOSE);
+  double deadline = now_s() + timeout_s;
+  PostgresPollingStatusType st = PGRES_POLLING_WRITING;
+  while (st != PGRES_POLLING_OK && st != PGRES_POLLING_FAILED) {
+    if (PQstatus(c_) == CONNECTION_BAD) break;
+    pollfd pfd{PQsocket(c_), static_cast<short>(st == PGRES_POLLING_READING ? POLLIN : POLLOUT), 0};
+    int left_ms = static_cast<int>((deadline - now_s()) * 1000);
+    if (left_ms <= 0 || ::poll(&pfd, 1, left_ms) == 0) {
+      error_ = "connection attempt timed out after " + std::to_string(timeout_s) + " s";
+      return;
+    }
+    st = PQconnectPoll(c_);
+  }
+  if (PQstatus(c_) != CONNECTION_OK) error_ = PQerrorMessage(c_);
+}
+
+Conn::~Conn() { finish(); }
+
+void Conn::finish() {
+  if (c_) PQfinish(c_);
+  c_ = nullptr;
+}
+
+std::string Conn::error() const {
+  if (!error_.empty()) return error_;
+  return c_ ? PQerrorMessage(c_) : "not connected";
+}
+
+bool Conn::wait_readable(double timeout_s) {
+  if (!c_) return false;
+  pollfd pfd{PQsocket(c_), POLLIN, 0};
+  int ms = std::max(0, static_cast<int>(timeout_s * 1000));
+  if (::poll(&pfd, 1, ms) <= 0) return false;
+  return PQconsumeInput(c_) == 1;
+}
+
+Result Conn::next_result(double timeout_s, bool* timed_out) {
+  if (timed_out) *timed_out = false;
+  double deadline = now_s() + timeout_s;
+  // Flush whatever is queued (non-blocking connections, pipelines).
+  while (PQflush(c_) == 1) {
+    pollfd pfd{PQsocket(c_), POLLOUT | POLLIN, 0};
+    ::poll(&pfd, 1, 100);
+    PQconsumeInput(c_);
+    if (now_s() > deadline) break;
+  }
+  while (PQisBusy(c_)) {
+    double left = deadline - now_s();
+    if (left <= 0) {
+      if (timed_out) *timed_out = true;
+      return Result(nullptr, "timed out after " + std::to_string(timeout_s) + " s waiting for a result");
+    }
+    pollfd pfd{PQsocket(c_), POLLIN, 0};
+    int r = ::poll(&pfd, 1, static_cast<int>(left * 1000) + 1);
+    if (r > 0 && PQconsumeInput(c_) == 0) break;  // connection lost: PQgetResult reports it
+  }
+  return Result(PQgetResult(c_));
+}
+
+Result Conn::exec(const std::string& sql, double timeout_s) {
+  if (!ok()) return Result(nullptr, "not connected: " + error());
+  if (!PQsendQuery(c_, sql.c_str())) return Result(nullptr, PQerrorMessage(c_));
+  Result last;
+  double deadline = now_s() + timeout_s;
+  for (;;) {
+    bool timed_out = false;
+    Result r = next_result(std::max(0.0, deadline - now_s()), &timed_out);
+    if (timed_out) return r;
+    if (!r.get()) break;
+    auto st = r.status();
+    bool copy = st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH;
+    // Like PQexec: an error result wins over later ones; keep the last otherwise.
+    if (!last.get() || last.status() != PGRES_FATAL_ERROR) last = std::move(r);
+    if (copy) return last;
+    if (PQstatus(c_) == CONNECTION_BAD) break;
+  }
+  if (!last.get()) return Result(nullptr, PQerrorMessage(c_));
+  return last;
+}
+
+std::string Conn::value(const std::string& sql, double timeout_s) {
+  Result r = exec(sql, timeout_s);
+  INFO("query: " << sql);
+  INFO("error: " << r.message());
+  REQUIRE(r.ok());
+  return r.value();
+}
+
+void Conn::exec_ok(const std::string& sql, double timeout_s) {
+  Result r = exec(sql, timeout_s);
+  INFO("query: " << sql);
+  INFO("error: " << r.message());
+  REQUIRE(r.ok());
+}
+
+void Conn::send(const std::string& sql) {
+  INFO("query: " << sql);
+  INFO("error: " << PQerrorMessage(c_));
+  REQUIRE(PQsendQuery(c_, sql.c_str()) == 1);
+}
+
+std::string direct_conninfo(const std::string& dbname) {
+  return "host=127.0.0.1 port=" + std::to_string(env().pg_port) + " dbname=" + dbname +
+         " user=postgres connect_timeout=10";
+}
+
+// ---------------------------------------------------------------------------
+// Commands
+
+CommandResult run_command(const std::string& command) {
+  CommandResult res;
+  std::fflush(nullptr);
+  FILE* f = ::popen((command + " 2>&1").c_str(), "r");
+  if (!f) {
+    res.output = "popen failed";
+    return res;
+  }
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) res.output.append(buf, n);
+  int st = ::pclose(f);
+  res.exit_code = (st != -1 && WIFEXITED(st)) ? WEXITSTATUS(st) : -1;
+  return res;
+}
+
+CommandResult run_pgbench(const Pooler& p, const std::string& args) {
+  return run_command("PGPASSWORD=app PGCONNECT_TIMEOUT=10 " + pg_program("pgbench") +
+                     " -h 127.0.0.1 -p " + std::to_string(p.port()) + " -U app " + args + " appdb");
+}
+
+CommandResult run_psql(const Pooler& p, const std::string& sql, const std::string& user,
+                       const std::string& password) {
+  std::string quoted = "'" + replace_all(sql, "'", "'\\''") + "'";
+  return run_command("PGPASSWORD='" + password + "' PGCONNECT_TIMEOUT=10 " + pg_program("psql") +
+                     " -X -A -t -v ON_ERROR_STOP=1 -h 127.0.0.1 -p " + std::to_string(p.port()) +
+                     " -U " + user + " -d appdb -c " + quoted);
+}
+
+// ---------------------------------------------------------------------------
+// Small things
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+void sleep_s(double s) { std::this_thread::sleep_for(std::chrono::duration<double>(s)); }
+
+std::string replace_all(std::string s, const std::string& from, const std::string& to) {
+  if (from.empty()) return s;
+  for (size_t pos = 0; (pos = s.find(from, pos)) != std::string::npos; pos += to.size())
+    s.replace(pos, from.size(), to);
+  return s;
+}
+
+bool contains_icase(const std::string& haystack, const std::string& needle) {
+  auto lower = [](std::string s) {
+    std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
+    return s;
+  };
+  return lower(haystack).find(lower(needle)) != std::string::npos;
+}
+
+}  // namespace itest

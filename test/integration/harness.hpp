@@ -1,0 +1,172 @@
+// Integration-test harness: runs the real pgpivot binary (or, for comparison,
+// PgBouncer) against the throwaway PostgreSQL that scripts/test starts, and wraps
+// libpq so that no test can hang: every wait has a deadline.
+#pragma once
+
+#include <libpq-fe.h>
+#include <sys/types.h>
+
+#include <chrono>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace itest {
+
+// Read once from the environment (see scripts/test).
+struct Env {
+  std::string pgpivot_bin;  // PGPIVOT_BIN
+  int pg_port = 0;          // PGPIVOT_TEST_PGPORT (host 127.0.0.1)
+  std::string scratch;      // PGPIVOT_TEST_SCRATCH
+  std::string pg_bin;       // PGPIVOT_TEST_PGBIN: directory of psql/pgbench ("" = PATH)
+  bool use_pgbouncer = false;  // PGPIVOT_TEST_USE_PGBOUNCER=1: run /usr/sbin/pgbouncer instead
+};
+const Env& env();
+
+// Path of a PostgreSQL client program (psql, pgbench).
+std::string pg_program(const std::string& name);
+
+// What a test wants in the pooler's config file; written as TOML for pgpivot.
+struct PoolerConfig {
+  std::string pool_mode = "transaction";
+  int default_pool_size = 5;
+  int max_client_conn = 500;
+  std::string auth_type = "scram-sha-256";
+  // More [pooler] keys; values are TOML literals, e.g. {"query_wait_timeout", "1"}.
+  std::map<std::string, std::string> extra;
+  // [users]: name -> password (plain text).
+  std::map<std::string, std::string> users = {
+      {"app", "app"}, {"admin", "admin"}, {"md5user", "md5pass"}};
+};
+
+// Renders the TOML config file for a pooler listening on `port`.
+std::string render_toml(const PoolerConfig& cfg, int port);
+
+// One pooler process for the duration of a test. Throws (with the log) when it
+// does not accept connections within 10 s; SIGTERM + reap in the destructor.
+class Pooler {
+ public:
+  explicit Pooler(PoolerConfig cfg = {});
+  ~Pooler();
+  Pooler(const Pooler&) = delete;
+  Pooler& operator=(const Pooler&) = delete;
+
+  int port() const { return port_; }
+  pid_t pid() const { return pid_; }
+  const std::string& config_path() const { return config_path_; }
+  const PoolerConfig& config() const { return cfg_; }
+
+  // libpq conninfo for connecting through the pooler ("" password = none).
+  std::string conninfo(const std::string& user = "app", const std::string& password = "app",
+                       const std::string& dbname = "appdb") const;
+
+  // Rewrites the config file and sends SIGHUP.
+  void reload(const PoolerConfig& cfg);
+  // Sends a signal; SIGINT/SIGTERM/SIGKILL mark the exit as expected.
+  void signal(int sig);
+  // Waits for the process to exit; true when it did within `seconds`.
+  bool wait_exit(double seconds);
+  bool running();
+  // Peak resident set size (VmHWM) in KiB, -1 when unknown.
+  long peak_rss_kb() const;
+  // Everything the process wrote to stderr/stdout so far.
+  std::string log() const;
+
+ private:
+  void write_config();
+  void start();
+  void wait_ready();
+
+  PoolerConfig cfg_;
+  int port_ = 0;
+  pid_t pid_ = -1;
+  int exit_status_ = 0;
+  bool exited_ = false;
+  bool stop_requested_ = false;
+  std::string dir_;
+  std::string config_path_;
+  std::string log_path_;
+};
+
+// A PGresult with the usual questions.
+class Result {
+ public:
+  Result() = default;
+  explicit Result(PGresult* r, std::string error = {}) : r_(r), error_(std::move(error)) {}
+  Result(Result&& o) noexcept : r_(o.r_), error_(std::move(o.error_)) { o.r_ = nullptr; }
+  Result& operator=(Result&& o) noexcept;
+  ~Result();
+
+  PGresult* get() const { return r_; }
+  ExecStatusType status() const { return r_ ? PQresultStatus(r_) : PGRES_FATAL_ERROR; }
+  bool ok() const;  // COMMAND_OK or TUPLES_OK
+  std::string sqlstate() const;
+  std::string message() const;  // primary error message (or the harness' own)
+  std::string value(int row = 0, int col = 0) const;
+  int rows() const { return r_ ? PQntuples(r_) : 0; }
+
+ private:
+  PGresult* r_ = nullptr;
+  std::string error_;
+};
+
+// A client connection with deadlines; error messages are verbose (they carry the
+// SQLSTATE, e.g. "FATAL:  28P01: password authentication failed ...").
+class Conn {
+ public:
+  explicit Conn(const std::string& conninfo, double timeout_s = 10);
+  ~Conn();
+  Conn(Conn&& o) noexcept : c_(o.c_), error_(std::move(o.error_)) { o.c_ = nullptr; }
+  Conn(const Conn&) = delete;
+  Conn& operator=(const Conn&) = delete;
+
+  bool ok() const { return c_ && PQstatus(c_) == CONNECTION_OK; }
+  std::string error() const;  // the connection error (or PQerrorMessage)
+  PGconn* get() const { return c_; }
+  operator PGconn*() const { return c_; }  // NOLINT: for direct libpq calls
+  void finish();
+
+  // Like PQexec (last result wins; stops at COPY states) but gives up after timeout_s.
+  Result exec(const std::string& sql, double timeout_s = 30);
+  // exec + REQUIRE success; returns the first value.
+  std::string value(const std::string& sql, double timeout_s = 30);
+  void exec_ok(const std::string& sql, double timeout_s = 30);
+  // PQsendQuery + REQUIRE it was sent.
+  void send(const std::string& sql);
+  // Next result of what was sent (nullptr result at the end of a query's results);
+  // `timed_out` is set when nothing arrived in time.
+  Result next_result(double timeout_s, bool* timed_out = nullptr);
+  // Waits until the socket is readable and consumes input; false on timeout/error.
+  bool wait_readable(double timeout_s);
+
+ private:
+  PGconn* c_ = nullptr;
+  std::string error_;
+};
+
+// Connection straight to the test PostgreSQL (as postgres, trust).
+std::string direct_conninfo(const std::string& dbname = "appdb");
+
+struct CommandResult {
+  int exit_code = -1;  // -1 when killed by a signal
+  std::string output;  // stdout and stderr
+};
+// Runs a shell command line (popen), capturing stdout and stderr.
+CommandResult run_command(const std::string& command);
+// pgbench through the pooler as app/app against appdb.
+CommandResult run_pgbench(const Pooler& p, const std::string& args);
+// psql -X -A -t -c SQL through the pooler as user/password.
+CommandResult run_psql(const Pooler& p, const std::string& sql, const std::string& user = "app",
+                       const std::string& password = "app");
+
+double seconds_since(std::chrono::steady_clock::time_point t0);
+void sleep_s(double s);
+// Replaces every occurrence of `from` in `s` by `to`.
+std::string replace_all(std::string s, const std::string& from, const std::string& to);
+bool contains_icase(const std::string& haystack, const std::string& needle);
+
+// Set by the Catch listener in main.cpp when an assertion of the running test failed,
+// so the pooler fixture can print its log for failing tests only.
+extern bool g_current_test_failed;
+
+}  // namespace itest

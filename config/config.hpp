@@ -1,0 +1,119 @@
+// Typed configuration: plain structs with PgBouncer's defaults, filled by the TOML
+// loader (and later the pgbouncer.ini loader). Durations are in seconds (double).
+#pragma once
+
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace pgpivot::config {
+
+enum class PoolMode { Session, Transaction, Statement };
+enum class AuthType { Trust, Md5, ScramSha256 };
+
+[[nodiscard]] const char* to_string(PoolMode m);   // "session" / "transaction" / "statement"
+[[nodiscard]] const char* to_string(AuthType a);   // "trust" / "md5" / "scram-sha-256"
+[[nodiscard]] std::optional<PoolMode> parse_pool_mode(std::string_view s);
+[[nodiscard]] std::optional<AuthType> parse_auth_type(std::string_view s);
+
+struct Pooler {
+  std::string listen_addr = "127.0.0.1";
+  int listen_port = 6432;
+  std::string unix_socket_dir = "/tmp";  // "" disables the Unix socket
+  PoolMode pool_mode = PoolMode::Session;
+  int default_pool_size = 20;
+  int min_pool_size = 0;
+  int reserve_pool_size = 0;
+  double reserve_pool_timeout = 5.0;
+  int max_client_conn = 100;
+  int max_db_connections = 0;    // 0 = unlimited
+  int max_user_connections = 0;  // 0 = unlimited
+  AuthType auth_type = AuthType::Md5;
+  std::string auth_file;         // PgBouncer userlist.txt; relative to the config file
+  std::vector<std::string> admin_users;
+  std::vector<std::string> stats_users;
+  std::string server_reset_query = "DISCARD ALL";
+  bool server_reset_query_always = false;
+  std::string server_check_query = "select 1";
+  double server_check_delay = 30.0;
+  double server_lifetime = 3600.0;
+  double server_idle_timeout = 600.0;
+  double server_connect_timeout = 15.0;
+  double server_login_retry = 15.0;
+  double client_login_timeout = 60.0;
+  double query_timeout = 0.0;
+  double query_wait_timeout = 120.0;
+  double idle_transaction_timeout = 0.0;
+  double client_idle_timeout = 0.0;
+  std::vector<std::string> ignore_startup_parameters;
+  bool application_name_add_host = false;
+  bool log_connections = true;
+  bool log_disconnections = true;
+  double stats_period = 60.0;
+  int pkt_buf = 4096;
+  long long max_packet_size = 2147483647;
+  std::string logfile;
+};
+
+struct Failover {
+  double health_check_interval = 1.0;
+  double health_check_timeout = 2.0;
+  int failure_threshold = 3;
+  std::string role_query = "SELECT NOT pg_is_in_recovery()";
+  bool auto_failover = true;
+  std::string promote_command;
+  double failover_timeout = 60.0;
+  std::string on_failover_command;
+  bool auto_failback = false;
+};
+
+struct Node {
+  std::string host = "127.0.0.1";
+  int port = 5432;
+  // Any other libpq-style key of the inline table (options, sslmode, ...), as text.
+  std::map<std::string, std::string> options;
+};
+
+struct Cluster {
+  std::string name;
+  Node primary;
+  std::optional<Node> standby;
+  Failover failover;  // [failover] merged with [clusters.NAME.failover]
+};
+
+struct User {
+  std::string name;
+  std::string password;  // plain, "md5..." or "SCRAM-SHA-256$..."; "" = none
+  std::optional<PoolMode> pool_mode;
+  int pool_size = -1;              // -1 = database/default
+  int reserve_pool_size = -1;
+  int max_user_connections = -1;   // -1 = pooler default
+  int max_user_client_connections = 0;
+};
+
+struct Database {
+  std::string name;      // the key clients connect with ("*" = fallback)
+  std::string cluster;   // key of Config::clusters
+  std::string dbname;    // database on the server; "" = same as name (or client's for "*")
+  std::string user;      // force_user; "" = client's user
+  std::string password;  // for the forced user; "" = from [users]
+  int pool_size = -1;    // -1 = default_pool_size
+  int min_pool_size = -1;
+  int reserve_pool_size = -1;
+  std::optional<PoolMode> pool_mode;
+  int max_db_connections = -1;
+  int max_db_client_connections = 0;
+  std::string connect_query;
+  std::string application_name;
+};
+
+struct Config {
+  std::string path;  // file it was loaded from
+  Pooler pooler;
+  std::map<std::string, User> users;
+  std::map<std::string, Cluster> clusters;
+  std::map<std::string, Database> databases;
+};
+
+}  // namespace pgpivot::config

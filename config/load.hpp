@@ -1,0 +1,43 @@
+// Loading and validating configuration files. Every problem found is reported,
+// each naming file, line, key and what is wrong; nothing stops at the first one.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "config/config.hpp"
+
+namespace pgpivot::config {
+
+struct Error {
+  std::string file;
+  int line = 0;       // 0 when unknown
+  std::string key;    // dotted path, e.g. "pooler.default_pool_size"
+  std::string message;
+  // "file:line: key: message" (line omitted when 0)
+  [[nodiscard]] std::string to_string() const;
+};
+
+struct LoadResult {
+  Config config;
+  std::vector<Error> errors;
+  [[nodiscard]] bool ok() const { return errors.empty(); }
+};
+
+// Load a TOML config file (also reads auth_file if set). Unknown keys are errors.
+[[nodiscard]] LoadResult load_toml_file(const std::string& path);
+// Same, from text; `path` is used in error messages and to resolve relative paths.
+[[nodiscard]] LoadResult load_toml_string(std::string_view text, const std::string& path);
+// Dispatch on content/extension: TOML for now (pgbouncer.ini comes with its own issue).
+[[nodiscard]] LoadResult load_file(const std::string& path);
+
+// PgBouncer userlist.txt: lines of `"user" "password"`; `""` inside quotes is a quote;
+// lines starting with ';' or '#' and blank lines are ignored. Adds users to `users`
+// (entries already present keep their other settings; password is set if empty).
+void load_userlist(const std::string& path, std::map<std::string, User>& users,
+                   std::vector<Error>& errors);
+void parse_userlist(std::string_view text, const std::string& path,
+                    std::map<std::string, User>& users, std::vector<Error>& errors);
+
+}  // namespace pgpivot::config

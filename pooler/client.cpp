@@ -1,0 +1,344 @@
+// Client side: startup packet, authentication (trust / md5 / SCRAM-SHA-256 with
+// indistinguishable failures for unknown users), then relaying the client's
+// messages to the server it is given, counting the ReadyForQuery it is owed.
+#include <cctype>
+#include <cstdio>
+#include <cstring>
+
+#include "pooler/pooler.hpp"
+#include "protocol/startup.hpp"
+#include "protocol/wire.hpp"
+
+namespace pgpivot {
+
+namespace {
+
+bool iequals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); i++) {
+    if (std::tolower(static_cast<unsigned char>(a[i])) != std::tolower(static_cast<unsigned char>(b[i]))) return false;
+  }
+  return true;
+}
+
+bool starts_with_word(std::string_view sql, std::string_view word) {
+  std::size_t i = 0;
+  while (i < sql.size() && (std::isspace(static_cast<unsigned char>(sql[i])) || sql[i] == '(')) i++;
+  if (sql.size() - i < word.size()) return false;
+  if (!iequals(sql.substr(i, word.size()), word)) return false;
+  std::size_t j = i + word.size();
+  return j == sql.size() || !std::isalnum(static_cast<unsigned char>(sql[j]));
+}
+
+// A session-level SET (not SET LOCAL / SET TRANSACTION) or RESET changes state
+// that outlives the transaction, so the server must be reset before reuse.
+bool changes_session_state(std::string_view sql) {
+  if (starts_with_word(sql, "RESET")) return true;
+  if (!starts_with_word(sql, "SET")) return false;
+  std::size_t i = 0;
+  while (i < sql.size() && std::isspace(static_cast<unsigned char>(sql[i]))) i++;
+  std::string_view rest = sql.substr(i + 3);
+  return !starts_with_word(rest, "LOCAL") && !starts_with_word(rest, "TRANSACTION") &&
+         !starts_with_word(rest, "CONSTRAINTS");
+}
+
+constexpr std::string_view kAllowedStartup[] = {"user", "database", "application_name", "client_encoding",
+                                                "DateStyle", "TimeZone", "IntervalStyle",
+                                                "standard_conforming_strings"};
+
+}  // namespace
+
+int tracked_index(std::string_view name) {
+  for (int i = 0; i < kTrackedCount; i++) {
+    if (iequals(name, kTrackedParams[i])) return i;
+  }
+  return -1;
+}
+
+const char* to_string(ClientState s) {
+  switch (s) {
+    case ClientState::Login: return "login";
+    case ClientState::Idle: return "active";
+    case ClientState::Waiting: return "waiting";
+    case ClientState::Active: return "active";
+    case ClientState::Cancel: return "cancel";
+    case ClientState::Closing: return "closing";
+  }
+  return "?";
+}
+
+Conn* Client::peer() { return server; }
+
+void Client::on_closed() { pooler->disconnect_client(this, nullptr, "client closed the connection", false); }
+
+void Client::on_protocol_error(const char* what) {
+  pooler->disconnect_client(this, "08P01", std::string("protocol violation: ") + what, true);
+}
+
+void Client::send_error(const char* severity, const char* sqlstate, const std::string& msg) {
+  proto::ErrorFields e;
+  e.severity = severity;
+  e.sqlstate = sqlstate;
+  e.message = msg;
+  std::string buf;
+  proto::error_response(buf, e);
+  queue(buf);
+}
+
+void Client::auth_failed() {
+  pooler->disconnect_client(this, "28P01", "password authentication failed for user \"" + user_name + "\"", true);
+}
+
+Step Client::on_startup(const char* data, std::uint32_t len) {
+  auto sp = proto::parse_startup(reinterpret_cast<const std::uint8_t*>(data), len);
+  const auto& set = pooler->settings();
+  switch (sp.kind) {
+    case proto::StartupKind::SSLRequest:
+    case proto::StartupKind::GSSENCRequest:
+      // TLS and GSS encryption are not offered: the client goes on in plain text.
+      queue("N");
+      return Step::Skip;
+    case proto::StartupKind::CancelRequest:
+      state = ClientState::Cancel;
+      pooler->handle_cancel(sp.cancel_pid, sp.cancel_key);
+      pooler->disconnect_client(this, nullptr, "cancel request", false);
+      return Step::Stop;
+    case proto::StartupKind::BadVersion: {
+      char msg[128];
+      std::snprintf(msg, sizeof msg, "unsupported frontend protocol %u.%u: server supports 3.0 to 3.0",
+                    sp.version >> 16, sp.version & 0xffff);
+      pooler->disconnect_client(this, "0A000", msg, true);
+      return Step::Stop;
+    }
+    case proto::StartupKind::Invalid:
+      pooler->disconnect_client(this, "08P01", sp.error.empty() ? "invalid startup packet" : sp.error, true);
+      return Step::Stop;
+    case proto::StartupKind::Startup:
+      break;
+  }
+  startup_params = sp.params;
+  const std::string* u = sp.get("user");
+  const std::string* d = sp.get("database");
+  user_name = u ? *u : "";
+  db_name = d && !d->empty() ? *d : user_name;
+
+  std::vector<std::string> unrecognized;
+  for (const auto& [name, value] : sp.params) {
+    if (name.rfind("_pq_.", 0) == 0) {
+      unrecognized.push_back(name);
+      continue;
+    }
+    bool ok = false;
+    for (auto allowed : kAllowedStartup) ok = ok || iequals(name, allowed);
+    for (const auto& ign : set.ignore_startup_parameters) ok = ok || iequals(name, ign);
+    if (!ok) {
+      pooler->disconnect_client(this, "08P01", "unsupported startup parameter: " + name, true);
+      return Step::Stop;
+    }
+    int ti = tracked_index(name);
+    if (ti >= 0) params.v[ti] = value;
+  }
+  if ((sp.version & 0xffff) != 0 || !unrecognized.empty()) {
+    std::string buf;
+    proto::negotiate_protocol_version(buf, 0, unrecognized);
+    queue(buf);
+  }
+  if (set.application_name_add_host) {
+    int ai = tracked_index("application_name");
+    params.v[ai] = params.v[ai].value_or("") + " - " + addr;
+  }
+  if (pooler->client_count() > set.max_client_conn) {
+    pooler->disconnect_client(this, "53300", "no more connections allowed (max_client_conn)", true);
+    return Step::Stop;
+  }
+  if (set.log_connections) {
+    LOG_INFO("C-%llu %s %s/%s login attempt", (unsigned long long)id, addr.c_str(), db_name.c_str(),
+             user_name.c_str());
+  }
+  DbEntry* db = pooler->find_db(db_name);
+  if (!db) {
+    pooler->disconnect_client(this, "3D000", "database \"" + db_name + "\" does not exist", true);
+    return Step::Stop;
+  }
+  UserEntry* user = pooler->find_user(user_name);
+  const std::string* password = user ? &user->cfg.password : nullptr;
+  if (user && password->empty() && set.auth_type != config::AuthType::Trust) user = nullptr;
+  unknown_user = !user;
+
+  config::AuthType auth = set.auth_type;
+  if (auth == config::AuthType::Trust) {
+    if (!user) {
+      // Trust still requires the user to be known, as PgBouncer does.
+      auth_failed();
+      return Step::Stop;
+    }
+    login = LoginStep::Done;
+    pooler->client_login_done(this);
+    return closing ? Step::Stop : Step::Skip;
+  }
+  // Choose the exchange the stored password allows: SCRAM secrets can only do
+  // SCRAM, md5 hashes only md5; plain passwords do what auth_type says.
+  bool stored_scram = password && password->rfind("SCRAM-SHA-256$", 0) == 0;
+  bool stored_md5 = password && proto::is_md5_hash(*password);
+  bool use_scram = auth == config::AuthType::ScramSha256 ? !stored_md5 : stored_scram;
+  std::string buf;
+  if (use_scram) {
+    proto::ScramSecret secret;
+    if (!user) {
+      secret = pooler->fake_secret(user_name);
+    } else if (stored_scram) {
+      auto parsed = proto::ScramSecret::parse(*password);
+      if (!parsed) {
+        LOG_WARN("user \"%s\" has an unparsable SCRAM secret", user_name.c_str());
+        secret = pooler->fake_secret(user_name);
+      } else {
+        secret = *parsed;
+      }
+    } else {
+      if (!user->secret) {
+        std::string salt(16, '\0');
+        proto::random_bytes(reinterpret_cast<std::uint8_t*>(salt.data()), salt.size());
+        user->secret = proto::ScramSecret::from_password(*password, salt, 4096);
+      }
+      secret = *user->secret;
+    }
+    scram = std::make_unique<proto::ScramServer>(secret);
+    proto::auth_sasl(buf, {"SCRAM-SHA-256"});
+    login = LoginStep::SaslFirst;
+  } else {
+    proto::random_bytes(md5_salt, 4);
+    proto::auth_md5(buf, md5_salt);
+    login = LoginStep::Md5;
+  }
+  queue(buf);
+  return Step::Skip;
+}
+
+Step Client::handle_password(const char* body, std::uint32_t len) {
+  std::string_view b(body, len);
+  std::string buf;
+  switch (login) {
+    case LoginStep::Md5: {
+      auto pw = proto::parse_password_message(b);
+      if (!pw) {
+        pooler->disconnect_client(this, "08P01", "invalid password packet", true);
+        return Step::Stop;
+      }
+      if (unknown_user) {
+        auth_failed();
+        return Step::Stop;
+      }
+      UserEntry* user = pooler->find_user(user_name);
+      std::string stored = user ? user->cfg.password : std::string();
+      if (!proto::is_md5_hash(stored)) stored = proto::md5_password_hash(user_name, stored);
+      std::string expect = proto::md5_salted_response(stored, md5_salt);
+      if (!proto::constant_time_equal(*pw, expect)) {
+        auth_failed();
+        return Step::Stop;
+      }
+      break;
+    }
+    case LoginStep::SaslFirst: {
+      auto init = proto::parse_sasl_initial_response(b);
+      if (!init) {
+        pooler->disconnect_client(this, "08P01", "malformed SASLInitialResponse message", true);
+        return Step::Stop;
+      }
+      if (init->mechanism != "SCRAM-SHA-256") {
+        pooler->disconnect_client(this, "08P01", "client selected an invalid SASL authentication mechanism", true);
+        return Step::Stop;
+      }
+      auto reply = scram->client_first(init->data);
+      if (!reply) {
+        pooler->disconnect_client(this, "08P01", "malformed SCRAM message: " + scram->error(), true);
+        return Step::Stop;
+      }
+      proto::auth_sasl_continue(buf, *reply);
+      queue(buf);
+      login = LoginStep::SaslFinal;
+      return Step::Skip;
+    }
+    case LoginStep::SaslFinal: {
+      auto reply = scram->client_final(b);
+      if (!reply || unknown_user) {
+        auth_failed();
+        return Step::Stop;
+      }
+      proto::auth_sasl_final(buf, *reply);
+      queue(buf);
+      // Keep ClientKey: it lets pgpivot log in to servers storing this secret.
+      if (UserEntry* user = pooler->find_user(user_name)) user->client_key = scram->client_key();
+      scram.reset();
+      break;
+    }
+    case LoginStep::Startup:
+    case LoginStep::Cleartext:
+    case LoginStep::WaitWelcome:
+    case LoginStep::Done:
+      pooler->disconnect_client(this, "08P01", "unexpected password message", true);
+      return Step::Stop;
+  }
+  login = LoginStep::Done;
+  pooler->client_login_done(this);
+  return closing ? Step::Stop : Step::Skip;
+}
+
+Step Client::on_header(char type, std::uint32_t wire_size) {
+  if (state == ClientState::Login) {
+    if (login == LoginStep::Md5 || login == LoginStep::SaslFirst || login == LoginStep::SaslFinal) {
+      if (type != 'p') {
+        pooler->disconnect_client(this, "08P01",
+                                  std::string("expected password response, got message type ") + type, true);
+        return Step::Stop;
+      }
+      if (wire_size > 8192) {
+        pooler->disconnect_client(this, "08P01", "password packet too long", true);
+        return Step::Stop;
+      }
+      return Step::Inspect;
+    }
+    // Waiting for the pool's parameters: keep what the client sent for later.
+    return Step::Hold;
+  }
+  if (type == 'X') {
+    pooler->disconnect_client(this, nullptr, "client sent Terminate", false);
+    return Step::Stop;
+  }
+  if (!server) {
+    if (state == ClientState::Idle) pooler->client_request(this);
+    if (closing) return Step::Stop;
+    if (!server) return Step::Hold;
+  }
+  switch (type) {
+    case 'Q':
+      if (wire_size <= 16384) return Step::Inspect;  // small enough to look for SET
+      query_count++;
+      server->expect_z++;
+      return Step::Forward;
+    case 'S':
+    case 'F':
+      server->expect_z++;
+      return Step::Forward;
+    case 'P':
+      query_count++;
+      return Step::Forward;
+    default:
+      return Step::Forward;
+  }
+}
+
+Step Client::on_message(const char* data, std::uint32_t wire_size) {
+  if (state == ClientState::Login) return handle_password(data + 5, wire_size - 5);
+  // Only 'Q' comes here.
+  auto sql = proto::parse_query(std::string_view(data + 5, wire_size - 5));
+  if (!sql) {
+    pooler->disconnect_client(this, "08P01", "invalid Query message", true);
+    return Step::Stop;
+  }
+  query_count++;
+  server->expect_z++;
+  if (changes_session_state(*sql)) server->needs_reset = true;
+  return Step::Forward;
+}
+
+}  // namespace pgpivot

@@ -1,0 +1,969 @@
+// The pooler: listeners, pools and the transitions between connection states,
+// server assignment, the janitor (timeouts, min_pool_size), signals and reload.
+#include "pooler/pooler.hpp"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "config/load.hpp"
+#include "protocol/wire.hpp"
+
+namespace pgpivot {
+
+namespace {
+
+std::string sockaddr_to_string(const sockaddr_storage& ss, int* port_out) {
+  char host[INET6_ADDRSTRLEN] = "?";
+  int port = 0;
+  if (ss.ss_family == AF_INET) {
+    const auto* a = reinterpret_cast<const sockaddr_in*>(&ss);
+    uv_ip4_name(a, host, sizeof host);
+    port = ntohs(a->sin_port);
+  } else if (ss.ss_family == AF_INET6) {
+    const auto* a = reinterpret_cast<const sockaddr_in6*>(&ss);
+    uv_ip6_name(a, host, sizeof host);
+    port = ntohs(a->sin6_port);
+  }
+  if (port_out) *port_out = port;
+  return std::string(host) + ":" + std::to_string(port);
+}
+
+std::string quote_literal(std::string_view v) {
+  std::string out = "'";
+  for (char ch : v) {
+    if (ch == '\'') out += '\'';
+    out += ch;
+  }
+  out += '\'';
+  return out;
+}
+
+Ms secs(double s) { return s <= 0 ? 0 : Ms(s * 1000.0); }
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+Pooler::Pooler(config::Config cfg, uv_loop_t* loop)
+    : loop_(loop), bufs_(std::uint32_t(std::max(cfg.pooler.pkt_buf, 1024))) {
+  std::string k(32, '\0');
+  proto::random_bytes(reinterpret_cast<std::uint8_t*>(k.data()), k.size());
+  fake_salt_key_ = k;
+  apply_config(std::move(cfg));
+}
+
+Pooler::~Pooler() = default;
+
+void Pooler::apply_config(config::Config cfg) {
+  cfg_ = std::move(cfg);
+  for (auto& [name, db] : dbs_) db->removed = true;
+  for (auto& [name, dbc] : cfg_.databases) {
+    auto& e = dbs_[name];
+    if (!e) e = std::make_unique<DbEntry>();
+    bool changed = e->cfg.cluster != dbc.cluster || e->cfg.dbname != dbc.dbname || e->cfg.user != dbc.user ||
+                   e->cfg.password != dbc.password;
+    e->cfg = dbc;
+    e->removed = false;
+    auto it = cfg_.clusters.find(dbc.cluster);
+    const config::Cluster* cl = it == cfg_.clusters.end() ? nullptr : &it->second;
+    if (e->cluster && cl && (e->cluster->primary.host != cl->primary.host || e->cluster->primary.port != cl->primary.port)) {
+      changed = true;
+    }
+    e->cluster = cl;
+    if (changed) {
+      // Servers of this database log in elsewhere now: close them when released.
+      for (auto& [key, pool] : pools_) {
+        if (pool->db != e.get()) continue;
+        for (ListHead* l : {&pool->sv_idle, &pool->sv_active, &pool->sv_used, &pool->sv_tested, &pool->sv_login}) {
+          l->for_each<Server>([](Server* s) { s->close_needed = true; });
+        }
+      }
+    }
+  }
+  for (auto& [name, u] : users_) u->removed = true;
+  for (auto& [name, uc] : cfg_.users) {
+    auto& e = users_[name];
+    if (!e) e = std::make_unique<UserEntry>();
+    if (e->cfg.password != uc.password) {
+      e->secret.reset();
+      e->client_key.reset();
+    }
+    e->cfg = uc;
+    e->removed = false;
+  }
+}
+
+bool Pooler::reload() {
+  auto res = config::load_file(cfg_.path);
+  if (!res.ok()) {
+    for (const auto& e : res.errors) LOG_ERROR("reload failed: %s", e.to_string().c_str());
+    return false;
+  }
+  auto& np = res.config.pooler;
+  const auto& op = cfg_.pooler;
+  if (np.listen_addr != op.listen_addr || np.listen_port != op.listen_port || np.unix_socket_dir != op.unix_socket_dir) {
+    LOG_WARN("reload: listen_addr, listen_port and unix_socket_dir need a restart; keeping the old values");
+    np.listen_addr = op.listen_addr;
+    np.listen_port = op.listen_port;
+    np.unix_socket_dir = op.unix_socket_dir;
+  }
+  if (np.pkt_buf != op.pkt_buf) {
+    LOG_WARN("reload: pkt_buf needs a restart; keeping %d", op.pkt_buf);
+    np.pkt_buf = op.pkt_buf;
+  }
+  res.config.path = cfg_.path;
+  apply_config(std::move(res.config));
+  LOG_INFO("configuration reloaded from %s", cfg_.path.c_str());
+  for (auto& [key, pool] : pools_) pool_service(pool.get());
+  return true;
+}
+
+DbEntry* Pooler::find_db(const std::string& name) {
+  auto it = dbs_.find(name);
+  if (it != dbs_.end() && !it->second->removed && it->second->cluster) return it->second.get();
+  it = dbs_.find("*");
+  if (it != dbs_.end() && !it->second->removed && it->second->cluster) return it->second.get();
+  return nullptr;
+}
+
+UserEntry* Pooler::find_user(const std::string& name) {
+  auto it = users_.find(name);
+  if (it == users_.end() || it->second->removed) return nullptr;
+  return it->second.get();
+}
+
+proto::ScramSecret Pooler::fake_secret(const std::string& user) {
+  proto::ScramSecret s;
+  s.iterations = 4096;
+  // Salt derived from a per-process key and the name: the same name always
+  // gets the same salt, as a real user would.
+  std::string digest = proto::md5_hex(fake_salt_key_ + user);
+  s.salt = digest.substr(0, 16);
+  proto::random_bytes(s.stored_key.data(), s.stored_key.size());
+  proto::random_bytes(s.server_key.data(), s.server_key.size());
+  return s;
+}
+
+Pool* Pooler::get_pool(DbEntry* db, const std::string& db_name, UserEntry* user, const std::string& user_name) {
+  auto key = std::make_pair(db_name, user_name);
+  auto& p = pools_[key];
+  if (!p) {
+    p = std::make_unique<Pool>();
+    p->db = db;
+    p->user = user;
+    p->db_name = db_name;
+    p->user_name = user_name;
+    p->server_db = db->cfg.dbname.empty() ? db_name : db->cfg.dbname;
+  }
+  p->db = db;
+  p->user = user;
+  return p.get();
+}
+
+config::PoolMode Pooler::pool_mode(const Pool* p) const {
+  if (p->user && p->user->cfg.pool_mode) return *p->user->cfg.pool_mode;
+  if (p->db->cfg.pool_mode) return *p->db->cfg.pool_mode;
+  return cfg_.pooler.pool_mode;
+}
+
+int Pooler::pool_size(const Pool* p) const {
+  if (p->user && p->user->cfg.pool_size >= 0) return p->user->cfg.pool_size;
+  if (p->db->cfg.pool_size >= 0) return p->db->cfg.pool_size;
+  return cfg_.pooler.default_pool_size;
+}
+
+int Pooler::reserve_size(const Pool* p) const {
+  if (p->user && p->user->cfg.reserve_pool_size >= 0) return p->user->cfg.reserve_pool_size;
+  if (p->db->cfg.reserve_pool_size >= 0) return p->db->cfg.reserve_pool_size;
+  return cfg_.pooler.reserve_pool_size;
+}
+
+int Pooler::min_pool_size(const Pool* p) const {
+  if (p->db->cfg.min_pool_size >= 0) return p->db->cfg.min_pool_size;
+  return cfg_.pooler.min_pool_size;
+}
+
+// ---------------------------------------------------------------------------
+// Listeners
+
+static void on_connection(uv_stream_t* server, int status) {
+  auto* l = static_cast<Listener*>(server->data);
+  if (status < 0) {
+    LOG_WARN("accept failed: %s", uv_strerror(status));
+    return;
+  }
+  l->pooler->on_accept(l);
+}
+
+bool Pooler::start() {
+  const auto& set = cfg_.pooler;
+  std::string addrs = set.listen_addr;
+  std::size_t pos = 0;
+  bool any = false;
+  while (pos <= addrs.size()) {
+    std::size_t comma = addrs.find(',', pos);
+    std::string a = addrs.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+    pos = comma == std::string::npos ? addrs.size() + 1 : comma + 1;
+    a.erase(0, a.find_first_not_of(" \t"));
+    a.erase(a.find_last_not_of(" \t") + 1);
+    if (a.empty()) continue;
+    if (a == "*") a = "0.0.0.0";
+    if (a == "localhost") a = "127.0.0.1";
+    sockaddr_storage ss{};
+    if (uv_ip4_addr(a.c_str(), set.listen_port, reinterpret_cast<sockaddr_in*>(&ss)) != 0 &&
+        uv_ip6_addr(a.c_str(), set.listen_port, reinterpret_cast<sockaddr_in6*>(&ss)) != 0) {
+      LOG_ERROR("listen_addr: cannot parse address \"%s\"", a.c_str());
+      return false;
+    }
+    auto l = std::make_unique<Listener>();
+    l->pooler = this;
+    uv_tcp_init(loop_, &l->h.tcp);
+    l->h.handle.data = l.get();
+    int rc = uv_tcp_bind(&l->h.tcp, reinterpret_cast<sockaddr*>(&ss), 0);
+    if (rc == 0) rc = uv_listen(&l->h.stream, 4096, on_connection);
+    if (rc != 0) {
+      LOG_ERROR("cannot listen on %s:%d: %s", a.c_str(), set.listen_port, uv_strerror(rc));
+      uv_close(&l->h.handle, nullptr);
+      listeners_.push_back(std::move(l));
+      return false;
+    }
+    LOG_INFO("listening on %s:%d", a.c_str(), set.listen_port);
+    listeners_.push_back(std::move(l));
+    any = true;
+  }
+  if (!set.unix_socket_dir.empty()) {
+    auto l = std::make_unique<Listener>();
+    l->pooler = this;
+    l->unix_socket = true;
+    l->path = set.unix_socket_dir + "/.s.PGSQL." + std::to_string(set.listen_port);
+    uv_pipe_init(loop_, &l->h.pipe, 0);
+    l->h.handle.data = l.get();
+    ::unlink(l->path.c_str());
+    int rc = uv_pipe_bind(&l->h.pipe, l->path.c_str());
+    if (rc == 0) rc = uv_listen(&l->h.stream, 4096, on_connection);
+    if (rc != 0) {
+      LOG_ERROR("cannot listen on unix socket %s: %s", l->path.c_str(), uv_strerror(rc));
+      uv_close(&l->h.handle, nullptr);
+      listeners_.push_back(std::move(l));
+      return false;
+    }
+    ::chmod(l->path.c_str(), 0777);
+    LOG_INFO("listening on unix socket %s", l->path.c_str());
+    listeners_.push_back(std::move(l));
+    any = true;
+  }
+  if (!any) {
+    LOG_ERROR("nothing to listen on: set listen_addr or unix_socket_dir");
+    return false;
+  }
+
+  uv_timer_init(loop_, &janitor_);
+  janitor_.data = this;
+  uv_timer_start(&janitor_, [](uv_timer_t* t) { static_cast<Pooler*>(t->data)->janitor(); }, 250, 250);
+
+  uv_check_init(loop_, &flush_check_);
+  flush_check_.data = this;
+  uv_check_start(&flush_check_, [](uv_check_t* c) { static_cast<Pooler*>(c->data)->flush_dirty(); });
+  uv_idle_init(loop_, &flush_idle_);
+  flush_idle_.data = this;
+
+  auto sig = [](uv_signal_t* h, int signum) { static_cast<Pooler*>(h->data)->on_signal(signum); };
+  for (auto [h, num] : {std::pair{&sig_hup_, SIGHUP}, {&sig_int_, SIGINT}, {&sig_term_, SIGTERM}, {&sig_quit_, SIGQUIT}}) {
+    uv_signal_init(loop_, h);
+    h->data = this;
+    uv_signal_start(h, sig, num);
+  }
+  return true;
+}
+
+int Pooler::run() { return uv_run(loop_, UV_RUN_DEFAULT); }
+
+void Pooler::on_accept(Listener* l) {
+  auto* c = new Client();
+  c->pooler = this;
+  c->is_client = true;
+  c->id = next_id();
+  c->node.owner = c;
+  c->unix_socket = l->unix_socket;
+  if (l->unix_socket) {
+    uv_pipe_init(loop_, &c->h.pipe, 0);
+  } else {
+    uv_tcp_init(loop_, &c->h.tcp);
+  }
+  c->h.handle.data = c;
+  if (uv_accept(&l->h.stream, &c->h.stream) != 0) {
+    uv_close(&c->h.handle, [](uv_handle_t* h) { delete static_cast<Client*>(h->data); });
+    return;
+  }
+  if (!l->unix_socket) {
+    uv_tcp_nodelay(&c->h.tcp, 1);
+    sockaddr_storage ss{};
+    int len = sizeof ss;
+    if (uv_tcp_getpeername(&c->h.tcp, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
+      c->addr = sockaddr_to_string(ss, &c->port);
+    }
+    len = sizeof ss;
+    if (uv_tcp_getsockname(&c->h.tcp, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
+      c->local_addr = sockaddr_to_string(ss, nullptr);
+    }
+  } else {
+    c->addr = "unix";
+  }
+  c->connect_time = c->request_time = now();
+  client_count_++;
+  cl_login_.push_back(&c->node);
+  c->update_reading();
+}
+
+// ---------------------------------------------------------------------------
+// Clients
+
+void Pooler::client_change_state(Client* c, ClientState s) {
+  ListHead::unlink(&c->node);
+  c->state = s;
+  Pool* p = c->pool;
+  switch (s) {
+    case ClientState::Login:
+      (p ? p->cl_login : cl_login_).push_back(&c->node);
+      break;
+    case ClientState::Idle:
+      p->cl_idle.push_back(&c->node);
+      break;
+    case ClientState::Waiting:
+      p->cl_waiting.push_back(&c->node);
+      break;
+    case ClientState::Active:
+      p->cl_active.push_back(&c->node);
+      break;
+    case ClientState::Cancel:
+    case ClientState::Closing:
+      break;
+  }
+}
+
+void Pooler::register_cancel_key(Client* c) {
+  for (;;) {
+    std::uint32_t k[2];
+    proto::random_bytes(reinterpret_cast<std::uint8_t*>(k), sizeof k);
+    k[0] &= 0x7fffffff;  // looks like a pid: positive
+    if (k[0] == 0) continue;
+    std::uint64_t key = (std::uint64_t(k[0]) << 32) | k[1];
+    if (cancel_keys_.count(key)) continue;
+    c->cancel_pid = k[0];
+    c->cancel_key = k[1];
+    cancel_keys_[key] = c;
+    return;
+  }
+}
+
+void Pooler::client_login_done(Client* c) {
+  DbEntry* db = find_db(c->db_name);
+  UserEntry* user = find_user(c->user_name);
+  std::string server_user = c->user_name;
+  if (db && !db->cfg.user.empty()) {
+    server_user = db->cfg.user;
+    auto& fu = users_[server_user];
+    if (!fu) {
+      // Forced user known only from the database entry.
+      fu = std::make_unique<UserEntry>();
+      fu->cfg.name = server_user;
+      fu->cfg.password = db->cfg.password;
+    }
+    user = fu.get();
+  }
+  if (!db || !user) {
+    disconnect_client(c, "3D000", "database \"" + c->db_name + "\" does not exist", true);
+    return;
+  }
+  if (user->cfg.name.empty()) user->cfg.name = server_user;
+  Pool* p = get_pool(db, c->db_name, user, server_user);
+  c->pool = p;
+  db->client_count++;
+  user->client_count++;
+  register_cancel_key(c);
+  if (p->have_welcome) {
+    send_welcome(c);
+    client_change_state(c, ClientState::Idle);
+    return;
+  }
+  if (p->last_login_failure && now() - p->last_login_failure < secs(cfg_.pooler.server_login_retry)) {
+    disconnect_client(c, p->last_login_sqlstate.empty() ? "08P01" : p->last_login_sqlstate.c_str(),
+                      "server login has been failing, try again later (server_login_retry): " + p->last_login_error,
+                      true);
+    return;
+  }
+  c->login = LoginStep::WaitWelcome;
+  client_change_state(c, ClientState::Login);
+  if (p->sv_login.empty()) launch_server(p);
+}
+
+void Pooler::send_welcome(Client* c) {
+  Pool* p = c->pool;
+  std::string buf;
+  proto::auth_ok(buf);
+  for (const auto& [name, value] : p->welcome) {
+    int ti = tracked_index(name);
+    if (ti >= 0) {
+      if (!c->params.v[ti]) c->params.v[ti] = value;
+      proto::parameter_status(buf, name, *c->params.v[ti]);
+    } else {
+      proto::parameter_status(buf, name, value);
+    }
+  }
+  proto::backend_key_data(buf, c->cancel_pid, c->cancel_key);
+  proto::ready_for_query(buf, 'I');
+  c->queue(buf);
+  c->login = LoginStep::Done;
+}
+
+void Pooler::client_request(Client* c) {
+  c->wait_start = now();
+  client_change_state(c, ClientState::Waiting);
+  pool_service(c->pool);
+}
+
+void Pooler::disconnect_client(Client* c, const char* sqlstate, const std::string& reason, bool notify) {
+  if (c->state == ClientState::Closing || c->closing) return;
+  if (notify && sqlstate) {
+    c->send_error("FATAL", sqlstate, reason);
+    c->flush();
+  }
+  Pool* p = c->pool;
+  if (cfg_.pooler.log_disconnections && c->state != ClientState::Cancel) {
+    LOG_INFO("C-%llu %s %s/%s closing because: %s", (unsigned long long)c->id, c->addr.c_str(), c->db_name.c_str(),
+             c->user_name.c_str(), reason.c_str());
+  }
+  if (Server* s = c->server) {
+    s->client = nullptr;
+    c->server = nullptr;
+    s->release_after_forward = false;
+    bool boundary = s->expect_z == 0 && s->internal_z == 0 && c->fwd_left == 0 && !s->closing;
+    if (!boundary) {
+      disconnect_server(s, "client disconnected while the server was busy");
+    } else {
+      bool session = pool_mode(p) == config::PoolMode::Session;
+      server_change_state(s, ServerState::Tested);
+      // Clean up what the client left behind before anyone else gets the server.
+      if (s->txn != 'I') run_internal_query(s, "ROLLBACK");
+      const std::string& rq = cfg_.pooler.server_reset_query;
+      if ((session || cfg_.pooler.server_reset_query_always) && !rq.empty()) {
+        run_internal_query(s, rq);
+      } else if (s->needs_reset) {
+        run_internal_query(s, "RESET ALL");
+      }
+      s->needs_reset = false;
+      if (s->internal_z == 0) internal_done(s);
+    }
+  }
+  auto it = cancel_keys_.find((std::uint64_t(c->cancel_pid) << 32) | c->cancel_key);
+  if (it != cancel_keys_.end() && it->second == c) cancel_keys_.erase(it);
+  if (p) {
+    p->db->client_count--;
+    if (p->user) p->user->client_count--;
+  }
+  client_count_--;
+  client_change_state(c, ClientState::Closing);
+  c->start_close();
+  if (p) pool_service(p);
+}
+
+// ---------------------------------------------------------------------------
+// Cancel requests go to the server running the client's query, on a new connection.
+
+void Pooler::handle_cancel(std::uint32_t pid, std::uint32_t key) {
+  auto it = cancel_keys_.find((std::uint64_t(pid) << 32) | key);
+  if (it == cancel_keys_.end()) return;
+  Client* c = it->second;
+  Server* s = c->server;
+  if (!s || !s->connected) return;
+  auto* cc = new CancelConn();
+  cc->pooler = this;
+  proto::cancel_request(cc->packet, s->pid, s->key);
+  uv_tcp_init(loop_, &cc->tcp);
+  cc->tcp.data = cc;
+  cc->req.data = cc;
+  sockaddr_storage ss{};
+  if (uv_ip4_addr(s->host.c_str(), s->server_port, reinterpret_cast<sockaddr_in*>(&ss)) != 0 &&
+      uv_ip6_addr(s->host.c_str(), s->server_port, reinterpret_cast<sockaddr_in6*>(&ss)) != 0) {
+    uv_close(reinterpret_cast<uv_handle_t*>(&cc->tcp), [](uv_handle_t* h) { delete static_cast<CancelConn*>(h->data); });
+    return;
+  }
+  auto close_cc = [](CancelConn* x) {
+    uv_close(reinterpret_cast<uv_handle_t*>(&x->tcp), [](uv_handle_t* h) { delete static_cast<CancelConn*>(h->data); });
+  };
+  int rc = uv_tcp_connect(&cc->req, &cc->tcp, reinterpret_cast<sockaddr*>(&ss), [](uv_connect_t* req, int status) {
+    auto* x = static_cast<CancelConn*>(req->data);
+    if (status < 0) {
+      uv_close(reinterpret_cast<uv_handle_t*>(&x->tcp), [](uv_handle_t* h) { delete static_cast<CancelConn*>(h->data); });
+      return;
+    }
+    uv_buf_t b = uv_buf_init(x->packet.data(), unsigned(x->packet.size()));
+    x->wreq.data = x;
+    uv_write(&x->wreq, reinterpret_cast<uv_stream_t*>(&x->tcp), &b, 1, [](uv_write_t* w, int) {
+      auto* y = static_cast<CancelConn*>(w->data);
+      // The server closes after reading the request; close our side now.
+      uv_close(reinterpret_cast<uv_handle_t*>(&y->tcp), [](uv_handle_t* h) { delete static_cast<CancelConn*>(h->data); });
+    });
+  });
+  if (rc != 0) close_cc(cc);
+}
+
+// ---------------------------------------------------------------------------
+// Servers
+
+void Pooler::server_change_state(Server* s, ServerState st) {
+  ListHead::unlink(&s->node);
+  s->state = st;
+  Pool* p = s->pool;
+  switch (st) {
+    case ServerState::Login: p->sv_login.push_back(&s->node); break;
+    case ServerState::Idle: p->sv_idle.push_front(&s->node); break;  // LIFO: warm servers first
+    case ServerState::Active: p->sv_active.push_back(&s->node); break;
+    case ServerState::Used: p->sv_used.push_back(&s->node); break;
+    case ServerState::Tested: p->sv_tested.push_back(&s->node); break;
+    case ServerState::Closing: break;
+  }
+}
+
+static void on_server_connect(uv_connect_t* req, int status) {
+  auto* s = static_cast<Server*>(req->data);
+  if (s->closing) return;
+  Pooler* pl = s->pooler;
+  if (status < 0) {
+    pl->server_login_failed(s, "08006",
+                            "could not connect to server " + s->host + ":" + std::to_string(s->server_port) + ": " +
+                                uv_strerror(status));
+    return;
+  }
+  s->connected = true;
+  if (s->h.handle.type == UV_TCP) uv_tcp_nodelay(&s->h.tcp, 1);
+  std::vector<std::pair<std::string, std::string>> params;
+  params.emplace_back("user", s->pool->user->cfg.name);
+  params.emplace_back("database", s->pool->server_db);
+  const config::Node& node = s->pool->db->cluster->primary;
+  auto opt = node.options.find("options");
+  if (opt != node.options.end()) params.emplace_back("options", opt->second);
+  std::string buf;
+  proto::startup_message(buf, params);
+  s->queue(buf);
+  s->update_reading();
+}
+
+void Pooler::launch_server(Pool* p) {
+  const config::Node& node = p->db->cluster->primary;
+  auto* s = new Server();
+  s->pooler = this;
+  s->id = next_id();
+  s->node.owner = s;
+  s->pool = p;
+  s->host = node.host == "localhost" ? "127.0.0.1" : node.host;
+  s->server_port = node.port;
+  s->addr = s->host + ":" + std::to_string(node.port);
+  s->connect_time = s->request_time = now();
+  s->connect_req.data = s;
+  p->db->server_count++;
+  if (p->user) p->user->server_count++;
+  server_change_state(s, ServerState::Login);
+  int rc;
+  if (!s->host.empty() && s->host[0] == '/') {
+    uv_pipe_init(loop_, &s->h.pipe, 0);
+    s->h.handle.data = s;
+    std::string path = s->host + "/.s.PGSQL." + std::to_string(node.port);
+    uv_pipe_connect(&s->connect_req, &s->h.pipe, path.c_str(), on_server_connect);
+    rc = 0;
+  } else {
+    uv_tcp_init(loop_, &s->h.tcp);
+    s->h.handle.data = s;
+    sockaddr_storage ss{};
+    rc = uv_ip4_addr(s->host.c_str(), node.port, reinterpret_cast<sockaddr_in*>(&ss));
+    if (rc != 0) rc = uv_ip6_addr(s->host.c_str(), node.port, reinterpret_cast<sockaddr_in6*>(&ss));
+    if (rc == 0) rc = uv_tcp_connect(&s->connect_req, &s->h.tcp, reinterpret_cast<sockaddr*>(&ss), on_server_connect);
+  }
+  if (rc != 0) {
+    server_login_failed(s, "08006", "could not connect to server " + s->addr + ": " + uv_strerror(rc));
+  }
+}
+
+void Pooler::server_login_failed(Server* s, const std::string& sqlstate, const std::string& msg) {
+  Pool* p = s->pool;
+  p->last_login_failure = std::max<Ms>(now(), 1);
+  p->last_login_error = msg;
+  p->last_login_sqlstate = sqlstate;
+  LOG_WARN("S-%llu %s/%s %s: login failed: %s", (unsigned long long)s->id, p->db_name.c_str(), p->user_name.c_str(),
+           s->addr.c_str(), msg.c_str());
+  // Clients waiting for this pool's first login hear why it failed.
+  p->cl_login.for_each<Client>([&](Client* c) { disconnect_client(c, sqlstate.c_str(), msg, true); });
+  disconnect_server(s, "login failed");
+}
+
+void Pooler::server_ready(Server* s) {
+  Pool* p = s->pool;
+  s->ready = true;
+  p->last_login_failure = 0;
+  if (!p->have_welcome) {
+    p->welcome = s->all_params;
+    p->have_welcome = true;
+  }
+  if (cfg_.pooler.log_connections) {
+    LOG_INFO("S-%llu %s/%s %s new server connection (backend pid %u)", (unsigned long long)s->id, p->db_name.c_str(),
+             p->user_name.c_str(), s->addr.c_str(), s->pid);
+  }
+  s->last_used = now();
+  server_change_state(s, ServerState::Idle);
+  p->cl_login.for_each<Client>([&](Client* c) {
+    send_welcome(c);
+    client_change_state(c, ClientState::Idle);
+  });
+  if (!p->db->cfg.connect_query.empty()) {
+    server_change_state(s, ServerState::Tested);
+    run_internal_query(s, p->db->cfg.connect_query);
+    return;
+  }
+  pool_service(p);
+  // Clients that sent queries while waiting for the welcome can go on now.
+  p->cl_idle.for_each<Client>([](Client* c) {
+    if (c->rbuf && c->rend > c->rparse) c->process();
+  });
+}
+
+void Pooler::run_internal_query(Server* s, const std::string& sql) {
+  std::string buf;
+  proto::query(buf, sql);
+  s->queue(buf);
+  s->internal_z++;
+}
+
+void Pooler::internal_done(Server* s) {
+  if (s->client || s->state != ServerState::Tested) return;  // parameter SETs for a linked client
+  if (s->txn != 'I') {
+    disconnect_server(s, "reset query left a transaction open");
+    return;
+  }
+  if (shutting_down_ || s->close_needed) {
+    disconnect_server(s, shutting_down_ ? "shutting down" : "configuration changed");
+    return;
+  }
+  s->last_used = now();
+  server_change_state(s, ServerState::Idle);
+  pool_service(s->pool);
+}
+
+void Pooler::link(Client* c, Server* s) {
+  c->server = s;
+  s->client = c;
+  client_change_state(c, ClientState::Active);
+  server_change_state(s, ServerState::Active);
+  s->expect_z = 0;
+  s->query_start = now();
+  std::string sets;
+  for (int i = 0; i < kTrackedCount; i++) {
+    const auto& want = c->params.v[i];
+    if (!want) continue;
+    const auto& have = s->params.v[i];
+    if (have && *have == *want) continue;
+    sets += "SET ";
+    sets += kTrackedParams[i];
+    sets += " = ";
+    sets += quote_literal(*want);
+    sets += ";";
+  }
+  if (!sets.empty()) run_internal_query(s, sets);
+}
+
+void Pooler::server_release(Server* s) {
+  Client* c = s->client;
+  Pool* p = s->pool;
+  s->client = nullptr;
+  if (c) {
+    c->server = nullptr;
+    client_change_state(c, ClientState::Idle);
+  }
+  if (!s->closing) {
+    Ms age = now() - s->connect_time;
+    if (s->close_needed || (secs(cfg_.pooler.server_lifetime) && age > secs(cfg_.pooler.server_lifetime))) {
+      disconnect_server(s, s->close_needed ? "configuration changed" : "server_lifetime");
+    } else if (s->needs_reset || (cfg_.pooler.server_reset_query_always && !cfg_.pooler.server_reset_query.empty())) {
+      server_change_state(s, ServerState::Tested);
+      run_internal_query(s, s->needs_reset ? std::string("RESET ALL") : cfg_.pooler.server_reset_query);
+      s->needs_reset = false;
+    } else {
+      s->last_used = now();
+      server_change_state(s, ServerState::Idle);
+    }
+  }
+  if (shutting_down_ && c) {
+    disconnect_client(c, "57P01", "pgpivot is shutting down", true);
+    c = nullptr;
+  }
+  pool_service(p);
+  if (c && !c->closing && c->rbuf && c->rend > c->rparse) c->process();
+}
+
+void Pooler::disconnect_server(Server* s, const std::string& reason) {
+  if (s->state == ServerState::Closing || s->closing) return;
+  Pool* p = s->pool;
+  if (cfg_.pooler.log_disconnections) {
+    LOG_INFO("S-%llu %s/%s %s closing because: %s", (unsigned long long)s->id, p->db_name.c_str(),
+             p->user_name.c_str(), s->addr.c_str(), reason.c_str());
+  }
+  if (Client* c = s->client) {
+    s->client = nullptr;
+    c->server = nullptr;
+    disconnect_client(c, "08006", "server connection closed: " + reason, true);
+  }
+  if (s->connected && s->ready) {
+    // A polite goodbye lets PostgreSQL end the backend without logging an error.
+    std::string buf;
+    proto::terminate(buf);
+    s->queue(buf);
+    s->flush();
+  }
+  p->db->server_count--;
+  if (p->user) p->user->server_count--;
+  server_change_state(s, ServerState::Closing);
+  s->start_close();
+  pool_service(p);
+}
+
+// ---------------------------------------------------------------------------
+// Assignment
+
+bool Pooler::can_launch(Pool* p, bool use_reserve) {
+  if (shutting_down_) return false;
+  int limit = pool_size(p) + (use_reserve ? reserve_size(p) : 0);
+  if (p->server_total() >= limit) return false;
+  int maxdb = p->db->cfg.max_db_connections >= 0 ? p->db->cfg.max_db_connections : cfg_.pooler.max_db_connections;
+  if (maxdb > 0 && p->db->server_count >= maxdb) return false;
+  int maxuser = p->user && p->user->cfg.max_user_connections >= 0 ? p->user->cfg.max_user_connections
+                                                                    : cfg_.pooler.max_user_connections;
+  if (maxuser > 0 && p->user && p->user->server_count >= maxuser) return false;
+  if (p->last_login_failure && now() - p->last_login_failure < secs(cfg_.pooler.server_login_retry)) return false;
+  return true;
+}
+
+void Pooler::pool_service(Pool* p) {
+  if (p->servicing) {
+    p->service_again = true;
+    return;
+  }
+  p->servicing = true;
+  do {
+    p->service_again = false;
+    while (!p->cl_waiting.empty()) {
+      Server* s = p->sv_idle.front<Server>();
+      if (s) {
+        Ms idle_for = now() - s->last_used;
+        if (!cfg_.pooler.server_check_query.empty() && cfg_.pooler.server_check_delay >= 0 &&
+            idle_for > secs(cfg_.pooler.server_check_delay)) {
+          // Idle long enough to doubt: check it before handing it out.
+          server_change_state(s, ServerState::Tested);
+          run_internal_query(s, cfg_.pooler.server_check_query);
+          continue;
+        }
+        Client* c = p->cl_waiting.front<Client>();
+        link(c, s);
+        c->process();
+        continue;
+      }
+      int starting = int(p->sv_login.size() + p->sv_tested.size());
+      if (int(p->cl_waiting.size()) <= starting) break;
+      Client* oldest = p->cl_waiting.front<Client>();
+      bool reserve = now() - oldest->wait_start >= secs(cfg_.pooler.reserve_pool_timeout);
+      if (!can_launch(p, reserve)) break;
+      launch_server(p);
+    }
+  } while (p->service_again);
+  p->servicing = false;
+}
+
+// ---------------------------------------------------------------------------
+// Janitor: timeouts, pool minimums, shutdown progress. Runs every 250 ms.
+
+void Pooler::janitor() {
+  const auto& set = cfg_.pooler;
+  Ms t = now();
+  cl_login_.for_each<Client>([&](Client* c) {
+    if (secs(set.client_login_timeout) && t - c->connect_time > secs(set.client_login_timeout)) {
+      disconnect_client(c, "08P01", "client_login_timeout", true);
+    }
+  });
+  for (auto& [key, pp] : pools_) {
+    Pool* p = pp.get();
+    p->cl_login.for_each<Client>([&](Client* c) {
+      if (secs(set.client_login_timeout) && t - c->connect_time > secs(set.client_login_timeout)) {
+        disconnect_client(c, "08P01", "client_login_timeout", true);
+      }
+    });
+    p->cl_waiting.for_each<Client>([&](Client* c) {
+      if (secs(set.query_wait_timeout) && t - c->wait_start > secs(set.query_wait_timeout)) {
+        disconnect_client(c, "57014", "query_wait_timeout: no server connection became available in time", true);
+      }
+    });
+    if (secs(set.client_idle_timeout)) {
+      p->cl_idle.for_each<Client>([&](Client* c) {
+        if (t - c->request_time > secs(set.client_idle_timeout)) {
+          disconnect_client(c, "57P05", "client_idle_timeout", true);
+        }
+      });
+    }
+    p->cl_active.for_each<Client>([&](Client* c) {
+      Server* s = c->server;
+      if (!s) return;
+      if (secs(set.idle_transaction_timeout) && s->expect_z == 0 && s->txn != 'I' &&
+          t - c->request_time > secs(set.idle_transaction_timeout)) {
+        disconnect_client(c, "25P03", "idle_transaction_timeout", true);
+      } else if (secs(set.query_timeout) && s->expect_z > 0 && t - s->request_time > secs(set.query_timeout) &&
+                 t - c->request_time > secs(set.query_timeout)) {
+        disconnect_server(s, "query_timeout");
+      } else if (secs(set.client_idle_timeout) && s->expect_z == 0 &&
+                 t - c->request_time > secs(set.client_idle_timeout)) {
+        disconnect_client(c, "57P05", "client_idle_timeout", true);
+      }
+    });
+    p->sv_login.for_each<Server>([&](Server* s) {
+      if (secs(set.server_connect_timeout) && t - s->connect_time > secs(set.server_connect_timeout)) {
+        server_login_failed(s, "08006", "server_connect_timeout: could not log in to " + s->addr + " in time");
+      }
+    });
+    int min = min_pool_size(p);
+    p->sv_idle.for_each<Server>([&](Server* s) {
+      if (s->close_needed) {
+        disconnect_server(s, "configuration changed");
+      } else if (secs(set.server_lifetime) && t - s->connect_time > secs(set.server_lifetime) &&
+                 p->server_total() > min) {
+        disconnect_server(s, "server_lifetime");
+      } else if (secs(set.server_idle_timeout) && t - s->last_used > secs(set.server_idle_timeout) &&
+                 p->server_total() > min) {
+        disconnect_server(s, "server_idle_timeout");
+      }
+    });
+    if (p->have_welcome && !shutting_down_) {
+      while (p->server_total() < min && can_launch(p, false)) launch_server(p);
+    }
+    pool_service(p);
+  }
+  if (shutting_down_) check_shutdown_done();
+}
+
+// ---------------------------------------------------------------------------
+// Signals and shutdown
+
+void Pooler::on_signal(int signum) {
+  switch (signum) {
+    case SIGHUP:
+      LOG_INFO("got SIGHUP, reloading %s", cfg_.path.c_str());
+      reload();
+      break;
+    case SIGINT:
+      LOG_INFO("got SIGINT, shutting down after in-flight transactions");
+      begin_safe_shutdown();
+      break;
+    default:
+      LOG_INFO("got signal %d, shutting down now", signum);
+      shutdown_now();
+      break;
+  }
+}
+
+void Pooler::close_listeners() {
+  for (auto& l : listeners_) {
+    if (!uv_is_closing(&l->h.handle)) {
+      uv_close(&l->h.handle, nullptr);
+      if (l->unix_socket) ::unlink(l->path.c_str());
+    }
+  }
+}
+
+void Pooler::begin_safe_shutdown() {
+  if (shutting_down_) return;
+  shutting_down_ = true;
+  close_listeners();
+  check_shutdown_done();
+}
+
+bool Pooler::check_shutdown_done() {
+  // Clients without a transaction in flight go now; the others when it ends.
+  cl_login_.for_each<Client>([&](Client* c) { disconnect_client(c, "57P01", "pgpivot is shutting down", true); });
+  bool busy = false;
+  for (auto& [key, pp] : pools_) {
+    Pool* p = pp.get();
+    for (ListHead* l : {&p->cl_login, &p->cl_idle, &p->cl_waiting}) {
+      l->for_each<Client>([&](Client* c) { disconnect_client(c, "57P01", "pgpivot is shutting down", true); });
+    }
+    p->cl_active.for_each<Client>([&](Client* c) {
+      Server* s = c->server;
+      if (s && s->expect_z == 0 && s->txn == 'I') {
+        disconnect_client(c, "57P01", "pgpivot is shutting down", true);
+      } else {
+        busy = true;
+      }
+    });
+    p->sv_idle.for_each<Server>([&](Server* s) { disconnect_server(s, "shutting down"); });
+    p->sv_used.for_each<Server>([&](Server* s) { disconnect_server(s, "shutting down"); });
+    if (!p->sv_tested.empty() || !p->sv_active.empty()) busy = true;
+  }
+  if (!busy) shutdown_now();
+  return !busy;
+}
+
+void Pooler::shutdown_now() {
+  if (stopping_) return;
+  stopping_ = true;
+  shutting_down_ = true;
+  close_listeners();
+  cl_login_.for_each<Client>([&](Client* c) { disconnect_client(c, "57P01", "pgpivot is shutting down", true); });
+  for (auto& [key, pp] : pools_) {
+    Pool* p = pp.get();
+    for (ListHead* l : {&p->cl_login, &p->cl_idle, &p->cl_waiting, &p->cl_active}) {
+      l->for_each<Client>([&](Client* c) { disconnect_client(c, "57P01", "pgpivot is shutting down", true); });
+    }
+    for (ListHead* l : {&p->sv_login, &p->sv_idle, &p->sv_active, &p->sv_used, &p->sv_tested}) {
+      l->for_each<Server>([&](Server* s) { disconnect_server(s, "shutting down"); });
+    }
+  }
+  uv_close(reinterpret_cast<uv_handle_t*>(&janitor_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&flush_check_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&flush_idle_), nullptr);
+  for (uv_signal_t* h : {&sig_hup_, &sig_int_, &sig_term_, &sig_quit_}) uv_close(reinterpret_cast<uv_handle_t*>(h), nullptr);
+}
+
+// ---------------------------------------------------------------------------
+// Output batching: connections with queued bytes are flushed once per loop turn.
+
+void Pooler::mark_dirty(Conn* c) {
+  if (c->dirty || c->closing) return;
+  c->dirty = true;
+  dirty_.push_back(c);
+  if (!flush_idle_on_ && !stopping_) {
+    // An active idle handle keeps the loop from blocking in poll before the flush.
+    uv_idle_start(&flush_idle_, [](uv_idle_t*) {});
+    flush_idle_on_ = true;
+  }
+}
+
+void Pooler::flush_dirty() {
+  while (!dirty_.empty()) {
+    std::vector<Conn*> batch;
+    batch.swap(dirty_);
+    for (Conn* c : batch) {
+      c->dirty = false;
+      if (!c->closing) c->flush();
+    }
+  }
+  if (flush_idle_on_) {
+    uv_idle_stop(&flush_idle_);
+    flush_idle_on_ = false;
+  }
+}
+
+void Pooler::free_conn(Conn* c) {
+  if (c->dirty) {
+    dirty_.erase(std::remove(dirty_.begin(), dirty_.end(), c), dirty_.end());
+  }
+  c->free_buffers();
+  delete c;
+}
+
+}  // namespace pgpivot

@@ -1,0 +1,421 @@
+// The reactor's object model: connections (client and server sides), pools per
+// (database, user), and the Pooler that owns the libuv loop, listeners and timers.
+#pragma once
+
+#include <uv.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "config/config.hpp"
+#include "pooler/list.hpp"
+#include "protocol/auth.hpp"
+#include "protocol/messages.hpp"
+
+namespace pgpivot {
+
+class Pooler;
+struct Pool;
+struct Client;
+struct Server;
+
+using Ms = std::uint64_t;  // uv_now() milliseconds
+
+// ---------------------------------------------------------------------------
+// Read buffers: fixed-size blocks on a free list, taken when bytes arrive and
+// given back as soon as everything read has been handled, so an idle connection
+// holds none.
+class BufferPool {
+ public:
+  explicit BufferPool(std::uint32_t size) : size_(size) {}
+  ~BufferPool();
+  [[nodiscard]] std::uint32_t size() const { return size_; }
+  char* take();
+  void give(char* p);
+  [[nodiscard]] std::size_t free_count() const { return free_.size(); }
+  [[nodiscard]] std::size_t in_use() const { return in_use_; }
+
+ private:
+  std::uint32_t size_;
+  std::vector<char*> free_;
+  std::size_t in_use_ = 0;
+};
+
+// ---------------------------------------------------------------------------
+// Parameters that PostgreSQL reports with ParameterStatus and that pgpivot keeps
+// equal between a client and the server it is given.
+inline constexpr const char* kTrackedParams[] = {
+    "client_encoding", "DateStyle", "TimeZone", "IntervalStyle", "standard_conforming_strings",
+    "application_name"};
+inline constexpr int kTrackedCount = 6;
+[[nodiscard]] int tracked_index(std::string_view name);  // -1 if not tracked (case-insensitive)
+
+struct TrackedParams {
+  std::optional<std::string> v[kTrackedCount];
+};
+
+// ---------------------------------------------------------------------------
+// What a message handler decides for the message whose header was just seen.
+enum class Step {
+  Forward,  // stream the whole message to the peer
+  Skip,     // drop the whole message
+  Inspect,  // the whole message must be in the buffer; call on_message
+  Hold,     // stop processing here (e.g. waiting for a server); keep the bytes
+  Stop,     // the connection was closed or paused; stop processing
+};
+
+// One side of a proxied conversation: a socket, a lazily held read buffer, and
+// an output queue that mixes bytes pgpivot generated with bytes borrowed from the
+// peer's read buffer (forwarded without copying).
+struct Conn {
+  union {
+    uv_handle_t handle;
+    uv_stream_t stream;
+    uv_tcp_t tcp;
+    uv_pipe_t pipe;
+  } h{};
+  Pooler* pooler = nullptr;
+  bool is_client = false;
+  bool closing = false;      // uv_close called; freed in the close callback
+  bool reading = false;      // uv_read_start active
+  bool want_read = true;     // false while held or blocked
+  std::uint64_t id = 0;
+
+  // Read side. Bytes [rpos, rend) are unconsumed; [rpos, rparse) were handled
+  // but are borrowed by the peer's in-flight write.
+  char* rbuf = nullptr;
+  std::uint32_t rcap = 0;
+  std::uint32_t rpos = 0, rparse = 0, rend = 0;
+  bool rbuf_big = false;        // heap buffer larger than the pool's block
+  std::uint32_t fwd_left = 0;   // bytes of the current message still to forward
+  std::uint32_t skip_left = 0;  // bytes of the current message still to drop
+  bool blocked = false;         // our borrowed bytes are in the peer's write
+  Conn* borrowed_by = nullptr;  // the peer whose write holds our bytes
+
+  // Write side.
+  struct Seg {
+    const char* ptr;    // borrowed bytes, or nullptr for own bytes
+    std::uint32_t off;  // offset into `out` for own bytes
+    std::uint32_t len;
+  };
+  std::string out;                 // own bytes not yet written
+  std::vector<Seg> segs;           // pending output in order
+  bool wbusy = false;
+  uv_write_t wreq{};
+  std::string out_inflight;        // own bytes of the in-flight write
+  std::vector<uv_buf_t> bufs_inflight;
+  Conn* fwd_src = nullptr;         // source whose rbuf our in-flight write borrows
+  Conn* waiting_src = nullptr;     // source that waits for our write to finish
+  // Read buffers of sources closed while we still had their bytes queued; freed
+  // when our output drains or we close.
+  std::vector<std::pair<char*, bool>> orphans;
+  bool in_process = false;
+  bool dirty = false;              // on the pooler's flush list
+  bool close_after_flush = false;  // close once the output queue drains
+
+  std::string addr;  // peer address "host:port" for logs
+  std::string local_addr;
+  int port = 0;
+  Ms connect_time = 0;
+  Ms request_time = 0;  // last activity
+
+  virtual ~Conn() = default;
+  // Header seen: decide what to do with the message.
+  virtual Step on_header(char type, std::uint32_t wire_size) = 0;
+  // Whole message available (for Step::Inspect). data points at the type byte.
+  virtual Step on_message(const char* data, std::uint32_t wire_size) = 0;
+  // Bytes are forwarded to this peer; nullptr means drop.
+  virtual Conn* peer() = 0;
+  virtual void on_closed() = 0;       // socket error/EOF: run the connection's exit path
+  virtual void after_forward() {}     // called after an inspected message was forwarded
+  virtual bool startup_framing() { return false; }
+  virtual Step on_startup(const char* data, std::uint32_t len) { (void)data; (void)len; return Step::Stop; }
+
+  virtual void on_protocol_error(const char* what) = 0;
+
+  void queue(std::string_view bytes);            // own bytes
+  void queue_borrowed(const char* p, std::uint32_t n);
+  void flush();                                  // try to write; may go async
+  void on_drained();
+  void borrow_done();
+  void process();                                // handle buffered input
+  void update_reading();
+  void release_rbuf_if_empty();
+  void ensure_room(std::uint32_t need);
+  void free_buffers();
+  [[nodiscard]] std::uint32_t max_packet() const;
+  [[nodiscard]] bool output_pending() const { return wbusy || !segs.empty(); }
+  [[nodiscard]] std::size_t memory_use() const;
+  void start_close();
+};
+
+// ---------------------------------------------------------------------------
+enum class ClientState {
+  Login,     // startup, authentication, waiting for the pool's parameters
+  Idle,      // logged in, no server linked (cl_active without a link)
+  Waiting,   // has a request, waits for a server (cl_waiting)
+  Active,    // linked to a server (cl_active)
+  Cancel,    // carries a CancelRequest
+  Closing,
+};
+[[nodiscard]] const char* to_string(ClientState s);
+
+enum class LoginStep { Startup, Md5, SaslFirst, SaslFinal, Cleartext, WaitWelcome, Done };
+
+struct Client final : Conn {
+  ListNode node;  // membership: pool list for the state, or pooler login list
+  ClientState state = ClientState::Login;
+  LoginStep login = LoginStep::Startup;
+  Pool* pool = nullptr;
+  Server* server = nullptr;
+  std::string user_name, db_name;
+  std::vector<std::pair<std::string, std::string>> startup_params;
+  TrackedParams params;       // the client's view of tracked parameters
+  std::uint32_t cancel_pid = 0, cancel_key = 0;
+  std::uint8_t md5_salt[4]{};
+  std::unique_ptr<proto::ScramServer> scram;
+  bool unknown_user = false;
+  bool admin = false;
+  bool unix_socket = false;
+  Ms wait_start = 0;
+  // Statement mode: the query in flight must finish outside a transaction.
+  std::uint64_t query_count = 0, xact_count = 0;
+
+  Step on_header(char type, std::uint32_t wire_size) override;
+  Step on_message(const char* data, std::uint32_t wire_size) override;
+  Conn* peer() override;
+  void on_closed() override;
+  bool startup_framing() override { return login == LoginStep::Startup; }
+  Step on_startup(const char* data, std::uint32_t len) override;
+
+  void on_protocol_error(const char* what) override;
+  void send_error(const char* severity, const char* sqlstate, const std::string& msg);
+  void auth_failed();
+  Step handle_password(const char* body, std::uint32_t len);
+};
+
+enum class ServerState {
+  Login,   // connecting and authenticating (sv_login)
+  Idle,    // ready, unlinked (sv_idle)
+  Active,  // linked to a client (sv_active)
+  Used,    // released, must be checked before reuse (sv_used)
+  Tested,  // running the reset or check query (sv_tested)
+  Closing,
+};
+[[nodiscard]] const char* to_string(ServerState s);
+
+struct Server final : Conn {
+  ListNode node;
+  ServerState state = ServerState::Login;
+  Pool* pool = nullptr;
+  Client* client = nullptr;
+  uv_connect_t connect_req{};
+  bool connected = false;
+  bool ready = false;          // first ReadyForQuery seen
+  char txn = 'I';              // last ReadyForQuery status
+  int expect_z = 0;            // ReadyForQuery messages owed to the client
+  int internal_z = 0;          // ReadyForQuery messages of our own queries (swallowed)
+  bool in_copy = false;        // CopyIn/CopyBoth in progress (client streams data)
+  bool needs_reset = false;    // a non-tracked SET ran outside a transaction
+  std::uint32_t pid = 0, key = 0;
+  TrackedParams params;
+  std::vector<std::pair<std::string, std::string>> all_params;  // from login, for the welcome
+  std::unique_ptr<proto::ScramClient> scram;
+  std::string host;
+  int server_port = 0;
+  Ms last_used = 0;            // when it last became idle
+  Ms query_start = 0;
+  bool release_after_forward = false;
+  bool close_needed = false;   // config changed: close instead of reusing
+
+  void after_forward() override;
+  void on_protocol_error(const char* what) override;
+  Step login_message(char type, std::string_view body);
+  [[nodiscard]] const std::string& login_password() const;
+
+  Step on_header(char type, std::uint32_t wire_size) override;
+  Step on_message(const char* data, std::uint32_t wire_size) override;
+  Conn* peer() override;
+  void on_closed() override;
+};
+
+// ---------------------------------------------------------------------------
+// Runtime objects for configured databases and users.
+struct DbEntry {
+  config::Database cfg;
+  const config::Cluster* cluster = nullptr;  // points into Pooler::cfg
+  bool removed = false;
+  int server_count = 0;
+  int client_count = 0;
+};
+
+struct UserEntry {
+  config::User cfg;
+  std::optional<proto::ScramSecret> secret;  // cached SCRAM secret for SCRAM auth
+  std::optional<proto::Key32> client_key;    // from the last successful client SCRAM (pass-through)
+  int server_count = 0;
+  int client_count = 0;
+  bool removed = false;
+};
+
+struct Pool {
+  DbEntry* db = nullptr;
+  UserEntry* user = nullptr;       // the user servers log in as
+  std::string db_name, user_name;  // the names clients used
+  std::string server_db;           // database name on the server
+
+  ListHead cl_login;     // clients waiting for the welcome parameters
+  ListHead cl_idle;
+  ListHead cl_waiting;
+  ListHead cl_active;
+  ListHead sv_login, sv_idle, sv_active, sv_used, sv_tested;
+
+  bool have_welcome = false;
+  std::vector<std::pair<std::string, std::string>> welcome;  // ParameterStatus of the first server
+  Ms last_login_failure = 0;
+  std::string last_login_error;  // FATAL text from the server
+  std::string last_login_sqlstate;
+
+  bool servicing = false, service_again = false;
+
+  // Stats
+  std::uint64_t xact_count = 0, query_count = 0, bytes_in = 0, bytes_out = 0;
+
+  [[nodiscard]] int server_total() const {
+    return int(sv_login.size() + sv_idle.size() + sv_active.size() + sv_used.size() + sv_tested.size());
+  }
+  [[nodiscard]] int client_total() const {
+    return int(cl_login.size() + cl_idle.size() + cl_waiting.size() + cl_active.size());
+  }
+};
+
+// ---------------------------------------------------------------------------
+struct Listener {
+  union {
+    uv_handle_t handle;
+    uv_stream_t stream;
+    uv_tcp_t tcp;
+    uv_pipe_t pipe;
+  } h{};
+  Pooler* pooler = nullptr;
+  bool unix_socket = false;
+  std::string path;
+};
+
+// A short-lived connection that forwards a CancelRequest to a server.
+struct CancelConn {
+  uv_tcp_t tcp{};
+  uv_connect_t req{};
+  uv_write_t wreq{};
+  std::string packet;
+  Pooler* pooler = nullptr;
+};
+
+class Pooler {
+ public:
+  Pooler(config::Config cfg, uv_loop_t* loop);
+  ~Pooler();
+  [[nodiscard]] bool start();  // bind listeners, timers, signals
+  int run();                   // runs the loop until shutdown
+
+  // Config access
+  const config::Pooler& settings() const { return cfg_.pooler; }
+  const config::Config& cfg() const { return cfg_; }
+  bool reload();
+
+  // Lookups
+  DbEntry* find_db(const std::string& name);
+  // A SCRAM secret for a user that does not exist: stable per name (so the salt
+  // does not give the user away) and impossible to authenticate against.
+  proto::ScramSecret fake_secret(const std::string& user);
+  UserEntry* find_user(const std::string& name);
+  Pool* get_pool(DbEntry* db, const std::string& db_name, UserEntry* user, const std::string& user_name);
+  config::PoolMode pool_mode(const Pool* p) const;
+  int pool_size(const Pool* p) const;
+  int reserve_size(const Pool* p) const;
+  int min_pool_size(const Pool* p) const;
+
+  // Client lifecycle
+  void on_accept(Listener* l);
+  void client_login_done(Client* c);         // authenticated: send welcome or wait for it
+  void send_welcome(Client* c);
+  void client_request(Client* c);            // client has data and needs a server
+  void disconnect_client(Client* c, const char* sqlstate, const std::string& reason, bool notify);
+  void client_change_state(Client* c, ClientState s);
+  void handle_cancel(std::uint32_t pid, std::uint32_t key);
+  void register_cancel_key(Client* c);
+
+  // Server lifecycle
+  void launch_server(Pool* p);
+  void server_ready(Server* s);              // login finished or internal query done
+  void server_release(Server* s);            // client finished a transaction/session
+  void link(Client* c, Server* s);
+  void disconnect_server(Server* s, const std::string& reason);
+  void server_change_state(Server* s, ServerState st);
+  void server_login_failed(Server* s, const std::string& sqlstate, const std::string& msg);
+  void run_internal_query(Server* s, const std::string& sql);
+  void internal_done(Server* s);             // all of pgpivot's own queries answered
+
+  void pool_service(Pool* p);                // hand idle servers to waiting clients, launch new ones
+  void free_conn(Conn* c);                   // close callback
+  void mark_dirty(Conn* c);                  // output to flush at the end of this loop turn
+  void flush_dirty();
+
+  BufferPool& buffers() { return bufs_; }
+  uv_loop_t* loop() { return loop_; }
+  Ms now() const { return uv_now(loop_); }
+  std::uint64_t next_id() { return ++id_seq_; }
+
+  int client_count() const { return client_count_; }
+  std::map<std::pair<std::string, std::string>, std::unique_ptr<Pool>>& pools() { return pools_; }
+  ListHead& login_clients() { return cl_login_; }
+
+ private:
+  void janitor();
+  void on_signal(int signum);
+  void shutdown_now();
+  void begin_safe_shutdown();
+  bool check_shutdown_done();
+  void close_listeners();
+  bool can_launch(Pool* p, bool use_reserve);
+  void apply_config(config::Config cfg);
+
+  config::Config cfg_;
+  uv_loop_t* loop_;
+  BufferPool bufs_;
+  std::vector<std::unique_ptr<Listener>> listeners_;
+  uv_timer_t janitor_{};
+  uv_check_t flush_check_{};
+  uv_idle_t flush_idle_{};
+  bool flush_idle_on_ = false;
+  std::vector<Conn*> dirty_;
+  uv_signal_t sig_hup_{}, sig_int_{}, sig_term_{}, sig_quit_{};
+  std::map<std::string, std::unique_ptr<DbEntry>> dbs_;
+  std::map<std::string, std::unique_ptr<UserEntry>> users_;
+  std::map<std::pair<std::string, std::string>, std::unique_ptr<Pool>> pools_;
+  std::unordered_map<std::uint64_t, Client*> cancel_keys_;
+  ListHead cl_login_;  // clients before they have a pool
+  int client_count_ = 0;
+  std::uint64_t id_seq_ = 0;
+  bool shutting_down_ = false;
+  bool stopping_ = false;
+  std::string fake_salt_key_;  // for unknown users: stable fake SCRAM salts
+
+  friend struct Client;
+  friend struct Server;
+};
+
+// Logging: one line per event, to stderr and the optional log file.
+void log_open(const std::string& logfile);
+void log_line(const char* level, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
+#define LOG_INFO(...) ::pgpivot::log_line("LOG", __VA_ARGS__)
+#define LOG_WARN(...) ::pgpivot::log_line("WARNING", __VA_ARGS__)
+#define LOG_ERROR(...) ::pgpivot::log_line("ERROR", __VA_ARGS__)
+
+}  // namespace pgpivot

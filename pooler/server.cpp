@@ -1,0 +1,253 @@
+// Server side: connecting and logging in to PostgreSQL (trust, cleartext, md5,
+// SCRAM-SHA-256 with the password or passed-through client keys), then relaying
+// results to the linked client while watching ReadyForQuery and ParameterStatus.
+#include <cstring>
+
+#include "pooler/pooler.hpp"
+#include "protocol/wire.hpp"
+
+namespace pgpivot {
+
+const char* to_string(ServerState s) {
+  switch (s) {
+    case ServerState::Login: return "login";
+    case ServerState::Idle: return "idle";
+    case ServerState::Active: return "active";
+    case ServerState::Used: return "used";
+    case ServerState::Tested: return "tested";
+    case ServerState::Closing: return "closing";
+  }
+  return "?";
+}
+
+Conn* Server::peer() { return internal_z > 0 ? nullptr : client; }
+
+void Server::on_closed() {
+  pooler->disconnect_server(this, state == ServerState::Login ? "server closed the connection during login"
+                                                              : "server closed the connection unexpectedly");
+}
+
+void Server::on_protocol_error(const char* what) {
+  pooler->disconnect_server(this, std::string("protocol error from server: ") + what);
+}
+
+void Server::after_forward() {
+  if (release_after_forward) {
+    release_after_forward = false;
+    pooler->server_release(this);
+  }
+}
+
+Step Server::on_header(char type, std::uint32_t wire_size) {
+  (void)wire_size;
+  if (state == ServerState::Login) return Step::Inspect;
+  if (internal_z > 0) {
+    // Replies to pgpivot's own query: only these matter, the rest is dropped.
+    if (type == 'Z' || type == 'S' || type == 'E') return Step::Inspect;
+    return Step::Skip;
+  }
+  switch (type) {
+    case 'Z':
+    case 'S':
+      return Step::Inspect;
+    case 'E':
+      if (!client) return Step::Inspect;  // e.g. FATAL on an idle connection
+      return Step::Forward;
+    default:
+      return client ? Step::Forward : Step::Skip;
+  }
+}
+
+Step Server::on_message(const char* data, std::uint32_t wire_size) {
+  std::string_view body(data + 5, wire_size - 5);
+  char type = data[0];
+  if (state == ServerState::Login) return login_message(type, body);
+  switch (type) {
+    case 'Z': {
+      if (body.size() != 1) {
+        on_protocol_error("bad ReadyForQuery");
+        return Step::Stop;
+      }
+      txn = body[0];
+      if (internal_z > 0) {
+        if (--internal_z == 0) pooler->internal_done(this);
+        return Step::Skip;
+      }
+      if (!client) return Step::Skip;
+      if (expect_z > 0) expect_z--;
+      Pool* p = pool;
+      if (expect_z == 0 && client->fwd_left == 0) {
+        if (txn == 'I') {
+          p->xact_count++;
+          if (pooler->pool_mode(p) != config::PoolMode::Session) release_after_forward = true;
+        } else if (pooler->pool_mode(p) == config::PoolMode::Statement) {
+          // The client is closed and this ReadyForQuery consumed; the server is
+          // rolled back before reuse by the disconnect path.
+          pooler->disconnect_client(client, "25P01", "transaction blocks not allowed in statement pooling mode",
+                                    true);
+          return Step::Skip;
+        }
+      }
+      return Step::Forward;
+    }
+    case 'S': {
+      auto ps = proto::parse_parameter_status(body);
+      if (!ps) {
+        on_protocol_error("bad ParameterStatus");
+        return Step::Stop;
+      }
+      int ti = tracked_index(ps->name);
+      if (ti >= 0) params.v[ti] = ps->value;
+      if (internal_z > 0 || !client) return Step::Skip;
+      if (ti >= 0) client->params.v[ti] = ps->value;
+      return Step::Forward;
+    }
+    case 'E': {
+      auto err = proto::parse_error_response(body);
+      if (err) {
+        LOG_WARN("S-%llu %s/%s: server error %s %s: %s", (unsigned long long)id, pool->db_name.c_str(),
+                 pool->user_name.c_str(), err->severity.c_str(), err->sqlstate.c_str(), err->message.c_str());
+        if (err->severity == "FATAL" || err->severity == "PANIC") {
+          pooler->disconnect_server(this, "server sent FATAL: " + err->message);
+          return Step::Stop;
+        }
+      }
+      return Step::Skip;
+    }
+    default:
+      return Step::Skip;
+  }
+}
+
+Step Server::login_message(char type, std::string_view body) {
+  std::string buf;
+  switch (type) {
+    case 'R': {
+      auto ar = proto::parse_auth_request(body);
+      if (!ar) {
+        on_protocol_error("bad authentication request");
+        return Step::Stop;
+      }
+      const std::string& password = login_password();
+      bool stored_scram = password.rfind("SCRAM-SHA-256$", 0) == 0;
+      bool stored_md5 = proto::is_md5_hash(password);
+      switch (ar->code) {
+        case 0:
+          return Step::Skip;
+        case 3:
+          if (stored_scram || stored_md5 || password.empty()) {
+            pooler->server_login_failed(this, "28000", "server asks for a cleartext password, but only a hash is stored for user \"" + pool->user->cfg.name + "\"");
+            return Step::Stop;
+          }
+          proto::password_message(buf, password);
+          break;
+        case 5: {
+          if (ar->data.size() != 4 || stored_scram || password.empty()) {
+            pooler->server_login_failed(this, "28000", "cannot answer the server's md5 challenge for user \"" + pool->user->cfg.name + "\"");
+            return Step::Stop;
+          }
+          std::string hash = stored_md5 ? password : proto::md5_password_hash(pool->user->cfg.name, password);
+          proto::password_message(buf, proto::md5_salted_response(hash, reinterpret_cast<const std::uint8_t*>(ar->data.data())));
+          break;
+        }
+        case 10: {
+          bool ok = false;
+          for (const auto& m : ar->mechanisms) ok = ok || m == "SCRAM-SHA-256";
+          if (!ok) {
+            pooler->server_login_failed(this, "28000", "server offers no supported SASL mechanism");
+            return Step::Stop;
+          }
+          if (stored_scram) {
+            auto secret = proto::ScramSecret::parse(password);
+            if (!secret || !pool->user->client_key) {
+              pooler->server_login_failed(this, "28P01", "no SCRAM keys to log in to the server as \"" + pool->user->cfg.name + "\": a client must first log in with SCRAM");
+              return Step::Stop;
+            }
+            scram = std::make_unique<proto::ScramClient>(*pool->user->client_key, secret->server_key);
+          } else if (stored_md5 || password.empty()) {
+            pooler->server_login_failed(this, "28000", "server asks for SCRAM, but no usable password is stored for user \"" + pool->user->cfg.name + "\"");
+            return Step::Stop;
+          } else {
+            scram = std::make_unique<proto::ScramClient>(password);
+          }
+          proto::sasl_initial_response(buf, "SCRAM-SHA-256", scram->client_first());
+          break;
+        }
+        case 11: {
+          std::optional<std::string> reply;
+          if (scram) reply = scram->server_first(ar->data);
+          if (!reply) {
+            pooler->server_login_failed(this, "08P01", "invalid SCRAM exchange with server");
+            return Step::Stop;
+          }
+          proto::sasl_response(buf, *reply);
+          break;
+        }
+        case 12:
+          if (!scram || !scram->server_final(ar->data)) {
+            pooler->server_login_failed(this, "08P01", "server's SCRAM signature did not verify");
+            return Step::Stop;
+          }
+          scram.reset();
+          return Step::Skip;
+        default:
+          pooler->server_login_failed(this, "28000", "unsupported authentication method " + std::to_string(ar->code) + " requested by server");
+          return Step::Stop;
+      }
+      queue(buf);
+      return Step::Skip;
+    }
+    case 'S': {
+      auto ps = proto::parse_parameter_status(body);
+      if (!ps) {
+        on_protocol_error("bad ParameterStatus");
+        return Step::Stop;
+      }
+      int ti = tracked_index(ps->name);
+      if (ti >= 0) params.v[ti] = ps->value;
+      bool found = false;
+      for (auto& kv : all_params) {
+        if (kv.first == ps->name) {
+          kv.second = ps->value;
+          found = true;
+        }
+      }
+      if (!found) all_params.emplace_back(ps->name, ps->value);
+      return Step::Skip;
+    }
+    case 'K': {
+      auto k = proto::parse_backend_key_data(body);
+      if (!k) {
+        on_protocol_error("bad BackendKeyData");
+        return Step::Stop;
+      }
+      pid = k->pid;
+      key = k->key;
+      return Step::Skip;
+    }
+    case 'E': {
+      auto err = proto::parse_error_response(body);
+      std::string code = err ? err->sqlstate : "08P01";
+      std::string msg = err ? err->message : "server login failed";
+      pooler->server_login_failed(this, code, msg);
+      return Step::Stop;
+    }
+    case 'Z':
+      txn = body.empty() ? 'I' : body[0];
+      pooler->server_ready(this);
+      return closing ? Step::Stop : Step::Skip;
+    case 'N':
+    case 'v':
+      return Step::Skip;
+    default:
+      on_protocol_error("unexpected message during login");
+      return Step::Stop;
+  }
+}
+
+const std::string& Server::login_password() const {
+  if (!pool->db->cfg.password.empty() && !pool->db->cfg.user.empty()) return pool->db->cfg.password;
+  return pool->user->cfg.password;
+}
+
+}  // namespace pgpivot

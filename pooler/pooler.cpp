@@ -472,6 +472,30 @@ void Pooler::disconnect_client(Client* c, const char* sqlstate, const std::strin
 // ---------------------------------------------------------------------------
 // Cancel requests go to the server running the client's query, on a new connection.
 
+namespace {
+
+void close_cancel(CancelConn* x) {
+  uv_close(&x->h.handle, [](uv_handle_t* h) { delete static_cast<CancelConn*>(h->data); });
+}
+
+void on_cancel_connect(uv_connect_t* req, int status) {
+  auto* x = static_cast<CancelConn*>(req->data);
+  if (status < 0) {
+    close_cancel(x);
+    return;
+  }
+  uv_buf_t b = uv_buf_init(x->packet.data(), unsigned(x->packet.size()));
+  x->wreq.data = x;
+  if (uv_write(&x->wreq, &x->h.stream, &b, 1, [](uv_write_t* w, int) {
+        // PostgreSQL closes after reading the request; nothing comes back.
+        close_cancel(static_cast<CancelConn*>(w->data));
+      }) != 0) {
+    close_cancel(x);
+  }
+}
+
+}  // namespace
+
 void Pooler::handle_cancel(std::uint32_t pid, std::uint32_t key) {
   auto it = cancel_keys_.find((std::uint64_t(pid) << 32) | key);
   if (it == cancel_keys_.end()) return;
@@ -481,33 +505,19 @@ void Pooler::handle_cancel(std::uint32_t pid, std::uint32_t key) {
   auto* cc = new CancelConn();
   cc->pooler = this;
   proto::cancel_request(cc->packet, s->pid, s->key);
-  uv_tcp_init(loop_, &cc->tcp);
-  cc->tcp.data = cc;
   cc->req.data = cc;
-  sockaddr_storage ss{};
-  if (uv_ip4_addr(s->host.c_str(), s->server_port, reinterpret_cast<sockaddr_in*>(&ss)) != 0 &&
-      uv_ip6_addr(s->host.c_str(), s->server_port, reinterpret_cast<sockaddr_in6*>(&ss)) != 0) {
-    uv_close(reinterpret_cast<uv_handle_t*>(&cc->tcp), [](uv_handle_t* h) { delete static_cast<CancelConn*>(h->data); });
+  if (s->h.handle.type == UV_NAMED_PIPE) {
+    uv_pipe_init(loop_, &cc->h.pipe, 0);
+    cc->h.handle.data = cc;
+    std::string path = s->host + "/.s.PGSQL." + std::to_string(s->server_port);
+    uv_pipe_connect(&cc->req, &cc->h.pipe, path.c_str(), on_cancel_connect);
     return;
   }
-  auto close_cc = [](CancelConn* x) {
-    uv_close(reinterpret_cast<uv_handle_t*>(&x->tcp), [](uv_handle_t* h) { delete static_cast<CancelConn*>(h->data); });
-  };
-  int rc = uv_tcp_connect(&cc->req, &cc->tcp, reinterpret_cast<sockaddr*>(&ss), [](uv_connect_t* req, int status) {
-    auto* x = static_cast<CancelConn*>(req->data);
-    if (status < 0) {
-      uv_close(reinterpret_cast<uv_handle_t*>(&x->tcp), [](uv_handle_t* h) { delete static_cast<CancelConn*>(h->data); });
-      return;
-    }
-    uv_buf_t b = uv_buf_init(x->packet.data(), unsigned(x->packet.size()));
-    x->wreq.data = x;
-    uv_write(&x->wreq, reinterpret_cast<uv_stream_t*>(&x->tcp), &b, 1, [](uv_write_t* w, int) {
-      auto* y = static_cast<CancelConn*>(w->data);
-      // The server closes after reading the request; close our side now.
-      uv_close(reinterpret_cast<uv_handle_t*>(&y->tcp), [](uv_handle_t* h) { delete static_cast<CancelConn*>(h->data); });
-    });
-  });
-  if (rc != 0) close_cc(cc);
+  uv_tcp_init(loop_, &cc->h.tcp);
+  cc->h.handle.data = cc;
+  if (uv_tcp_connect(&cc->req, &cc->h.tcp, reinterpret_cast<const sockaddr*>(&s->sa), on_cancel_connect) != 0) {
+    close_cancel(cc);
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -551,6 +561,53 @@ static void on_server_connect(uv_connect_t* req, int status) {
   s->update_reading();
 }
 
+namespace {
+
+// A name lookup in flight for a server; outlives the server if it closes first.
+struct Resolve {
+  uv_getaddrinfo_t req{};
+  Server* server = nullptr;
+};
+
+void connect_resolved(Server* s) {
+  s->connect_req.data = s;
+  int rc = uv_tcp_connect(&s->connect_req, &s->h.tcp, reinterpret_cast<const sockaddr*>(&s->sa), on_server_connect);
+  if (rc != 0) {
+    s->pooler->server_login_failed(s, "08006", "could not connect to server " + s->addr + ": " + uv_strerror(rc));
+  }
+}
+
+void on_resolved(uv_getaddrinfo_t* req, int status, addrinfo* res) {
+  auto* r = static_cast<Resolve*>(req->data);
+  Server* s = r->server;
+  if (s) s->resolving = nullptr;
+  if (s && !s->closing) {
+    if (status < 0 || !res) {
+      s->pooler->server_login_failed(s, "08006", "could not resolve host \"" + s->host + "\": " + uv_strerror(status));
+    } else {
+      // One address is tried: IPv4 first (PostgreSQL often listens on 127.0.0.1 only).
+      const addrinfo* pick = res;
+      for (const addrinfo* a = res; a; a = a->ai_next) {
+        if (a->ai_family == AF_INET) {
+          pick = a;
+          break;
+        }
+      }
+      std::memcpy(&s->sa, pick->ai_addr, pick->ai_addrlen);
+      connect_resolved(s);
+    }
+  }
+  uv_freeaddrinfo(res);
+  delete r;
+}
+
+}  // namespace
+
+void Server::forget_resolve() {
+  if (resolving) static_cast<Resolve*>(resolving)->server = nullptr;
+  resolving = nullptr;
+}
+
 void Pooler::launch_server(Pool* p) {
   const config::Node& node = p->db->cluster->primary;
   auto* s = new Server();
@@ -558,7 +615,7 @@ void Pooler::launch_server(Pool* p) {
   s->id = next_id();
   s->node.owner = s;
   s->pool = p;
-  s->host = node.host == "localhost" ? "127.0.0.1" : node.host;
+  s->host = node.host;
   s->server_port = node.port;
   s->addr = s->host + ":" + std::to_string(node.port);
   s->connect_time = s->request_time = now();
@@ -566,23 +623,35 @@ void Pooler::launch_server(Pool* p) {
   p->db->server_count++;
   if (p->user) p->user->server_count++;
   server_change_state(s, ServerState::Login);
-  int rc;
   if (!s->host.empty() && s->host[0] == '/') {
+    // A directory: PostgreSQL's Unix socket in it.
     uv_pipe_init(loop_, &s->h.pipe, 0);
     s->h.handle.data = s;
     std::string path = s->host + "/.s.PGSQL." + std::to_string(node.port);
     uv_pipe_connect(&s->connect_req, &s->h.pipe, path.c_str(), on_server_connect);
-    rc = 0;
-  } else {
-    uv_tcp_init(loop_, &s->h.tcp);
-    s->h.handle.data = s;
-    sockaddr_storage ss{};
-    rc = uv_ip4_addr(s->host.c_str(), node.port, reinterpret_cast<sockaddr_in*>(&ss));
-    if (rc != 0) rc = uv_ip6_addr(s->host.c_str(), node.port, reinterpret_cast<sockaddr_in6*>(&ss));
-    if (rc == 0) rc = uv_tcp_connect(&s->connect_req, &s->h.tcp, reinterpret_cast<sockaddr*>(&ss), on_server_connect);
+    return;
   }
+  uv_tcp_init(loop_, &s->h.tcp);
+  s->h.handle.data = s;
+  if (uv_ip4_addr(s->host.c_str(), node.port, reinterpret_cast<sockaddr_in*>(&s->sa)) == 0 ||
+      uv_ip6_addr(s->host.c_str(), node.port, reinterpret_cast<sockaddr_in6*>(&s->sa)) == 0) {
+    connect_resolved(s);
+    return;
+  }
+  // A host name: resolve on libuv's thread pool, never blocking the loop.
+  auto* r = new Resolve();
+  r->server = s;
+  r->req.data = r;
+  s->resolving = r;
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  std::string port = std::to_string(node.port);
+  int rc = uv_getaddrinfo(loop_, &r->req, on_resolved, s->host.c_str(), port.c_str(), &hints);
   if (rc != 0) {
-    server_login_failed(s, "08006", "could not connect to server " + s->addr + ": " + uv_strerror(rc));
+    s->resolving = nullptr;
+    delete r;
+    server_login_failed(s, "08006", "could not resolve host \"" + s->host + "\": " + uv_strerror(rc));
   }
 }
 
@@ -959,6 +1028,7 @@ void Pooler::flush_dirty() {
 }
 
 void Pooler::free_conn(Conn* c) {
+  if (!c->is_client) static_cast<Server*>(c)->forget_resolve();
   if (c->dirty) {
     dirty_.erase(std::remove(dirty_.begin(), dirty_.end(), c), dirty_.end());
   }

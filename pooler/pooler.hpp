@@ -229,6 +229,9 @@ struct Server final : Conn {
   std::unique_ptr<proto::ScramClient> scram;
   std::string host;
   int server_port = 0;
+  sockaddr_storage sa{};        // resolved address (also where cancel requests go)
+  void* resolving = nullptr;    // name lookup in flight
+  void forget_resolve();
   Ms last_used = 0;            // when it last became idle
   Ms query_start = 0;
   bool release_after_forward = false;
@@ -310,7 +313,12 @@ struct Listener {
 
 // A short-lived connection that forwards a CancelRequest to a server.
 struct CancelConn {
-  uv_tcp_t tcp{};
+  union {
+    uv_handle_t handle;
+    uv_stream_t stream;
+    uv_tcp_t tcp;
+    uv_pipe_t pipe;
+  } h{};
   uv_connect_t req{};
   uv_write_t wreq{};
   std::string packet;

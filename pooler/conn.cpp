@@ -187,6 +187,7 @@ void Conn::on_drained() {
   orphans.clear();
   if (Conn* w = waiting_src) {
     waiting_src = nullptr;
+    w->waiting_on = nullptr;
     if (!w->closing) w->process();
   }
   if (close_after_flush && !closing && segs.empty() && !wbusy) {
@@ -242,10 +243,12 @@ void Conn::process() {
     if (!p || p->closing) return true;
     if (p->fwd_src && p->fwd_src != this) {
       p->waiting_src = this;  // the peer still writes another source's bytes
+      waiting_on = p;
       return false;
     }
     if (borrowed_by && borrowed_by != p) {
       borrowed_by->waiting_src = this;
+      waiting_on = borrowed_by;
       return false;
     }
     return true;
@@ -398,7 +401,12 @@ void Conn::start_close() {
   }
   if (Conn* w = waiting_src) {
     waiting_src = nullptr;
+    w->waiting_on = nullptr;
     w->process();
+  }
+  if (waiting_on) {
+    if (waiting_on->waiting_src == this) waiting_on->waiting_src = nullptr;
+    waiting_on = nullptr;
   }
   uv_close(&h.handle, [](uv_handle_t* hh) {
     auto* c = static_cast<Conn*>(hh->data);

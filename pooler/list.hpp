@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstddef>
+#include <vector>
 
 namespace pgpivot {
 
@@ -43,13 +44,16 @@ struct ListHead {
     n->list = nullptr;
   }
 
-  // Iterate safely even when the callback unlinks the current node.
+  // Calls f for each element. The callback may unlink any element (itself or
+  // others) or link new ones: it iterates over a snapshot and skips elements
+  // that have left this list in the meantime. Not for hot paths (it allocates).
   template <class T, class F>
   void for_each(F&& f) {
-    for (ListNode* n = head.next; n != &head;) {
-      ListNode* next = n->next;
-      f(static_cast<T*>(n->owner));
-      n = next;
+    std::vector<ListNode*> snapshot;
+    snapshot.reserve(count);
+    for (ListNode* n = head.next; n != &head; n = n->next) snapshot.push_back(n);
+    for (ListNode* n : snapshot) {
+      if (n->list == this) f(static_cast<T*>(n->owner));
     }
   }
 

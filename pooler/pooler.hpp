@@ -112,6 +112,7 @@ struct Conn {
   std::vector<uv_buf_t> bufs_inflight;
   Conn* fwd_src = nullptr;         // source whose rbuf our in-flight write borrows
   Conn* waiting_src = nullptr;     // source that waits for our write to finish
+  Conn* waiting_on = nullptr;      // the writer we wait for (we are its waiting_src)
   // Read buffers of sources closed while we still had their bytes queued; freed
   // when our output drains or we close.
   std::vector<std::pair<char*, bool>> orphans;

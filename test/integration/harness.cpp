@@ -481,7 +481,7 @@ void Conn::send(const std::string& sql) {
 
 std::string direct_conninfo(const std::string& dbname) {
   return "host=127.0.0.1 port=" + std::to_string(env().pg_port) + " dbname=" + dbname +
-         " user=postgres connect_timeout=10";
+         " user=postgres connect_timeout=10 options='-c client_min_messages=warning'";
 }
 
 // ---------------------------------------------------------------------------

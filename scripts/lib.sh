@@ -46,6 +46,19 @@ build() {
 
 as_postgres() { runuser -u postgres -- "$@"; }
 
+# Where scratch directories go: .scratch/ in the repository, unless the postgres
+# user cannot reach it (a checkout under /root, say) or the path is too long for
+# PostgreSQL's Unix socket (108 bytes); then a directory under /tmp.
+scratch_root() {
+  local dir="$PGPIVOT_ROOT/.scratch"
+  if [ ${#dir} -gt 70 ] || ! runuser -u postgres -- test -x "$PGPIVOT_ROOT" 2>/dev/null; then
+    dir="/tmp/pgpivot-scratch-$(printf '%s' "$PGPIVOT_ROOT" | md5sum | cut -c1-8)"
+  fi
+  mkdir -p "$dir"
+  chmod 0755 "$dir"
+  printf '%s\n' "$dir"
+}
+
 # A directory that PostgreSQL (running as postgres) may own: owner postgres, 0700,
 # and the same for its parent. Every ancestor above must be traversable by postgres.
 pg_prepare_dir() {

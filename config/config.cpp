@@ -1,0 +1,53 @@
+// Names of the configuration enums, both ways (parsing is case-insensitive, like PgBouncer).
+#include "config/config.hpp"
+
+#include <cctype>
+#include <string_view>
+
+namespace pgpivot::config {
+
+namespace {
+
+bool iequals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(a[i])) !=
+        std::tolower(static_cast<unsigned char>(b[i])))
+      return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+const char* to_string(PoolMode m) {
+  switch (m) {
+    case PoolMode::Session: return "session";
+    case PoolMode::Transaction: return "transaction";
+    case PoolMode::Statement: return "statement";
+  }
+  return "?";
+}
+
+const char* to_string(AuthType a) {
+  switch (a) {
+    case AuthType::Trust: return "trust";
+    case AuthType::Md5: return "md5";
+    case AuthType::ScramSha256: return "scram-sha-256";
+  }
+  return "?";
+}
+
+std::optional<PoolMode> parse_pool_mode(std::string_view s) {
+  for (PoolMode m : {PoolMode::Session, PoolMode::Transaction, PoolMode::Statement})
+    if (iequals(s, to_string(m))) return m;
+  return std::nullopt;
+}
+
+std::optional<AuthType> parse_auth_type(std::string_view s) {
+  for (AuthType a : {AuthType::Trust, AuthType::Md5, AuthType::ScramSha256})
+    if (iequals(s, to_string(a))) return a;
+  return std::nullopt;
+}
+
+}  // namespace pgpivot::config

@@ -1,0 +1,861 @@
+// TOML config and PgBouncer userlist loading, with validation that reports every problem.
+#include "config/load.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <climits>
+#include <cmath>
+#include <cerrno>
+#include <cstring>
+#include <exception>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <sstream>
+#include <system_error>
+
+#include <toml++/toml.h>
+
+namespace pgpivot::config {
+
+namespace {
+
+constexpr double kMaxDuration = 1e9;         // seconds (~31 years); keeps usec/nsec math safe
+constexpr long long kMinPktBuf = 1024;       // below this even a startup packet won't fit
+constexpr long long kMaxPktBuf = 64LL << 20;  // 64 MiB
+constexpr long long kMinMaxPacketSize = 1024;
+constexpr long long kMaxMaxPacketSize = 2147483647;
+
+// ---------------------------------------------------------------- helpers
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+// Optimal string alignment distance (Levenshtein plus adjacent transpositions).
+size_t edit_distance(std::string_view a, std::string_view b) {
+  const size_t n = a.size(), m = b.size();
+  std::vector<std::vector<size_t>> d(n + 1, std::vector<size_t>(m + 1));
+  for (size_t i = 0; i <= n; ++i) d[i][0] = i;
+  for (size_t j = 0; j <= m; ++j) d[0][j] = j;
+  for (size_t i = 1; i <= n; ++i) {
+    for (size_t j = 1; j <= m; ++j) {
+      size_t cost = a[i - 1] == b[j - 1] ? 0 : 1;
+      d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost});
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1])
+        d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
+    }
+  }
+  return d[n][m];
+}
+
+// The closest candidate when `word` looks like a typo of it, else "".
+std::string suggest(std::string_view word, const std::vector<std::string>& candidates) {
+  const std::string w = lower(word);
+  const size_t limit = w.size() >= 6 ? 2 : 1;
+  std::string best;
+  size_t best_d = SIZE_MAX;
+  for (const auto& c : candidates) {
+    size_t d = edit_distance(w, lower(c));
+    if (d <= limit && d < w.size() && d < best_d) {
+      best = c;
+      best_d = d;
+    }
+  }
+  return best;
+}
+
+std::string join_key(const std::string& prefix, std::string_view k) {
+  if (prefix.empty()) return std::string(k);
+  std::string out = prefix;
+  out += '.';
+  out += k;
+  return out;
+}
+
+int line_of(const toml::node& n) { return static_cast<int>(n.source().begin.line); }
+int line_of(const toml::key& k) { return static_cast<int>(k.source().begin.line); }
+
+const char* type_name(toml::node_type t) {
+  switch (t) {
+    case toml::node_type::none: return "nothing";
+    case toml::node_type::table: return "table";
+    case toml::node_type::array: return "array";
+    case toml::node_type::string: return "string";
+    case toml::node_type::integer: return "integer";
+    case toml::node_type::floating_point: return "float";
+    case toml::node_type::boolean: return "boolean";
+    case toml::node_type::date: return "date";
+    case toml::node_type::time: return "time";
+    case toml::node_type::date_time: return "date-time";
+  }
+  return "value";
+}
+
+std::string format_double(double v) {
+  std::ostringstream os;
+  os << v;
+  return os.str();
+}
+
+bool is_base64(std::string_view s) {
+  if (s.empty()) return false;
+  size_t pad = 0;
+  for (char c : s) {
+    if (c == '=') {
+      ++pad;
+      continue;
+    }
+    if (pad) return false;  // '=' only at the end
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '+' && c != '/') return false;
+  }
+  return pad <= 2 && s.size() % 4 == 0;
+}
+
+// "" when fine, else what is wrong with a password that claims to be a SCRAM secret.
+std::string check_password(std::string_view pw) {
+  constexpr std::string_view prefix = "SCRAM-SHA-256$";
+  if (pw.substr(0, prefix.size()) != prefix) return {};
+  const std::string bad =
+      "malformed SCRAM secret; expected SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>";
+  std::string_view rest = pw.substr(prefix.size());
+  size_t colon = rest.find(':'), dollar = rest.find('$');
+  if (colon == std::string_view::npos || dollar == std::string_view::npos || colon > dollar)
+    return bad;
+  std::string_view iter = rest.substr(0, colon);
+  std::string_view salt = rest.substr(colon + 1, dollar - colon - 1);
+  std::string_view keys = rest.substr(dollar + 1);
+  size_t colon2 = keys.find(':');
+  if (colon2 == std::string_view::npos) return bad;
+  std::string_view stored = keys.substr(0, colon2), server = keys.substr(colon2 + 1);
+  if (iter.empty() || iter.size() > 9 ||
+      !std::all_of(iter.begin(), iter.end(), [](char c) { return c >= '0' && c <= '9'; }) ||
+      std::stol(std::string(iter)) < 1)
+    return bad;
+  if (!is_base64(salt) || !is_base64(stored) || !is_base64(server)) return bad;
+  if (stored.size() != 44 || server.size() != 44) return bad;  // 32-byte SHA-256 keys
+  return {};
+}
+
+// ---------------------------------------------------------------- context
+
+struct Ctx {
+  std::string file;
+  std::vector<Error>* errors;
+
+  void error(int line, std::string key, std::string message) const {
+    errors->push_back(Error{file, line, std::move(key), std::move(message)});
+  }
+  void wrong_type(const toml::node& n, const std::string& key, const char* expected) const {
+    error(line_of(n), key, std::string("expected ") + expected + ", got " + type_name(n.type()));
+  }
+  void unknown_key(const toml::key& k, const std::string& key,
+                   const std::vector<std::string>& known) const {
+    std::string msg = "unknown key";
+    std::string s = suggest(k.str(), known);
+    if (!s.empty()) msg += "; did you mean " + s + "?";
+    error(line_of(k), key, std::move(msg));
+  }
+};
+
+// ---------------------------------------------------------------- value readers
+
+std::optional<long long> read_int(const Ctx& ctx, const toml::node& n, const std::string& key,
+                                  long long lo, long long hi) {
+  const auto* v = n.as_integer();
+  if (!v) {
+    ctx.wrong_type(n, key, "integer");
+    return std::nullopt;
+  }
+  long long x = v->get();
+  if (x < lo || x > hi) {
+    std::string range = hi == INT_MAX || hi == LLONG_MAX
+                            ? "must be >= " + std::to_string(lo)
+                            : "must be between " + std::to_string(lo) + " and " + std::to_string(hi);
+    ctx.error(line_of(n), key, range + ", got " + std::to_string(x));
+    return std::nullopt;
+  }
+  return x;
+}
+
+std::optional<double> read_duration(const Ctx& ctx, const toml::node& n, const std::string& key,
+                                    bool positive) {
+  double x;
+  if (const auto* i = n.as_integer()) {
+    x = static_cast<double>(i->get());
+  } else if (const auto* f = n.as_floating_point()) {
+    x = f->get();
+  } else {
+    ctx.wrong_type(n, key, "number of seconds");
+    return std::nullopt;
+  }
+  std::string problem;
+  if (!std::isfinite(x))
+    problem = "must be a finite number of seconds";
+  else if (x < 0 || (positive && x == 0))
+    problem = positive ? "must be > 0" : "must be >= 0";
+  else if (x > kMaxDuration)
+    problem = "must be <= " + std::to_string(static_cast<long long>(kMaxDuration)) + " seconds";
+  if (!problem.empty()) {
+    ctx.error(line_of(n), key, problem + ", got " + format_double(x));
+    return std::nullopt;
+  }
+  return x;
+}
+
+std::optional<bool> read_bool(const Ctx& ctx, const toml::node& n, const std::string& key) {
+  if (const auto* b = n.as_boolean()) return b->get();
+  ctx.wrong_type(n, key, "boolean");
+  return std::nullopt;
+}
+
+std::optional<std::string> read_string(const Ctx& ctx, const toml::node& n,
+                                       const std::string& key) {
+  if (const auto* s = n.as_string()) return s->get();
+  ctx.wrong_type(n, key, "string");
+  return std::nullopt;
+}
+
+std::string trim(std::string_view s) {
+  size_t b = 0, e = s.size();
+  while (b < e && std::isspace(static_cast<unsigned char>(s[b]))) ++b;
+  while (e > b && std::isspace(static_cast<unsigned char>(s[e - 1]))) --e;
+  return std::string(s.substr(b, e - b));
+}
+
+// An array of strings, or (PgBouncer style) one comma-separated string.
+std::optional<std::vector<std::string>> read_list(const Ctx& ctx, const toml::node& n,
+                                                  const std::string& key) {
+  std::vector<std::string> out;
+  if (const auto* s = n.as_string()) {
+    std::string_view text = s->get();
+    size_t start = 0;
+    while (start <= text.size()) {
+      size_t comma = text.find(',', start);
+      if (comma == std::string_view::npos) comma = text.size();
+      std::string item = trim(text.substr(start, comma - start));
+      if (!item.empty()) out.push_back(std::move(item));
+      start = comma + 1;
+    }
+    return out;
+  }
+  const auto* arr = n.as_array();
+  if (!arr) {
+    ctx.wrong_type(n, key, "array of strings");
+    return std::nullopt;
+  }
+  bool ok = true;
+  for (size_t i = 0; i < arr->size(); ++i) {
+    const toml::node& item = *arr->get(i);
+    if (const auto* s = item.as_string()) {
+      out.push_back(s->get());
+    } else {
+      ctx.error(line_of(item), key,
+                "item " + std::to_string(i + 1) + ": expected string, got " +
+                    type_name(item.type()));
+      ok = false;
+    }
+  }
+  if (!ok) return std::nullopt;
+  return out;
+}
+
+template <class E>
+std::optional<E> read_enum(const Ctx& ctx, const toml::node& n, const std::string& key,
+                           std::optional<E> (*parse)(std::string_view), const char* allowed) {
+  auto s = read_string(ctx, n, key);
+  if (!s) return std::nullopt;
+  if (auto e = parse(*s)) return e;
+  ctx.error(line_of(n), key, "invalid value \"" + *s + "\"; expected one of: " + allowed);
+  return std::nullopt;
+}
+
+// ---------------------------------------------------------------- field tables
+
+template <class S>
+struct Field {
+  std::string name;
+  std::function<void(const Ctx&, const toml::node&, const std::string&, S&)> set;
+};
+
+template <class S, class T>
+Field<S> int_field(const char* name, T S::*m, long long lo, long long hi = INT_MAX) {
+  return {name, [m, lo, hi](const Ctx& c, const toml::node& n, const std::string& k, S& s) {
+            if (auto v = read_int(c, n, k, lo, hi)) s.*m = static_cast<T>(*v);
+          }};
+}
+
+template <class S>
+Field<S> duration_field(const char* name, double S::*m, bool positive = false) {
+  return {name, [m, positive](const Ctx& c, const toml::node& n, const std::string& k, S& s) {
+            if (auto v = read_duration(c, n, k, positive)) s.*m = *v;
+          }};
+}
+
+template <class S>
+Field<S> bool_field(const char* name, bool S::*m) {
+  return {name, [m](const Ctx& c, const toml::node& n, const std::string& k, S& s) {
+            if (auto v = read_bool(c, n, k)) s.*m = *v;
+          }};
+}
+
+template <class S>
+Field<S> string_field(const char* name, std::string S::*m) {
+  return {name, [m](const Ctx& c, const toml::node& n, const std::string& k, S& s) {
+            if (auto v = read_string(c, n, k)) s.*m = std::move(*v);
+          }};
+}
+
+template <class S>
+Field<S> password_field(const char* name, std::string S::*m) {
+  return {name, [m](const Ctx& c, const toml::node& n, const std::string& k, S& s) {
+            auto v = read_string(c, n, k);
+            if (!v) return;
+            if (std::string problem = check_password(*v); !problem.empty())
+              c.error(line_of(n), k, problem);
+            else
+              s.*m = std::move(*v);
+          }};
+}
+
+template <class S>
+Field<S> list_field(const char* name, std::vector<std::string> S::*m) {
+  return {name, [m](const Ctx& c, const toml::node& n, const std::string& k, S& s) {
+            if (auto v = read_list(c, n, k)) s.*m = std::move(*v);
+          }};
+}
+
+template <class S, class T>
+Field<S> pool_mode_field(const char* name, T S::*m) {
+  return {name, [m](const Ctx& c, const toml::node& n, const std::string& k, S& s) {
+            if (auto v = read_enum<PoolMode>(c, n, k, parse_pool_mode,
+                                             "session, transaction, statement"))
+              s.*m = *v;
+          }};
+}
+
+template <class S>
+Field<S> auth_type_field(const char* name, AuthType S::*m) {
+  return {name, [m](const Ctx& c, const toml::node& n, const std::string& k, S& s) {
+            if (auto v = read_enum<AuthType>(c, n, k, parse_auth_type, "trust, md5, scram-sha-256"))
+              s.*m = *v;
+          }};
+}
+
+const std::vector<Field<Pooler>>& pooler_fields() {
+  using P = Pooler;
+  static const std::vector<Field<P>> f = {
+      string_field("listen_addr", &P::listen_addr),
+      int_field("listen_port", &P::listen_port, 1, 65535),
+      string_field("unix_socket_dir", &P::unix_socket_dir),
+      pool_mode_field("pool_mode", &P::pool_mode),
+      int_field("default_pool_size", &P::default_pool_size, 0),
+      int_field("min_pool_size", &P::min_pool_size, 0),
+      int_field("reserve_pool_size", &P::reserve_pool_size, 0),
+      duration_field("reserve_pool_timeout", &P::reserve_pool_timeout),
+      int_field("max_client_conn", &P::max_client_conn, 1),
+      int_field("max_db_connections", &P::max_db_connections, 0),
+      int_field("max_user_connections", &P::max_user_connections, 0),
+      auth_type_field("auth_type", &P::auth_type),
+      string_field("auth_file", &P::auth_file),
+      list_field("admin_users", &P::admin_users),
+      list_field("stats_users", &P::stats_users),
+      string_field("server_reset_query", &P::server_reset_query),
+      bool_field("server_reset_query_always", &P::server_reset_query_always),
+      string_field("server_check_query", &P::server_check_query),
+      duration_field("server_check_delay", &P::server_check_delay),
+      duration_field("server_lifetime", &P::server_lifetime),
+      duration_field("server_idle_timeout", &P::server_idle_timeout),
+      duration_field("server_connect_timeout", &P::server_connect_timeout),
+      duration_field("server_login_retry", &P::server_login_retry),
+      duration_field("client_login_timeout", &P::client_login_timeout),
+      duration_field("query_timeout", &P::query_timeout),
+      duration_field("query_wait_timeout", &P::query_wait_timeout),
+      duration_field("idle_transaction_timeout", &P::idle_transaction_timeout),
+      duration_field("client_idle_timeout", &P::client_idle_timeout),
+      list_field("ignore_startup_parameters", &P::ignore_startup_parameters),
+      bool_field("application_name_add_host", &P::application_name_add_host),
+      bool_field("log_connections", &P::log_connections),
+      bool_field("log_disconnections", &P::log_disconnections),
+      duration_field("stats_period", &P::stats_period, true),
+      int_field("pkt_buf", &P::pkt_buf, kMinPktBuf, kMaxPktBuf),
+      int_field("max_packet_size", &P::max_packet_size, kMinMaxPacketSize, kMaxMaxPacketSize),
+      string_field("logfile", &P::logfile),
+  };
+  return f;
+}
+
+const std::vector<Field<Failover>>& failover_fields() {
+  using F = Failover;
+  static const std::vector<Field<F>> f = {
+      duration_field("health_check_interval", &F::health_check_interval, true),
+      duration_field("health_check_timeout", &F::health_check_timeout, true),
+      int_field("failure_threshold", &F::failure_threshold, 1),
+      string_field("role_query", &F::role_query),
+      bool_field("auto_failover", &F::auto_failover),
+      string_field("promote_command", &F::promote_command),
+      duration_field("failover_timeout", &F::failover_timeout),
+      string_field("on_failover_command", &F::on_failover_command),
+      bool_field("auto_failback", &F::auto_failback),
+  };
+  return f;
+}
+
+const std::vector<Field<User>>& user_fields() {
+  using U = User;
+  static const std::vector<Field<U>> f = {
+      password_field("password", &U::password),
+      pool_mode_field("pool_mode", &U::pool_mode),
+      int_field("pool_size", &U::pool_size, 0),
+      int_field("reserve_pool_size", &U::reserve_pool_size, 0),
+      int_field("max_user_connections", &U::max_user_connections, 0),
+      int_field("max_user_client_connections", &U::max_user_client_connections, 0),
+  };
+  return f;
+}
+
+const std::vector<Field<Database>>& database_fields() {
+  using D = Database;
+  static const std::vector<Field<D>> f = {
+      string_field("cluster", &D::cluster),
+      string_field("dbname", &D::dbname),
+      string_field("user", &D::user),
+      password_field("password", &D::password),
+      int_field("pool_size", &D::pool_size, 0),
+      int_field("min_pool_size", &D::min_pool_size, 0),
+      int_field("reserve_pool_size", &D::reserve_pool_size, 0),
+      pool_mode_field("pool_mode", &D::pool_mode),
+      int_field("max_db_connections", &D::max_db_connections, 0),
+      int_field("max_db_client_connections", &D::max_db_client_connections, 0),
+      string_field("connect_query", &D::connect_query),
+      string_field("application_name", &D::application_name),
+  };
+  return f;
+}
+
+template <class S>
+std::vector<std::string> names_of(const std::vector<Field<S>>& fields) {
+  std::vector<std::string> out;
+  for (const auto& f : fields) out.push_back(f.name);
+  return out;
+}
+
+// Applies every key of `t` through `fields`; unknown keys are reported.
+template <class S>
+void apply_table(const Ctx& ctx, const toml::table& t, const std::string& prefix,
+                 const std::vector<Field<S>>& fields, S& out) {
+  static const std::vector<std::string> names = names_of(fields);
+  for (auto&& [k, v] : t) {
+    std::string key = join_key(prefix, k.str());
+    auto it = std::find_if(fields.begin(), fields.end(),
+                           [&](const Field<S>& f) { return f.name == k.str(); });
+    if (it == fields.end())
+      ctx.unknown_key(k, key, names);
+    else
+      it->set(ctx, v, key, out);
+  }
+}
+
+// ---------------------------------------------------------------- sections
+
+const toml::table* expect_table(const Ctx& ctx, const toml::node& n, const std::string& key) {
+  const auto* t = n.as_table();
+  if (!t) ctx.wrong_type(n, key, "table");
+  return t;
+}
+
+void load_node(const Ctx& ctx, const toml::node& n, const std::string& prefix, Node& node) {
+  const toml::table* t = expect_table(ctx, n, prefix);
+  if (!t) return;
+  for (auto&& [k, v] : *t) {
+    std::string key = join_key(prefix, k.str());
+    if (k.str() == "host") {
+      if (auto s = read_string(ctx, v, key)) {
+        if (s->empty())
+          ctx.error(line_of(v), key, "must not be empty");
+        else
+          node.host = *s;
+      }
+    } else if (k.str() == "port") {
+      if (auto p = read_int(ctx, v, key, 1, 65535)) node.port = static_cast<int>(*p);
+    } else if (const auto* s = v.as_string()) {
+      node.options[std::string(k.str())] = s->get();
+    } else if (const auto* i = v.as_integer()) {
+      node.options[std::string(k.str())] = std::to_string(i->get());
+    } else if (const auto* f = v.as_floating_point()) {
+      node.options[std::string(k.str())] = format_double(f->get());
+    } else if (const auto* b = v.as_boolean()) {
+      node.options[std::string(k.str())] = b->get() ? "1" : "0";  // libpq style
+    } else {
+      ctx.wrong_type(v, key, "string");
+    }
+  }
+}
+
+void load_clusters(const Ctx& ctx, const toml::table& t, const Failover& global,
+                   std::map<std::string, Cluster>& clusters) {
+  static const std::vector<std::string> known = {"primary", "standby", "failover"};
+  for (auto&& [name, v] : t) {
+    std::string prefix = join_key("clusters", name.str());
+    const toml::table* ct = expect_table(ctx, v, prefix);
+    if (!ct) continue;
+    if (name.str().empty()) {
+      ctx.error(line_of(name), prefix, "cluster name must not be empty");
+      continue;
+    }
+    Cluster c;
+    c.name = std::string(name.str());
+    c.failover = global;
+    bool have_primary = false;
+    for (auto&& [k, cv] : *ct) {
+      std::string key = join_key(prefix, k.str());
+      if (k.str() == "primary") {
+        have_primary = true;
+        load_node(ctx, cv, key, c.primary);
+      } else if (k.str() == "standby") {
+        c.standby.emplace();
+        load_node(ctx, cv, key, *c.standby);
+      } else if (k.str() == "failover") {
+        if (const auto* ft = expect_table(ctx, cv, key))
+          apply_table(ctx, *ft, key, failover_fields(), c.failover);
+      } else {
+        ctx.unknown_key(k, key, known);
+      }
+    }
+    if (!have_primary) ctx.error(line_of(v), join_key(prefix, "primary"), "missing required key");
+    clusters[c.name] = std::move(c);
+  }
+}
+
+void load_users(const Ctx& ctx, const toml::table& t, std::map<std::string, User>& users) {
+  for (auto&& [name, v] : t) {
+    std::string prefix = join_key("users", name.str());
+    const toml::table* ut = expect_table(ctx, v, prefix);
+    if (!ut) continue;
+    if (name.str().empty()) {
+      ctx.error(line_of(name), prefix, "user name must not be empty");
+      continue;
+    }
+    User u;
+    u.name = std::string(name.str());
+    apply_table(ctx, *ut, prefix, user_fields(), u);
+    users[u.name] = std::move(u);
+  }
+}
+
+void load_databases(const Ctx& ctx, const toml::table& t,
+                    const std::map<std::string, Cluster>& clusters,
+                    std::map<std::string, Database>& databases) {
+  std::vector<std::string> cluster_names;
+  for (const auto& [n, c] : clusters) cluster_names.push_back(n);
+  for (auto&& [name, v] : t) {
+    std::string prefix = join_key("databases", name.str());
+    const toml::table* dt = expect_table(ctx, v, prefix);
+    if (!dt) continue;
+    if (name.str().empty()) {
+      ctx.error(line_of(name), prefix, "database name must not be empty");
+      continue;
+    }
+    Database d;
+    d.name = std::string(name.str());
+    apply_table(ctx, *dt, prefix, database_fields(), d);
+    std::string ckey = join_key(prefix, "cluster");
+    if (const toml::node* cn = dt->get("cluster")) {
+      if (cn->is_string() && !clusters.count(d.cluster)) {
+        std::string msg = "unknown cluster \"" + d.cluster + "\"";
+        if (std::string s = suggest(d.cluster, cluster_names); !s.empty())
+          msg += "; did you mean " + s + "?";
+        else if (cluster_names.empty())
+          msg += "; no clusters are defined";
+        ctx.error(line_of(*cn), ckey, std::move(msg));
+      }
+    } else if (clusters.size() == 1) {
+      d.cluster = clusters.begin()->first;
+    } else {
+      ctx.error(line_of(v), ckey,
+                clusters.empty() ? "missing required key; no clusters are defined"
+                                 : "missing required key (needed when there is more than one cluster)");
+    }
+    if (d.dbname.empty() && d.name != "*") d.dbname = d.name;
+    databases[d.name] = std::move(d);
+  }
+}
+
+std::string errno_text(int err) { return std::error_code(err, std::generic_category()).message(); }
+
+// Reads a whole file; on failure returns nullopt and sets `why`.
+std::optional<std::string> read_file(const std::string& path, std::string& why) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) {
+    why = "is a directory";
+    return std::nullopt;
+  }
+  errno = 0;
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    why = errno ? errno_text(errno) : "cannot open";
+    return std::nullopt;
+  }
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  if (in.bad()) {
+    why = "read error";
+    return std::nullopt;
+  }
+  return ss.str();
+}
+
+bool ends_with_ci(std::string_view s, std::string_view suffix) {
+  return s.size() >= suffix.size() && lower(s.substr(s.size() - suffix.size())) == suffix;
+}
+
+void load_document(const toml::table& root, const std::string& path, LoadResult& r) {
+  Ctx ctx{path, &r.errors};
+  Config& cfg = r.config;
+  static const std::vector<std::string> sections = {"pooler", "failover", "users", "clusters",
+                                                    "databases"};
+  const toml::table* pooler = nullptr;
+  const toml::table* failover = nullptr;
+  const toml::table* users = nullptr;
+  const toml::table* clusters = nullptr;
+  const toml::table* databases = nullptr;
+  for (auto&& [k, v] : root) {
+    std::string key(k.str());
+    const toml::table** slot = key == "pooler"      ? &pooler
+                               : key == "failover"  ? &failover
+                               : key == "users"     ? &users
+                               : key == "clusters"  ? &clusters
+                               : key == "databases" ? &databases
+                                                    : nullptr;
+    if (slot) {
+      *slot = expect_table(ctx, v, key);
+      continue;
+    }
+    // A setting written outside its table is a likely mistake: point at the right one.
+    auto in = [&](const auto& fields) {
+      return std::any_of(fields.begin(), fields.end(),
+                         [&](const auto& f) { return f.name == key; });
+    };
+    if (in(pooler_fields()))
+      ctx.error(line_of(k), key, "unknown key; did you mean pooler." + key + "? (put it under [pooler])");
+    else if (in(failover_fields()))
+      ctx.error(line_of(k), key,
+                "unknown key; did you mean failover." + key + "? (put it under [failover])");
+    else
+      ctx.unknown_key(k, key, sections);
+  }
+
+  if (pooler) apply_table(ctx, *pooler, "pooler", pooler_fields(), cfg.pooler);
+  Failover global;
+  if (failover) apply_table(ctx, *failover, "failover", failover_fields(), global);
+  if (users) load_users(ctx, *users, cfg.users);
+  if (clusters) load_clusters(ctx, *clusters, global, cfg.clusters);
+  if (databases) load_databases(ctx, *databases, cfg.clusters, cfg.databases);
+
+  if (cfg.pooler.listen_addr.empty() && cfg.pooler.unix_socket_dir.empty()) {
+    const toml::node* n = pooler ? pooler->get("listen_addr") : nullptr;
+    ctx.error(n ? line_of(*n) : 0, "pooler.listen_addr",
+              "nothing to listen on: listen_addr and unix_socket_dir are both empty");
+  }
+
+  // auth_file: relative to the config file's directory; [users] entries take precedence.
+  std::optional<std::string> userlist;
+  std::string userlist_path;
+  if (!cfg.pooler.auth_file.empty()) {
+    std::filesystem::path p(cfg.pooler.auth_file);
+    if (p.is_relative()) p = std::filesystem::path(path).parent_path() / p;
+    userlist_path = p.lexically_normal().string();
+    cfg.pooler.auth_file = userlist_path;
+    std::string why;
+    userlist = read_file(userlist_path, why);
+    if (!userlist) {
+      const toml::node* n = pooler ? pooler->get("auth_file") : nullptr;
+      ctx.error(n ? line_of(*n) : 0, "pooler.auth_file",
+                "cannot read auth file " + userlist_path + ": " + why);
+    }
+  }
+  // toml++ tables iterate in key order, not file order: report by line.
+  std::stable_sort(r.errors.begin(), r.errors.end(),
+                   [](const Error& a, const Error& b) { return a.line < b.line; });
+  if (userlist) parse_userlist(*userlist, userlist_path, cfg.users, r.errors);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- public API
+
+std::string Error::to_string() const {
+  std::string out = file;
+  if (line > 0) out += ":" + std::to_string(line);
+  out += ": ";
+  if (!key.empty()) out += key + ": ";
+  out += message;
+  return out;
+}
+
+LoadResult load_toml_string(std::string_view text, const std::string& path) {
+  LoadResult r;
+  try {
+    r.config.path = path;
+    toml::table root;
+    try {
+      root = toml::parse(text, std::string_view(path));
+    } catch (const toml::parse_error& err) {
+      r.errors.push_back(Error{path, static_cast<int>(err.source().begin.line), "",
+                               "TOML syntax error: " + std::string(err.description())});
+      return r;
+    }
+    load_document(root, path, r);
+  } catch (const std::exception& e) {
+    r.errors.push_back(Error{path, 0, "", std::string("internal error: ") + e.what()});
+  } catch (...) {
+    r.errors.push_back(Error{path, 0, "", "internal error"});
+  }
+  return r;
+}
+
+LoadResult load_toml_file(const std::string& path) {
+  try {
+    std::string why;
+    auto text = read_file(path, why);
+    if (!text) {
+      LoadResult r;
+      r.config.path = path;
+      r.errors.push_back(Error{path, 0, "", "cannot read config file: " + why});
+      return r;
+    }
+    return load_toml_string(*text, path);
+  } catch (...) {
+    LoadResult r;
+    r.config.path = path;
+    r.errors.push_back(Error{path, 0, "", "internal error"});
+    return r;
+  }
+}
+
+LoadResult load_file(const std::string& path) {
+  if (ends_with_ci(path, ".ini")) {
+    LoadResult r;
+    r.config.path = path;
+    r.errors.push_back(Error{path, 0, "",
+                             "pgbouncer.ini loading is not supported yet; "
+                             "convert it to TOML (see the [pooler] section)"});
+    return r;
+  }
+  return load_toml_file(path);
+}
+
+namespace {
+
+// Parses one `"..."` token at `pos` ("" inside is a quote). Returns false on a syntax
+// problem, with `why` set.
+bool parse_quoted(std::string_view line, size_t& pos, std::string& out, std::string& why,
+                  const char* what) {
+  if (pos >= line.size() || line[pos] != '"') {
+    why = std::string("expected a quoted ") + what;
+    return false;
+  }
+  ++pos;
+  out.clear();
+  for (;;) {
+    if (pos >= line.size()) {
+      why = std::string("unterminated quoted ") + what;
+      return false;
+    }
+    char c = line[pos++];
+    if (c == '"') {
+      if (pos < line.size() && line[pos] == '"') {
+        out += '"';
+        ++pos;
+        continue;
+      }
+      break;
+    }
+    out += c;
+  }
+  if (pos < line.size() && line[pos] != ' ' && line[pos] != '\t') {
+    why = std::string("unexpected text after the quoted ") + what;
+    return false;
+  }
+  return true;
+}
+
+void skip_blanks(std::string_view line, size_t& pos) {
+  while (pos < line.size() && (line[pos] == ' ' || line[pos] == '\t')) ++pos;
+}
+
+}  // namespace
+
+void parse_userlist(std::string_view text, const std::string& path,
+                    std::map<std::string, User>& users, std::vector<Error>& errors) {
+  try {
+    std::map<std::string, int> seen;  // name -> line, to catch duplicates in this file
+    int line_no = 0;
+    size_t start = 0;
+    while (start < text.size()) {
+      size_t nl = text.find('\n', start);
+      if (nl == std::string_view::npos) nl = text.size();
+      std::string_view line = text.substr(start, nl - start);
+      start = nl + 1;
+      ++line_no;
+      if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+      size_t pos = 0;
+      skip_blanks(line, pos);
+      if (pos >= line.size() || line[pos] == ';' || line[pos] == '#') continue;
+      std::string name, password, why;
+      if (!parse_quoted(line, pos, name, why, "user name")) {
+        errors.push_back(Error{path, line_no, "", why + R"( (expected "user" "password"))"});
+        continue;
+      }
+      skip_blanks(line, pos);
+      if (pos >= line.size()) {
+        errors.push_back(Error{path, line_no, "", "missing password for user \"" + name + "\""});
+        continue;
+      }
+      if (!parse_quoted(line, pos, password, why, "password")) {
+        errors.push_back(Error{path, line_no, "", why});
+        continue;
+      }
+      // Anything after the password is ignored, as PgBouncer does.
+      if (name.empty()) {
+        errors.push_back(Error{path, line_no, "", "empty user name"});
+        continue;
+      }
+      if (std::string problem = check_password(password); !problem.empty()) {
+        errors.push_back(Error{path, line_no, "users." + name, problem});
+        continue;
+      }
+      if (auto [it, fresh] = seen.emplace(name, line_no); !fresh) {
+        errors.push_back(Error{path, line_no, "users." + name,
+                               "duplicate user (first on line " + std::to_string(it->second) + ")"});
+        continue;
+      }
+      auto [it, fresh] = users.try_emplace(name);
+      if (fresh) it->second.name = name;
+      if (it->second.password.empty()) it->second.password = password;
+    }
+  } catch (const std::exception& e) {
+    errors.push_back(Error{path, 0, "", std::string("internal error: ") + e.what()});
+  } catch (...) {
+    errors.push_back(Error{path, 0, "", "internal error"});
+  }
+}
+
+void load_userlist(const std::string& path, std::map<std::string, User>& users,
+                   std::vector<Error>& errors) {
+  try {
+    std::string why;
+    auto text = read_file(path, why);
+    if (!text) {
+      errors.push_back(Error{path, 0, "", "cannot read auth file: " + why});
+      return;
+    }
+    parse_userlist(*text, path, users, errors);
+  } catch (...) {
+    errors.push_back(Error{path, 0, "", "internal error"});
+  }
+}
+
+}  // namespace pgpivot::config

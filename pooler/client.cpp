@@ -116,7 +116,6 @@ Step Client::on_startup(const char* data, std::uint32_t len) {
     case proto::StartupKind::Startup:
       break;
   }
-  startup_params = sp.params;
   const std::string* u = sp.get("user");
   const std::string* d = sp.get("database");
   user_name = u ? *u : "";

@@ -179,6 +179,11 @@ void Conn::flush() {
 }
 
 void Conn::on_drained() {
+  // Own bytes are rare after login (errors, internal queries): give their
+  // memory back so an idle connection holds no output buffer either.
+  if (out_inflight.capacity() > 0) std::string().swap(out_inflight);
+  if (out.empty() && out.capacity() > 0) std::string().swap(out);
+  if (segs.empty() && segs.capacity() > 0) std::vector<Seg>().swap(segs);
   if (Conn* src = fwd_src) {
     fwd_src = nullptr;
     src->borrow_done();

@@ -416,6 +416,7 @@ void Pooler::send_welcome(Client* c) {
   proto::ready_for_query(buf, 'I');
   c->queue(buf);
   c->login = LoginStep::Done;
+
 }
 
 void Pooler::client_request(Client* c) {

@@ -176,7 +176,6 @@ struct Client final : Conn {
   Pool* pool = nullptr;
   Server* server = nullptr;
   std::string user_name, db_name;
-  std::vector<std::pair<std::string, std::string>> startup_params;
   TrackedParams params;       // the client's view of tracked parameters
   std::uint32_t cancel_pid = 0, cancel_key = 0;
   std::uint8_t md5_salt[4]{};

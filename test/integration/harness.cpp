@@ -109,9 +109,12 @@ std::string quote_toml(const std::string& s) {
 // PgBouncer's .ini for the same PoolerConfig (comparison runs only).
 std::string render_pgbouncer_ini(const PoolerConfig& cfg, int port, const std::string& userlist) {
   std::ostringstream o;
-  o << "[databases]\nappdb = host=127.0.0.1 port=" << env().pg_port << " dbname=appdb\n\n"
-    << "[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = " << port << "\nunix_socket_dir =\n"
-    << "pool_mode = " << cfg.pool_mode << "\ndefault_pool_size = " << cfg.default_pool_size
+  o << "[databases]\nappdb = host=127.0.0.1 port=" << env().pg_port << " dbname=appdb\n";
+  for (const auto& [name, body] : cfg.extra_databases)
+    o << name << " = host=127.0.0.1 port=" << env().pg_port << " dbname=" << name << "\n";
+  o << "\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = " << port << "\n";
+  if (!cfg.extra.count("unix_socket_dir")) o << "unix_socket_dir =\n";
+  o << "pool_mode = " << cfg.pool_mode << "\ndefault_pool_size = " << cfg.default_pool_size
     << "\nmax_client_conn = " << cfg.max_client_conn << "\nauth_type = " << cfg.auth_type
     << "\nauth_file = " << userlist << "\nadmin_users = admin\n";
   for (const auto& [k, v] : cfg.extra) {
@@ -152,9 +155,9 @@ std::string pg_program(const std::string& name) {
 std::string render_toml(const PoolerConfig& cfg, int port) {
   std::ostringstream o;
   o << "# Written by the pgpivot integration tests.\n[pooler]\n"
-    << "listen_addr = \"127.0.0.1\"\nlisten_port = " << port << "\n"
-    << "unix_socket_dir = \"\"\n"
-    << "pool_mode = " << quote_toml(cfg.pool_mode) << "\n"
+    << "listen_addr = \"127.0.0.1\"\nlisten_port = " << port << "\n";
+  if (!cfg.extra.count("unix_socket_dir")) o << "unix_socket_dir = \"\"\n";
+  o << "pool_mode = " << quote_toml(cfg.pool_mode) << "\n"
     << "default_pool_size = " << cfg.default_pool_size << "\n"
     << "max_client_conn = " << cfg.max_client_conn << "\n"
     << "auth_type = " << quote_toml(cfg.auth_type) << "\n"
@@ -165,6 +168,7 @@ std::string render_toml(const PoolerConfig& cfg, int port) {
     o << user << " = { password = " << quote_toml(password) << " }\n";
   o << "\n[clusters.main]\nprimary = { host = \"127.0.0.1\", port = " << env().pg_port << " }\n"
     << "\n[databases.appdb]\ncluster = \"main\"\n";
+  for (const auto& [name, body] : cfg.extra_databases) o << "\n[databases." << name << "]\n" << body << "\n";
   return o.str();
 }
 
@@ -178,6 +182,11 @@ Pooler::Pooler(PoolerConfig cfg) : cfg_(std::move(cfg)) {
   dir_ = env().scratch + "/pooler-" + std::to_string(port_);
   ::mkdir(dir_.c_str(), 0755);
   ::chmod(dir_.c_str(), 0755);  // PgBouncer runs as postgres and reads its files here
+  if (env().use_pgbouncer) {
+    if (struct passwd* pw = ::getpwnam("postgres")) {
+      if (::chown(dir_.c_str(), pw->pw_uid, pw->pw_gid) != 0) { /* best effort */ }
+    }
+  }
   config_path_ = dir_ + (env().use_pgbouncer ? "/pgbouncer.ini" : "/pgpivot.toml");
   log_path_ = dir_ + "/pooler.log";
   ::unlink(log_path_.c_str());
@@ -379,6 +388,8 @@ Conn::Conn(const std::string& conninfo, double timeout_s) {
   }
   // Verbose before the first message arrives, so connection errors carry the SQLSTATE.
   PQsetErrorVerbosity(c_, PQERRORS_VERBOSE);
+  // Notices are not printed; a test that wants them installs its own receiver.
+  PQsetNoticeProcessor(c_, [](void*, const char*) {}, nullptr);
   double deadline = now_s() + timeout_s;
   PostgresPollingStatusType st = PGRES_POLLING_WRITING;
   while (st != PGRES_POLLING_OK && st != PGRES_POLLING_FAILED) {

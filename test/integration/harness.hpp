@@ -34,6 +34,8 @@ struct PoolerConfig {
   std::string auth_type = "scram-sha-256";
   // More [pooler] keys; values are TOML literals, e.g. {"query_wait_timeout", "1"}.
   std::map<std::string, std::string> extra;
+  // More [databases.NAME] sections: name -> TOML body, e.g. "cluster = \"main\"".
+  std::map<std::string, std::string> extra_databases;
   // [users]: name -> password (plain text).
   std::map<std::string, std::string> users = {
       {"app", "app"}, {"admin", "admin"}, {"md5user", "md5pass"}};

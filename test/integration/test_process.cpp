@@ -152,3 +152,25 @@ TEST_CASE("command line: --version, --help, --check", "[process][cli]") {
   CHECK(rejected.exit_code != 0);
   CHECK(rejected.output.find("pool_mdoe") != std::string::npos);
 }
+
+TEST_CASE("SIGHUP adds users and databases for new clients", "[process]") {
+  Pooler p;
+  Conn before(p.conninfo());
+  REQUIRE(before.ok());
+  Conn refused(p.conninfo("md5user", "md5pass", "postgres"));
+  REQUIRE_FALSE(refused.ok());  // no such database in the config yet
+
+  PoolerConfig cfg = p.config();
+  cfg.extra_databases["postgres"] = "cluster = \"main\"";
+  cfg.users.erase("md5user");
+  p.reload(cfg);
+  sleep_s(1.0);
+
+  Conn added(p.conninfo("app", "app", "postgres"));
+  INFO("new database: " << added.error());
+  REQUIRE(added.ok());
+  CHECK(added.value("SELECT current_database()") == "postgres");
+  Conn removed(p.conninfo("md5user", "md5pass"));
+  CHECK_FALSE(removed.ok());  // a user taken out of the config cannot log in any more
+  CHECK(before.value("SELECT 'still here'") == "still here");
+}

@@ -1,6 +1,9 @@
 // Client side: startup packet, authentication (trust / md5 / SCRAM-SHA-256 with
 // indistinguishable failures for unknown users), then relaying the client's
 // messages to the server it is given, counting the ReadyForQuery it is owed.
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <cctype>
 #include <cstdio>
 #include <cstring>
@@ -68,6 +71,18 @@ const char* to_string(ClientState s) {
 }
 
 Conn* Client::peer() { return server; }
+
+void Client::count_bytes(std::size_t n) {
+  if (pool) pool->stats.received += n;
+}
+
+void Client::mark_query_start() {
+  if (server->query_start_us == 0) {
+    std::uint64_t t = uv_hrtime() / 1000;
+    server->query_start_us = t;
+    if (server->xact_start_us == 0) server->xact_start_us = t;
+  }
+}
 
 void Client::on_closed() { pooler->disconnect_client(this, nullptr, "client closed the connection", false); }
 
@@ -154,8 +169,22 @@ Step Client::on_startup(const char* data, std::uint32_t len) {
     LOG_INFO("C-%llu %s %s/%s login attempt", (unsigned long long)id, addr.c_str(), db_name.c_str(),
              user_name.c_str());
   }
-  DbEntry* db = pooler->find_db(db_name);
-  if (!db) {
+  DbEntry* db = pooler->is_admin_db(db_name) ? nullptr : pooler->find_db(db_name);
+  if (pooler->is_admin_db(db_name) && unix_socket && user_name == "pgbouncer") {
+    // As PgBouncer: the OS user running the pooler reaches the console over the
+    // Unix socket without a password.
+    struct ucred cred {};
+    socklen_t len = sizeof cred;
+    uv_os_fd_t fd;
+    if (uv_fileno(&h.handle, &fd) == 0 && getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 &&
+        cred.uid == geteuid()) {
+      login = LoginStep::Done;
+      peer_admin = true;
+      pooler->client_login_done(this);
+      return closing ? Step::Stop : Step::Skip;
+    }
+  }
+  if (!db && !pooler->is_admin_db(db_name)) {
     pooler->disconnect_client(this, "3D000", "database \"" + db_name + "\" does not exist", true);
     return Step::Stop;
   }
@@ -303,6 +332,11 @@ Step Client::on_header(char type, std::uint32_t wire_size) {
     pooler->disconnect_client(this, nullptr, "client sent Terminate", false);
     return Step::Stop;
   }
+  if (admin) {
+    if (type == 'Q' && wire_size <= 65536) return Step::Inspect;
+    pooler->disconnect_client(this, "08P01", "the admin console supports only the simple query protocol", true);
+    return Step::Stop;
+  }
   if (!server) {
     if (state == ClientState::Idle) pooler->client_request(this);
     if (closing) return Step::Stop;
@@ -311,15 +345,22 @@ Step Client::on_header(char type, std::uint32_t wire_size) {
   switch (type) {
     case 'Q':
       if (wire_size <= 16384) return Step::Inspect;  // small enough to look for SET
-      query_count++;
+      mark_query_start();
       server->expect_z++;
       return Step::Forward;
     case 'S':
     case 'F':
+      mark_query_start();
       server->expect_z++;
       return Step::Forward;
     case 'P':
-      query_count++;
+      pool->stats.client_parse_count++;
+      pool->stats.server_parse_count++;
+      mark_query_start();
+      return Step::Forward;
+    case 'B':
+      pool->stats.bind_count++;
+      mark_query_start();
       return Step::Forward;
     default:
       return Step::Forward;
@@ -334,7 +375,11 @@ Step Client::on_message(const char* data, std::uint32_t wire_size) {
     pooler->disconnect_client(this, "08P01", "invalid Query message", true);
     return Step::Stop;
   }
-  query_count++;
+  if (admin) {
+    pooler->admin_query(this, *sql);
+    return closing ? Step::Stop : Step::Skip;
+  }
+  mark_query_start();
   server->expect_z++;
   if (changes_session_state(*sql)) server->needs_reset = true;
   return Step::Forward;

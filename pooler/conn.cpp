@@ -77,6 +77,7 @@ void on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t*) {
   if (nread > 0) {
     c->rend += std::uint32_t(nread);
     c->request_time = c->pooler->now();
+    c->count_bytes(std::size_t(nread));
     c->process();
     return;
   }

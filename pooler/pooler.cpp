@@ -270,7 +270,8 @@ bool Pooler::start() {
   flush_idle_.data = this;
 
   auto sig = [](uv_signal_t* h, int signum) { static_cast<Pooler*>(h->data)->on_signal(signum); };
-  for (auto [h, num] : {std::pair{&sig_hup_, SIGHUP}, {&sig_int_, SIGINT}, {&sig_term_, SIGTERM}, {&sig_quit_, SIGQUIT}}) {
+  for (auto [h, num] : {std::pair{&sig_hup_, SIGHUP}, {&sig_int_, SIGINT}, {&sig_term_, SIGTERM}, {&sig_quit_, SIGQUIT},
+                        {&sig_usr1_, SIGUSR1}, {&sig_usr2_, SIGUSR2}}) {
     uv_signal_init(loop_, h);
     h->data = this;
     uv_signal_start(h, sig, num);
@@ -312,6 +313,7 @@ void Pooler::on_accept(Listener* l) {
     c->addr = "unix";
   }
   c->connect_time = c->request_time = now();
+  if (suspended_) c->want_read = false;
   client_count_++;
   cl_login_.push_back(&c->node);
   c->update_reading();
@@ -359,6 +361,23 @@ void Pooler::register_cancel_key(Client* c) {
 }
 
 void Pooler::client_login_done(Client* c) {
+  if (is_admin_db(c->db_name)) {
+    const auto& set = cfg_.pooler;
+    auto listed = [&](const std::vector<std::string>& v) {
+      return std::find(v.begin(), v.end(), c->user_name) != v.end();
+    };
+    bool is_admin = c->peer_admin || listed(set.admin_users);
+    if (!is_admin && !listed(set.stats_users)) {
+      disconnect_client(c, "28000",
+                        "not allowed to connect to the admin console: user \"" + c->user_name +
+                            "\" is in neither admin_users nor stats_users",
+                        true);
+      return;
+    }
+    c->stats_only = !is_admin;
+    admin_login(c);
+    return;
+  }
   DbEntry* db = find_db(c->db_name);
   UserEntry* user = find_user(c->user_name);
   std::string server_user = c->user_name;
@@ -377,11 +396,16 @@ void Pooler::client_login_done(Client* c) {
     disconnect_client(c, "3D000", "database \"" + c->db_name + "\" does not exist", true);
     return;
   }
+  if (db->disabled) {
+    disconnect_client(c, "57P03", "database does not allow connections: " + c->db_name, true);
+    return;
+  }
   if (user->cfg.name.empty()) user->cfg.name = server_user;
   Pool* p = get_pool(db, c->db_name, user, server_user);
   c->pool = p;
   db->client_count++;
   user->client_count++;
+  p->stats.client_login_count++;
   register_cancel_key(c);
   if (p->have_welcome) {
     send_welcome(c);
@@ -457,6 +481,11 @@ void Pooler::disconnect_client(Client* c, const char* sqlstate, const std::strin
       s->needs_reset = false;
       if (s->internal_z == 0) internal_done(s);
     }
+  }
+  if (c->admin && !pending_admin_.empty()) {
+    pending_admin_.erase(std::remove_if(pending_admin_.begin(), pending_admin_.end(),
+                                        [&](const PendingAdmin& pa) { return pa.client == c; }),
+                         pending_admin_.end());
   }
   auto it = cancel_keys_.find((std::uint64_t(c->cancel_pid) << 32) | c->cancel_key);
   if (it != cancel_keys_.end() && it->second == c) cancel_keys_.erase(it);
@@ -549,7 +578,14 @@ static void on_server_connect(uv_connect_t* req, int status) {
     return;
   }
   s->connected = true;
-  if (s->h.handle.type == UV_TCP) uv_tcp_nodelay(&s->h.tcp, 1);
+  if (s->h.handle.type == UV_TCP) {
+    uv_tcp_nodelay(&s->h.tcp, 1);
+    sockaddr_storage ss{};
+    int len = sizeof ss;
+    if (uv_tcp_getsockname(&s->h.tcp, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
+      s->local_addr = sockaddr_to_string(ss, nullptr);
+    }
+  }
   std::vector<std::pair<std::string, std::string>> params;
   params.emplace_back("user", s->pool->user->cfg.name);
   params.emplace_back("database", s->pool->server_db);
@@ -711,8 +747,8 @@ void Pooler::internal_done(Server* s) {
     disconnect_server(s, "reset query left a transaction open");
     return;
   }
-  if (shutting_down_ || s->close_needed) {
-    disconnect_server(s, shutting_down_ ? "shutting down" : "configuration changed");
+  if (shutting_down_ || s->close_needed || (pool_paused(s->pool) && !suspended_)) {
+    disconnect_server(s, shutting_down_ ? "shutting down" : s->close_needed ? "configuration changed" : "PAUSE");
     return;
   }
   s->last_used = now();
@@ -725,6 +761,10 @@ void Pooler::link(Client* c, Server* s) {
   s->client = c;
   client_change_state(c, ClientState::Active);
   server_change_state(s, ServerState::Active);
+  Pool* p = c->pool;
+  p->stats.server_assignment_count++;
+  if (c->wait_start) p->stats.wait_time += (now() - c->wait_start) * 1000;
+  c->wait_start = 0;
   s->expect_z = 0;
   s->query_start = now();
   std::string sets;
@@ -752,7 +792,9 @@ void Pooler::server_release(Server* s) {
   }
   if (!s->closing) {
     Ms age = now() - s->connect_time;
-    if (s->close_needed || (secs(cfg_.pooler.server_lifetime) && age > secs(cfg_.pooler.server_lifetime))) {
+    if (pool_paused(p) && !suspended_) {
+      disconnect_server(s, "PAUSE");
+    } else if (s->close_needed || (secs(cfg_.pooler.server_lifetime) && age > secs(cfg_.pooler.server_lifetime))) {
       disconnect_server(s, s->close_needed ? "configuration changed" : "server_lifetime");
     } else if (s->needs_reset || (cfg_.pooler.server_reset_query_always && !cfg_.pooler.server_reset_query.empty())) {
       server_change_state(s, ServerState::Tested);
@@ -795,6 +837,7 @@ void Pooler::disconnect_server(Server* s, const std::string& reason) {
   server_change_state(s, ServerState::Closing);
   s->start_close();
   pool_service(p);
+  if (!pending_admin_.empty()) finish_pending_admin();
 }
 
 // ---------------------------------------------------------------------------
@@ -814,6 +857,7 @@ bool Pooler::can_launch(Pool* p, bool use_reserve) {
 }
 
 void Pooler::pool_service(Pool* p) {
+  if (pool_paused(p)) return;  // PAUSE / SUSPEND: waiting clients stay waiting
   if (p->servicing) {
     p->service_again = true;
     return;
@@ -914,7 +958,14 @@ void Pooler::janitor() {
     }
     pool_service(p);
   }
-  if (shutting_down_) check_shutdown_done();
+  if (!last_stats_tick_) last_stats_tick_ = t;
+  if (t - last_stats_tick_ >= secs(set.stats_period > 0 ? set.stats_period : 60)) {
+    last_stats_tick_ = t;
+    stats_tick();
+  }
+  if (!pending_admin_.empty()) finish_pending_admin();
+  if (wait_for_clients_ && client_count_ == 0) shutdown_now();
+  if (shutting_down_ && !wait_for_clients_) check_shutdown_done();
 }
 
 // ---------------------------------------------------------------------------
@@ -927,8 +978,24 @@ void Pooler::on_signal(int signum) {
       reload();
       break;
     case SIGINT:
-      LOG_INFO("got SIGINT, shutting down after in-flight transactions");
+      LOG_INFO("got SIGINT, shutting down after in-flight transactions (WAIT_FOR_SERVERS)");
       begin_safe_shutdown();
+      break;
+    case SIGTERM:
+      LOG_INFO("got SIGTERM, shutting down when all clients have disconnected (WAIT_FOR_CLIENTS)");
+      begin_wait_for_clients();
+      break;
+    case SIGUSR1:
+      LOG_INFO("got SIGUSR1, pausing all databases");
+      paused_all_ = true;
+      pause_sweep();
+      break;
+    case SIGUSR2:
+      LOG_INFO("got SIGUSR2, resuming");
+      paused_all_ = false;
+      if (suspended_) suspend(false);
+      for (auto& [n, d] : dbs_) d->paused = false;
+      for (auto& [k, p] : pools_) pool_service(p.get());
       break;
     default:
       LOG_INFO("got signal %d, shutting down now", signum);
@@ -944,6 +1011,13 @@ void Pooler::close_listeners() {
       if (l->unix_socket) ::unlink(l->path.c_str());
     }
   }
+}
+
+void Pooler::begin_wait_for_clients() {
+  // New connections are refused; connected clients keep being served until they leave.
+  wait_for_clients_ = true;
+  close_listeners();
+  if (client_count_ == 0) shutdown_now();
 }
 
 void Pooler::begin_safe_shutdown() {
@@ -996,7 +1070,7 @@ void Pooler::shutdown_now() {
   uv_close(reinterpret_cast<uv_handle_t*>(&janitor_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&flush_check_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&flush_idle_), nullptr);
-  for (uv_signal_t* h : {&sig_hup_, &sig_int_, &sig_term_, &sig_quit_}) uv_close(reinterpret_cast<uv_handle_t*>(h), nullptr);
+  for (uv_signal_t* h : {&sig_hup_, &sig_int_, &sig_term_, &sig_quit_, &sig_usr1_, &sig_usr2_}) uv_close(reinterpret_cast<uv_handle_t*>(h), nullptr);
 }
 
 // ---------------------------------------------------------------------------

@@ -135,6 +135,7 @@ struct Conn {
   virtual Conn* peer() = 0;
   virtual void on_closed() = 0;       // socket error/EOF: run the connection's exit path
   virtual void after_forward() {}     // called after an inspected message was forwarded
+  virtual void count_bytes(std::size_t n) { (void)n; }  // statistics hook for bytes read
   virtual bool startup_framing() { return false; }
   virtual Step on_startup(const char* data, std::uint32_t len) { (void)data; (void)len; return Step::Stop; }
 
@@ -181,11 +182,12 @@ struct Client final : Conn {
   std::uint8_t md5_salt[4]{};
   std::unique_ptr<proto::ScramServer> scram;
   bool unknown_user = false;
-  bool admin = false;
+  bool admin = false;         // on the admin console
+  bool stats_only = false;    // stats_users: SHOW only
+  bool peer_admin = false;    // Unix socket, same OS user: console without a password
+  std::uint64_t wall_connect = 0;  // seconds since the epoch, for SHOW CLIENTS
   bool unix_socket = false;
   Ms wait_start = 0;
-  // Statement mode: the query in flight must finish outside a transaction.
-  std::uint64_t query_count = 0, xact_count = 0;
 
   Step on_header(char type, std::uint32_t wire_size) override;
   Step on_message(const char* data, std::uint32_t wire_size) override;
@@ -198,6 +200,8 @@ struct Client final : Conn {
   void send_error(const char* severity, const char* sqlstate, const std::string& msg);
   void auth_failed();
   Step handle_password(const char* body, std::uint32_t len);
+  void count_bytes(std::size_t n) override;
+  void mark_query_start();
 };
 
 enum class ServerState {
@@ -235,11 +239,15 @@ struct Server final : Conn {
   Ms last_used = 0;            // when it last became idle
   Ms query_start = 0;
   bool release_after_forward = false;
+  std::uint64_t query_start_us = 0;  // first query of the current batch (0 = none)
+  std::uint64_t xact_start_us = 0;   // first query of the current transaction
+  std::uint64_t wall_connect = 0;
   bool close_needed = false;   // config changed: close instead of reusing
 
   void after_forward() override;
   void on_protocol_error(const char* what) override;
   Step login_message(char type, std::string_view body);
+  void count_bytes(std::size_t n) override;
   [[nodiscard]] const std::string& login_password() const;
 
   Step on_header(char type, std::uint32_t wire_size) override;
@@ -254,6 +262,8 @@ struct DbEntry {
   config::Database cfg;
   const config::Cluster* cluster = nullptr;  // points into Pooler::cfg
   bool removed = false;
+  bool paused = false;    // PAUSE db: no server is handed out
+  bool disabled = false;  // DISABLE db: no new client logins
   int server_count = 0;
   int client_count = 0;
 };
@@ -286,9 +296,17 @@ struct Pool {
   std::string last_login_sqlstate;
 
   bool servicing = false, service_again = false;
+  bool admin = false;  // the console's pseudo pool (database "pgbouncer")
 
-  // Stats
-  std::uint64_t xact_count = 0, query_count = 0, bytes_in = 0, bytes_out = 0;
+  // Counters for SHOW STATS (times in microseconds, bytes as seen by clients).
+  struct Stats {
+    std::uint64_t server_assignment_count = 0, xact_count = 0, query_count = 0, received = 0, sent = 0,
+                  xact_time = 0, query_time = 0, wait_time = 0, client_parse_count = 0,
+                  server_parse_count = 0, bind_count = 0, client_login_count = 0;
+  };
+  Stats stats;       // running totals
+  Stats period_start;  // totals at the start of the last stats_period
+  Stats averages;      // per-second rates / per-event times over the last period
 
   [[nodiscard]] int server_total() const {
     return int(sv_login.size() + sv_idle.size() + sv_active.size() + sv_used.size() + sv_tested.size());
@@ -327,6 +345,13 @@ struct CancelConn {
 
 class Pooler {
  public:
+  // Console commands that answer only when a condition holds (PAUSE, WAIT_CLOSE).
+  struct PendingAdmin {
+    Client* client;
+    std::string command;  // "PAUSE" or "WAIT_CLOSE"
+    std::string db;       // "" = all
+  };
+
   Pooler(config::Config cfg, uv_loop_t* loop);
   ~Pooler();
   [[nodiscard]] bool start();  // bind listeners, timers, signals
@@ -371,6 +396,15 @@ class Pooler {
   void internal_done(Server* s);             // all of pgpivot's own queries answered
 
   void pool_service(Pool* p);                // hand idle servers to waiting clients, launch new ones
+
+  // Admin console (admin.cpp)
+  void admin_login(Client* c);
+  void admin_query(Client* c, std::string_view sql);
+  bool is_admin_db(const std::string& name) const { return name == "pgbouncer" || name == "pgpivot"; }
+  bool pool_paused(const Pool* p) const { return suspended_ || paused_all_ || p->db->paused; }
+  void pause_sweep();                        // close released servers of paused pools; finish PAUSE
+  void stats_tick();
+  void suspend(bool on);
   void free_conn(Conn* c);                   // close callback
   void mark_dirty(Conn* c);                  // output to flush at the end of this loop turn
   void flush_dirty();
@@ -386,9 +420,15 @@ class Pooler {
 
  private:
   void janitor();
+  bool pending_done(const PendingAdmin& pa);
+  void finish_pending_admin();
+  void admin_show(Client* c, const std::string& what, const std::string& arg);
+  void admin_command_done(Client* c, const std::string& tag);
+  void admin_error(Client* c, const std::string& sqlstate, const std::string& msg);
   void on_signal(int signum);
   void shutdown_now();
   void begin_safe_shutdown();
+  void begin_wait_for_clients();
   bool check_shutdown_done();
   void close_listeners();
   bool can_launch(Pool* p, bool use_reserve);
@@ -403,7 +443,7 @@ class Pooler {
   uv_idle_t flush_idle_{};
   bool flush_idle_on_ = false;
   std::vector<Conn*> dirty_;
-  uv_signal_t sig_hup_{}, sig_int_{}, sig_term_{}, sig_quit_{};
+  uv_signal_t sig_hup_{}, sig_int_{}, sig_term_{}, sig_quit_{}, sig_usr1_{}, sig_usr2_{};
   std::map<std::string, std::unique_ptr<DbEntry>> dbs_;
   std::map<std::string, std::unique_ptr<UserEntry>> users_;
   std::map<std::pair<std::string, std::string>, std::unique_ptr<Pool>> pools_;
@@ -412,6 +452,14 @@ class Pooler {
   int client_count_ = 0;
   std::uint64_t id_seq_ = 0;
   bool shutting_down_ = false;
+  bool wait_for_clients_ = false;  // SHUTDOWN WAIT_FOR_CLIENTS
+  bool paused_all_ = false;
+  bool suspended_ = false;
+  std::vector<PendingAdmin> pending_admin_;
+  std::unique_ptr<DbEntry> admin_db_;
+  std::unique_ptr<UserEntry> admin_user_;
+  Pool* admin_pool_ = nullptr;
+  Ms last_stats_tick_ = 0;
   bool stopping_ = false;
   std::string fake_salt_key_;  // for unknown users: stable fake SCRAM salts
 

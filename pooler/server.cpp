@@ -22,6 +22,10 @@ const char* to_string(ServerState s) {
 
 Conn* Server::peer() { return internal_z > 0 ? nullptr : client; }
 
+void Server::count_bytes(std::size_t n) {
+  if (client) pool->stats.sent += n;
+}
+
 void Server::on_closed() {
   pooler->disconnect_server(this, state == ServerState::Login ? "server closed the connection during login"
                                                               : "server closed the connection unexpectedly");
@@ -76,9 +80,17 @@ Step Server::on_message(const char* data, std::uint32_t wire_size) {
       if (!client) return Step::Skip;
       if (expect_z > 0) expect_z--;
       Pool* p = pool;
+      std::uint64_t t = uv_hrtime() / 1000;
+      p->stats.query_count++;
+      if (query_start_us) p->stats.query_time += t - query_start_us;
+      query_start_us = expect_z > 0 ? t : 0;
+      if (txn == 'I') {
+        p->stats.xact_count++;
+        if (xact_start_us) p->stats.xact_time += t - xact_start_us;
+        xact_start_us = 0;
+      }
       if (expect_z == 0 && client->fwd_left == 0) {
         if (txn == 'I') {
-          p->xact_count++;
           if (pooler->pool_mode(p) != config::PoolMode::Session) release_after_forward = true;
         } else if (pooler->pool_mode(p) == config::PoolMode::Statement) {
           // The client is closed and this ReadyForQuery consumed; the server is

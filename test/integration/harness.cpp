@@ -279,12 +279,15 @@ void Pooler::wait_ready() {
 Pooler::~Pooler() {
   bool died_early = !running();
   if (!died_early) {
-    ::kill(pid_, SIGTERM);
+    // SIGQUIT is pgpivot's immediate shutdown (SIGTERM waits for clients, as in
+    // PgBouncer 1.23+); PgBouncer 1.18 shuts down at once on SIGTERM.
+    int stop = env().use_pgbouncer ? SIGTERM : SIGQUIT;
+    ::kill(pid_, stop);
     if (!wait_exit(5)) {
       ::kill(pid_, SIGKILL);
       ::waitpid(pid_, &exit_status_, 0);
       exited_ = true;
-      std::cerr << "[itest] pooler pid " << pid_ << " ignored SIGTERM for 5 s; killed\n";
+      std::cerr << "[itest] pooler pid " << pid_ << " ignored signal " << stop << " for 5 s; killed\n";
     }
   }
   bool unexpected = died_early && !stop_requested_;
@@ -317,7 +320,7 @@ void Pooler::reload(const PoolerConfig& cfg) {
 }
 
 void Pooler::signal(int sig) {
-  if (sig == SIGINT || sig == SIGTERM || sig == SIGKILL) stop_requested_ = true;
+  if (sig == SIGINT || sig == SIGTERM || sig == SIGQUIT || sig == SIGKILL) stop_requested_ = true;
   ::kill(pid_, sig);
 }
 

@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <fstream>
+#include <memory>
 #include <set>
 #include <vector>
 
@@ -106,18 +107,45 @@ TEST_CASE("SIGINT lets a transaction in flight finish, then exits", "[process]")
   CHECK(p.wait_exit(5));
 }
 
-TEST_CASE("SIGTERM closes at once", "[process]") {
+TEST_CASE("SIGQUIT closes at once", "[process]") {
+  if (env().use_pgbouncer) {
+    WARN("PgBouncer 1.18 has no SIGQUIT shutdown: not checked");
+    return;
+  }
   Pooler p;
   Conn c(p.conninfo());
   REQUIRE(c.ok());
   c.send("SELECT pg_sleep(10)");
   sleep_s(0.2);
   auto t0 = std::chrono::steady_clock::now();
-  p.signal(SIGTERM);
+  p.signal(SIGQUIT);
   CHECK(p.wait_exit(2));
   Result r = c.next_result(5);
   CHECK_FALSE(r.ok());
   CHECK(seconds_since(t0) < 3);
+}
+
+TEST_CASE("SIGTERM waits for connected clients (SHUTDOWN WAIT_FOR_CLIENTS)", "[process]") {
+  if (env().use_pgbouncer) {
+    WARN("PgBouncer 1.18's SIGTERM is immediate: not checked");
+    return;
+  }
+  Pooler p;
+  auto c = std::make_unique<Conn>(p.conninfo());
+  REQUIRE(c->ok());
+  p.signal(SIGTERM);
+  sleep_s(0.5);
+  // Still running, the connected client is still served ...
+  CHECK_FALSE(p.wait_exit(0.1));
+  Result r = c->exec("SELECT 41 + 1");
+  REQUIRE(r.ok());
+  CHECK(r.value() == "42");
+  // ... new clients are turned away ...
+  Conn late(p.conninfo());
+  CHECK_FALSE(late.ok());
+  // ... and the pooler exits once the last client leaves.
+  c.reset();
+  CHECK(p.wait_exit(3));
 }
 
 TEST_CASE("command line: --version, --help, --check", "[process][cli]") {

@@ -1,0 +1,843 @@
+// Admin console: the virtual databases "pgbouncer" and "pgpivot", PgBouncer's SHOW
+// commands (same column names and order as PgBouncer 1.25) and control commands.
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cctype>
+#include <cinttypes>
+#include <cstring>
+#include <ctime>
+#include <functional>
+#include <variant>
+
+#include "config/load.hpp"
+#include "pooler/pooler.hpp"
+#include "protocol/wire.hpp"
+
+namespace pgpivot {
+
+namespace {
+
+using Cell = std::optional<std::string>;
+
+// A result set whose numeric columns are sent as int8, as PgBouncer does, so
+// drivers hand exporters numbers rather than strings.
+class Table {
+ public:
+  struct Col {
+    std::string name;
+    bool numeric;
+  };
+  explicit Table(std::vector<Col> cols) : cols_(std::move(cols)) {}
+  void row(std::vector<Cell> r) { rows_.push_back(std::move(r)); }
+  void emit(std::string& out, const char* tag = "SHOW") const {
+    proto::Writer w(out);
+    w.begin('T').u16(std::uint16_t(cols_.size()));
+    for (const auto& c : cols_) {
+      w.cstr(c.name).u32(0).u16(0).u32(c.numeric ? 20 : 25).u16(c.numeric ? 8 : 0xffff).i32(-1).u16(0);
+    }
+    w.end();
+    for (const auto& r : rows_) proto::data_row(out, r);
+    proto::command_complete(out, tag);
+  }
+
+ private:
+  std::vector<Col> cols_;
+  std::vector<std::vector<Cell>> rows_;
+};
+
+Cell num(std::uint64_t v) { return std::to_string(v); }
+Cell inum(long long v) { return std::to_string(v); }
+Cell str(std::string v) { return std::optional<std::string>(std::move(v)); }
+
+std::string upper(std::string_view s) {
+  std::string r(s);
+  for (char& ch : r) ch = char(std::toupper(static_cast<unsigned char>(ch)));
+  return r;
+}
+
+std::string lower(std::string_view s) {
+  std::string r(s);
+  for (char& ch : r) ch = char(std::tolower(static_cast<unsigned char>(ch)));
+  return r;
+}
+
+std::string fmt_time(std::uint64_t epoch) {
+  if (!epoch) return "";
+  time_t t = time_t(epoch);
+  tm tmv{};
+  gmtime_r(&t, &tmv);
+  char buf[64];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S UTC", &tmv);
+  return buf;
+}
+
+std::string fmt_ptr(const void* p) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%p", p);
+  return p ? buf : "";
+}
+
+std::string fmt_double(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%g", v);
+  return buf;
+}
+
+// Splits "SHOW pools;" into words; quoted identifiers keep their case.
+std::vector<std::string> words(std::string_view sql) {
+  std::vector<std::string> out;
+  std::size_t i = 0;
+  while (i < sql.size()) {
+    char ch = sql[i];
+    if (std::isspace(static_cast<unsigned char>(ch)) || ch == ';' || ch == ',') {
+      i++;
+      continue;
+    }
+    if (ch == '=') {
+      out.emplace_back("=");
+      i++;
+      continue;
+    }
+    if (ch == '\'' || ch == '"') {
+      std::string w;
+      char q = ch;
+      i++;
+      while (i < sql.size()) {
+        if (sql[i] == q) {
+          if (i + 1 < sql.size() && sql[i + 1] == q) {
+            w += q;
+            i += 2;
+            continue;
+          }
+          i++;
+          break;
+        }
+        w += sql[i++];
+      }
+      out.push_back(std::string(1, q) + w);  // first char marks the quote kind
+      continue;
+    }
+    std::size_t j = i;
+    while (j < sql.size() && !std::isspace(static_cast<unsigned char>(sql[j])) && sql[j] != ';' && sql[j] != '=' &&
+           sql[j] != ',') {
+      j++;
+    }
+    out.emplace_back(sql.substr(i, j - i));
+    i = j;
+  }
+  return out;
+}
+
+// Strips the quote marker words() leaves on quoted words; folds bare words to lower case.
+std::string ident(const std::string& w) {
+  if (!w.empty() && (w[0] == '"' || w[0] == '\'')) return w.substr(1);
+  return lower(w);
+}
+
+// ---- SHOW CONFIG / SET: the [pooler] keys, their types and whether SET may change them.
+using Member = std::variant<int config::Pooler::*, double config::Pooler::*, bool config::Pooler::*,
+                            std::string config::Pooler::*, long long config::Pooler::*,
+                            std::vector<std::string> config::Pooler::*, config::PoolMode config::Pooler::*,
+                            config::AuthType config::Pooler::*>;
+struct Key {
+  const char* name;
+  Member member;
+  bool changeable;
+};
+
+#define K(name, ch) Key{#name, &config::Pooler::name, ch}
+const Key kKeys[] = {
+    K(listen_addr, false), K(listen_port, false), K(unix_socket_dir, false), K(pool_mode, true),
+    K(default_pool_size, true), K(min_pool_size, true), K(reserve_pool_size, true), K(reserve_pool_timeout, true),
+    K(max_client_conn, true), K(max_db_connections, true), K(max_user_connections, true), K(auth_type, true),
+    K(auth_file, true), K(admin_users, true), K(stats_users, true), K(server_reset_query, true),
+    K(server_reset_query_always, true), K(server_check_query, true), K(server_check_delay, true),
+    K(server_lifetime, true), K(server_idle_timeout, true), K(server_connect_timeout, true),
+    K(server_login_retry, true), K(client_login_timeout, true), K(query_timeout, true), K(query_wait_timeout, true),
+    K(idle_transaction_timeout, true), K(client_idle_timeout, true), K(ignore_startup_parameters, true),
+    K(application_name_add_host, true), K(log_connections, true), K(log_disconnections, true),
+    K(stats_period, true), K(pkt_buf, false), K(max_packet_size, true), K(logfile, false),
+};
+#undef K
+
+std::string join(const std::vector<std::string>& v) {
+  std::string r;
+  for (const auto& s : v) r += (r.empty() ? "" : ",") + s;
+  return r;
+}
+
+std::string key_value(const config::Pooler& p, const Key& k) {
+  return std::visit(
+      [&](auto m) -> std::string {
+        const auto& v = p.*m;
+        using T = std::decay_t<decltype(v)>;
+        if constexpr (std::is_same_v<T, int> || std::is_same_v<T, long long>) return std::to_string(v);
+        if constexpr (std::is_same_v<T, double>) return fmt_double(v);
+        if constexpr (std::is_same_v<T, bool>) return v ? "1" : "0";
+        if constexpr (std::is_same_v<T, std::string>) return v;
+        if constexpr (std::is_same_v<T, std::vector<std::string>>) return join(v);
+        if constexpr (std::is_same_v<T, config::PoolMode> || std::is_same_v<T, config::AuthType>)
+          return config::to_string(v);
+        return "";
+      },
+      k.member);
+}
+
+// Sets a key from text; returns an error message or "".
+std::string set_key(config::Pooler& p, const Key& k, const std::string& text) {
+  return std::visit(
+      [&](auto m) -> std::string {
+        auto& v = p.*m;
+        using T = std::decay_t<decltype(v)>;
+        char* end = nullptr;
+        if constexpr (std::is_same_v<T, int> || std::is_same_v<T, long long>) {
+          long long x = std::strtoll(text.c_str(), &end, 10);
+          if (text.empty() || *end || x < 0) return "invalid value \"" + text + "\" for " + k.name + ": expected a non-negative integer";
+          v = T(x);
+        } else if constexpr (std::is_same_v<T, double>) {
+          double x = std::strtod(text.c_str(), &end);
+          if (text.empty() || *end || x < 0) return "invalid value \"" + text + "\" for " + k.name + ": expected seconds";
+          v = x;
+        } else if constexpr (std::is_same_v<T, bool>) {
+          std::string t = lower(text);
+          if (t == "1" || t == "on" || t == "true" || t == "yes") v = true;
+          else if (t == "0" || t == "off" || t == "false" || t == "no") v = false;
+          else return "invalid value \"" + text + "\" for " + k.name + ": expected a boolean";
+        } else if constexpr (std::is_same_v<T, std::string>) {
+          v = text;
+        } else if constexpr (std::is_same_v<T, std::vector<std::string>>) {
+          v.clear();
+          std::size_t pos = 0;
+          while (pos <= text.size()) {
+            std::size_t c = text.find(',', pos);
+            std::string item = text.substr(pos, c == std::string::npos ? std::string::npos : c - pos);
+            item.erase(0, item.find_first_not_of(" \t"));
+            item.erase(item.find_last_not_of(" \t") + 1);
+            if (!item.empty()) v.push_back(item);
+            if (c == std::string::npos) break;
+            pos = c + 1;
+          }
+        } else if constexpr (std::is_same_v<T, config::PoolMode>) {
+          auto pm = config::parse_pool_mode(text);
+          if (!pm) return "invalid value \"" + text + "\" for pool_mode: expected session, transaction or statement";
+          v = *pm;
+        } else if constexpr (std::is_same_v<T, config::AuthType>) {
+          auto at = config::parse_auth_type(text);
+          if (!at) return "invalid value \"" + text + "\" for auth_type: expected trust, md5 or scram-sha-256";
+          v = *at;
+        }
+        return "";
+      },
+      k.member);
+}
+
+const char* kHelp[] = {
+    "Console usage",
+    "\tSHOW HELP|CONFIG|USERS|DATABASES|POOLS|CLIENTS|SERVERS|VERSION|STATE",
+    "\tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS|LISTS|MEM",
+    "\tSET key = arg",
+    "\tRELOAD",
+    "\tPAUSE [<db>]",
+    "\tRESUME [<db>]",
+    "\tDISABLE <db>",
+    "\tENABLE <db>",
+    "\tRECONNECT [<db>]",
+    "\tKILL [<db>]",
+    "\tKILL_CLIENT <client_id>",
+    "\tSUSPEND",
+    "\tSHUTDOWN [WAIT_FOR_SERVERS|WAIT_FOR_CLIENTS]",
+    "\tWAIT_CLOSE [<db>]",
+};
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// Login
+
+void Pooler::admin_login(Client* c) {
+  if (!admin_db_) {
+    admin_db_ = std::make_unique<DbEntry>();
+    admin_db_->cfg.name = "pgbouncer";
+    admin_db_->cfg.dbname = "pgbouncer";
+    admin_db_->cfg.pool_mode = config::PoolMode::Statement;
+    admin_db_->cfg.pool_size = 2;
+    admin_user_ = std::make_unique<UserEntry>();
+    admin_user_->cfg.name = "pgbouncer";
+    admin_pool_ = get_pool(admin_db_.get(), "pgbouncer", admin_user_.get(), "pgbouncer");
+    admin_pool_->admin = true;
+  }
+  c->admin = true;
+  c->pool = admin_pool_;
+  admin_db_->client_count++;
+  admin_user_->client_count++;
+  admin_pool_->stats.client_login_count++;
+  register_cancel_key(c);
+  std::string buf;
+  proto::auth_ok(buf);
+  for (auto [k, v] : {std::pair{"server_version", "15.0 (pgpivot " PGPIVOT_VERSION ")"},
+                      {"server_encoding", "UTF8"}, {"client_encoding", "UTF8"}, {"DateStyle", "ISO"},
+                      {"TimeZone", "UTC"}, {"standard_conforming_strings", "on"}, {"integer_datetimes", "on"},
+                      {"application_name", ""}, {"is_superuser", "off"}}) {
+    proto::parameter_status(buf, k, v);
+  }
+  proto::backend_key_data(buf, c->cancel_pid, c->cancel_key);
+  proto::ready_for_query(buf, 'I');
+  c->queue(buf);
+  c->login = LoginStep::Done;
+  client_change_state(c, ClientState::Idle);
+}
+
+// ---------------------------------------------------------------------------
+// Responses
+
+void Pooler::admin_command_done(Client* c, const std::string& tag) {
+  std::string buf;
+  proto::command_complete(buf, tag);
+  proto::ready_for_query(buf, 'I');
+  c->queue(buf);
+}
+
+void Pooler::admin_error(Client* c, const std::string& sqlstate, const std::string& msg) {
+  std::string buf;
+  proto::ErrorFields e;
+  e.sqlstate = sqlstate;
+  e.message = msg;
+  proto::error_response(buf, e);
+  proto::ready_for_query(buf, 'I');
+  c->queue(buf);
+}
+
+void Pooler::admin_query(Client* c, std::string_view sql) {
+  auto w = words(sql);
+  if (w.empty()) {
+    std::string buf;
+    proto::empty_query_response(buf);
+    proto::ready_for_query(buf, 'I');
+    c->queue(buf);
+    return;
+  }
+  std::string cmd = upper(w[0]);
+  std::string arg1 = w.size() > 1 ? w[1] : "";
+  if (cmd == "SHOW") {
+    if (w.size() < 2) {
+      admin_error(c, "42601", "SHOW needs an argument; see SHOW HELP");
+      return;
+    }
+    admin_show(c, upper(ident(w[1])), w.size() > 2 ? ident(w[2]) : "");
+    return;
+  }
+  static const char* kControl[] = {"PAUSE", "RESUME", "SUSPEND", "DISABLE", "ENABLE", "RECONNECT", "KILL",
+                                   "KILL_CLIENT", "WAIT_CLOSE", "RELOAD", "SHUTDOWN", "SET", "SELECT"};
+  bool known = false;
+  for (const char* k : kControl) known = known || cmd == k;
+  if (!known) {
+    admin_error(c, "42601", "unknown command \"" + std::string(sql.substr(0, 64)) + "\"; try SHOW HELP");
+    return;
+  }
+  if (cmd == "SELECT") {
+    // Some clients probe with SELECT 1 / SELECT version(); answer the simplest.
+    Table t({{"?column?", true}});
+    t.row({str("1")});
+    std::string buf;
+    t.emit(buf, "SELECT 1");
+    proto::ready_for_query(buf, 'I');
+    c->queue(buf);
+    return;
+  }
+  if (c->stats_only) {
+    admin_error(c, "42501", "admin access needed for " + cmd + " (stats_users may only SHOW)");
+    return;
+  }
+  std::string db = w.size() > 1 ? ident(w[1]) : "";
+  auto db_exists = [&](const std::string& name) {
+    auto it = dbs_.find(name);
+    return it != dbs_.end() && !it->second->removed;
+  };
+  auto need_db = [&]() -> bool {
+    if (db.empty()) {
+      admin_error(c, "42601", cmd + " needs a database name");
+      return false;
+    }
+    if (!db_exists(db)) {
+      admin_error(c, "3D000", "no such database: " + db);
+      return false;
+    }
+    return true;
+  };
+  if (!db.empty() && cmd != "SET" && cmd != "SHUTDOWN" && cmd != "KILL_CLIENT" && !db_exists(db)) {
+    admin_error(c, "3D000", "no such database: " + db);
+    return;
+  }
+  if (cmd == "PAUSE") {
+    if (db.empty()) {
+      paused_all_ = true;
+    } else {
+      dbs_[db]->paused = true;
+    }
+    LOG_INFO("PAUSE %s by admin", db.empty() ? "all databases" : db.c_str());
+    pending_admin_.push_back({c, "PAUSE", db});
+    pause_sweep();
+  } else if (cmd == "RESUME") {
+    if (suspended_) suspend(false);
+    if (db.empty()) {
+      paused_all_ = false;
+      for (auto& [n, d] : dbs_) d->paused = false;
+    } else {
+      dbs_[db]->paused = false;
+    }
+    LOG_INFO("RESUME %s by admin", db.empty() ? "all databases" : db.c_str());
+    for (auto& [k, p] : pools_) pool_service(p.get());
+    admin_command_done(c, "RESUME");
+  } else if (cmd == "SUSPEND") {
+    suspend(true);
+    admin_command_done(c, "SUSPEND");
+  } else if (cmd == "DISABLE" || cmd == "ENABLE") {
+    if (!need_db()) return;
+    dbs_[db]->disabled = cmd == "DISABLE";
+    admin_command_done(c, cmd);
+  } else if (cmd == "RECONNECT") {
+    for (auto& [k, p] : pools_) {
+      if (p->admin || (!db.empty() && p->db_name != db)) continue;
+      for (ListHead* l : {&p->sv_login, &p->sv_idle, &p->sv_active, &p->sv_used, &p->sv_tested}) {
+        l->for_each<Server>([](Server* s) { s->close_needed = true; });
+      }
+      p->sv_idle.for_each<Server>([&](Server* s) { disconnect_server(s, "RECONNECT"); });
+    }
+    admin_command_done(c, "RECONNECT");
+  } else if (cmd == "KILL") {
+    for (auto& [k, p] : pools_) {
+      if (p->admin || (!db.empty() && p->db_name != db)) continue;
+      for (ListHead* l : {&p->cl_login, &p->cl_idle, &p->cl_waiting, &p->cl_active}) {
+        l->for_each<Client>([&](Client* x) { disconnect_client(x, "08P01", "database removed", true); });
+      }
+      for (ListHead* l : {&p->sv_login, &p->sv_idle, &p->sv_active, &p->sv_used, &p->sv_tested}) {
+        l->for_each<Server>([&](Server* s) { disconnect_server(s, "KILL"); });
+      }
+    }
+    if (!db.empty()) dbs_[db]->paused = true;  // as PgBouncer: KILL leaves the database paused
+    admin_command_done(c, "KILL");
+  } else if (cmd == "KILL_CLIENT") {
+    char* end = nullptr;
+    unsigned long long id = std::strtoull(arg1.c_str(), &end, 10);
+    Client* victim = nullptr;
+    for (auto& [k, p] : pools_) {
+      for (ListHead* l : {&p->cl_login, &p->cl_idle, &p->cl_waiting, &p->cl_active}) {
+        l->for_each<Client>([&](Client* x) {
+          if (x->id == id) victim = x;
+        });
+      }
+    }
+    if (arg1.empty() || *end || !victim) {
+      admin_error(c, "42704", "client not found: " + arg1);
+      return;
+    }
+    if (victim == c) {
+      admin_error(c, "42601", "cannot kill the console's own connection");
+      return;
+    }
+    disconnect_client(victim, "08P01", "client killed by admin", true);
+    admin_command_done(c, "KILL_CLIENT");
+  } else if (cmd == "WAIT_CLOSE") {
+    pending_admin_.push_back({c, "WAIT_CLOSE", db});
+    finish_pending_admin();
+  } else if (cmd == "RELOAD") {
+    auto res = config::load_file(cfg_.path);
+    if (!res.ok()) {
+      std::string msg = "RELOAD failed, old configuration kept:";
+      for (const auto& e : res.errors) msg += "\n" + e.to_string();
+      LOG_ERROR("%s", msg.c_str());
+      admin_error(c, "F0000", msg);
+      return;
+    }
+    reload();
+    admin_command_done(c, "RELOAD");
+  } else if (cmd == "SHUTDOWN") {
+    std::string mode = upper(ident(arg1));
+    if (mode.empty()) {
+      admin_command_done(c, "SHUTDOWN");
+      c->flush();
+      shutdown_now();
+    } else if (mode == "WAIT_FOR_SERVERS") {
+      admin_command_done(c, "SHUTDOWN");
+      begin_safe_shutdown();
+    } else if (mode == "WAIT_FOR_CLIENTS") {
+      admin_command_done(c, "SHUTDOWN");
+      begin_wait_for_clients();
+    } else {
+      admin_error(c, "42601", "SHUTDOWN takes WAIT_FOR_SERVERS or WAIT_FOR_CLIENTS");
+    }
+  } else if (cmd == "SET") {
+    // SET key = value  |  SET key TO value
+    if (w.size() < 3) {
+      admin_error(c, "42601", "usage: SET key = value");
+      return;
+    }
+    std::string key = ident(w[1]);
+    std::size_t vi = (w[2] == "=" || upper(w[2]) == "TO") ? 3 : 2;
+    if (vi >= w.size()) {
+      admin_error(c, "42601", "usage: SET key = value");
+      return;
+    }
+    std::string value = ident(w[vi]);
+    if (!w[vi].empty() && w[vi][0] != '\'' && w[vi][0] != '"') value = w[vi];
+    for (const Key& k : kKeys) {
+      if (key != k.name) continue;
+      if (!k.changeable) {
+        admin_error(c, "55P02", std::string(k.name) + " cannot be changed at run time; edit the config and restart");
+        return;
+      }
+      std::string err = set_key(cfg_.pooler, k, value);
+      if (!err.empty()) {
+        admin_error(c, "22023", err);
+        return;
+      }
+      LOG_INFO("SET %s = %s by admin", k.name, key_value(cfg_.pooler, k).c_str());
+      for (auto& [kk, p] : pools_) pool_service(p.get());
+      admin_command_done(c, "SET");
+      return;
+    }
+    admin_error(c, "42704", "unknown config key: " + key);
+  }
+}
+
+void Pooler::admin_show(Client* c, const std::string& what, const std::string& arg) {
+  (void)arg;
+  std::string buf;
+  std::uint64_t wall_now = std::uint64_t(time(nullptr));
+  auto all_clients = [&](const std::function<void(Client*, Pool*)>& f) {
+    for (auto& [k, p] : pools_) {
+      for (ListHead* l : {&p->cl_active, &p->cl_idle, &p->cl_waiting, &p->cl_login}) {
+        l->for_each<Client>([&](Client* x) { f(x, p.get()); });
+      }
+    }
+  };
+  if (what == "POOLS") {
+    Table t({{"database", false}, {"user", false}, {"cl_active", true}, {"cl_waiting", true},
+             {"cl_active_cancel_req", true}, {"cl_waiting_cancel_req", true}, {"sv_active", true},
+             {"sv_active_cancel", true}, {"sv_being_canceled", true}, {"sv_idle", true}, {"sv_used", true},
+             {"sv_tested", true}, {"sv_login", true}, {"maxwait", true}, {"maxwait_us", true}, {"pool_mode", false},
+             {"load_balance_hosts", false}});
+    Ms tnow = now();
+    for (auto& [k, p] : pools_) {
+      Ms maxwait = 0;
+      if (Client* oldest = p->cl_waiting.front<Client>()) maxwait = tnow - oldest->wait_start;
+      t.row({str(p->db_name), str(p->user_name), num(p->cl_active.size() + p->cl_idle.size()),
+             num(p->cl_waiting.size() + p->cl_login.size()), num(0), num(0), num(p->sv_active.size()), num(0), num(0),
+             num(p->sv_idle.size()), num(p->sv_used.size()), num(p->sv_tested.size()), num(p->sv_login.size()),
+             num(maxwait / 1000), num((maxwait % 1000) * 1000), str(config::to_string(pool_mode(p.get()))),
+             std::nullopt});
+    }
+    t.emit(buf);
+  } else if (what == "CLIENTS" || what == "SERVERS") {
+    Table t({{"type", false}, {"user", false}, {"database", false}, {"replication", false}, {"state", false},
+             {"addr", false}, {"port", true}, {"local_addr", false}, {"local_port", true}, {"connect_time", false},
+             {"request_time", false}, {"wait", true}, {"wait_us", true}, {"close_needed", true}, {"ptr", false},
+             {"link", false}, {"remote_pid", true}, {"tls", false}, {"application_name", false},
+             {"prepared_statements", true}, {"id", true}});
+    Ms tnow = now();
+    auto wall = [&](Ms t0) { return fmt_time(wall_now - (tnow - t0) / 1000); };
+    auto split_addr = [](const std::string& a, std::string& host, long long& port) {
+      auto colon = a.rfind(':');
+      host = colon == std::string::npos ? a : a.substr(0, colon);
+      port = colon == std::string::npos ? 0 : std::atoll(a.c_str() + colon + 1);
+    };
+    if (what == "CLIENTS") {
+      all_clients([&](Client* x, Pool* p) {
+        std::string host, lhost;
+        long long port = 0, lport = 0;
+        split_addr(x->addr, host, port);
+        split_addr(x->local_addr, lhost, lport);
+        Ms wait = x->state == ClientState::Waiting ? tnow - x->wait_start : 0;
+        int ai = tracked_index("application_name");
+        t.row({str("C"), str(x->user_name), str(p->db_name), str("no"),
+               str(x->state == ClientState::Waiting ? "waiting" : x->state == ClientState::Login ? "login" : "active"),
+               str(host), inum(port), str(lhost), inum(lport), str(wall(x->connect_time)), str(wall(x->request_time)),
+               num(wait / 1000), num((wait % 1000) * 1000), num(0), str(fmt_ptr(x)), str(fmt_ptr(x->server)), num(0),
+               str(""), str(x->params.v[ai].value_or("")), num(0), num(x->id)});
+      });
+    } else {
+      for (auto& [k, p] : pools_) {
+        for (ListHead* l : {&p->sv_active, &p->sv_idle, &p->sv_used, &p->sv_tested, &p->sv_login}) {
+          l->for_each<Server>([&](Server* s) {
+            int ai = tracked_index("application_name");
+            std::string lhost;
+            long long lport = 0;
+            split_addr(s->local_addr, lhost, lport);
+            t.row({str("S"), str(p->user_name), str(p->db_name), str("no"), str(to_string(s->state)), str(s->host),
+                   inum(s->server_port), str(lhost), inum(lport), str(wall(s->connect_time)), str(wall(s->request_time)),
+                   num(0), num(0), num(s->close_needed ? 1 : 0), str(fmt_ptr(s)), str(fmt_ptr(s->client)),
+                   num(s->pid), str(""), str(s->params.v[ai].value_or("")), num(0), num(s->id)});
+          });
+        }
+      }
+    }
+    t.emit(buf);
+  } else if (what == "STATS" || what == "STATS_TOTALS" || what == "STATS_AVERAGES" || what == "TOTALS") {
+    // PgBouncer reports statistics per database.
+    std::map<std::string, std::pair<Pool::Stats, Pool::Stats>> per_db;
+    for (auto& [k, p] : pools_) {
+      auto& [tot, avg] = per_db[p->db_name];
+      const Pool::Stats* src[2] = {&p->stats, &p->averages};
+      Pool::Stats* dst[2] = {&tot, &avg};
+      for (int i = 0; i < 2; i++) {
+        dst[i]->server_assignment_count += src[i]->server_assignment_count;
+        dst[i]->xact_count += src[i]->xact_count;
+        dst[i]->query_count += src[i]->query_count;
+        dst[i]->received += src[i]->received;
+        dst[i]->sent += src[i]->sent;
+        dst[i]->xact_time += src[i]->xact_time;
+        dst[i]->query_time += src[i]->query_time;
+        dst[i]->wait_time += src[i]->wait_time;
+        dst[i]->client_parse_count += src[i]->client_parse_count;
+        dst[i]->server_parse_count += src[i]->server_parse_count;
+        dst[i]->bind_count += src[i]->bind_count;
+        dst[i]->client_login_count += src[i]->client_login_count;
+      }
+    }
+    auto vals = [](const Pool::Stats& s) {
+      return std::vector<std::uint64_t>{s.server_assignment_count, s.xact_count,   s.query_count,
+                                        s.received,                s.sent,         s.xact_time,
+                                        s.query_time,              s.wait_time,    s.client_parse_count,
+                                        s.server_parse_count,      s.bind_count,   s.client_login_count};
+    };
+    const char* names[] = {"server_assignment_count", "xact_count",   "query_count", "received",
+                           "sent",                    "xact_time",    "query_time",  "wait_time",
+                           "client_parse_count",      "server_parse_count", "bind_count", "client_login_count"};
+    const char* avg_names[] = {"server_assignment_count", "xact_count", "query_count", "recv",
+                               "sent",                    "xact_time",  "query_time",  "wait_time",
+                               "client_parse_count",      "server_parse_count", "bind_count"};
+    if (what == "TOTALS") {
+      // Rows of (name, value) over all databases, as PgBouncer's SHOW TOTALS.
+      Pool::Stats tot, avg;
+      for (auto& [db, pr] : per_db) {
+        auto a = vals(pr.first), b = vals(pr.second);
+        auto add = [](Pool::Stats& s, const std::vector<std::uint64_t>& v) {
+          s.server_assignment_count += v[0]; s.xact_count += v[1]; s.query_count += v[2]; s.received += v[3];
+          s.sent += v[4]; s.xact_time += v[5]; s.query_time += v[6]; s.wait_time += v[7];
+          s.client_parse_count += v[8]; s.server_parse_count += v[9]; s.bind_count += v[10];
+          s.client_login_count += v[11];
+        };
+        add(tot, a);
+        add(avg, b);
+      }
+      Table t({{"name", false}, {"value", true}});
+      auto tv = vals(tot), av = vals(avg);
+      for (int i = 0; i < 12; i++) t.row({str(std::string("total_") + names[i]), num(tv[std::size_t(i)])});
+      for (int i = 0; i < 11; i++) t.row({str(std::string("avg_") + avg_names[i]), num(av[std::size_t(i)])});
+      t.emit(buf);
+    } else {
+      std::vector<Table::Col> cols{{"database", false}};
+      bool totals = what != "STATS_AVERAGES", avgs = what != "STATS_TOTALS";
+      for (int i = 0; totals && i < 12; i++) {
+        cols.push_back({what == "STATS" ? std::string("total_") + names[i] : std::string(names[i]), true});
+      }
+      for (int i = 0; avgs && i < 11; i++) {
+        cols.push_back({what == "STATS" ? std::string("avg_") + avg_names[i] : std::string(names[i]), true});
+      }
+      Table t(cols);
+      for (auto& [db, pr] : per_db) {
+        std::vector<Cell> r{str(db)};
+        auto tv = vals(pr.first), av = vals(pr.second);
+        for (int i = 0; totals && i < 12; i++) r.push_back(num(tv[std::size_t(i)]));
+        for (int i = 0; avgs && i < 11; i++) r.push_back(num(av[std::size_t(i)]));
+        t.row(r);
+      }
+      t.emit(buf);
+    }
+  } else if (what == "DATABASES") {
+    Table t({{"name", false}, {"host", false}, {"port", true}, {"database", false}, {"force_user", false},
+             {"pool_size", true}, {"min_pool_size", true}, {"reserve_pool_size", true}, {"server_lifetime", true},
+             {"pool_mode", false}, {"load_balance_hosts", false}, {"max_connections", true},
+             {"current_connections", true}, {"max_client_connections", true}, {"current_client_connections", true},
+             {"paused", true}, {"disabled", true}});
+    const auto& ps = cfg_.pooler;
+    for (auto& [name, d] : dbs_) {
+      if (d->removed || !d->cluster) continue;
+      const auto& node = d->cluster->primary;
+      int pool_size = d->cfg.pool_size >= 0 ? d->cfg.pool_size : ps.default_pool_size;
+      int maxc = d->cfg.max_db_connections >= 0 ? d->cfg.max_db_connections : ps.max_db_connections;
+      t.row({str(name), str(node.host), inum(node.port), str(d->cfg.dbname.empty() ? name : d->cfg.dbname),
+             d->cfg.user.empty() ? std::nullopt : str(d->cfg.user), inum(pool_size),
+             inum(d->cfg.min_pool_size >= 0 ? d->cfg.min_pool_size : ps.min_pool_size),
+             inum(d->cfg.reserve_pool_size >= 0 ? d->cfg.reserve_pool_size : ps.reserve_pool_size),
+             inum((long long)ps.server_lifetime),
+             d->cfg.pool_mode ? str(config::to_string(*d->cfg.pool_mode)) : std::nullopt, std::nullopt, inum(maxc),
+             inum(d->server_count), inum(d->cfg.max_db_client_connections), inum(d->client_count),
+             num(d->paused || paused_all_ ? 1 : 0), num(d->disabled ? 1 : 0)});
+    }
+    t.row({str("pgbouncer"), std::nullopt, inum(ps.listen_port), str("pgbouncer"), str("pgbouncer"), inum(2),
+           inum(0), inum(0), inum(0), str("statement"), std::nullopt, inum(0), inum(0), inum(0),
+           inum(admin_db_ ? admin_db_->client_count : 0), num(0), num(0)});
+    t.emit(buf);
+  } else if (what == "USERS") {
+    Table t({{"name", false}, {"pool_size", true}, {"reserve_pool_size", true}, {"pool_mode", false},
+             {"max_user_connections", true}, {"current_connections", true}, {"max_user_client_connections", true},
+             {"current_client_connections", true}});
+    for (auto& [name, u] : users_) {
+      if (u->removed) continue;
+      t.row({str(name), u->cfg.pool_size >= 0 ? inum(u->cfg.pool_size) : std::nullopt,
+             u->cfg.reserve_pool_size >= 0 ? inum(u->cfg.reserve_pool_size) : std::nullopt,
+             u->cfg.pool_mode ? str(config::to_string(*u->cfg.pool_mode)) : std::nullopt,
+             inum(u->cfg.max_user_connections >= 0 ? u->cfg.max_user_connections : cfg_.pooler.max_user_connections),
+             inum(u->server_count), inum(u->cfg.max_user_client_connections), inum(u->client_count)});
+    }
+    t.emit(buf);
+  } else if (what == "LISTS") {
+    std::size_t used_clients = 0, used_servers = 0, login = cl_login_.size();
+    for (auto& [k, p] : pools_) {
+      used_clients += std::size_t(p->client_total());
+      used_servers += std::size_t(p->server_total());
+      login += p->cl_login.size();
+    }
+    std::size_t ndb = 0, nuser = 0;
+    for (auto& [n, d] : dbs_) ndb += d->removed ? 0 : 1;
+    for (auto& [n, u] : users_) nuser += u->removed ? 0 : 1;
+    Table t({{"list", false}, {"items", true}});
+    t.row({str("databases"), num(ndb)});
+    t.row({str("users"), num(nuser)});
+    t.row({str("peers"), num(0)});
+    t.row({str("pools"), num(pools_.size())});
+    t.row({str("peer_pools"), num(0)});
+    t.row({str("free_clients"), num(0)});
+    t.row({str("used_clients"), num(used_clients)});
+    t.row({str("login_clients"), num(login)});
+    t.row({str("free_servers"), num(0)});
+    t.row({str("used_servers"), num(used_servers)});
+    t.row({str("dns_names"), num(0)});
+    t.row({str("dns_zones"), num(0)});
+    t.row({str("dns_queries"), num(0)});
+    t.row({str("dns_pending"), num(0)});
+    t.emit(buf);
+  } else if (what == "CONFIG") {
+    Table t({{"key", false}, {"value", false}, {"default", false}, {"changeable", false}});
+    config::Pooler defaults;
+    for (const Key& k : kKeys) {
+      t.row({str(k.name), str(key_value(cfg_.pooler, k)), str(key_value(defaults, k)), str(k.changeable ? "yes" : "no")});
+    }
+    t.emit(buf);
+  } else if (what == "MEM") {
+    std::size_t nclients = std::size_t(client_count_), nservers = 0;
+    for (auto& [k, p] : pools_) nservers += std::size_t(p->server_total());
+    Table t({{"name", false}, {"size", true}, {"used", true}, {"free", true}, {"memtotal", true}});
+    t.row({str("client"), num(sizeof(Client)), num(nclients), num(0), num(sizeof(Client) * nclients)});
+    t.row({str("server"), num(sizeof(Server)), num(nservers), num(0), num(sizeof(Server) * nservers)});
+    t.row({str("pool"), num(sizeof(Pool)), num(pools_.size()), num(0), num(sizeof(Pool) * pools_.size())});
+    t.row({str("iobuf"), num(bufs_.size()), num(bufs_.in_use()), num(bufs_.free_count()),
+           num(bufs_.size() * (bufs_.in_use() + bufs_.free_count()))});
+    t.emit(buf);
+  } else if (what == "VERSION") {
+    Table t({{"version", false}});
+    t.row({str("pgpivot " PGPIVOT_VERSION)});
+    t.emit(buf);
+  } else if (what == "STATE") {
+    Table t({{"key", false}, {"value", false}});
+    t.row({str("active"), str(!paused_all_ && !suspended_ ? "yes" : "no")});
+    t.row({str("paused"), str(paused_all_ ? "yes" : "no")});
+    t.row({str("suspended"), str(suspended_ ? "yes" : "no")});
+    t.emit(buf);
+  } else if (what == "HELP") {
+    for (const char* line : kHelp) {
+      proto::ErrorFields e;
+      e.severity = "NOTICE";
+      e.sqlstate = "00000";
+      e.message = line;
+      proto::notice_response(buf, e);
+    }
+    proto::command_complete(buf, "SHOW");
+  } else {
+    admin_error(c, "42601", "unknown SHOW item \"" + what + "\"; try SHOW HELP");
+    return;
+  }
+  proto::ready_for_query(buf, 'I');
+  c->queue(buf);
+}
+
+// ---------------------------------------------------------------------------
+// PAUSE, WAIT_CLOSE and SUSPEND
+
+bool Pooler::pending_done(const PendingAdmin& pa) {
+  for (auto& [k, p] : pools_) {
+    if (p->admin || (!pa.db.empty() && p->db_name != pa.db)) continue;
+    if (pa.command == "PAUSE") {
+      if (p->server_total() > 0) return false;
+    } else {  // WAIT_CLOSE: no server marked for closing remains
+      bool any = false;
+      for (ListHead* l : {&p->sv_login, &p->sv_idle, &p->sv_active, &p->sv_used, &p->sv_tested}) {
+        l->for_each<Server>([&](Server* s) { any = any || s->close_needed; });
+      }
+      if (any) return false;
+    }
+  }
+  return true;
+}
+
+void Pooler::finish_pending_admin() {
+  for (std::size_t i = 0; i < pending_admin_.size();) {
+    PendingAdmin pa = pending_admin_[i];
+    if (pending_done(pa)) {
+      pending_admin_.erase(pending_admin_.begin() + std::ptrdiff_t(i));
+      admin_command_done(pa.client, pa.command);
+    } else {
+      i++;
+    }
+  }
+}
+
+void Pooler::pause_sweep() {
+  // Paused pools keep no servers: idle ones close now, busy ones when released.
+  for (auto& [k, p] : pools_) {
+    if (p->admin || !pool_paused(p.get()) || suspended_) continue;
+    p->sv_idle.for_each<Server>([&](Server* s) { disconnect_server(s, "PAUSE"); });
+    p->sv_used.for_each<Server>([&](Server* s) { disconnect_server(s, "PAUSE"); });
+  }
+  finish_pending_admin();
+}
+
+void Pooler::suspend(bool on) {
+  suspended_ = on;
+  for (auto& [k, p] : pools_) {
+    if (p->admin) continue;
+    for (ListHead* l : {&p->cl_login, &p->cl_idle, &p->cl_waiting, &p->cl_active}) {
+      l->for_each<Client>([&](Client* x) {
+        x->want_read = !on;
+        x->update_reading();
+      });
+    }
+    for (ListHead* l : {&p->sv_idle, &p->sv_active, &p->sv_used, &p->sv_tested}) {
+      l->for_each<Server>([&](Server* s) {
+        s->want_read = !on;
+        s->update_reading();
+      });
+    }
+  }
+  LOG_INFO("%s", on ? "SUSPEND: all connections stop reading" : "RESUME after SUSPEND");
+}
+
+void Pooler::stats_tick() {
+  double period = cfg_.pooler.stats_period > 0 ? cfg_.pooler.stats_period : 60;
+  for (auto& [k, p] : pools_) {
+    const Pool::Stats& a = p->stats;
+    const Pool::Stats& b = p->period_start;
+    Pool::Stats& avg = p->averages;
+    auto rate = [&](std::uint64_t x, std::uint64_t y) { return std::uint64_t(double(x - y) / period); };
+    auto per = [&](std::uint64_t t, std::uint64_t t0, std::uint64_t n, std::uint64_t n0) {
+      return n > n0 ? (t - t0) / (n - n0) : 0;
+    };
+    avg.server_assignment_count = rate(a.server_assignment_count, b.server_assignment_count);
+    avg.xact_count = rate(a.xact_count, b.xact_count);
+    avg.query_count = rate(a.query_count, b.query_count);
+    avg.received = rate(a.received, b.received);
+    avg.sent = rate(a.sent, b.sent);
+    avg.xact_time = per(a.xact_time, b.xact_time, a.xact_count, b.xact_count);
+    avg.query_time = per(a.query_time, b.query_time, a.query_count, b.query_count);
+    avg.wait_time = per(a.wait_time, b.wait_time, a.server_assignment_count, b.server_assignment_count);
+    avg.client_parse_count = rate(a.client_parse_count, b.client_parse_count);
+    avg.server_parse_count = rate(a.server_parse_count, b.server_parse_count);
+    avg.bind_count = rate(a.bind_count, b.bind_count);
+    avg.client_login_count = rate(a.client_login_count, b.client_login_count);
+    p->period_start = a;
+  }
+}
+
+}  // namespace pgpivot

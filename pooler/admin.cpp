@@ -375,7 +375,7 @@ void Pooler::admin_query(Client* c, std::string_view sql) {
     } else {
       dbs_[db]->paused = true;
     }
-    LOG_INFO("PAUSE %s by admin", db.empty() ? "all databases" : db.c_str());
+    LOG_INFO("PAUSE command issued%s%s", db.empty() ? "" : " for database ", db.c_str());
     pending_admin_.push_back({c, "PAUSE", db});
     pause_sweep();
   } else if (cmd == "RESUME") {
@@ -386,7 +386,7 @@ void Pooler::admin_query(Client* c, std::string_view sql) {
     } else {
       dbs_[db]->paused = false;
     }
-    LOG_INFO("RESUME %s by admin", db.empty() ? "all databases" : db.c_str());
+    LOG_INFO("RESUME command issued%s%s", db.empty() ? "" : " for database ", db.c_str());
     for (auto& [k, p] : pools_) pool_service(p.get());
     admin_command_done(c, "RESUME");
   } else if (cmd == "SUSPEND") {
@@ -450,10 +450,12 @@ void Pooler::admin_query(Client* c, std::string_view sql) {
       admin_error(c, "F0000", msg);
       return;
     }
+    LOG_INFO("RELOAD command issued");
     reload();
     admin_command_done(c, "RELOAD");
   } else if (cmd == "SHUTDOWN") {
     std::string mode = upper(ident(arg1));
+    LOG_INFO("SHUTDOWN%s%s command issued", mode.empty() ? "" : " ", mode.c_str());
     if (mode.empty()) {
       admin_command_done(c, "SHUTDOWN");
       c->flush();
@@ -837,6 +839,11 @@ void Pooler::stats_tick() {
     avg.bind_count = rate(a.bind_count, b.bind_count);
     avg.client_login_count = rate(a.client_login_count, b.client_login_count);
     p->period_start = a;
+    if (p->admin || (avg.xact_count == 0 && avg.query_count == 0 && avg.received == 0)) continue;
+    LOG_INFO("[%s/%s] stats: %" PRIu64 " xacts/s, %" PRIu64 " queries/s, in %" PRIu64 " B/s, out %" PRIu64
+             " B/s, xact %" PRIu64 " us, query %" PRIu64 " us, wait %" PRIu64 " us",
+             p->db_name.c_str(), p->user_name.c_str(), avg.xact_count, avg.query_count, avg.received, avg.sent,
+             avg.xact_time, avg.query_time, avg.wait_time);
   }
 }
 

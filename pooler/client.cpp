@@ -166,8 +166,8 @@ Step Client::on_startup(const char* data, std::uint32_t len) {
     return Step::Stop;
   }
   if (set.log_connections) {
-    LOG_INFO("C-%llu %s %s/%s login attempt", (unsigned long long)id, addr.c_str(), db_name.c_str(),
-             user_name.c_str());
+    LOG_INFO("C-%llu: %s/%s@%s login attempt: db=%s user=%s tls=no", (unsigned long long)id, db_name.c_str(),
+             user_name.c_str(), addr.c_str(), db_name.c_str(), user_name.c_str());
   }
   DbEntry* db = pooler->is_admin_db(db_name) ? nullptr : pooler->find_db(db_name);
   if (pooler->is_admin_db(db_name) && unix_socket && user_name == "pgbouncer") {

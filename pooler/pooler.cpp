@@ -456,9 +456,15 @@ void Pooler::disconnect_client(Client* c, const char* sqlstate, const std::strin
     c->flush();
   }
   Pool* p = c->pool;
+  // PgBouncer's wording, so log-based alerts written for it keep firing.
+  if (notify && sqlstate) {
+    LOG_WARN("C-%llu: %s/%s@%s pooler error: %s", (unsigned long long)c->id, c->db_name.c_str(),
+             c->user_name.c_str(), c->addr.c_str(), reason.c_str());
+  }
   if (cfg_.pooler.log_disconnections && c->state != ClientState::Cancel) {
-    LOG_INFO("C-%llu %s %s/%s closing because: %s", (unsigned long long)c->id, c->addr.c_str(), c->db_name.c_str(),
-             c->user_name.c_str(), reason.c_str());
+    LOG_INFO("C-%llu: %s/%s@%s closing because: %s (age=%llus)", (unsigned long long)c->id, c->db_name.c_str(),
+             c->user_name.c_str(), c->addr.c_str(), reason.c_str(),
+             (unsigned long long)((now() - c->connect_time) / 1000));
   }
   if (Server* s = c->server) {
     s->client = nullptr;
@@ -697,8 +703,8 @@ void Pooler::server_login_failed(Server* s, const std::string& sqlstate, const s
   p->last_login_failure = std::max<Ms>(now(), 1);
   p->last_login_error = msg;
   p->last_login_sqlstate = sqlstate;
-  LOG_WARN("S-%llu %s/%s %s: login failed: %s", (unsigned long long)s->id, p->db_name.c_str(), p->user_name.c_str(),
-           s->addr.c_str(), msg.c_str());
+  LOG_WARN("S-%llu: %s/%s@%s server login failed: %s", (unsigned long long)s->id, p->db_name.c_str(),
+           p->user_name.c_str(), s->addr.c_str(), msg.c_str());
   // Clients waiting for this pool's first login hear why it failed.
   p->cl_login.for_each<Client>([&](Client* c) { disconnect_client(c, sqlstate.c_str(), msg, true); });
   disconnect_server(s, "login failed");
@@ -713,8 +719,8 @@ void Pooler::server_ready(Server* s) {
     p->have_welcome = true;
   }
   if (cfg_.pooler.log_connections) {
-    LOG_INFO("S-%llu %s/%s %s new server connection (backend pid %u)", (unsigned long long)s->id, p->db_name.c_str(),
-             p->user_name.c_str(), s->addr.c_str(), s->pid);
+    LOG_INFO("S-%llu: %s/%s@%s new connection to server (from %s, backend pid %u)", (unsigned long long)s->id,
+             p->db_name.c_str(), p->user_name.c_str(), s->addr.c_str(), s->local_addr.c_str(), s->pid);
   }
   s->last_used = now();
   server_change_state(s, ServerState::Idle);
@@ -817,8 +823,9 @@ void Pooler::disconnect_server(Server* s, const std::string& reason) {
   if (s->state == ServerState::Closing || s->closing) return;
   Pool* p = s->pool;
   if (cfg_.pooler.log_disconnections) {
-    LOG_INFO("S-%llu %s/%s %s closing because: %s", (unsigned long long)s->id, p->db_name.c_str(),
-             p->user_name.c_str(), s->addr.c_str(), reason.c_str());
+    LOG_INFO("S-%llu: %s/%s@%s closing because: %s (age=%llus)", (unsigned long long)s->id, p->db_name.c_str(),
+             p->user_name.c_str(), s->addr.c_str(), reason.c_str(),
+             (unsigned long long)((now() - s->connect_time) / 1000));
   }
   if (Client* c = s->client) {
     s->client = nullptr;
@@ -912,7 +919,7 @@ void Pooler::janitor() {
     });
     p->cl_waiting.for_each<Client>([&](Client* c) {
       if (secs(set.query_wait_timeout) && t - c->wait_start > secs(set.query_wait_timeout)) {
-        disconnect_client(c, "57014", "query_wait_timeout: no server connection became available in time", true);
+        disconnect_client(c, "57014", "query_wait_timeout", true);
       }
     });
     if (secs(set.client_idle_timeout)) {
@@ -974,31 +981,31 @@ void Pooler::janitor() {
 void Pooler::on_signal(int signum) {
   switch (signum) {
     case SIGHUP:
-      LOG_INFO("got SIGHUP, reloading %s", cfg_.path.c_str());
+      LOG_INFO("got SIGHUP, re-reading config %s", cfg_.path.c_str());
       reload();
       break;
     case SIGINT:
-      LOG_INFO("got SIGINT, shutting down after in-flight transactions (WAIT_FOR_SERVERS)");
+      LOG_INFO("got SIGINT, shutting down, waiting for all servers connections to be released");
       begin_safe_shutdown();
       break;
     case SIGTERM:
-      LOG_INFO("got SIGTERM, shutting down when all clients have disconnected (WAIT_FOR_CLIENTS)");
+      LOG_INFO("got SIGTERM, shutting down, waiting for all clients disconnect");
       begin_wait_for_clients();
       break;
     case SIGUSR1:
-      LOG_INFO("got SIGUSR1, pausing all databases");
+      LOG_INFO("got SIGUSR1, pausing all activity");
       paused_all_ = true;
       pause_sweep();
       break;
     case SIGUSR2:
-      LOG_INFO("got SIGUSR2, resuming");
+      LOG_INFO("got SIGUSR2, continuing");
       paused_all_ = false;
       if (suspended_) suspend(false);
       for (auto& [n, d] : dbs_) d->paused = false;
       for (auto& [k, p] : pools_) pool_service(p.get());
       break;
     default:
-      LOG_INFO("got signal %d, shutting down now", signum);
+      LOG_INFO("got SIGQUIT, fast exit");
       shutdown_now();
       break;
   }

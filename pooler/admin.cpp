@@ -248,6 +248,10 @@ const char* kHelp[] = {
     "\tSUSPEND",
     "\tSHUTDOWN [WAIT_FOR_SERVERS|WAIT_FOR_CLIENTS]",
     "\tWAIT_CLOSE [<db>]",
+    "\tSHOW CLUSTERS|FAILOVERS",
+    "\tSWITCHOVER [<cluster>]",
+    "\tFAILOVER [<cluster>]",
+    "\tFAILBACK [<cluster>]",
 };
 
 }  // namespace
@@ -327,8 +331,10 @@ void Pooler::admin_query(Client* c, std::string_view sql) {
     admin_show(c, upper(ident(w[1])), w.size() > 2 ? ident(w[2]) : "");
     return;
   }
-  static const char* kControl[] = {"PAUSE", "RESUME", "SUSPEND", "DISABLE", "ENABLE", "RECONNECT", "KILL",
-                                   "KILL_CLIENT", "WAIT_CLOSE", "RELOAD", "SHUTDOWN", "SET", "SELECT"};
+  static const char* kControl[] = {"PAUSE",      "RESUME",   "SUSPEND",  "DISABLE",  "ENABLE",
+                                   "RECONNECT",  "KILL",     "KILL_CLIENT", "WAIT_CLOSE", "RELOAD",
+                                   "SHUTDOWN",   "SET",      "SELECT",   "SWITCHOVER", "FAILOVER",
+                                   "FAILBACK"};
   bool known = false;
   for (const char* k : kControl) known = known || cmd == k;
   if (!known) {
@@ -365,6 +371,40 @@ void Pooler::admin_query(Client* c, std::string_view sql) {
     }
     return true;
   };
+  if (cmd == "SWITCHOVER" || cmd == "FAILOVER" || cmd == "FAILBACK") {
+    // The argument names a cluster; without one, the only cluster that has a standby.
+    ClusterRt* target = nullptr;
+    if (!db.empty()) {
+      auto it = clusters_.find(db);
+      if (it != clusters_.end() && !it->second->removed) target = it->second.get();
+      if (!target) {
+        admin_error(c, "42704", "no such cluster: " + db);
+        return;
+      }
+    } else {
+      int n = 0;
+      for (auto& [name, cl] : clusters_) {
+        if (!cl->removed && cl->cfg->standby) {
+          target = cl.get();
+          n++;
+        }
+      }
+      if (n != 1) {
+        admin_error(c, "42601", cmd + " needs a cluster name (" + std::to_string(n) + " clusters have a standby)");
+        return;
+      }
+    }
+    std::string kind = lower(cmd);
+    std::string err = begin_cluster_op(target, kind, cmd == "FAILOVER");
+    if (!err.empty()) {
+      admin_error(c, "55000", err);
+      return;
+    }
+    // Answered when the move completes (or fails), so scripts can wait on it.
+    pending_admin_.push_back({c, cmd, target->name});
+    finish_pending_admin();
+    return;
+  }
   if (!db.empty() && cmd != "SET" && cmd != "SHUTDOWN" && cmd != "KILL_CLIENT" && !db_exists(db)) {
     admin_error(c, "3D000", "no such database: " + db);
     return;
@@ -728,6 +768,38 @@ void Pooler::admin_show(Client* c, const std::string& what, const std::string& a
     t.row({str("iobuf"), num(bufs_.size()), num(bufs_.in_use()), num(bufs_.free_count()),
            num(bufs_.size() * (bufs_.in_use() + bufs_.free_count()))});
     t.emit(buf);
+  } else if (what == "CLUSTERS") {
+    Table t({{"name", false}, {"active", false}, {"mode", false}, {"primary", false}, {"primary_state", false},
+             {"standby", false}, {"standby_state", false}, {"last_check_ms", false}, {"failovers", true},
+             {"last_failover", false}, {"last_failover_ms", true}});
+    for (auto& [name, cl] : clusters_) {
+      if (cl->removed) continue;
+      const auto& pc = cl->cfg->primary;
+      auto ms = [](std::uint64_t us) {
+        char b[32];
+        std::snprintf(b, sizeof b, "%.1f", double(us) / 1000.0);
+        return std::string(b);
+      };
+      std::string mode = cl->mode == ClusterMode::Normal ? "normal" : cl->op + (cl->mode == ClusterMode::Draining ? " (draining)" : " (promoting)");
+      std::string checks = ms(cl->last_check_us[0]);
+      if (cl->cfg->standby) checks += "/" + ms(cl->last_check_us[1]);
+      t.row({str(name), str(cl->active_standby ? "standby" : "primary"), str(mode),
+             str(pc.host + ":" + std::to_string(pc.port)),
+             str(cl->cfg->standby ? to_string(cl->state[0]) : "unchecked"),
+             cl->cfg->standby ? str(cl->cfg->standby->host + ":" + std::to_string(cl->cfg->standby->port)) : std::nullopt,
+             cl->cfg->standby ? str(to_string(cl->state[1])) : std::nullopt, str(checks), num(cl->failovers),
+             cl->last_failover_wall ? str(fmt_time(cl->last_failover_wall)) : std::nullopt,
+             num(cl->last_failover_ms)});
+    }
+    t.emit(buf);
+  } else if (what == "FAILOVERS") {
+    Table t({{"cluster", false}, {"kind", false}, {"started", false}, {"duration_ms", true}, {"moved_to", false},
+             {"clients_held", true}, {"client_errors", true}, {"result", false}});
+    for (const auto& ev : failover_log_) {
+      t.row({str(ev.cluster), str(ev.kind), str(fmt_time(ev.start_wall)), num(ev.duration_ms), str(ev.to),
+             inum(ev.clients_held), inum(ev.client_errors), str(ev.result)});
+    }
+    t.emit(buf);
   } else if (what == "VERSION") {
     Table t({{"version", false}});
     t.row({str("pgpivot " PGPIVOT_VERSION)});
@@ -759,6 +831,10 @@ void Pooler::admin_show(Client* c, const std::string& what, const std::string& a
 // PAUSE, WAIT_CLOSE and SUSPEND
 
 bool Pooler::pending_done(const PendingAdmin& pa) {
+  if (pa.command == "SWITCHOVER" || pa.command == "FAILOVER" || pa.command == "FAILBACK") {
+    auto it = clusters_.find(pa.db);
+    return it == clusters_.end() || it->second->mode == ClusterMode::Normal || it->second->timeout_reported;
+  }
   for (auto& [k, p] : pools_) {
     if (p->admin || (!pa.db.empty() && p->db_name != pa.db)) continue;
     if (pa.command == "PAUSE") {
@@ -779,6 +855,13 @@ void Pooler::finish_pending_admin() {
     PendingAdmin pa = pending_admin_[i];
     if (pending_done(pa)) {
       pending_admin_.erase(pending_admin_.begin() + std::ptrdiff_t(i));
+      auto it = clusters_.find(pa.db);
+      if (it != clusters_.end() && it->second->mode != ClusterMode::Normal &&
+          (pa.command == "SWITCHOVER" || pa.command == "FAILOVER" || pa.command == "FAILBACK")) {
+        admin_error(pa.client, "08006",
+                    "cluster " + pa.db + ": " + it->second->op + " did not complete within failover_timeout; still trying");
+        continue;
+      }
       admin_command_done(pa.client, pa.command);
     } else {
       i++;

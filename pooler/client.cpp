@@ -104,6 +104,28 @@ void Client::auth_failed() {
   pooler->disconnect_client(this, "28P01", "password authentication failed for user \"" + user_name + "\"", true);
 }
 
+// The server holding this client's transaction died: answer the next message
+// with the error PostgreSQL would give after a failure, and drop extended-protocol
+// messages up to the Sync.
+Step Client::answer_lost_transaction(char type) {
+  std::string buf;
+  proto::ErrorFields e;
+  e.sqlstate = pending_error.empty() ? "40001" : pending_error;
+  e.message = "server connection lost; the transaction was rolled back and can be retried";
+  e.hint = "pgpivot keeps this connection open; the next statement runs on a healthy server";
+  bool owe_error = !pending_error.empty();
+  pending_error.clear();
+  if (owe_error) proto::error_response(buf, e);
+  if (type == 'Q' || type == 'F' || type == 'S') {
+    proto::ready_for_query(buf, 'I');
+    discard_until_sync = false;
+  } else {
+    discard_until_sync = true;
+  }
+  queue(buf);
+  return Step::Skip;
+}
+
 Step Client::on_startup(const char* data, std::uint32_t len) {
   auto sp = proto::parse_startup(reinterpret_cast<const std::uint8_t*>(data), len);
   const auto& set = pooler->settings();
@@ -337,6 +359,7 @@ Step Client::on_header(char type, std::uint32_t wire_size) {
     pooler->disconnect_client(this, "08P01", "the admin console supports only the simple query protocol", true);
     return Step::Stop;
   }
+  if (!pending_error.empty() || discard_until_sync) return answer_lost_transaction(type);
   if (!server) {
     if (state == ClientState::Idle) pooler->client_request(this);
     if (closing) return Step::Stop;
@@ -349,6 +372,10 @@ Step Client::on_header(char type, std::uint32_t wire_size) {
       server->expect_z++;
       return Step::Forward;
     case 'S':
+      mark_query_start();
+      server->expect_z++;
+      server->unsynced = false;
+      return Step::Forward;
     case 'F':
       mark_query_start();
       server->expect_z++;
@@ -357,10 +384,18 @@ Step Client::on_header(char type, std::uint32_t wire_size) {
       pool->stats.client_parse_count++;
       pool->stats.server_parse_count++;
       mark_query_start();
+      server->unsynced = true;
       return Step::Forward;
     case 'B':
       pool->stats.bind_count++;
       mark_query_start();
+      server->unsynced = true;
+      return Step::Forward;
+    case 'D':
+    case 'E':
+    case 'C':
+    case 'H':
+      server->unsynced = true;
       return Step::Forward;
     default:
       return Step::Forward;
@@ -382,6 +417,7 @@ Step Client::on_message(const char* data, std::uint32_t wire_size) {
   mark_query_start();
   server->expect_z++;
   if (changes_session_state(*sql)) server->needs_reset = true;
+  if (starts_with_word(*sql, "COMMIT") || starts_with_word(*sql, "END")) server->commit_in_flight = true;
   return Step::Forward;
 }
 

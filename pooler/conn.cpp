@@ -196,9 +196,6 @@ void Conn::on_drained() {
     w->waiting_on = nullptr;
     if (!w->closing) w->process();
   }
-  if (close_after_flush && !closing && segs.empty() && !wbusy) {
-    on_closed();
-  }
 }
 
 void Conn::borrow_done() {

@@ -93,6 +93,7 @@ void Pooler::apply_config(config::Config cfg) {
     e->cfg = uc;
     e->removed = false;
   }
+  sync_clusters();
 }
 
 bool Pooler::reload() {
@@ -412,7 +413,8 @@ void Pooler::client_login_done(Client* c) {
     client_change_state(c, ClientState::Idle);
     return;
   }
-  if (p->last_login_failure && now() - p->last_login_failure < secs(cfg_.pooler.server_login_retry)) {
+  if (p->last_login_failure && now() - p->last_login_failure < secs(cfg_.pooler.server_login_retry) &&
+      !(holds_through_outage(p) && p->last_login_sqlstate == "08006")) {
     disconnect_client(c, p->last_login_sqlstate.empty() ? "08P01" : p->last_login_sqlstate.c_str(),
                       "server login has been failing, try again later (server_login_retry): " + p->last_login_error,
                       true);
@@ -420,7 +422,7 @@ void Pooler::client_login_done(Client* c) {
   }
   c->login = LoginStep::WaitWelcome;
   client_change_state(c, ClientState::Login);
-  if (p->sv_login.empty()) launch_server(p);
+  if (p->sv_login.empty() && !pool_paused(p) && can_launch(p, false)) launch_server(p);
 }
 
 void Pooler::send_welcome(Client* c) {
@@ -450,7 +452,8 @@ void Pooler::client_request(Client* c) {
 }
 
 void Pooler::disconnect_client(Client* c, const char* sqlstate, const std::string& reason, bool notify) {
-  if (c->state == ClientState::Closing || c->closing) return;
+  if (c->state == ClientState::Closing || c->closing || c->exiting) return;
+  c->exiting = true;  // a failing write below re-enters through on_closed()
   if (notify && sqlstate) {
     c->send_error("FATAL", sqlstate, reason);
     c->flush();
@@ -595,7 +598,7 @@ static void on_server_connect(uv_connect_t* req, int status) {
   std::vector<std::pair<std::string, std::string>> params;
   params.emplace_back("user", s->pool->user->cfg.name);
   params.emplace_back("database", s->pool->server_db);
-  const config::Node& node = s->pool->db->cluster->primary;
+  const config::Node& node = s->pooler->active_node(s->pool->db);
   auto opt = node.options.find("options");
   if (opt != node.options.end()) params.emplace_back("options", opt->second);
   std::string buf;
@@ -652,7 +655,7 @@ void Server::forget_resolve() {
 }
 
 void Pooler::launch_server(Pool* p) {
-  const config::Node& node = p->db->cluster->primary;
+  const config::Node& node = active_node(p->db);
   auto* s = new Server();
   s->pooler = this;
   s->id = next_id();
@@ -705,8 +708,11 @@ void Pooler::server_login_failed(Server* s, const std::string& sqlstate, const s
   p->last_login_sqlstate = sqlstate;
   LOG_WARN("S-%llu: %s/%s@%s server login failed: %s", (unsigned long long)s->id, p->db_name.c_str(),
            p->user_name.c_str(), s->addr.c_str(), msg.c_str());
-  // Clients waiting for this pool's first login hear why it failed.
-  p->cl_login.for_each<Client>([&](Client* c) { disconnect_client(c, sqlstate.c_str(), msg, true); });
+  // Clients waiting for this pool's first login hear why it failed -- unless the
+  // node is merely unreachable and the cluster can fail over: then they wait.
+  if (!(sqlstate == "08006" && holds_through_outage(p))) {
+    p->cl_login.for_each<Client>([&](Client* c) { disconnect_client(c, sqlstate.c_str(), msg, true); });
+  }
   disconnect_server(s, "login failed");
 }
 
@@ -762,6 +768,40 @@ void Pooler::internal_done(Server* s) {
   pool_service(s->pool);
 }
 
+void Pooler::client_server_lost(Client* c, Server* s) {
+  ClusterRt* cl = s->pool->db->crt;
+  std::string buf;
+  proto::ErrorFields e;
+  bool unknown = s->commit_in_flight || s->txn == 'I';
+  e.sqlstate = unknown ? "40003" : "40001";
+  e.message = unknown ? "server connection lost while the statement was in flight; whether it committed is unknown"
+                      : "server connection lost; the transaction was rolled back and can be retried";
+  e.hint = "pgpivot keeps this connection open; the next statement runs on a healthy server";
+  bool told = false;
+  if (s->expect_z > 0) {
+    // The client waits for answers: an error, then one ReadyForQuery per Query/Sync owed.
+    proto::error_response(buf, e);
+    for (int i = 0; i < s->expect_z; i++) proto::ready_for_query(buf, 'I');
+    told = true;
+  } else if (s->unsynced) {
+    // Extended-protocol messages without their Sync: error now, then skip to the Sync.
+    proto::error_response(buf, e);
+    c->discard_until_sync = true;
+    told = true;
+  } else if (s->txn != 'I') {
+    // Idle inside a transaction: the transaction is gone; say so at the next statement.
+    c->pending_error = "40001";
+    told = true;
+  }
+  if (!buf.empty()) c->queue(buf);
+  if (told && cl) cl->client_errors++;
+  LOG_WARN("C-%llu: %s/%s@%s server connection lost%s", (unsigned long long)c->id, c->db_name.c_str(),
+           c->user_name.c_str(), c->addr.c_str(),
+           told ? (std::string(", client told ") + (c->pending_error.empty() ? e.sqlstate : c->pending_error)).c_str()
+                : " between transactions; client unaffected");
+  client_change_state(c, ClientState::Idle);
+}
+
 void Pooler::link(Client* c, Server* s) {
   c->server = s;
   s->client = c;
@@ -772,6 +812,8 @@ void Pooler::link(Client* c, Server* s) {
   if (c->wait_start) p->stats.wait_time += (now() - c->wait_start) * 1000;
   c->wait_start = 0;
   s->expect_z = 0;
+  s->unsynced = false;
+  s->commit_in_flight = false;
   s->query_start = now();
   std::string sets;
   for (int i = 0; i < kTrackedCount; i++) {
@@ -820,7 +862,8 @@ void Pooler::server_release(Server* s) {
 }
 
 void Pooler::disconnect_server(Server* s, const std::string& reason) {
-  if (s->state == ServerState::Closing || s->closing) return;
+  if (s->state == ServerState::Closing || s->closing || s->exiting) return;
+  s->exiting = true;  // a failing write below re-enters through on_closed()
   Pool* p = s->pool;
   if (cfg_.pooler.log_disconnections) {
     LOG_INFO("S-%llu: %s/%s@%s closing because: %s (age=%llus)", (unsigned long long)s->id, p->db_name.c_str(),
@@ -830,7 +873,12 @@ void Pooler::disconnect_server(Server* s, const std::string& reason) {
   if (Client* c = s->client) {
     s->client = nullptr;
     c->server = nullptr;
-    disconnect_client(c, "08006", "server connection closed: " + reason, true);
+    if (c->fwd_left == 0 && c->login == LoginStep::Done) {
+      client_server_lost(c, s);
+    } else {
+      // Half a message already went to the dead server: the stream cannot be resumed.
+      disconnect_client(c, "08006", "server connection closed: " + reason, true);
+    }
   }
   if (s->connected && s->ready) {
     // A polite goodbye lets PostgreSQL end the backend without logging an error.
@@ -917,8 +965,9 @@ void Pooler::janitor() {
         disconnect_client(c, "08P01", "client_login_timeout", true);
       }
     });
+    bool moving = p->db->crt && p->db->crt->mode != ClusterMode::Normal;  // failover_timeout applies instead
     p->cl_waiting.for_each<Client>([&](Client* c) {
-      if (secs(set.query_wait_timeout) && t - c->wait_start > secs(set.query_wait_timeout)) {
+      if (!moving && secs(set.query_wait_timeout) && t - c->wait_start > secs(set.query_wait_timeout)) {
         disconnect_client(c, "57014", "query_wait_timeout", true);
       }
     });
@@ -965,6 +1014,7 @@ void Pooler::janitor() {
     }
     pool_service(p);
   }
+  health_tick();
   if (!last_stats_tick_) last_stats_tick_ = t;
   if (t - last_stats_tick_ >= secs(set.stats_period > 0 ? set.stats_period : 60)) {
     last_stats_tick_ = t;
@@ -1074,6 +1124,7 @@ void Pooler::shutdown_now() {
       l->for_each<Server>([&](Server* s) { disconnect_server(s, "shutting down"); });
     }
   }
+  close_health_checks();
   uv_close(reinterpret_cast<uv_handle_t*>(&janitor_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&flush_check_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&flush_idle_), nullptr);

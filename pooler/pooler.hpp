@@ -118,7 +118,7 @@ struct Conn {
   std::vector<std::pair<char*, bool>> orphans;
   bool in_process = false;
   bool dirty = false;              // on the pooler's flush list
-  bool close_after_flush = false;  // close once the output queue drains
+  bool exiting = false;            // inside the connection's exit path
 
   std::string addr;  // peer address "host:port" for logs
   std::string local_addr;
@@ -185,6 +185,10 @@ struct Client final : Conn {
   bool admin = false;         // on the admin console
   bool stats_only = false;    // stats_users: SHOW only
   bool peer_admin = false;    // Unix socket, same OS user: console without a password
+  // After losing a server: the error owed at the next message, and whether to
+  // drop extended-protocol messages until Sync (as PostgreSQL does after an error).
+  std::string pending_error;
+  bool discard_until_sync = false;
   std::uint64_t wall_connect = 0;  // seconds since the epoch, for SHOW CLIENTS
   bool unix_socket = false;
   Ms wait_start = 0;
@@ -202,6 +206,7 @@ struct Client final : Conn {
   Step handle_password(const char* body, std::uint32_t len);
   void count_bytes(std::size_t n) override;
   void mark_query_start();
+  Step answer_lost_transaction(char type);
 };
 
 enum class ServerState {
@@ -243,6 +248,8 @@ struct Server final : Conn {
   std::uint64_t xact_start_us = 0;   // first query of the current transaction
   std::uint64_t wall_connect = 0;
   bool close_needed = false;   // config changed: close instead of reusing
+  bool unsynced = false;       // extended-protocol messages sent since the last Sync
+  bool commit_in_flight = false;  // a COMMIT/END is among the queries in flight
 
   void after_forward() override;
   void on_protocol_error(const char* what) override;
@@ -257,10 +264,51 @@ struct Server final : Conn {
 };
 
 // ---------------------------------------------------------------------------
+// Clusters and failover (cluster.cpp).
+enum class NodeState { Unknown, Up, ReadOnly, Down };
+[[nodiscard]] const char* to_string(NodeState s);
+enum class ClusterMode { Normal, Draining, Promoting };
+
+struct HealthCheck;
+struct HealthCheckDeleter {
+  void operator()(HealthCheck* h) const;
+};
+
+struct ClusterRt {
+  std::string name;
+  const config::Cluster* cfg = nullptr;  // points into Pooler::cfg_
+  bool removed = false;
+  bool active_standby = false;  // pools connect to the standby
+  ClusterMode mode = ClusterMode::Normal;
+  std::string op;               // "failover", "switchover" or "failback" while not Normal
+  int target = 1;               // side being moved to (0 primary, 1 standby)
+  NodeState state[2] = {NodeState::Unknown, NodeState::Unknown};
+  std::uint64_t last_check_us[2] = {0, 0};
+  int failures = 0;             // consecutive failed checks of the active side
+  std::unique_ptr<HealthCheck, HealthCheckDeleter> hc[2];
+  Ms next_check = 0;
+  Ms op_start = 0;
+  std::uint64_t op_start_wall = 0;
+  bool promote_started = false;
+  bool timeout_reported = false;
+  int clients_held = 0;
+  int client_errors = 0;        // errors given to clients around the current/last move
+  std::uint64_t failovers = 0;
+  std::uint64_t last_failover_wall = 0, last_failover_ms = 0;
+};
+
+struct FailoverEvent {
+  std::string cluster, kind, result, to;
+  std::uint64_t start_wall = 0, duration_ms = 0;
+  int clients_held = 0, client_errors = 0;
+};
+
+// ---------------------------------------------------------------------------
 // Runtime objects for configured databases and users.
 struct DbEntry {
   config::Database cfg;
   const config::Cluster* cluster = nullptr;  // points into Pooler::cfg
+  ClusterRt* crt = nullptr;
   bool removed = false;
   bool paused = false;    // PAUSE db: no server is handed out
   bool disabled = false;  // DISABLE db: no new client logins
@@ -401,7 +449,27 @@ class Pooler {
   void admin_login(Client* c);
   void admin_query(Client* c, std::string_view sql);
   bool is_admin_db(const std::string& name) const { return name == "pgbouncer" || name == "pgpivot"; }
-  bool pool_paused(const Pool* p) const { return suspended_ || paused_all_ || p->db->paused; }
+  bool pool_paused(const Pool* p) const {
+    return suspended_ || paused_all_ || p->db->paused || (p->db->crt && p->db->crt->mode != ClusterMode::Normal);
+  }
+
+  // Clusters and failover (cluster.cpp)
+  void sync_clusters();
+  [[nodiscard]] const config::Node& active_node(const DbEntry* db) const;
+  void health_tick();
+  void check_result(ClusterRt* cl, int side, NodeState st, std::uint64_t latency_us, const std::string& err);
+  // Starts a failover ("failover", forced) or a careful move ("switchover", "failback"); "" or why not.
+  std::string begin_cluster_op(ClusterRt* cl, const std::string& kind, bool forced);
+  void cluster_progress(ClusterRt* cl);
+  void complete_cluster_op(ClusterRt* cl, const std::string& result);
+  void run_hook(ClusterRt* cl, const std::string& command, const char* what);
+  void close_health_checks();
+  // A client's server died: tell the client what it may do, keep it connected.
+  void client_server_lost(Client* c, Server* s);
+  // Clusters that can fail over hold clients through connection failures.
+  [[nodiscard]] bool holds_through_outage(const Pool* p) const {
+    return p->db->crt && p->db->crt->cfg->standby && p->db->crt->cfg->failover.auto_failover;
+  }
   void pause_sweep();                        // close released servers of paused pools; finish PAUSE
   void stats_tick();
   void suspend(bool on);
@@ -456,6 +524,8 @@ class Pooler {
   bool paused_all_ = false;
   bool suspended_ = false;
   std::vector<PendingAdmin> pending_admin_;
+  std::map<std::string, std::unique_ptr<ClusterRt>> clusters_;
+  std::vector<FailoverEvent> failover_log_;
   std::unique_ptr<DbEntry> admin_db_;
   std::unique_ptr<UserEntry> admin_user_;
   Pool* admin_pool_ = nullptr;

@@ -89,6 +89,7 @@ Step Server::on_message(const char* data, std::uint32_t wire_size) {
         if (xact_start_us) p->stats.xact_time += t - xact_start_us;
         xact_start_us = 0;
       }
+      if (expect_z == 0) commit_in_flight = false;
       if (expect_z == 0 && client->fwd_left == 0) {
         if (txn == 'I') {
           if (pooler->pool_mode(p) != config::PoolMode::Session) release_after_forward = true;

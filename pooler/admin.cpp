@@ -922,7 +922,7 @@ void Pooler::stats_tick() {
     avg.bind_count = rate(a.bind_count, b.bind_count);
     avg.client_login_count = rate(a.client_login_count, b.client_login_count);
     p->period_start = a;
-    if (p->admin || (avg.xact_count == 0 && avg.query_count == 0 && avg.received == 0)) continue;
+    if (!cfg_.pooler.log_stats || p->admin || (avg.xact_count == 0 && avg.query_count == 0 && avg.received == 0)) continue;
     LOG_INFO("[%s/%s] stats: %" PRIu64 " xacts/s, %" PRIu64 " queries/s, in %" PRIu64 " B/s, out %" PRIu64
              " B/s, xact %" PRIu64 " us, query %" PRIu64 " us, wait %" PRIu64 " us",
              p->db_name.c_str(), p->user_name.c_str(), avg.xact_count, avg.query_count, avg.received, avg.sent,

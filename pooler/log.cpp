@@ -13,9 +13,11 @@ namespace pgpivot {
 
 namespace {
 FILE* g_logfile = nullptr;
+bool g_quiet = false;
 }
 
-void log_open(const std::string& logfile) {
+void log_open(const std::string& logfile, bool quiet) {
+  g_quiet = quiet;
   if (g_logfile) {
     std::fclose(g_logfile);
     g_logfile = nullptr;
@@ -41,7 +43,7 @@ void log_line(const char* level, const char* fmt, ...) {
   int n = std::snprintf(line, sizeof line, "%s.%03d UTC [%d] %s %s\n", ts, int(tv.tv_usec / 1000), int(getpid()), level, msg);
   if (n < 0) return;
   std::size_t len = std::size_t(n) < sizeof line ? std::size_t(n) : sizeof line - 1;
-  std::fwrite(line, 1, len, stderr);
+  if (!g_quiet) std::fwrite(line, 1, len, stderr);
   if (g_logfile) {
     std::fwrite(line, 1, len, g_logfile);
     std::fflush(g_logfile);

@@ -1,11 +1,19 @@
-// pgpivot entry point: command line, config check, file descriptor limit, run.
+// pgpivot entry point: command line (PgBouncer's flags where they make sense),
+// config check and conversion, daemon mode and pidfile, `pgpivot ctl`, run.
+#include <fcntl.h>
+#include <grp.h>
+#include <libpq-fe.h>
+#include <pwd.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "config/load.hpp"
 #include "pooler/pooler.hpp"
@@ -16,12 +24,22 @@ void usage(FILE* out) {
   std::fprintf(out,
                "pgpivot %s - PostgreSQL connection pooler with failover\n\n"
                "Usage:\n"
-               "  pgpivot CONFIG.toml          run in the foreground\n"
-               "  pgpivot --check CONFIG.toml  validate the config and print every problem\n"
-               "  pgpivot --version            print the version\n"
-               "  pgpivot --help               this text\n\n"
-               "Signals: SIGHUP reloads the config, SIGINT shuts down after in-flight transactions,\n"
-               "SIGTERM and SIGQUIT shut down at once.\n",
+               "  pgpivot [-d] [-q] [-v] [-u USER] CONFIG   run (CONFIG: pgpivot.toml or pgbouncer.ini)\n"
+               "  pgpivot --check CONFIG                   validate the config and print every problem\n"
+               "  pgpivot --convert pgbouncer.ini          print the equivalent TOML config\n"
+               "  pgpivot ctl status|switchover|failover|failback [--cluster NAME] [--admin CONNINFO]\n"
+               "                                           talk to a running pgpivot's console\n"
+               "  pgpivot -V | --version                   print the version\n"
+               "  pgpivot -h | --help                      this text\n\n"
+               "Options:\n"
+               "  -d, --daemon   run in the background (needs pidfile and logfile in the config)\n"
+               "  -q, --quiet    log nothing to stderr (the logfile still gets everything)\n"
+               "  -v, --verbose  more logging\n"
+               "  -u USER        switch to this OS user after reading the config\n\n"
+               "Signals: SIGHUP reload, SIGUSR1 pause, SIGUSR2 resume, SIGINT shutdown after\n"
+               "in-flight transactions, SIGTERM shutdown once clients leave, SIGQUIT immediate.\n"
+               "ctl connects to --admin, else $PGPIVOT_ADMIN, else the console on the Unix socket\n"
+               "in /tmp, port 6432, as user pgbouncer.\n",
                PGPIVOT_VERSION);
 }
 
@@ -37,11 +55,94 @@ void raise_fd_limit() {
   LOG_INFO("file descriptor limit: %llu", (unsigned long long)rl.rlim_cur);
 }
 
+bool switch_user(const std::string& name) {
+  passwd* pw = getpwnam(name.c_str());
+  if (!pw) {
+    std::fprintf(stderr, "pgpivot: no such user: %s\n", name.c_str());
+    return false;
+  }
+  if (getuid() == pw->pw_uid) return true;
+  if (initgroups(pw->pw_name, pw->pw_gid) != 0 || setgid(pw->pw_gid) != 0 || setuid(pw->pw_uid) != 0) {
+    std::fprintf(stderr, "pgpivot: cannot switch to user %s: %s\n", name.c_str(), std::strerror(errno));
+    return false;
+  }
+  return true;
+}
+
+// ---- pgpivot ctl -----------------------------------------------------------
+
+int ctl(int argc, char** argv) {
+  if (argc < 1) {
+    std::fprintf(stderr, "pgpivot ctl: say status, switchover, failover or failback\n");
+    return 2;
+  }
+  std::string verb = argv[0], cluster, admin;
+  if (const char* e = std::getenv("PGPIVOT_ADMIN")) admin = e;
+  for (int i = 1; i < argc; i++) {
+    std::string a = argv[i];
+    if ((a == "--cluster" || a == "--admin") && i + 1 < argc) {
+      (a == "--cluster" ? cluster : admin) = argv[++i];
+    } else {
+      std::fprintf(stderr, "pgpivot ctl: unexpected argument %s\n", a.c_str());
+      return 2;
+    }
+  }
+  if (admin.empty()) admin = "host=/tmp port=6432 dbname=pgbouncer user=pgbouncer";
+  std::string sql;
+  if (verb == "status") {
+    sql = "SHOW CLUSTERS";
+  } else if (verb == "switchover" || verb == "failover" || verb == "failback") {
+    for (char& ch : verb) sql += char(std::toupper(static_cast<unsigned char>(ch)));
+    if (!cluster.empty()) sql += " \"" + cluster + "\"";
+  } else {
+    std::fprintf(stderr, "pgpivot ctl: unknown command %s (status, switchover, failover, failback)\n", verb.c_str());
+    return 2;
+  }
+  PGconn* conn = PQconnectdb(admin.c_str());
+  if (PQstatus(conn) != CONNECTION_OK) {
+    std::fprintf(stderr, "pgpivot ctl: cannot reach the pgpivot console (%s): %s", admin.c_str(), PQerrorMessage(conn));
+    PQfinish(conn);
+    return 1;
+  }
+  int rc = 0;
+  auto print = [](PGresult* r) {
+    int n = PQnfields(r);
+    std::vector<std::size_t> w(std::size_t(n), 0);
+    for (int c = 0; c < n; c++) w[std::size_t(c)] = std::strlen(PQfname(r, c));
+    for (int row = 0; row < PQntuples(r); row++) {
+      for (int c = 0; c < n; c++) w[std::size_t(c)] = std::max(w[std::size_t(c)], std::strlen(PQgetvalue(r, row, c)));
+    }
+    for (int c = 0; c < n; c++) std::printf("%-*s%s", int(w[std::size_t(c)]), PQfname(r, c), c + 1 < n ? "  " : "\n");
+    for (int row = 0; row < PQntuples(r); row++) {
+      for (int c = 0; c < n; c++) {
+        std::printf("%-*s%s", int(w[std::size_t(c)]), PQgetvalue(r, row, c), c + 1 < n ? "  " : "\n");
+      }
+    }
+  };
+  PGresult* r = PQexec(conn, sql.c_str());
+  if (PQresultStatus(r) != PGRES_TUPLES_OK && PQresultStatus(r) != PGRES_COMMAND_OK) {
+    std::fprintf(stderr, "pgpivot ctl %s failed: %s", verb.c_str(), PQresultErrorMessage(r));
+    rc = 1;
+  } else if (verb == "status") {
+    print(r);
+  } else {
+    std::printf("%s%s%s complete\n", verb.c_str(), cluster.empty() ? "" : " of cluster ", cluster.c_str());
+    PQclear(r);
+    r = PQexec(conn, "SHOW CLUSTERS");
+    if (PQresultStatus(r) == PGRES_TUPLES_OK) print(r);
+  }
+  PQclear(r);
+  PQfinish(conn);
+  return rc;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string path;
-  bool check = false;
+  if (argc > 1 && std::string(argv[1]) == "ctl") return ctl(argc - 2, argv + 2);
+  std::string path, run_as;
+  bool check = false, convert = false, daemon = false, quiet = false;
+  int verbose = 0;
   for (int i = 1; i < argc; i++) {
     std::string a = argv[i];
     if (a == "--help" || a == "-h") {
@@ -54,50 +155,108 @@ int main(int argc, char** argv) {
     }
     if (a == "--check") {
       check = true;
-      continue;
-    }
-    if (!a.empty() && a[0] == '-') {
+    } else if (a == "--convert") {
+      convert = true;
+    } else if (a == "-d" || a == "--daemon") {
+      daemon = true;
+    } else if (a == "-q" || a == "--quiet") {
+      quiet = true;
+    } else if (a == "-v" || a == "--verbose") {
+      verbose++;
+    } else if (a == "-u" || a == "--user") {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "pgpivot: -u needs a user name\n");
+        return 2;
+      }
+      run_as = argv[++i];
+    } else if (a == "-R" || a == "--reboot") {
+      std::fprintf(stderr, "pgpivot: -R (online restart) is not supported; use SHUTDOWN WAIT_FOR_CLIENTS and start anew\n");
+      return 2;
+    } else if (!a.empty() && a[0] == '-') {
       std::fprintf(stderr, "pgpivot: unknown option %s\n", a.c_str());
       usage(stderr);
       return 2;
-    }
-    if (!path.empty()) {
+    } else if (!path.empty()) {
       std::fprintf(stderr, "pgpivot: only one config file may be given\n");
       return 2;
+    } else {
+      path = a;
     }
-    path = a;
   }
   if (path.empty()) {
     usage(stderr);
     return 2;
   }
   auto res = pgpivot::config::load_file(path);
+  for (const auto& w : res.warnings) std::fprintf(stderr, "%s: warning: %s\n", path.c_str(), w.to_string().c_str());
   if (!res.ok()) {
     for (const auto& e : res.errors) std::fprintf(stderr, "%s\n", e.to_string().c_str());
     std::fprintf(stderr, "pgpivot: %zu problem%s in %s\n", res.errors.size(), res.errors.size() == 1 ? "" : "s",
                  path.c_str());
     return 1;
   }
+  if (convert) {
+    std::fputs(pgpivot::config::to_toml(res.config).c_str(), stdout);
+    return 0;
+  }
   if (check) {
     std::printf("%s: OK\n", path.c_str());
     return 0;
   }
   res.config.path = path;
+  auto& set = res.config.pooler;
+  if (verbose > set.verbose) set.verbose = verbose;
+  if (run_as.empty()) run_as = set.user;
+  if (daemon && (set.pidfile.empty() || set.logfile.empty())) {
+    std::fprintf(stderr, "pgpivot: -d needs pidfile and logfile in the config\n");
+    return 1;
+  }
+  if (!run_as.empty() && !switch_user(run_as)) return 1;
   std::signal(SIGPIPE, SIG_IGN);
-  pgpivot::log_open(res.config.pooler.logfile);
+  if (daemon) {
+    pid_t pid = fork();
+    if (pid < 0) {
+      std::perror("pgpivot: fork");
+      return 1;
+    }
+    if (pid > 0) return 0;
+    setsid();
+    int fd = open("/dev/null", O_RDWR);
+    if (fd >= 0) {
+      dup2(fd, 0);
+      dup2(fd, 1);
+      dup2(fd, 2);
+      if (fd > 2) close(fd);
+    }
+    quiet = true;
+  }
+  pgpivot::log_open(set.logfile, quiet);
+  if (!set.pidfile.empty()) {
+    FILE* f = std::fopen(set.pidfile.c_str(), "w");
+    if (!f) {
+      LOG_ERROR("cannot write pidfile %s: %s", set.pidfile.c_str(), std::strerror(errno));
+      return 1;
+    }
+    std::fprintf(f, "%d\n", int(getpid()));
+    std::fclose(f);
+  }
+  std::string pidfile = set.pidfile;
   LOG_INFO("pgpivot %s starting with %s", PGPIVOT_VERSION, path.c_str());
+  for (const auto& w : res.warnings) LOG_WARN("%s", w.to_string().c_str());
   raise_fd_limit();
   uv_loop_t* loop = uv_default_loop();
   {
     pgpivot::Pooler pooler(std::move(res.config), loop);
     if (!pooler.start()) {
       LOG_ERROR("could not start; exiting");
+      if (!pidfile.empty()) unlink(pidfile.c_str());
       std::fflush(stderr);
       std::_Exit(1);
     }
     pooler.run();
   }
   uv_loop_close(loop);
+  if (!pidfile.empty()) unlink(pidfile.c_str());
   LOG_INFO("pgpivot stopped");
   return 0;
 }

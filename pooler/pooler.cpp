@@ -223,7 +223,7 @@ bool Pooler::start() {
     uv_tcp_init(loop_, &l->h.tcp);
     l->h.handle.data = l.get();
     int rc = uv_tcp_bind(&l->h.tcp, reinterpret_cast<sockaddr*>(&ss), 0);
-    if (rc == 0) rc = uv_listen(&l->h.stream, 4096, on_connection);
+    if (rc == 0) rc = uv_listen(&l->h.stream, std::max(set.listen_backlog, 1), on_connection);
     if (rc != 0) {
       LOG_ERROR("cannot listen on %s:%d: %s", a.c_str(), set.listen_port, uv_strerror(rc));
       uv_close(&l->h.handle, nullptr);
@@ -243,7 +243,7 @@ bool Pooler::start() {
     l->h.handle.data = l.get();
     ::unlink(l->path.c_str());
     int rc = uv_pipe_bind(&l->h.pipe, l->path.c_str());
-    if (rc == 0) rc = uv_listen(&l->h.stream, 4096, on_connection);
+    if (rc == 0) rc = uv_listen(&l->h.stream, std::max(set.listen_backlog, 1), on_connection);
     if (rc != 0) {
       LOG_ERROR("cannot listen on unix socket %s: %s", l->path.c_str(), uv_strerror(rc));
       uv_close(&l->h.handle, nullptr);
@@ -301,6 +301,7 @@ void Pooler::on_accept(Listener* l) {
   }
   if (!l->unix_socket) {
     uv_tcp_nodelay(&c->h.tcp, 1);
+    if (cfg_.pooler.tcp_keepalive) uv_tcp_keepalive(&c->h.tcp, 1, 60);
     sockaddr_storage ss{};
     int len = sizeof ss;
     if (uv_tcp_getpeername(&c->h.tcp, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
@@ -460,7 +461,7 @@ void Pooler::disconnect_client(Client* c, const char* sqlstate, const std::strin
   }
   Pool* p = c->pool;
   // PgBouncer's wording, so log-based alerts written for it keep firing.
-  if (notify && sqlstate) {
+  if (notify && sqlstate && cfg_.pooler.log_pooler_errors) {
     LOG_WARN("C-%llu: %s/%s@%s pooler error: %s", (unsigned long long)c->id, c->db_name.c_str(),
              c->user_name.c_str(), c->addr.c_str(), reason.c_str());
   }
@@ -589,6 +590,7 @@ static void on_server_connect(uv_connect_t* req, int status) {
   s->connected = true;
   if (s->h.handle.type == UV_TCP) {
     uv_tcp_nodelay(&s->h.tcp, 1);
+    if (s->pooler->settings().tcp_keepalive) uv_tcp_keepalive(&s->h.tcp, 1, 60);
     sockaddr_storage ss{};
     int len = sizeof ss;
     if (uv_tcp_getsockname(&s->h.tcp, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
@@ -899,7 +901,7 @@ void Pooler::disconnect_server(Server* s, const std::string& reason) {
 // Assignment
 
 bool Pooler::can_launch(Pool* p, bool use_reserve) {
-  if (shutting_down_) return false;
+  if (shutting_down_ || pool_paused(p)) return false;
   int limit = pool_size(p) + (use_reserve ? reserve_size(p) : 0);
   if (p->server_total() >= limit) return false;
   int maxdb = p->db->cfg.max_db_connections >= 0 ? p->db->cfg.max_db_connections : cfg_.pooler.max_db_connections;
@@ -921,7 +923,8 @@ void Pooler::pool_service(Pool* p) {
   do {
     p->service_again = false;
     while (!p->cl_waiting.empty()) {
-      Server* s = p->sv_idle.front<Server>();
+      // LIFO keeps a few servers warm; server_round_robin spreads load over all of them.
+      Server* s = cfg_.pooler.server_round_robin ? p->sv_idle.back<Server>() : p->sv_idle.front<Server>();
       if (s) {
         Ms idle_for = now() - s->last_used;
         if (!cfg_.pooler.server_check_query.empty() && cfg_.pooler.server_check_delay >= 0 &&

@@ -538,7 +538,8 @@ class Pooler {
 };
 
 // Logging: one line per event, to stderr and the optional log file.
-void log_open(const std::string& logfile);
+// The file is created at once and written line by line; quiet keeps stderr silent.
+void log_open(const std::string& logfile, bool quiet = false);
 void log_line(const char* level, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
 #define LOG_INFO(...) ::pgpivot::log_line("LOG", __VA_ARGS__)
 #define LOG_WARN(...) ::pgpivot::log_line("WARNING", __VA_ARGS__)

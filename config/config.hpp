@@ -1,5 +1,6 @@
 // Typed configuration: plain structs with PgBouncer's defaults, filled by the TOML
-// loader (and later the pgbouncer.ini loader). Durations are in seconds (double).
+// loader or the pgbouncer.ini loader. Durations are in seconds (double).
+// docs/config.md says which settings the pooler acts on.
 #pragma once
 
 #include <map>
@@ -54,6 +55,28 @@ struct Pooler {
   int pkt_buf = 4096;
   long long max_packet_size = 2147483647;
   std::string logfile;
+
+  // Stored so that a pgbouncer.ini loads without loss; the loaders warn when one is
+  // set to a value whose behaviour pgpivot does not implement (see docs/config.md).
+  std::string pidfile;
+  std::string user;              // Unix user to switch to (PgBouncer's -u)
+  std::string auth_user;
+  std::string auth_query =
+      "SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE rolpassword END "
+      "FROM pg_authid WHERE rolname=$1 AND rolcanlogin";
+  int listen_backlog = 128;
+  bool server_round_robin = false;
+  bool tcp_keepalive = true;
+  bool disable_pqexec = false;
+  int max_prepared_statements = 0;
+  std::string client_tls_sslmode = "disable";  // disable/allow/prefer/require/verify-ca/verify-full
+  std::string server_tls_sslmode = "disable";
+  bool syslog = false;
+  int verbose = 0;
+  bool log_pooler_errors = true;
+  bool log_stats = true;
+
+  friend bool operator==(const Pooler&, const Pooler&) = default;
 };
 
 struct Failover {
@@ -66,6 +89,8 @@ struct Failover {
   double failover_timeout = 60.0;
   std::string on_failover_command;
   bool auto_failback = false;
+
+  friend bool operator==(const Failover&, const Failover&) = default;
 };
 
 struct Node {
@@ -73,6 +98,8 @@ struct Node {
   int port = 5432;
   // Any other libpq-style key of the inline table (options, sslmode, ...), as text.
   std::map<std::string, std::string> options;
+
+  friend bool operator==(const Node&, const Node&) = default;
 };
 
 struct Cluster {
@@ -80,6 +107,8 @@ struct Cluster {
   Node primary;
   std::optional<Node> standby;
   Failover failover;  // [failover] merged with [clusters.NAME.failover]
+
+  friend bool operator==(const Cluster&, const Cluster&) = default;
 };
 
 struct User {
@@ -90,6 +119,11 @@ struct User {
   int reserve_pool_size = -1;
   int max_user_connections = -1;   // -1 = pooler default
   int max_user_client_connections = 0;
+  // Set when `password` came from auth_file (so a converted config can point at the
+  // file instead of copying its passwords).
+  bool password_from_auth_file = false;
+
+  friend bool operator==(const User&, const User&) = default;
 };
 
 struct Database {
@@ -106,6 +140,12 @@ struct Database {
   int max_db_client_connections = 0;
   std::string connect_query;
   std::string application_name;
+  std::string auth_user;  // PgBouncer's per-database auth_user (stored only)
+  // Startup parameters to ask the server for (PgBouncer: client_encoding, datestyle,
+  // timezone in the connection string). Keys are lower case.
+  std::map<std::string, std::string> params;
+
+  friend bool operator==(const Database&, const Database&) = default;
 };
 
 struct Config {
@@ -114,6 +154,8 @@ struct Config {
   std::map<std::string, User> users;
   std::map<std::string, Cluster> clusters;
   std::map<std::string, Database> databases;
+
+  friend bool operator==(const Config&, const Config&) = default;
 };
 
 }  // namespace pgpivot::config

@@ -1,5 +1,7 @@
-// TOML config and PgBouncer userlist loading, with validation that reports every problem.
+// TOML config and PgBouncer userlist loading, with validation that reports every problem;
+// also the helpers and the [pooler] settings table the other config code shares.
 #include "config/load.hpp"
+#include "config/internal.hpp"
 
 #include <algorithm>
 #include <cctype>
@@ -13,18 +15,14 @@
 #include <functional>
 #include <sstream>
 #include <system_error>
+#include <type_traits>
+#include <variant>
 
 #include <toml++/toml.h>
 
 namespace pgpivot::config {
 
-namespace {
-
-constexpr double kMaxDuration = 1e9;         // seconds (~31 years); keeps usec/nsec math safe
-constexpr long long kMinPktBuf = 1024;       // below this even a startup packet won't fit
-constexpr long long kMaxPktBuf = 64LL << 20;  // 64 MiB
-constexpr long long kMinMaxPacketSize = 1024;
-constexpr long long kMaxMaxPacketSize = 2147483647;
+namespace detail {
 
 // ---------------------------------------------------------------- helpers
 
@@ -33,6 +31,20 @@ std::string lower(std::string_view s) {
   for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   return out;
 }
+
+std::string trim(std::string_view s) {
+  size_t b = 0, e = s.size();
+  while (b < e && std::isspace(static_cast<unsigned char>(s[b]))) ++b;
+  while (e > b && std::isspace(static_cast<unsigned char>(s[e - 1]))) --e;
+  return std::string(s.substr(b, e - b));
+}
+
+bool ends_with_ci(std::string_view s, std::string_view lower_suffix) {
+  return s.size() >= lower_suffix.size() &&
+         lower(s.substr(s.size() - lower_suffix.size())) == lower_suffix;
+}
+
+namespace {
 
 // Optimal string alignment distance (Levenshtein plus adjacent transpositions).
 size_t edit_distance(std::string_view a, std::string_view b) {
@@ -51,6 +63,8 @@ size_t edit_distance(std::string_view a, std::string_view b) {
   return d[n][m];
 }
 
+}  // namespace
+
 // The closest candidate when `word` looks like a typo of it, else "".
 std::string suggest(std::string_view word, const std::vector<std::string>& candidates) {
   const std::string w = lower(word);
@@ -66,6 +80,257 @@ std::string suggest(std::string_view word, const std::vector<std::string>& candi
   }
   return best;
 }
+
+std::string format_double(double v) {
+  std::ostringstream os;
+  os << v;
+  return os.str();
+}
+
+namespace {
+
+bool is_base64(std::string_view s) {
+  if (s.empty()) return false;
+  size_t pad = 0;
+  for (char c : s) {
+    if (c == '=') {
+      ++pad;
+      continue;
+    }
+    if (pad) return false;  // '=' only at the end
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '+' && c != '/') return false;
+  }
+  return pad <= 2 && s.size() % 4 == 0;
+}
+
+}  // namespace
+
+// "" when fine, else what is wrong with a password that claims to be a SCRAM secret.
+std::string check_password(std::string_view pw) {
+  constexpr std::string_view prefix = "SCRAM-SHA-256$";
+  if (pw.substr(0, prefix.size()) != prefix) return {};
+  const std::string bad =
+      "malformed SCRAM secret; expected SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>";
+  std::string_view rest = pw.substr(prefix.size());
+  size_t colon = rest.find(':'), dollar = rest.find('$');
+  if (colon == std::string_view::npos || dollar == std::string_view::npos || colon > dollar)
+    return bad;
+  std::string_view iter = rest.substr(0, colon);
+  std::string_view salt = rest.substr(colon + 1, dollar - colon - 1);
+  std::string_view keys = rest.substr(dollar + 1);
+  size_t colon2 = keys.find(':');
+  if (colon2 == std::string_view::npos) return bad;
+  std::string_view stored = keys.substr(0, colon2), server = keys.substr(colon2 + 1);
+  if (iter.empty() || iter.size() > 9 ||
+      !std::all_of(iter.begin(), iter.end(), [](char c) { return c >= '0' && c <= '9'; }) ||
+      std::stol(std::string(iter)) < 1)
+    return bad;
+  if (!is_base64(salt) || !is_base64(stored) || !is_base64(server)) return bad;
+  if (stored.size() != 44 || server.size() != 44) return bad;  // 32-byte SHA-256 keys
+  return {};
+}
+
+namespace {
+
+std::string errno_text(int err) { return std::error_code(err, std::generic_category()).message(); }
+
+}  // namespace
+
+// Reads a whole file; on failure returns nullopt and sets `why`.
+std::optional<std::string> read_file(const std::string& path, std::string& why) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) {
+    why = "is a directory";
+    return std::nullopt;
+  }
+  errno = 0;
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    why = errno ? errno_text(errno) : "cannot open";
+    return std::nullopt;
+  }
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  if (in.bad()) {
+    why = "read error";
+    return std::nullopt;
+  }
+  return ss.str();
+}
+std::string int_problem(long long x, long long lo, long long hi) {
+  if (x >= lo && x <= hi) return {};
+  std::string range = hi == INT_MAX || hi == LLONG_MAX
+                          ? "must be >= " + std::to_string(lo)
+                          : "must be between " + std::to_string(lo) + " and " + std::to_string(hi);
+  return range + ", got " + std::to_string(x);
+}
+
+std::string duration_problem(double x, bool positive) {
+  std::string problem;
+  if (!std::isfinite(x))
+    problem = "must be a finite number of seconds";
+  else if (x < 0 || (positive && x == 0))
+    problem = positive ? "must be > 0" : "must be >= 0";
+  else if (x > kMaxDuration)
+    problem = "must be <= " + std::to_string(static_cast<long long>(kMaxDuration)) + " seconds";
+  if (problem.empty()) return {};
+  return problem + ", got " + format_double(x);
+}
+
+bool valid_sslmode(std::string_view s) {
+  const std::string l = lower(s);
+  for (const char* m : {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"})
+    if (l == m) return true;
+  return false;
+}
+
+// ---------------------------------------------------------------- the [pooler] settings
+
+namespace {
+
+// Why a stored-only setting has no effect ("" when pgpivot behaves that way anyway).
+std::string inert_if(bool no_effect, const char* why) { return no_effect ? why : ""; }
+
+PoolerKey key(const char* name, PoolerMember m) { return PoolerKey{name, m}; }
+PoolerKey int_key(const char* name, PoolerMember m, long long lo, long long hi = INT_MAX) {
+  PoolerKey k{name, m};
+  k.lo = lo;
+  k.hi = hi;
+  return k;
+}
+PoolerKey inert_key(PoolerKey k, std::string (*inert)(const Pooler&)) {
+  k.inert = inert;
+  return k;
+}
+
+}  // namespace
+
+const std::vector<PoolerKey>& pooler_keys() {
+  using P = Pooler;
+  static const std::vector<PoolerKey> keys = [] {
+    std::vector<PoolerKey> k = {
+        key("listen_addr", &P::listen_addr),
+        int_key("listen_port", &P::listen_port, 1, 65535),
+        key("unix_socket_dir", &P::unix_socket_dir),
+        key("pool_mode", &P::pool_mode),
+        int_key("default_pool_size", &P::default_pool_size, 0),
+        int_key("min_pool_size", &P::min_pool_size, 0),
+        int_key("reserve_pool_size", &P::reserve_pool_size, 0),
+        key("reserve_pool_timeout", &P::reserve_pool_timeout),
+        int_key("max_client_conn", &P::max_client_conn, 1),
+        int_key("max_db_connections", &P::max_db_connections, 0),
+        int_key("max_user_connections", &P::max_user_connections, 0),
+        key("auth_type", &P::auth_type),
+        key("auth_file", &P::auth_file),
+        key("admin_users", &P::admin_users),
+        key("stats_users", &P::stats_users),
+        key("server_reset_query", &P::server_reset_query),
+        key("server_reset_query_always", &P::server_reset_query_always),
+        key("server_check_query", &P::server_check_query),
+        key("server_check_delay", &P::server_check_delay),
+        key("server_lifetime", &P::server_lifetime),
+        key("server_idle_timeout", &P::server_idle_timeout),
+        key("server_connect_timeout", &P::server_connect_timeout),
+        key("server_login_retry", &P::server_login_retry),
+        key("client_login_timeout", &P::client_login_timeout),
+        key("query_timeout", &P::query_timeout),
+        key("query_wait_timeout", &P::query_wait_timeout),
+        key("idle_transaction_timeout", &P::idle_transaction_timeout),
+        key("client_idle_timeout", &P::client_idle_timeout),
+        key("ignore_startup_parameters", &P::ignore_startup_parameters),
+        key("application_name_add_host", &P::application_name_add_host),
+        key("log_connections", &P::log_connections),
+        key("log_disconnections", &P::log_disconnections),
+        key("stats_period", &P::stats_period),
+        int_key("pkt_buf", &P::pkt_buf, kMinPktBuf, kMaxPktBuf),
+        int_key("max_packet_size", &P::max_packet_size, kMinMaxPacketSize, kMaxMaxPacketSize),
+        key("logfile", &P::logfile),
+        // Stored only: the pooler does not act on these yet.
+        inert_key(key("pidfile", &P::pidfile),
+                  [](const P& p) { return inert_if(!p.pidfile.empty(), "pgpivot does not write a pid file; ignored"); }),
+        inert_key(key("user", &P::user), [](const P& p) {
+          return inert_if(!p.user.empty(),
+                          "pgpivot does not switch to another Unix user; start it as that user "
+                          "(e.g. systemd User=); ignored");
+        }),
+        inert_key(key("auth_user", &P::auth_user), [](const P& p) {
+          return inert_if(!p.auth_user.empty(),
+                          "auth_user/auth_query lookups are not supported yet; users must be in "
+                          "auth_file; ignored");
+        }),
+        inert_key(key("auth_query", &P::auth_query), [](const P& p) {
+          return inert_if(p.auth_query != Pooler{}.auth_query,
+                          "auth_query lookups are not supported yet; ignored");
+        }),
+        inert_key(int_key("listen_backlog", &P::listen_backlog, 1), [](const P& p) {
+          return inert_if(p.listen_backlog != 4096,
+                          "pgpivot always listens with a backlog of 4096; ignored");
+        }),
+        inert_key(key("server_round_robin", &P::server_round_robin), [](const P& p) {
+          return inert_if(p.server_round_robin,
+                          "server_round_robin is not supported yet (idle servers are reused "
+                          "last-in first-out); ignored");
+        }),
+        inert_key(key("tcp_keepalive", &P::tcp_keepalive), [](const P& p) {
+          return inert_if(p.tcp_keepalive, "pgpivot does not turn on TCP keepalive yet; ignored");
+        }),
+        inert_key(key("disable_pqexec", &P::disable_pqexec), [](const P& p) {
+          return inert_if(p.disable_pqexec,
+                          "disable_pqexec is not supported yet (simple queries stay allowed); ignored");
+        }),
+        inert_key(int_key("max_prepared_statements", &P::max_prepared_statements, 0),
+                  [](const P& p) {
+                    return inert_if(p.max_prepared_statements != 0,
+                                    "prepared statement tracking is not supported yet; ignored");
+                  }),
+        inert_key(key("client_tls_sslmode", &P::client_tls_sslmode), [](const P& p) {
+          return inert_if(p.client_tls_sslmode != "disable", "TLS not supported yet, ignored");
+        }),
+        inert_key(key("server_tls_sslmode", &P::server_tls_sslmode), [](const P& p) {
+          return inert_if(p.server_tls_sslmode != "disable", "TLS not supported yet, ignored");
+        }),
+        inert_key(key("syslog", &P::syslog), [](const P& p) {
+          return inert_if(p.syslog, "syslog is not supported yet (logs go to stderr and logfile); ignored");
+        }),
+        inert_key(int_key("verbose", &P::verbose, 0), [](const P& p) {
+          return inert_if(p.verbose != 0, "verbose is not supported yet; ignored");
+        }),
+        inert_key(key("log_pooler_errors", &P::log_pooler_errors), [](const P& p) {
+          return inert_if(p.log_pooler_errors,
+                          "log_pooler_errors is not supported yet (errors that close a client "
+                          "are logged with log_disconnections); ignored");
+        }),
+        inert_key(key("log_stats", &P::log_stats), [](const P& p) {
+          return inert_if(p.log_stats,
+                          "pgpivot does not write statistics to the log yet (use SHOW STATS); ignored");
+        }),
+    };
+    for (auto& x : k) {
+      if (std::string_view(x.name) == "stats_period") x.positive = true;
+      if (std::string_view(x.name).ends_with("_sslmode")) x.sslmode = true;
+    }
+    return k;
+  }();
+  return keys;
+}
+
+std::vector<std::pair<std::string, std::string>> inert_database_settings(const Database& d) {
+  std::vector<std::pair<std::string, std::string>> out;
+  if (!d.application_name.empty())
+    out.emplace_back("application_name",
+                     "application_name is not sent to the server yet; ignored");
+  if (!d.auth_user.empty())
+    out.emplace_back("auth_user",
+                     "auth_user/auth_query lookups are not supported yet; ignored");
+  for (const auto& [k, v] : d.params)
+    out.emplace_back(k, k + " is not sent to the server yet; ignored");
+  return out;
+}
+}  // namespace detail
+
+namespace {
+
+using namespace detail;
 
 std::string join_key(const std::string& prefix, std::string_view k) {
   if (prefix.empty()) return std::string(k);
@@ -92,51 +357,6 @@ const char* type_name(toml::node_type t) {
     case toml::node_type::date_time: return "date-time";
   }
   return "value";
-}
-
-std::string format_double(double v) {
-  std::ostringstream os;
-  os << v;
-  return os.str();
-}
-
-bool is_base64(std::string_view s) {
-  if (s.empty()) return false;
-  size_t pad = 0;
-  for (char c : s) {
-    if (c == '=') {
-      ++pad;
-      continue;
-    }
-    if (pad) return false;  // '=' only at the end
-    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '+' && c != '/') return false;
-  }
-  return pad <= 2 && s.size() % 4 == 0;
-}
-
-// "" when fine, else what is wrong with a password that claims to be a SCRAM secret.
-std::string check_password(std::string_view pw) {
-  constexpr std::string_view prefix = "SCRAM-SHA-256$";
-  if (pw.substr(0, prefix.size()) != prefix) return {};
-  const std::string bad =
-      "malformed SCRAM secret; expected SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>";
-  std::string_view rest = pw.substr(prefix.size());
-  size_t colon = rest.find(':'), dollar = rest.find('$');
-  if (colon == std::string_view::npos || dollar == std::string_view::npos || colon > dollar)
-    return bad;
-  std::string_view iter = rest.substr(0, colon);
-  std::string_view salt = rest.substr(colon + 1, dollar - colon - 1);
-  std::string_view keys = rest.substr(dollar + 1);
-  size_t colon2 = keys.find(':');
-  if (colon2 == std::string_view::npos) return bad;
-  std::string_view stored = keys.substr(0, colon2), server = keys.substr(colon2 + 1);
-  if (iter.empty() || iter.size() > 9 ||
-      !std::all_of(iter.begin(), iter.end(), [](char c) { return c >= '0' && c <= '9'; }) ||
-      std::stol(std::string(iter)) < 1)
-    return bad;
-  if (!is_base64(salt) || !is_base64(stored) || !is_base64(server)) return bad;
-  if (stored.size() != 44 || server.size() != 44) return bad;  // 32-byte SHA-256 keys
-  return {};
 }
 
 // ---------------------------------------------------------------- context
@@ -170,11 +390,8 @@ std::optional<long long> read_int(const Ctx& ctx, const toml::node& n, const std
     return std::nullopt;
   }
   long long x = v->get();
-  if (x < lo || x > hi) {
-    std::string range = hi == INT_MAX || hi == LLONG_MAX
-                            ? "must be >= " + std::to_string(lo)
-                            : "must be between " + std::to_string(lo) + " and " + std::to_string(hi);
-    ctx.error(line_of(n), key, range + ", got " + std::to_string(x));
+  if (std::string problem = int_problem(x, lo, hi); !problem.empty()) {
+    ctx.error(line_of(n), key, std::move(problem));
     return std::nullopt;
   }
   return x;
@@ -191,15 +408,8 @@ std::optional<double> read_duration(const Ctx& ctx, const toml::node& n, const s
     ctx.wrong_type(n, key, "number of seconds");
     return std::nullopt;
   }
-  std::string problem;
-  if (!std::isfinite(x))
-    problem = "must be a finite number of seconds";
-  else if (x < 0 || (positive && x == 0))
-    problem = positive ? "must be > 0" : "must be >= 0";
-  else if (x > kMaxDuration)
-    problem = "must be <= " + std::to_string(static_cast<long long>(kMaxDuration)) + " seconds";
-  if (!problem.empty()) {
-    ctx.error(line_of(n), key, problem + ", got " + format_double(x));
+  if (std::string problem = duration_problem(x, positive); !problem.empty()) {
+    ctx.error(line_of(n), key, std::move(problem));
     return std::nullopt;
   }
   return x;
@@ -216,13 +426,6 @@ std::optional<std::string> read_string(const Ctx& ctx, const toml::node& n,
   if (const auto* s = n.as_string()) return s->get();
   ctx.wrong_type(n, key, "string");
   return std::nullopt;
-}
-
-std::string trim(std::string_view s) {
-  size_t b = 0, e = s.size();
-  while (b < e && std::isspace(static_cast<unsigned char>(s[b]))) ++b;
-  while (e > b && std::isspace(static_cast<unsigned char>(s[e - 1]))) --e;
-  return std::string(s.substr(b, e - b));
 }
 
 // An array of strings, or (PgBouncer style) one comma-separated string.
@@ -344,46 +547,48 @@ Field<S> auth_type_field(const char* name, AuthType S::*m) {
           }};
 }
 
+template <class S>
+Field<S> sslmode_field(const char* name, std::string S::*m) {
+  return {name, [m](const Ctx& c, const toml::node& n, const std::string& k, S& s) {
+            auto v = read_string(c, n, k);
+            if (!v) return;
+            if (valid_sslmode(*v))
+              s.*m = lower(*v);
+            else
+              c.error(line_of(n), k,
+                      "invalid value \"" + *v + "\"; expected one of: " + kSslModes);
+          }};
+}
+
+// The TOML reader of each [pooler] setting, from the shared table.
+Field<Pooler> pooler_field(const PoolerKey& k) {
+  return std::visit(
+      [&k](auto m) -> Field<Pooler> {
+        using T = std::remove_cvref_t<decltype(Pooler{}.*m)>;
+        if constexpr (std::is_same_v<T, int> || std::is_same_v<T, long long>)
+          return int_field(k.name, m, k.lo, k.hi);
+        else if constexpr (std::is_same_v<T, double>)
+          return duration_field(k.name, m, k.positive);
+        else if constexpr (std::is_same_v<T, bool>)
+          return bool_field(k.name, m);
+        else if constexpr (std::is_same_v<T, std::string>)
+          return k.sslmode ? sslmode_field(k.name, m) : string_field(k.name, m);
+        else if constexpr (std::is_same_v<T, std::vector<std::string>>)
+          return list_field(k.name, m);
+        else if constexpr (std::is_same_v<T, PoolMode>)
+          return pool_mode_field(k.name, m);
+        else
+          return auth_type_field(k.name, m);
+      },
+      k.member);
+}
+
 const std::vector<Field<Pooler>>& pooler_fields() {
-  using P = Pooler;
-  static const std::vector<Field<P>> f = {
-      string_field("listen_addr", &P::listen_addr),
-      int_field("listen_port", &P::listen_port, 1, 65535),
-      string_field("unix_socket_dir", &P::unix_socket_dir),
-      pool_mode_field("pool_mode", &P::pool_mode),
-      int_field("default_pool_size", &P::default_pool_size, 0),
-      int_field("min_pool_size", &P::min_pool_size, 0),
-      int_field("reserve_pool_size", &P::reserve_pool_size, 0),
-      duration_field("reserve_pool_timeout", &P::reserve_pool_timeout),
-      int_field("max_client_conn", &P::max_client_conn, 1),
-      int_field("max_db_connections", &P::max_db_connections, 0),
-      int_field("max_user_connections", &P::max_user_connections, 0),
-      auth_type_field("auth_type", &P::auth_type),
-      string_field("auth_file", &P::auth_file),
-      list_field("admin_users", &P::admin_users),
-      list_field("stats_users", &P::stats_users),
-      string_field("server_reset_query", &P::server_reset_query),
-      bool_field("server_reset_query_always", &P::server_reset_query_always),
-      string_field("server_check_query", &P::server_check_query),
-      duration_field("server_check_delay", &P::server_check_delay),
-      duration_field("server_lifetime", &P::server_lifetime),
-      duration_field("server_idle_timeout", &P::server_idle_timeout),
-      duration_field("server_connect_timeout", &P::server_connect_timeout),
-      duration_field("server_login_retry", &P::server_login_retry),
-      duration_field("client_login_timeout", &P::client_login_timeout),
-      duration_field("query_timeout", &P::query_timeout),
-      duration_field("query_wait_timeout", &P::query_wait_timeout),
-      duration_field("idle_transaction_timeout", &P::idle_transaction_timeout),
-      duration_field("client_idle_timeout", &P::client_idle_timeout),
-      list_field("ignore_startup_parameters", &P::ignore_startup_parameters),
-      bool_field("application_name_add_host", &P::application_name_add_host),
-      bool_field("log_connections", &P::log_connections),
-      bool_field("log_disconnections", &P::log_disconnections),
-      duration_field("stats_period", &P::stats_period, true),
-      int_field("pkt_buf", &P::pkt_buf, kMinPktBuf, kMaxPktBuf),
-      int_field("max_packet_size", &P::max_packet_size, kMinMaxPacketSize, kMaxMaxPacketSize),
-      string_field("logfile", &P::logfile),
-  };
+  static const std::vector<Field<Pooler>> f = [] {
+    std::vector<Field<Pooler>> out;
+    for (const auto& k : pooler_keys()) out.push_back(pooler_field(k));
+    return out;
+  }();
   return f;
 }
 
@@ -431,6 +636,19 @@ const std::vector<Field<Database>>& database_fields() {
       int_field("max_db_client_connections", &D::max_db_client_connections, 0),
       string_field("connect_query", &D::connect_query),
       string_field("application_name", &D::application_name),
+      string_field("auth_user", &D::auth_user),
+      {"params",
+       [](const Ctx& c, const toml::node& n, const std::string& k, D& d) {
+         const auto* t = n.as_table();
+         if (!t) {
+           c.wrong_type(n, k, "table of strings");
+           return;
+         }
+         for (auto&& [name, v] : *t) {
+           std::string key = join_key(k, name.str());
+           if (auto s = read_string(c, v, key)) d.params[lower(name.str())] = std::move(*s);
+         }
+       }},
   };
   return f;
 }
@@ -583,34 +801,6 @@ void load_databases(const Ctx& ctx, const toml::table& t,
   }
 }
 
-std::string errno_text(int err) { return std::error_code(err, std::generic_category()).message(); }
-
-// Reads a whole file; on failure returns nullopt and sets `why`.
-std::optional<std::string> read_file(const std::string& path, std::string& why) {
-  std::error_code ec;
-  if (std::filesystem::is_directory(path, ec)) {
-    why = "is a directory";
-    return std::nullopt;
-  }
-  errno = 0;
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    why = errno ? errno_text(errno) : "cannot open";
-    return std::nullopt;
-  }
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) {
-    why = "read error";
-    return std::nullopt;
-  }
-  return ss.str();
-}
-
-bool ends_with_ci(std::string_view s, std::string_view suffix) {
-  return s.size() >= suffix.size() && lower(s.substr(s.size() - suffix.size())) == suffix;
-}
-
 void load_document(const toml::table& root, const std::string& path, LoadResult& r) {
   Ctx ctx{path, &r.errors};
   Config& cfg = r.config;
@@ -653,6 +843,39 @@ void load_document(const toml::table& root, const std::string& path, LoadResult&
   if (users) load_users(ctx, *users, cfg.users);
   if (clusters) load_clusters(ctx, *clusters, global, cfg.clusters);
   if (databases) load_databases(ctx, *databases, cfg.clusters, cfg.databases);
+
+  // Settings that are stored but have no effect: one warning each, at its line.
+  auto warn = [&](const toml::node& n, std::string key, std::string message) {
+    r.warnings.push_back(Error{path, line_of(n), std::move(key), std::move(message)});
+  };
+  if (pooler) {
+    for (const auto& k : pooler_keys()) {
+      const toml::node* n = k.inert ? pooler->get(k.name) : nullptr;
+      if (!n) continue;
+      if (std::string why = k.inert(cfg.pooler); !why.empty())
+        warn(*n, join_key("pooler", k.name), std::move(why));
+    }
+  }
+  if (databases) {
+    for (const auto& [name, d] : cfg.databases) {
+      const toml::table* dt = databases->get_as<toml::table>(name);
+      if (!dt) continue;
+      std::string prefix = join_key("databases", name);
+      for (auto& [k, why] : inert_database_settings(d)) {
+        const toml::node* n = dt->get(k);
+        std::string key = join_key(prefix, k);
+        if (!n) {  // a startup parameter
+          const toml::table* params = dt->get_as<toml::table>("params");
+          n = params ? params->get(k) : nullptr;
+          key = join_key(join_key(prefix, "params"), k);
+          if (!n) n = dt;
+        }
+        warn(*n, std::move(key), std::move(why));
+      }
+    }
+  }
+  std::stable_sort(r.warnings.begin(), r.warnings.end(),
+                   [](const Error& a, const Error& b) { return a.line < b.line; });
 
   if (cfg.pooler.listen_addr.empty() && cfg.pooler.unix_socket_dir.empty()) {
     const toml::node* n = pooler ? pooler->get("listen_addr") : nullptr;
@@ -834,7 +1057,10 @@ void parse_userlist(std::string_view text, const std::string& path,
       }
       auto [it, fresh] = users.try_emplace(name);
       if (fresh) it->second.name = name;
-      if (it->second.password.empty()) it->second.password = password;
+      if (it->second.password.empty()) {
+        it->second.password = password;
+        it->second.password_from_auth_file = true;
+      }
     }
   } catch (const std::exception& e) {
     errors.push_back(Error{path, 0, "", std::string("internal error: ") + e.what()});

@@ -22,6 +22,10 @@ struct Error {
 struct LoadResult {
   Config config;
   std::vector<Error> errors;
+  // Settings that are accepted but have no effect (PgBouncer keys pgpivot does not
+  // implement, or values it cannot honour); each names file, line and key. Loading
+  // succeeds with warnings: print them.
+  std::vector<Error> warnings;
   [[nodiscard]] bool ok() const { return errors.empty(); }
 };
 
@@ -34,7 +38,8 @@ struct LoadResult {
 
 // PgBouncer userlist.txt: lines of `"user" "password"`; `""` inside quotes is a quote;
 // lines starting with ';' or '#' and blank lines are ignored. Adds users to `users`
-// (entries already present keep their other settings; password is set if empty).
+// (entries already present keep their other settings; password is set if empty, and
+// then password_from_auth_file is set).
 void load_userlist(const std::string& path, std::map<std::string, User>& users,
                    std::vector<Error>& errors);
 void parse_userlist(std::string_view text, const std::string& path,

@@ -653,3 +653,49 @@ empty = { pool_size = 2 }
     CHECK(r2.config.users.at("ok").password == "pw");
   }
 }
+
+TEST_CASE("settings the pooler does not act on are warnings, once each", "[config][warnings]") {
+  auto r = load(R"toml([pooler]
+pidfile = "/run/pgpivot.pid"
+tcp_keepalive = false
+client_tls_sslmode = "require"
+server_tls_sslmode = "Disable"
+max_prepared_statements = 0
+verbose = 1
+[clusters.main]
+primary = { host = "h" }
+[databases.d]
+application_name = "app"
+auth_user = "au"
+params = { client_encoding = "UTF8" }
+[databases.e]
+)toml");
+  INFO(dump(r.errors));
+  REQUIRE(r.ok());
+  CHECK(r.config.pooler.pidfile == "/run/pgpivot.pid");
+  CHECK(r.config.pooler.server_tls_sslmode == "disable");  // stored in lower case
+  CHECK(r.config.databases.at("d").auth_user == "au");
+  CHECK(r.config.databases.at("d").params.at("client_encoding") == "UTF8");
+  INFO(dump(r.warnings));
+  REQUIRE(r.warnings.size() == 6);
+  std::vector<std::pair<std::string, int>> got;
+  for (const auto& w : r.warnings) got.emplace_back(w.key, w.line);
+  CHECK(got == std::vector<std::pair<std::string, int>>{{"pooler.pidfile", 2},
+                                                        {"pooler.client_tls_sslmode", 4},
+                                                        {"pooler.verbose", 7},
+                                                        {"databases.d.application_name", 11},
+                                                        {"databases.d.auth_user", 12},
+                                                        {"databases.d.params.client_encoding", 13}});
+  CHECK(r.warnings[0].message == "pgpivot does not write a pid file; ignored");
+  CHECK(r.warnings[1].message == "TLS not supported yet, ignored");
+
+  SECTION("bad values of the new keys are errors") {
+    auto r2 = load("[pooler]\nclient_tls_sslmode = \"on\"\nlisten_backlog = 0\n"
+                   "[clusters.c]\nprimary = {}\n[databases.d]\nparams = \"x\"\n");
+    CHECK(the_error(r2, "pooler.client_tls_sslmode").message ==
+          "invalid value \"on\"; expected one of: disable, allow, prefer, require, verify-ca, verify-full");
+    CHECK(the_error(r2, "pooler.listen_backlog").message == "must be >= 1, got 0");
+    CHECK(the_error(r2, "databases.d.params").message == "expected table of strings, got string");
+    CHECK(r2.errors.size() == 3);
+  }
+}

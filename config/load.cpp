@@ -959,14 +959,7 @@ LoadResult load_toml_file(const std::string& path) {
 }
 
 LoadResult load_file(const std::string& path) {
-  if (ends_with_ci(path, ".ini")) {
-    LoadResult r;
-    r.config.path = path;
-    r.errors.push_back(Error{path, 0, "",
-                             "pgbouncer.ini loading is not supported yet; "
-                             "convert it to TOML (see the [pooler] section)"});
-    return r;
-  }
+  if (ends_with_ci(path, ".ini")) return load_ini_file(path);
   return load_toml_file(path);
 }
 

@@ -33,7 +33,12 @@ struct LoadResult {
 [[nodiscard]] LoadResult load_toml_file(const std::string& path);
 // Same, from text; `path` is used in error messages and to resolve relative paths.
 [[nodiscard]] LoadResult load_toml_string(std::string_view text, const std::string& path);
-// Dispatch on content/extension: TOML for now (pgbouncer.ini comes with its own issue).
+// Load an unmodified pgbouncer.ini (also reads auth_file and %include files). PgBouncer
+// keys pgpivot does not implement are warnings; anything else unknown is an error.
+[[nodiscard]] LoadResult load_ini_file(const std::string& path);
+// Same, from text; `path` names it in messages and anchors relative paths.
+[[nodiscard]] LoadResult load_ini_string(std::string_view text, const std::string& path);
+// By extension: a path ending in .ini (any case) is a pgbouncer.ini, anything else TOML.
 [[nodiscard]] LoadResult load_file(const std::string& path);
 
 // PgBouncer userlist.txt: lines of `"user" "password"`; `""` inside quotes is a quote;

@@ -1,0 +1,770 @@
+// pgbouncer.ini loading: the same Config the TOML loader builds, from an unmodified
+// PgBouncer config. Settings pgpivot does not implement are warnings (one per key, with
+// file and line), anything unknown is an error with a "did you mean", and every problem
+// is collected rather than stopping at the first.
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <charconv>
+#include <cstdlib>
+#include <exception>
+#include <filesystem>
+#include <map>
+#include <set>
+#include <type_traits>
+#include <variant>
+
+#include "config/internal.hpp"
+#include "config/load.hpp"
+
+namespace pgpivot::config {
+
+namespace {
+
+using namespace detail;
+
+constexpr int kMaxIncludeDepth = 10;  // as PgBouncer
+
+// PgBouncer 1.18 [pgbouncer] keys that pgpivot neither stores nor implements, with a
+// hint for the warning ("" for none).
+struct IgnoredKey {
+  const char* name;
+  const char* hint;
+};
+const std::vector<IgnoredKey>& ignored_keys() {
+  static const std::vector<IgnoredKey> k = {
+      {"unix_socket_mode", "the socket is always mode 0777"},
+      {"unix_socket_group", ""},
+      {"conffile", ""},
+      {"service_name", "Windows only"},
+      {"job_name", "Windows only"},
+      {"auth_hba_file", "auth_type hba is not supported"},
+      {"syslog_ident", "syslog is not supported"},
+      {"syslog_facility", "syslog is not supported"},
+      {"server_fast_close", ""},
+      {"autodb_idle_timeout", "pools of \"*\" databases are kept"},
+      {"dns_max_ttl", "host names are resolved for each new server connection"},
+      {"dns_nxdomain_ttl", "host names are resolved for each new server connection"},
+      {"dns_zone_check_period", ""},
+      {"resolv_conf", "the system resolver is used"},
+      {"client_tls_key_file", "TLS is not supported yet"},
+      {"client_tls_cert_file", "TLS is not supported yet"},
+      {"client_tls_ca_file", "TLS is not supported yet"},
+      {"client_tls_protocols", "TLS is not supported yet"},
+      {"client_tls_ciphers", "TLS is not supported yet"},
+      {"client_tls_ecdhcurve", "TLS is not supported yet"},
+      {"client_tls_dheparams", "TLS is not supported yet"},
+      {"server_tls_ca_file", "TLS is not supported yet"},
+      {"server_tls_key_file", "TLS is not supported yet"},
+      {"server_tls_cert_file", "TLS is not supported yet"},
+      {"server_tls_protocols", "TLS is not supported yet"},
+      {"server_tls_ciphers", "TLS is not supported yet"},
+      {"suspend_timeout", ""},
+      {"sbuf_loopcnt", ""},
+      {"so_reuseport", ""},
+      {"tcp_defer_accept", ""},
+      {"tcp_socket_buffer", ""},
+      {"tcp_keepcnt", "TCP keepalive is not supported yet"},
+      {"tcp_keepidle", "TCP keepalive is not supported yet"},
+      {"tcp_keepintvl", "TCP keepalive is not supported yet"},
+      {"tcp_user_timeout", ""},
+  };
+  return k;
+}
+
+// Settings of the TOML config that have no pgbouncer.ini counterpart.
+bool is_toml_only(std::string_view key) {
+  for (const char* k : {"health_check_interval", "health_check_timeout", "failure_threshold",
+                        "role_query", "auto_failover", "promote_command", "failover_timeout",
+                        "on_failover_command", "auto_failback"})
+    if (key == k) return true;
+  return false;
+}
+
+const std::vector<std::string>& pgbouncer_key_names() {
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> v;
+    for (const auto& k : pooler_keys()) v.emplace_back(k.name);
+    for (const auto& k : ignored_keys()) v.emplace_back(k.name);
+    return v;
+  }();
+  return names;
+}
+
+const std::vector<std::string> kDatabaseKeys = {
+    "dbname",        "host",           "port",           "user",
+    "password",      "auth_user",      "pool_size",      "min_pool_size",
+    "reserve_pool",  "reserve_pool_size", "connect_query", "pool_mode",
+    "max_db_connections", "application_name", "client_encoding", "datestyle",
+    "timezone"};
+const std::vector<std::string> kUserKeys = {"pool_mode", "max_user_connections", "pool_size",
+                                            "reserve_pool_size"};
+const std::vector<std::string> kSections = {"pgbouncer", "databases", "users"};
+
+bool is_blank(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\f' || c == '\v'; }
+
+// A hint for values that carry a trailing comment, which PgBouncer does not strip either.
+std::string comment_hint(std::string_view v) {
+  if (v.find(" ;") != std::string_view::npos || v.find(" #") != std::string_view::npos ||
+      v.find("\t;") != std::string_view::npos || v.find("\t#") != std::string_view::npos)
+    return " (comments must be on a line of their own)";
+  return {};
+}
+
+// ---------------------------------------------------------------- value parsing
+
+// An integer as PgBouncer reads one (strtol base 0: 10, 0x1F, 017).
+std::optional<long long> parse_integer(std::string_view text) {
+  std::string s = trim(text);
+  if (s.empty()) return std::nullopt;
+  errno = 0;
+  char* end = nullptr;
+  long long v = std::strtoll(s.c_str(), &end, 0);
+  if (errno != 0 || end != s.c_str() + s.size()) return std::nullopt;
+  return v;
+}
+
+std::optional<double> parse_seconds(std::string_view text) {
+  std::string s = trim(text);
+  const char* b = s.data();
+  const char* e = s.data() + s.size();
+  if (b != e && *b == '+') ++b;
+  if (b == e) return std::nullopt;
+  double v = 0;
+  auto [p, ec] = std::from_chars(b, e, v);
+  if (ec != std::errc() || p != e) return std::nullopt;
+  return v;
+}
+
+// 0/1 (any integer, as PgBouncer), yes/no, on/off, true/false.
+std::optional<bool> parse_boolean(std::string_view text) {
+  std::string l = lower(trim(text));
+  if (l == "yes" || l == "on" || l == "true") return true;
+  if (l == "no" || l == "off" || l == "false") return false;
+  if (auto i = parse_integer(l)) return *i != 0;
+  return std::nullopt;
+}
+
+std::vector<std::string> parse_list(std::string_view text) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start <= text.size()) {
+    size_t comma = text.find(',', start);
+    if (comma == std::string_view::npos) comma = text.size();
+    std::string item = trim(text.substr(start, comma - start));
+    if (!item.empty()) out.push_back(std::move(item));
+    start = comma + 1;
+  }
+  return out;
+}
+
+struct Pair {
+  std::string key;
+  std::string value;
+};
+
+// A libpq-style `key=value key='quoted value'` string. In quotes, '' and \' are a quote
+// and \\ is a backslash; other backslashes are literal (as in PgBouncer).
+bool parse_pairs(std::string_view s, std::vector<Pair>& out, std::string& why) {
+  size_t i = 0;
+  const size_t n = s.size();
+  auto skip_ws = [&] {
+    while (i < n && std::isspace(static_cast<unsigned char>(s[i]))) ++i;
+  };
+  for (;;) {
+    skip_ws();
+    if (i >= n) return true;
+    size_t start = i;
+    while (i < n && s[i] != '=' && !std::isspace(static_cast<unsigned char>(s[i]))) ++i;
+    Pair p;
+    p.key = std::string(s.substr(start, i - start));
+    if (p.key.empty()) {
+      why = "expected key=value, found \"=\" without a key";
+      return false;
+    }
+    skip_ws();
+    if (i >= n || s[i] != '=') {
+      why = "expected '=' after \"" + p.key + "\"";
+      return false;
+    }
+    ++i;
+    skip_ws();
+    if (i < n && s[i] == '\'') {
+      ++i;
+      for (;;) {
+        if (i >= n) {
+          why = "unterminated quoted value for \"" + p.key + "\"";
+          return false;
+        }
+        char c = s[i];
+        if (c == '\'') {
+          if (i + 1 < n && s[i + 1] == '\'') {
+            p.value += '\'';
+            i += 2;
+            continue;
+          }
+          ++i;
+          break;
+        }
+        if (c == '\\' && i + 1 < n && (s[i + 1] == '\'' || s[i + 1] == '\\')) {
+          p.value += s[i + 1];
+          i += 2;
+          continue;
+        }
+        p.value += c;
+        ++i;
+      }
+      if (i < n && !std::isspace(static_cast<unsigned char>(s[i]))) {
+        why = "unexpected text after the quoted value of \"" + p.key + "\"";
+        return false;
+      }
+    } else {
+      start = i;
+      while (i < n && !std::isspace(static_cast<unsigned char>(s[i]))) ++i;
+      p.value = std::string(s.substr(start, i - start));
+    }
+    out.push_back(std::move(p));
+  }
+}
+
+std::string cluster_name(const std::string& host, int port) {
+  if (host.find(':') != std::string::npos) return "[" + host + "]:" + std::to_string(port);
+  return host + ":" + std::to_string(port);
+}
+
+// ---------------------------------------------------------------- the loader
+
+enum class Section { None, PgBouncer, Databases, Users, Unknown };
+
+struct Where {
+  std::string file;
+  int line = 0;
+  long seq = 0;  // order of reading, across included files
+};
+
+struct PendingDb {
+  Database db;
+  std::string host;  // "" = the Unix socket in unix_socket_dir
+  int port = 5432;
+  Where where;
+};
+
+class Loader {
+ public:
+  explicit Loader(LoadResult& r) : r_(r), cfg_(r.config) {
+    cfg_.pooler.listen_addr = "";  // PgBouncer listens on the Unix socket only by default
+  }
+
+  void parse(std::string_view text, const std::string& file, int depth);
+  void finish();
+
+ private:
+  void error(const Where& w, std::string key, std::string message) {
+    errors_.emplace_back(w.seq, Error{w.file, w.line, std::move(key), std::move(message)});
+  }
+  void warning(const Where& w, std::string key, std::string message) {
+    warnings_.emplace_back(w.seq, Error{w.file, w.line, std::move(key), std::move(message)});
+  }
+
+  void section_header(std::string_view line, const Where& w);
+  void include(std::string_view arg, const Where& w, int depth);
+  void pgbouncer_setting(const std::string& key, std::string_view value, const Where& w);
+  void database(const std::string& name, std::string_view value, const Where& w);
+  void user(const std::string& name, std::string_view value, const Where& w);
+  // Reads an integer setting; reports and returns nullopt when invalid or out of range.
+  std::optional<long long> integer(std::string_view value, const Where& w, const std::string& key,
+                                   long long lo, long long hi);
+
+  LoadResult& r_;
+  Config& cfg_;
+  Section section_ = Section::None;
+  long seq_ = 0;
+  std::vector<std::pair<long, Error>> errors_, warnings_;
+  std::map<std::string, Where> set_at_;  // [pgbouncer] key -> where last set
+  std::set<std::string> warned_;         // ignored keys already reported
+  std::map<std::string, PendingDb> dbs_;
+  std::map<std::string, Where> users_at_;
+  std::string auth_file_base_;           // directory of the file that set auth_file
+};
+
+void Loader::parse(std::string_view text, const std::string& file, int depth) {
+  if (text.substr(0, 3) == "\xEF\xBB\xBF") text.remove_prefix(3);  // UTF-8 BOM
+  int line_no = 0;
+  size_t start = 0;
+  while (start < text.size()) {
+    size_t nl = text.find('\n', start);
+    if (nl == std::string_view::npos) nl = text.size();
+    std::string_view line = text.substr(start, nl - start);
+    start = nl + 1;
+    ++line_no;
+    Where w{file, line_no, ++seq_};
+    size_t p = 0;
+    while (p < line.size() && is_blank(line[p])) ++p;
+    line.remove_prefix(p);
+    while (!line.empty() && is_blank(line.back())) line.remove_suffix(1);
+    if (line.empty() || line[0] == ';' || line[0] == '#') continue;
+
+    if (line[0] == '%') {
+      size_t end = 0;
+      while (end < line.size() && !is_blank(line[end])) ++end;
+      std::string directive(line.substr(0, end));
+      if (lower(directive) == "%include")
+        include(trim(line.substr(end)), w, depth);
+      else
+        error(w, directive, "unknown directive " + directive + " (only %include is known)");
+      continue;
+    }
+    if (line[0] == '[') {
+      section_header(line, w);
+      continue;
+    }
+
+    // key = value; the key may be "double-quoted" ("" is a quote), as newer PgBouncers allow.
+    std::string key;
+    size_t i = 0;
+    if (line[0] == '"') {
+      bool closed = false;
+      for (i = 1; i < line.size(); ++i) {
+        if (line[i] == '"') {
+          if (i + 1 < line.size() && line[i + 1] == '"') {
+            key += '"';
+            ++i;
+            continue;
+          }
+          closed = true;
+          ++i;
+          break;
+        }
+        key += line[i];
+      }
+      if (!closed) {
+        error(w, "", "unterminated quoted name");
+        continue;
+      }
+    } else {
+      while (i < line.size() && line[i] != '=' && !is_blank(line[i])) ++i;
+      key = std::string(line.substr(0, i));
+    }
+    while (i < line.size() && is_blank(line[i])) ++i;
+    if (key.empty() || i >= line.size() || line[i] != '=') {
+      error(w, key, key.empty() ? "expected key = value" : "expected '=' after \"" + key + "\"");
+      continue;
+    }
+    std::string_view value = line.substr(i + 1);
+    while (!value.empty() && is_blank(value.front())) value.remove_prefix(1);
+
+    switch (section_) {
+      case Section::None:
+        error(w, key, "setting outside of any section; put it under [pgbouncer], [databases] or [users]");
+        break;
+      case Section::Unknown: break;  // the section header was reported
+      case Section::PgBouncer: pgbouncer_setting(key, value, w); break;
+      case Section::Databases: database(key, value, w); break;
+      case Section::Users: user(key, value, w); break;
+    }
+  }
+}
+
+void Loader::section_header(std::string_view line, const Where& w) {
+  size_t close = line.find(']');
+  if (close == std::string_view::npos) {
+    error(w, "", "missing ']' in section header");
+    section_ = Section::Unknown;
+    return;
+  }
+  std::string_view rest = line.substr(close + 1);
+  while (!rest.empty() && is_blank(rest.front())) rest.remove_prefix(1);
+  std::string name = trim(line.substr(1, close - 1));
+  if (!rest.empty() && rest[0] != ';' && rest[0] != '#') {
+    error(w, name, "unexpected text after the section header");
+  }
+  std::string l = lower(name);
+  if (l == "pgbouncer") {
+    section_ = Section::PgBouncer;
+  } else if (l == "databases") {
+    section_ = Section::Databases;
+  } else if (l == "users") {
+    section_ = Section::Users;
+  } else {
+    section_ = Section::Unknown;
+    std::string msg = "unknown section [" + name + "]";
+    if (l == "pooler" || l == "clusters" || l == "failover")
+      msg += "; [" + l + "] belongs in the TOML config, not in a pgbouncer.ini";
+    else if (std::string s = suggest(name, kSections); !s.empty())
+      msg += "; did you mean [" + s + "]?";
+    else
+      msg += "; expected [pgbouncer], [databases] or [users]";
+    error(w, name, std::move(msg));
+  }
+}
+
+void Loader::include(std::string_view arg, const Where& w, int depth) {
+  if (arg.empty()) {
+    error(w, "%include", "missing file name");
+    return;
+  }
+  if (depth >= kMaxIncludeDepth) {
+    error(w, "%include",
+          "includes nested more than " + std::to_string(kMaxIncludeDepth) +
+              " deep (does a file include itself?)");
+    return;
+  }
+  std::filesystem::path p{std::string(arg)};
+  if (p.is_relative()) p = std::filesystem::path(w.file).parent_path() / p;
+  std::string path = p.lexically_normal().string();
+  std::string why;
+  auto text = read_file(path, why);
+  if (!text) {
+    error(w, "%include", "cannot read included file " + path + ": " + why);
+    return;
+  }
+  parse(*text, path, depth + 1);
+}
+
+std::optional<long long> Loader::integer(std::string_view value, const Where& w,
+                                         const std::string& key, long long lo, long long hi) {
+  auto v = parse_integer(value);
+  if (!v) {
+    error(w, key, "invalid integer \"" + std::string(value) + "\"" + comment_hint(value));
+    return std::nullopt;
+  }
+  if (std::string problem = int_problem(*v, lo, hi); !problem.empty()) {
+    error(w, key, std::move(problem));
+    return std::nullopt;
+  }
+  return v;
+}
+
+void Loader::pgbouncer_setting(const std::string& raw_key, std::string_view value, const Where& w) {
+  const std::string name = lower(raw_key);
+  const std::string key = "pgbouncer." + name;
+  const auto& keys = pooler_keys();
+  auto it = std::find_if(keys.begin(), keys.end(), [&](const PoolerKey& k) { return name == k.name; });
+  if (it == keys.end()) {
+    const auto& ign = ignored_keys();
+    auto ig = std::find_if(ign.begin(), ign.end(), [&](const IgnoredKey& k) { return name == k.name; });
+    if (ig != ign.end()) {
+      if (warned_.insert(name).second) {
+        std::string msg = "unsupported key " + name + " ignored";
+        if (*ig->hint) msg += std::string(" (") + ig->hint + ")";
+        warning(w, key, std::move(msg));
+      }
+      return;
+    }
+    std::string msg = "unknown key";
+    if (is_toml_only(name))
+      msg += "; " + name + " is a pgpivot setting of the TOML config ([failover]), not of pgbouncer.ini";
+    else if (std::string s = suggest(name, pgbouncer_key_names()); !s.empty())
+      msg += "; did you mean " + s + "?";
+    error(w, key, std::move(msg));
+    return;
+  }
+  const PoolerKey& k = *it;
+  if (auto prev = set_at_.find(name); prev != set_at_.end() && prev->second.file == w.file)
+    warning(w, key, name + " is set again; this replaces the value on line " +
+                        std::to_string(prev->second.line));
+  set_at_[name] = w;
+
+  Pooler& p = cfg_.pooler;
+  const std::string text(value);
+  std::visit(
+      [&](auto m) {
+        auto& field = p.*m;
+        using T = std::remove_cvref_t<decltype(field)>;
+        if constexpr (std::is_same_v<T, int> || std::is_same_v<T, long long>) {
+          if (auto v = integer(value, w, key, k.lo, k.hi)) field = static_cast<T>(*v);
+        } else if constexpr (std::is_same_v<T, double>) {
+          auto v = parse_seconds(value);
+          if (!v) {
+            std::string hint = comment_hint(value);
+            if (hint.empty() && !text.empty() && std::isalpha(static_cast<unsigned char>(text.back())) &&
+                std::isdigit(static_cast<unsigned char>(text.front())))
+              hint = " (PgBouncer takes plain seconds; units are not accepted)";
+            error(w, key, "invalid number of seconds \"" + text + "\"" + hint);
+          } else if (std::string problem = duration_problem(*v, k.positive); !problem.empty()) {
+            error(w, key, std::move(problem));
+          } else {
+            field = *v;
+          }
+        } else if constexpr (std::is_same_v<T, bool>) {
+          if (auto v = parse_boolean(value))
+            field = *v;
+          else
+            error(w, key,
+                  "invalid boolean \"" + text + "\"; expected 0/1, yes/no, on/off or true/false" +
+                      comment_hint(value));
+        } else if constexpr (std::is_same_v<T, std::string>) {
+          if (k.sslmode) {
+            if (valid_sslmode(text))
+              field = lower(text);
+            else
+              error(w, key, "invalid value \"" + text + "\"; expected one of: " + kSslModes);
+          } else if (name == "unix_socket_dir" && !text.empty() && text[0] == '@') {
+            error(w, key, "abstract-namespace Unix sockets (@...) are not supported by pgpivot");
+          } else {
+            field = text;
+            if (name == "auth_file") auth_file_base_ = std::filesystem::path(w.file).parent_path().string();
+          }
+        } else if constexpr (std::is_same_v<T, std::vector<std::string>>) {
+          field = parse_list(value);
+        } else if constexpr (std::is_same_v<T, PoolMode>) {
+          if (auto v = parse_pool_mode(trim(value)))
+            field = *v;
+          else
+            error(w, key, "invalid value \"" + text + "\"; expected one of: session, transaction, statement");
+        } else {
+          std::string l = lower(trim(value));
+          if (auto v = parse_auth_type(l))
+            field = *v;
+          else if (l == "plain" || l == "any" || l == "cert" || l == "hba" || l == "pam")
+            error(w, key, "auth_type " + l + " is not supported by pgpivot");
+          else
+            error(w, key, "invalid value \"" + text + "\"; expected one of: trust, md5, scram-sha-256");
+        }
+      },
+      k.member);
+}
+
+void Loader::database(const std::string& name, std::string_view value, const Where& w) {
+  const std::string prefix = "databases." + name;
+  if (name == "pgbouncer" || name == "pgpivot") {
+    error(w, prefix, "the database name " + name + " is reserved for the admin console");
+    return;
+  }
+  std::vector<Pair> pairs;
+  std::string why;
+  if (!parse_pairs(value, pairs, why)) {
+    error(w, prefix, "bad connection string: " + why);
+    return;
+  }
+  PendingDb pd;
+  pd.where = w;
+  Database& d = pd.db;
+  d.name = name;
+  bool ok = true;
+  auto count = [&](const std::string& key, std::string_view v, int& out) {
+    if (auto x = integer(v, w, key, 0, INT_MAX))
+      out = static_cast<int>(*x);
+    else
+      ok = false;
+  };
+  for (const Pair& p : pairs) {
+    const std::string k = lower(p.key);
+    const std::string key = prefix + "." + k;
+    if (k == "dbname") {
+      d.dbname = p.value;
+    } else if (k == "host") {
+      if (p.value.find(',') != std::string::npos) {
+        error(w, key, "host lists (" + p.value + ") are not supported by pgpivot; give one host");
+        ok = false;
+      } else if (!p.value.empty() && p.value[0] == '@') {
+        error(w, key, "abstract-namespace Unix sockets (@...) are not supported by pgpivot");
+        ok = false;
+      } else {
+        pd.host = p.value;
+      }
+    } else if (k == "port") {
+      if (auto x = integer(p.value, w, key, 1, 65535))
+        pd.port = static_cast<int>(*x);
+      else
+        ok = false;
+    } else if (k == "user") {
+      d.user = p.value;
+    } else if (k == "password") {
+      if (std::string problem = check_password(p.value); !problem.empty()) {
+        error(w, key, problem);
+        ok = false;
+      } else {
+        d.password = p.value;
+      }
+    } else if (k == "auth_user") {
+      d.auth_user = p.value;
+    } else if (k == "pool_size") {
+      count(key, p.value, d.pool_size);
+    } else if (k == "min_pool_size") {
+      count(key, p.value, d.min_pool_size);
+    } else if (k == "reserve_pool" || k == "reserve_pool_size") {
+      count(key, p.value, d.reserve_pool_size);
+    } else if (k == "max_db_connections") {
+      count(key, p.value, d.max_db_connections);
+    } else if (k == "pool_mode") {
+      if (auto m = parse_pool_mode(p.value)) {
+        d.pool_mode = *m;
+      } else {
+        error(w, key, "invalid value \"" + p.value + "\"; expected one of: session, transaction, statement");
+        ok = false;
+      }
+    } else if (k == "connect_query") {
+      d.connect_query = p.value;
+    } else if (k == "application_name") {
+      d.application_name = p.value;
+    } else if (k == "client_encoding" || k == "datestyle" || k == "timezone") {
+      d.params[k] = p.value;
+    } else {
+      std::string msg = "unknown connection parameter";
+      if (std::string s = suggest(k, kDatabaseKeys); !s.empty()) msg += "; did you mean " + s + "?";
+      error(w, key, std::move(msg));
+      ok = false;
+    }
+  }
+  if (!ok) return;
+  if (d.dbname.empty() && d.name != "*") d.dbname = d.name;
+  if (auto prev = dbs_.find(name); prev != dbs_.end()) {
+    const Where& pw = prev->second.where;
+    warning(w, prefix, "database " + name + " is defined again; this replaces the definition at " +
+                           pw.file + ":" + std::to_string(pw.line));
+  }
+  dbs_[name] = std::move(pd);
+}
+
+void Loader::user(const std::string& name, std::string_view value, const Where& w) {
+  const std::string prefix = "users." + name;
+  std::vector<Pair> pairs;
+  std::string why;
+  if (!parse_pairs(value, pairs, why)) {
+    error(w, prefix, "bad user settings: " + why);
+    return;
+  }
+  User u;
+  u.name = name;
+  bool ok = true;
+  for (const Pair& p : pairs) {
+    const std::string k = lower(p.key);
+    const std::string key = prefix + "." + k;
+    if (k == "pool_mode") {
+      if (auto m = parse_pool_mode(p.value)) {
+        u.pool_mode = *m;
+      } else {
+        error(w, key, "invalid value \"" + p.value + "\"; expected one of: session, transaction, statement");
+        ok = false;
+      }
+      continue;
+    }
+    int* target = k == "max_user_connections" ? &u.max_user_connections
+                  : k == "pool_size"          ? &u.pool_size
+                  : k == "reserve_pool_size"  ? &u.reserve_pool_size
+                                              : nullptr;
+    if (!target) {
+      std::string msg = "unknown user setting";
+      if (k == "password")
+        msg += "; passwords belong in auth_file";
+      else if (std::string s = suggest(k, kUserKeys); !s.empty())
+        msg += "; did you mean " + s + "?";
+      error(w, key, std::move(msg));
+      ok = false;
+    } else if (auto x = integer(p.value, w, key, 0, INT_MAX)) {
+      *target = static_cast<int>(*x);
+    } else {
+      ok = false;
+    }
+  }
+  if (!ok) return;
+  if (auto prev = users_at_.find(name); prev != users_at_.end()) {
+    warning(w, prefix, "user " + name + " is defined again; this replaces the definition at " +
+                           prev->second.file + ":" + std::to_string(prev->second.line));
+  }
+  users_at_[name] = w;
+  cfg_.users[name] = std::move(u);
+}
+
+void Loader::finish() {
+  Pooler& p = cfg_.pooler;
+
+  // Databases: one cluster per distinct server address.
+  for (auto& [name, pd] : dbs_) {
+    Database d = std::move(pd.db);
+    std::string host = pd.host.empty() ? p.unix_socket_dir : pd.host;
+    if (host.empty()) {
+      error(pd.where, "databases." + name + ".host",
+            "no host given, and unix_socket_dir is empty, so there is no Unix socket to "
+            "connect to; set host=");
+      continue;
+    }
+    d.cluster = cluster_name(host, pd.port);
+    auto [it, fresh] = cfg_.clusters.try_emplace(d.cluster);
+    if (fresh) {
+      it->second.name = d.cluster;
+      it->second.primary.host = host;
+      it->second.primary.port = pd.port;
+    }
+    for (auto& [k, why] : inert_database_settings(d))
+      warning(pd.where, "databases." + name + "." + k, std::move(why));
+    cfg_.databases[name] = std::move(d);
+  }
+
+  // Stored settings whose value pgpivot cannot honour.
+  for (const auto& k : pooler_keys()) {
+    if (!k.inert) continue;
+    auto at = set_at_.find(k.name);
+    if (at == set_at_.end()) continue;
+    if (std::string why = k.inert(p); !why.empty())
+      warning(at->second, std::string("pgbouncer.") + k.name, std::move(why));
+  }
+
+  if (p.listen_addr.empty() && p.unix_socket_dir.empty()) {
+    auto at = set_at_.find("unix_socket_dir");
+    Where w = at != set_at_.end() ? at->second : Where{r_.config.path, 0, 0};
+    error(w, "pgbouncer.unix_socket_dir",
+          "nothing to listen on: listen_addr is not set and unix_socket_dir is empty");
+  }
+
+  auto by_seq = [](const auto& a, const auto& b) { return a.first < b.first; };
+  std::stable_sort(errors_.begin(), errors_.end(), by_seq);
+  std::stable_sort(warnings_.begin(), warnings_.end(), by_seq);
+  for (auto& [s, e] : errors_) r_.errors.push_back(std::move(e));
+  for (auto& [s, e] : warnings_) r_.warnings.push_back(std::move(e));
+
+  // auth_file: relative to the file that set it; users from it join [users].
+  if (!p.auth_file.empty()) {
+    std::filesystem::path path(p.auth_file);
+    if (path.is_relative()) path = std::filesystem::path(auth_file_base_) / path;
+    p.auth_file = path.lexically_normal().string();
+    std::string why;
+    auto text = read_file(p.auth_file, why);
+    if (!text) {
+      const Where& w = set_at_["auth_file"];
+      r_.errors.push_back(Error{w.file, w.line, "pgbouncer.auth_file",
+                                "cannot read auth file " + p.auth_file + ": " + why});
+    } else {
+      parse_userlist(*text, p.auth_file, cfg_.users, r_.errors);
+    }
+  }
+}
+
+}  // namespace
+
+LoadResult load_ini_string(std::string_view text, const std::string& path) {
+  LoadResult r;
+  r.config.path = path;
+  try {
+    Loader loader(r);
+    loader.parse(text, path, 0);
+    loader.finish();
+  } catch (const std::exception& e) {
+    r.errors.push_back(Error{path, 0, "", std::string("internal error: ") + e.what()});
+  } catch (...) {
+    r.errors.push_back(Error{path, 0, "", "internal error"});
+  }
+  return r;
+}
+
+LoadResult load_ini_file(const std::string& path) {
+  try {
+    std::string why;
+    auto text = read_file(path, why);
+    if (!text) {
+      LoadResult r;
+      r.config.path = path;
+      r.errors.push_back(Error{path, 0, "", "cannot read config file: " + why});
+      return r;
+    }
+    return load_ini_string(*text, path);
+  } catch (...) {
+    LoadResult r;
+    r.config.path = path;
+    r.errors.push_back(Error{path, 0, "", "internal error"});
+    return r;
+  }
+}
+
+}  // namespace pgpivot::config

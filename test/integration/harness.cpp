@@ -166,7 +166,13 @@ std::string render_toml(const PoolerConfig& cfg, int port) {
   o << "\n[users]\n";
   for (const auto& [user, password] : cfg.users)
     o << user << " = { password = " << quote_toml(password) << " }\n";
-  o << "\n[clusters.main]\nprimary = { host = \"127.0.0.1\", port = " << env().pg_port << " }\n"
+  if (!cfg.failover.empty()) o << "\n[failover]\n" << cfg.failover << "\n";
+  if (!cfg.main_cluster.empty())
+    o << "\n[clusters.main]\n" << cfg.main_cluster << "\n";
+  else
+    o << "\n[clusters.main]\nprimary = { host = \"127.0.0.1\", port = " << env().pg_port << " }\n";
+  for (const auto& [name, body] : cfg.extra_clusters) o << "\n[clusters." << name << "]\n" << body << "\n";
+  o
     << "\n[databases.appdb]\ncluster = \"main\"\n";
   for (const auto& [name, body] : cfg.extra_databases) o << "\n[databases." << name << "]\n" << body << "\n";
   return o.str();

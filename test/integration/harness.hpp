@@ -36,6 +36,13 @@ struct PoolerConfig {
   std::map<std::string, std::string> extra;
   // More [databases.NAME] sections: name -> TOML body, e.g. "cluster = \"main\"".
   std::map<std::string, std::string> extra_databases;
+  // Body of [clusters.main] ("" = primary at PGPIVOT_TEST_PGPORT only), e.g.
+  // "primary = { host = \"127.0.0.1\", port = 1 }\nstandby = { ... }".
+  std::string main_cluster;
+  // More [clusters.NAME] sections: name -> TOML body.
+  std::map<std::string, std::string> extra_clusters;
+  // Body of the [failover] section ("" = none), e.g. "failure_threshold = 3".
+  std::string failover;
   // [users]: name -> password (plain text).
   std::map<std::string, std::string> users = {
       {"app", "app"}, {"admin", "admin"}, {"md5user", "md5pass"}};

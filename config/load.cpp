@@ -1,5 +1,5 @@
 // TOML config and PgBouncer userlist loading, with validation that reports every problem;
-// also the helpers and the [pooler] settings table the other config code shares.
+// also the helpers and the [pooler] settings table shared with ini.cpp and convert.cpp.
 #include "config/load.hpp"
 #include "config/internal.hpp"
 

@@ -41,6 +41,11 @@ struct LoadResult {
 // By extension: a path ending in .ini (any case) is a pgbouncer.ini, anything else TOML.
 [[nodiscard]] LoadResult load_file(const std::string& path);
 
+// The native TOML text for `config`: settings that differ from the defaults plus the
+// essential ones. load_toml_string() of the result gives back an equal Config (paths
+// such as auth_file are written as stored, so load it from the same directory).
+[[nodiscard]] std::string to_toml(const Config& config);
+
 // PgBouncer userlist.txt: lines of `"user" "password"`; `""` inside quotes is a quote;
 // lines starting with ';' or '#' and blank lines are ignored. Adds users to `users`
 // (entries already present keep their other settings; password is set if empty, and

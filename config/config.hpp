@@ -56,25 +56,25 @@ struct Pooler {
   long long max_packet_size = 2147483647;
   std::string logfile;
 
-  // Stored so that a pgbouncer.ini loads without loss; the loaders warn when one is
-  // set to a value whose behaviour pgpivot does not implement (see docs/config.md).
   std::string pidfile;
   std::string user;              // Unix user to switch to (PgBouncer's -u)
+  int listen_backlog = 128;
+  bool server_round_robin = false;
+  bool tcp_keepalive = true;
+  bool log_pooler_errors = true;
+  bool log_stats = true;
+  // Stored so that a pgbouncer.ini loads without loss, not acted on yet: the loaders
+  // warn when one is set to a value pgpivot does not implement (see docs/config.md).
   std::string auth_user;
   std::string auth_query =
       "SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE rolpassword END "
       "FROM pg_authid WHERE rolname=$1 AND rolcanlogin";
-  int listen_backlog = 128;
-  bool server_round_robin = false;
-  bool tcp_keepalive = true;
   bool disable_pqexec = false;
   int max_prepared_statements = 0;
   std::string client_tls_sslmode = "disable";  // disable/allow/prefer/require/verify-ca/verify-full
   std::string server_tls_sslmode = "disable";
   bool syslog = false;
   int verbose = 0;
-  bool log_pooler_errors = true;
-  bool log_stats = true;
 
   friend bool operator==(const Pooler&, const Pooler&) = default;
 };

@@ -64,9 +64,9 @@ const std::vector<IgnoredKey>& ignored_keys() {
       {"so_reuseport", ""},
       {"tcp_defer_accept", ""},
       {"tcp_socket_buffer", ""},
-      {"tcp_keepcnt", "TCP keepalive is not supported yet"},
-      {"tcp_keepidle", "TCP keepalive is not supported yet"},
-      {"tcp_keepintvl", "TCP keepalive is not supported yet"},
+      {"tcp_keepcnt", "keepalive starts after a fixed 60 s idle"},
+      {"tcp_keepidle", "keepalive starts after a fixed 60 s idle"},
+      {"tcp_keepintvl", "keepalive starts after a fixed 60 s idle"},
       {"tcp_user_timeout", ""},
   };
   return k;

@@ -245,14 +245,14 @@ const std::vector<PoolerKey>& pooler_keys() {
         int_key("pkt_buf", &P::pkt_buf, kMinPktBuf, kMaxPktBuf),
         int_key("max_packet_size", &P::max_packet_size, kMinMaxPacketSize, kMaxMaxPacketSize),
         key("logfile", &P::logfile),
+        key("pidfile", &P::pidfile),
+        key("user", &P::user),
+        int_key("listen_backlog", &P::listen_backlog, 1),
+        key("server_round_robin", &P::server_round_robin),
+        key("tcp_keepalive", &P::tcp_keepalive),
+        key("log_pooler_errors", &P::log_pooler_errors),
+        key("log_stats", &P::log_stats),
         // Stored only: the pooler does not act on these yet.
-        inert_key(key("pidfile", &P::pidfile),
-                  [](const P& p) { return inert_if(!p.pidfile.empty(), "pgpivot does not write a pid file; ignored"); }),
-        inert_key(key("user", &P::user), [](const P& p) {
-          return inert_if(!p.user.empty(),
-                          "pgpivot does not switch to another Unix user; start it as that user "
-                          "(e.g. systemd User=); ignored");
-        }),
         inert_key(key("auth_user", &P::auth_user), [](const P& p) {
           return inert_if(!p.auth_user.empty(),
                           "auth_user/auth_query lookups are not supported yet; users must be in "
@@ -261,18 +261,6 @@ const std::vector<PoolerKey>& pooler_keys() {
         inert_key(key("auth_query", &P::auth_query), [](const P& p) {
           return inert_if(p.auth_query != Pooler{}.auth_query,
                           "auth_query lookups are not supported yet; ignored");
-        }),
-        inert_key(int_key("listen_backlog", &P::listen_backlog, 1), [](const P& p) {
-          return inert_if(p.listen_backlog != 4096,
-                          "pgpivot always listens with a backlog of 4096; ignored");
-        }),
-        inert_key(key("server_round_robin", &P::server_round_robin), [](const P& p) {
-          return inert_if(p.server_round_robin,
-                          "server_round_robin is not supported yet (idle servers are reused "
-                          "last-in first-out); ignored");
-        }),
-        inert_key(key("tcp_keepalive", &P::tcp_keepalive), [](const P& p) {
-          return inert_if(p.tcp_keepalive, "pgpivot does not turn on TCP keepalive yet; ignored");
         }),
         inert_key(key("disable_pqexec", &P::disable_pqexec), [](const P& p) {
           return inert_if(p.disable_pqexec,
@@ -293,16 +281,7 @@ const std::vector<PoolerKey>& pooler_keys() {
           return inert_if(p.syslog, "syslog is not supported yet (logs go to stderr and logfile); ignored");
         }),
         inert_key(int_key("verbose", &P::verbose, 0), [](const P& p) {
-          return inert_if(p.verbose != 0, "verbose is not supported yet; ignored");
-        }),
-        inert_key(key("log_pooler_errors", &P::log_pooler_errors), [](const P& p) {
-          return inert_if(p.log_pooler_errors,
-                          "log_pooler_errors is not supported yet (errors that close a client "
-                          "are logged with log_disconnections); ignored");
-        }),
-        inert_key(key("log_stats", &P::log_stats), [](const P& p) {
-          return inert_if(p.log_stats,
-                          "pgpivot does not write statistics to the log yet (use SHOW STATS); ignored");
+          return inert_if(p.verbose != 0, "verbose is not supported yet (there is no debug logging); ignored");
         }),
     };
     for (auto& x : k) {

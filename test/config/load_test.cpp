@@ -678,17 +678,16 @@ params = { client_encoding = "UTF8" }
   CHECK(r.config.databases.at("d").auth_user == "au");
   CHECK(r.config.databases.at("d").params.at("client_encoding") == "UTF8");
   INFO(dump(r.warnings));
-  REQUIRE(r.warnings.size() == 6);
+  REQUIRE(r.warnings.size() == 5);
   std::vector<std::pair<std::string, int>> got;
   for (const auto& w : r.warnings) got.emplace_back(w.key, w.line);
-  CHECK(got == std::vector<std::pair<std::string, int>>{{"pooler.pidfile", 2},
-                                                        {"pooler.client_tls_sslmode", 4},
+  CHECK(got == std::vector<std::pair<std::string, int>>{{"pooler.client_tls_sslmode", 4},
                                                         {"pooler.verbose", 7},
                                                         {"databases.d.application_name", 11},
                                                         {"databases.d.auth_user", 12},
                                                         {"databases.d.params.client_encoding", 13}});
-  CHECK(r.warnings[0].message == "pgpivot does not write a pid file; ignored");
-  CHECK(r.warnings[1].message == "TLS not supported yet, ignored");
+  CHECK(r.warnings[0].message == "TLS not supported yet, ignored");
+  CHECK(r.warnings[1].message == "verbose is not supported yet (there is no debug logging); ignored");
 
   SECTION("bad values of the new keys are errors") {
     auto r2 = load("[pooler]\nclient_tls_sslmode = \"on\"\nlisten_backlog = 0\n"

@@ -63,5 +63,7 @@ struct PoolerKey {
 // message) for each one set in `d`.
 [[nodiscard]] std::vector<std::pair<std::string, std::string>> inert_database_settings(
     const Database& d);
+// The same for a user.
+[[nodiscard]] std::vector<std::pair<std::string, std::string>> inert_user_settings(const User& u);
 
 }  // namespace pgpivot::config::detail

@@ -303,6 +303,17 @@ std::vector<std::pair<std::string, std::string>> inert_database_settings(const D
                      "auth_user/auth_query lookups are not supported yet; ignored");
   for (const auto& [k, v] : d.params)
     out.emplace_back(k, k + " is not sent to the server yet; ignored");
+  if (d.max_db_client_connections != 0)
+    out.emplace_back("max_db_client_connections",
+                     "max_db_client_connections is not enforced yet; ignored");
+  return out;
+}
+
+std::vector<std::pair<std::string, std::string>> inert_user_settings(const User& u) {
+  std::vector<std::pair<std::string, std::string>> out;
+  if (u.max_user_client_connections != 0)
+    out.emplace_back("max_user_client_connections",
+                     "max_user_client_connections is not enforced yet; ignored");
   return out;
 }
 }  // namespace detail
@@ -833,6 +844,16 @@ void load_document(const toml::table& root, const std::string& path, LoadResult&
       if (!n) continue;
       if (std::string why = k.inert(cfg.pooler); !why.empty())
         warn(*n, join_key("pooler", k.name), std::move(why));
+    }
+  }
+  if (users) {
+    for (const auto& [name, u] : cfg.users) {
+      const toml::table* ut = users->get_as<toml::table>(name);
+      if (!ut) continue;
+      for (auto& [k, why] : inert_user_settings(u)) {
+        const toml::node* n = ut->get(k);
+        warn(n ? *n : *ut, join_key(join_key("users", name), k), std::move(why));
+      }
     }
   }
   if (databases) {

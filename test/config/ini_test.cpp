@@ -668,3 +668,22 @@ TEST_CASE("load_ini_file: unreadable files", "[ini][errors]") {
   REQUIRE(d.errors.size() == 1);
   CHECK(contains(d.errors[0].message, "is a directory"));
 }
+
+TEST_CASE("all 85 PgBouncer 1.18 settings at their defaults", "[ini][warnings]") {
+  // Each key is known: honoured, stored, or warned about; none is an error.
+  const std::string path = kDir + "/defaults.ini";
+  auto r = load_ini_file(path);
+  INFO(dump(r.errors));
+  REQUIRE(r.ok());
+  // PgBouncer's defaults are the Config's defaults.
+  auto empty = ini("");
+  CHECK(r.config.pooler == empty.config.pooler);
+  // Only the keys pgpivot neither stores nor implements are warned about; stored ones at
+  // their defaults behave as pgpivot does, so they are not.
+  INFO(dump(r.warnings));
+  CHECK(r.warnings.size() == 35);
+  for (const auto& w : r.warnings) {
+    CHECK(w.file == path);
+    CHECK(contains(w.message, "unsupported key " + w.key.substr(10) + " ignored"));
+  }
+}

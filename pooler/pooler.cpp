@@ -402,6 +402,14 @@ void Pooler::client_login_done(Client* c) {
     disconnect_client(c, "57P03", "database does not allow connections: " + c->db_name, true);
     return;
   }
+  if (db->cfg.max_db_client_connections > 0 && db->client_count >= db->cfg.max_db_client_connections) {
+    disconnect_client(c, "53300", "no more connections allowed (max_db_client_connections)", true);
+    return;
+  }
+  if (user->cfg.max_user_client_connections > 0 && user->client_count >= user->cfg.max_user_client_connections) {
+    disconnect_client(c, "53300", "no more connections allowed (max_user_client_connections)", true);
+    return;
+  }
   if (user->cfg.name.empty()) user->cfg.name = server_user;
   Pool* p = get_pool(db, c->db_name, user, server_user);
   c->pool = p;
@@ -859,6 +867,8 @@ void Pooler::server_release(Server* s) {
     disconnect_client(c, "57P01", "pgpivot is shutting down", true);
     c = nullptr;
   }
+  // A switchover waiting for transactions to end can go on as soon as the last one does.
+  if (p->db->crt && p->db->crt->mode == ClusterMode::Draining) cluster_progress(p->db->crt);
   pool_service(p);
   if (c && !c->closing && c->rbuf && c->rend > c->rparse) c->process();
 }

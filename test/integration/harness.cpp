@@ -106,6 +106,18 @@ std::string quote_toml(const std::string& s) {
   return out + "\"";
 }
 
+std::string join_list(const std::vector<std::string>& v, const std::string& sep) {
+  std::string out;
+  for (const auto& x : v) out += (out.empty() ? "" : sep) + x;
+  return out;
+}
+
+std::string toml_array(const std::vector<std::string>& v) {
+  std::string out;
+  for (const auto& x : v) out += (out.empty() ? "" : ", ") + quote_toml(x);
+  return "[" + out + "]";
+}
+
 // PgBouncer's .ini for the same PoolerConfig (comparison runs only).
 std::string render_pgbouncer_ini(const PoolerConfig& cfg, int port, const std::string& userlist) {
   std::ostringstream o;
@@ -116,7 +128,8 @@ std::string render_pgbouncer_ini(const PoolerConfig& cfg, int port, const std::s
   if (!cfg.extra.count("unix_socket_dir")) o << "unix_socket_dir =\n";
   o << "pool_mode = " << cfg.pool_mode << "\ndefault_pool_size = " << cfg.default_pool_size
     << "\nmax_client_conn = " << cfg.max_client_conn << "\nauth_type = " << cfg.auth_type
-    << "\nauth_file = " << userlist << "\nadmin_users = admin\n";
+    << "\nauth_file = " << userlist << "\nadmin_users = " << join_list(cfg.admin_users, ", ") << "\n";
+  if (!cfg.stats_users.empty()) o << "stats_users = " << join_list(cfg.stats_users, ", ") << "\n";
   for (const auto& [k, v] : cfg.extra) {
     std::string val = v;
     if (val.size() >= 2 && val.front() == '"') val = val.substr(1, val.size() - 2);
@@ -161,7 +174,8 @@ std::string render_toml(const PoolerConfig& cfg, int port) {
     << "default_pool_size = " << cfg.default_pool_size << "\n"
     << "max_client_conn = " << cfg.max_client_conn << "\n"
     << "auth_type = " << quote_toml(cfg.auth_type) << "\n"
-    << "admin_users = [\"admin\"]\n";
+    << "admin_users = " << toml_array(cfg.admin_users) << "\n";
+  if (!cfg.stats_users.empty()) o << "stats_users = " << toml_array(cfg.stats_users) << "\n";
   for (const auto& [k, v] : cfg.extra) o << k << " = " << v << "\n";
   o << "\n[users]\n";
   for (const auto& [user, password] : cfg.users)
@@ -323,6 +337,11 @@ void Pooler::reload(const PoolerConfig& cfg) {
   cfg_ = cfg;
   write_config();
   signal(SIGHUP);
+}
+
+void Pooler::rewrite_config(const PoolerConfig& cfg) {
+  cfg_ = cfg;
+  write_config();
 }
 
 void Pooler::signal(int sig) {
@@ -538,6 +557,10 @@ CommandResult run_psql(const Pooler& p, const std::string& sql, const std::strin
 
 // ---------------------------------------------------------------------------
 // Small things
+
+int free_port() { return next_free_port(); }
+
+bool tcp_port_accepts(int port) { return port_accepts(port); }
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -46,6 +46,9 @@ struct PoolerConfig {
   // [users]: name -> password (plain text).
   std::map<std::string, std::string> users = {
       {"app", "app"}, {"admin", "admin"}, {"md5user", "md5pass"}};
+  // Console access: admin_users may run every command, stats_users only SHOW.
+  std::vector<std::string> admin_users = {"admin"};
+  std::vector<std::string> stats_users;  // not written when empty
 };
 
 // Renders the TOML config file for a pooler listening on `port`.
@@ -71,6 +74,10 @@ class Pooler {
 
   // Rewrites the config file and sends SIGHUP.
   void reload(const PoolerConfig& cfg);
+  // Rewrites the config file only (for a RELOAD from the admin console).
+  void rewrite_config(const PoolerConfig& cfg);
+  // The process is about to exit on its own (SHUTDOWN from the console): not a failure.
+  void expect_exit() { stop_requested_ = true; }
   // Sends a signal; SIGINT/SIGTERM/SIGKILL mark the exit as expected.
   void signal(int sig);
   // Waits for the process to exit; true when it did within `seconds`.
@@ -167,6 +174,11 @@ CommandResult run_pgbench(const Pooler& p, const std::string& args);
 // psql -X -A -t -c SQL through the pooler as user/password.
 CommandResult run_psql(const Pooler& p, const std::string& sql, const std::string& user = "app",
                        const std::string& password = "app");
+
+// A TCP port on 127.0.0.1 nothing listens on (16400..17399, as the pooler fixture uses).
+int free_port();
+// True when something accepts TCP connections on 127.0.0.1:port.
+bool tcp_port_accepts(int port);
 
 double seconds_since(std::chrono::steady_clock::time_point t0);
 void sleep_s(double s);

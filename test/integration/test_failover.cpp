@@ -1186,8 +1186,139 @@ TEST_CASE("failover: pgpivot ctl status prints the clusters; ctl failover of an 
   }
   // Nothing moved.
   Row row = cluster_row(p);
-  INFO("SHOW CLUSTERS: " << row_text(row));
-  CHECK(row["active"] == "primary");
-  CHECK(row["failovers"] == "0");
+  {
+    INFO("SHOW CLUSTERS: " << row_text(row));
+    CHECK(row["active"] == "primary");
+    CHECK(row["failovers"] == "0");
+  }
+
+  // The real commands: FAILOVER now (the promote_command promotes the standby),
+  // then FAILBACK and SWITCHOVER between the two (now both writable) nodes.
+  Conn client(p.conninfo());
+  REQUIRE(client.ok());
+  int n = 0;
+  for (auto [cmd, active, port] : {std::tuple{"failover", "standby", pair.standby_port},
+                                   std::tuple{"failback", "primary", pair.primary_port},
+                                   std::tuple{"switchover", "standby", pair.standby_port}}) {
+    ++n;
+    auto r = run_command(bin + " ctl " + cmd + " --cluster main --admin " + sh_quote(admin));
+    row = cluster_row(p);
+    INFO("pgpivot ctl " << cmd << " --cluster main:\n" << r.output << "\nSHOW CLUSTERS: " << row_text(row));
+    CHECK(r.exit_code == 0);
+    CHECK(row["active"] == active);
+    CHECK(row["failovers"] == std::to_string(n));
+    Result w = client.exec("SELECT inet_server_port()", 30);
+    INFO("client after it: " << w.message());
+    CHECK(w.value() == std::to_string(port));
+  }
+  CHECK(pair.promote_runs().size() == 3);
+  CHECK(p.running());
+}
+
+// Deterministic states at the moment the primary dies, one client each: idle; idle
+// inside a transaction; an autocommit statement in flight; a statement in flight
+// inside a transaction; a COMMIT in flight (a deferred constraint trigger sleeps in
+// it); and, in session mode, an idle client with settings of its own.
+TEST_CASE("failover: what a client sees depends on what it was doing when the primary died", "[failover]") {
+  PgPair pair("states", port_base() + 13, port_base() + 14);
+  pair.start(/*sync_rep=*/false);
+  {
+    Conn c(node_conninfo(pair.primary_port));
+    REQUIRE(c.ok());
+    c.exec_ok("CREATE TABLE fo_slow (x int)");
+    c.exec_ok("CREATE FUNCTION fo_sleep() RETURNS trigger LANGUAGE plpgsql AS "
+              "$$ BEGIN PERFORM pg_sleep(20); RETURN NULL; END $$");
+    c.exec_ok("CREATE CONSTRAINT TRIGGER fo_slow_commit AFTER INSERT ON fo_slow DEFERRABLE INITIALLY DEFERRED "
+              "FOR EACH ROW EXECUTE FUNCTION fo_sleep()");
+    c.exec_ok("GRANT ALL ON fo_slow TO app");
+  }
+  REQUIRE(wait_for([&] { return node_value(pair.standby_port, "SELECT to_regclass('fo_slow') IS NOT NULL") == "t"; }, 20));
+  PoolerConfig cfg = failover_pooler(pair, 10);
+  cfg.extra_databases["sessdb"] = "cluster = \"main\"\ndbname = \"appdb\"\npool_mode = \"session\"";
+  Pooler p(cfg);
+  REQUIRE(wait_cluster(p, "standby_state", "read-only", 10)["primary_state"] == "up");
+
+  auto connect = [&](const std::string& db = "appdb") {
+    auto c = std::make_unique<Conn>(p.conninfo("app", "app", db));
+    INFO(c->error());
+    REQUIRE(c->ok());
+    REQUIRE(c->value("SELECT inet_server_port()") == std::to_string(pair.primary_port));
+    return c;
+  };
+  auto idle = connect();
+  auto idle_tx = connect();
+  auto stmt = connect();
+  auto stmt_tx = connect();
+  auto commit = connect();
+  auto session = connect("sessdb");
+
+  idle_tx->exec_ok("BEGIN");
+  idle_tx->exec_ok("INSERT INTO fo_log VALUES (1, 1, 0, 0)");
+  stmt_tx->exec_ok("BEGIN");
+  stmt_tx->exec_ok("INSERT INTO fo_log VALUES (2, 1, 0, 0)");
+  commit->exec_ok("BEGIN");
+  commit->exec_ok("INSERT INTO fo_slow VALUES (1)");
+  session->exec_ok("SET application_name = 'fo_session'");
+  session->exec_ok("SET TimeZone = 'Asia/Tokyo'");
+  stmt->send("SELECT pg_sleep(20)");
+  stmt_tx->send("SELECT pg_sleep(20)");
+  commit->send("COMMIT");
+  sleep_s(0.5);
+  pair.kill(pair.primary_dir);
+  auto t0 = std::chrono::steady_clock::now();
+
+  Result r_stmt = stmt->next_result(20);
+  Result r_stmt_tx = stmt_tx->next_result(20);
+  Result r_commit = commit->next_result(20);
+  for (Conn* c : {stmt.get(), stmt_tx.get(), commit.get()}) c->next_result(5);  // the end of each query
+  {
+    INFO("autocommit statement in flight: " << r_stmt.message());
+    CHECK(r_stmt.sqlstate() == "40003");
+  }
+  {
+    INFO("statement in flight inside a transaction: " << r_stmt_tx.message());
+    CHECK(r_stmt_tx.sqlstate() == "40001");
+  }
+  {
+    INFO("COMMIT in flight: " << r_commit.message());
+    CHECK(r_commit.sqlstate() == "40003");
+  }
+  Result r_idle_tx = idle_tx->exec("INSERT INTO fo_log VALUES (1, 2, 0, 0)", 30);
+  {
+    INFO("next statement of the client idle in a transaction: " << r_idle_tx.message());
+    CHECK(r_idle_tx.sqlstate() == "40001");
+  }
+  Result r_idle = idle->exec("SELECT inet_server_port()", 30);
+  double idle_wait = seconds_since(t0);
+  {
+    INFO("idle client's next query, " << idle_wait << " s after the kill: " << r_idle.message());
+    CHECK(r_idle.ok());
+    CHECK(r_idle.value() == std::to_string(pair.standby_port));
+  }
+  Result r_session = session->exec(
+      "SELECT inet_server_port() || ' ' || current_setting('application_name') || ' ' || current_setting('TimeZone')",
+      30);
+  {
+    INFO("idle session-mode client's next query: " << r_session.message());
+    CHECK(r_session.ok());
+    CHECK(r_session.value() == std::to_string(pair.standby_port) + " fo_session Asia/Tokyo");
+  }
+  // Every one of them is still connected and works on the new primary, after a
+  // ROLLBACK where the pooler says a transaction is still open.
+  int n = 0;
+  for (Conn* c : {idle.get(), idle_tx.get(), stmt.get(), stmt_tx.get(), commit.get(), session.get()}) {
+    ++n;
+    INFO("client " << n << " (idle, idle in tx, statement, statement in tx, commit, session)");
+    CHECK(PQstatus(c->get()) == CONNECTION_OK);
+    if (PQtransactionStatus(c->get()) != PQTRANS_IDLE) {
+      Result rb = c->exec("ROLLBACK", 10);
+      INFO("ROLLBACK: " << rb.message());
+      CHECK(rb.ok());
+    }
+    Result w = c->exec("INSERT INTO fo_log VALUES (100, " + std::to_string(n) + ", 0, inet_server_port()) RETURNING port", 10);
+    INFO("write afterwards: " << w.message());
+    CHECK(w.ok());
+    CHECK(w.value() == std::to_string(pair.standby_port));
+  }
   CHECK(p.running());
 }

@@ -70,7 +70,7 @@ struct Pooler {
       "SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE rolpassword END "
       "FROM pg_authid WHERE rolname=$1 AND rolcanlogin";
   bool disable_pqexec = false;
-  int max_prepared_statements = 0;
+  int max_prepared_statements = 200;  // 0 disables tracking (PgBouncer 1.21+'s meaning)
   std::string client_tls_sslmode = "disable";  // disable/allow/prefer/require/verify-ca/verify-full
   std::string server_tls_sslmode = "disable";
   bool syslog = false;

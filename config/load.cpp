@@ -266,11 +266,7 @@ const std::vector<PoolerKey>& pooler_keys() {
           return inert_if(p.disable_pqexec,
                           "disable_pqexec is not supported yet (simple queries stay allowed); ignored");
         }),
-        inert_key(int_key("max_prepared_statements", &P::max_prepared_statements, 0),
-                  [](const P& p) {
-                    return inert_if(p.max_prepared_statements != 0,
-                                    "prepared statement tracking is not supported yet; ignored");
-                  }),
+        int_key("max_prepared_statements", &P::max_prepared_statements, 0),
         inert_key(key("client_tls_sslmode", &P::client_tls_sslmode), [](const P& p) {
           return inert_if(p.client_tls_sslmode != "disable", "TLS not supported yet, ignored");
         }),

@@ -370,30 +370,40 @@ Step Client::on_header(char type, std::uint32_t wire_size) {
       if (wire_size <= 16384) return Step::Inspect;  // small enough to look for SET
       mark_query_start();
       server->expect_z++;
+      if (server->tracking) server->push_slot(Slot::Query);
       return Step::Forward;
     case 'S':
       mark_query_start();
       server->expect_z++;
       server->unsynced = false;
+      if (server->tracking) server->push_slot(Slot::Sync);
       return Step::Forward;
     case 'F':
       mark_query_start();
       server->expect_z++;
+      if (server->tracking) server->push_slot(Slot::Query);
       return Step::Forward;
     case 'P':
-      pool->stats.client_parse_count++;
-      pool->stats.server_parse_count++;
-      mark_query_start();
-      server->unsynced = true;
-      return Step::Forward;
     case 'B':
-      pool->stats.bind_count++;
       mark_query_start();
       server->unsynced = true;
+      if (server->tracking) return Step::Inspect;  // statement names are rewritten
+      if (type == 'P') {
+        pool->stats.client_parse_count++;
+        pool->stats.server_parse_count++;
+      } else {
+        pool->stats.bind_count++;
+      }
       return Step::Forward;
     case 'D':
-    case 'E':
     case 'C':
+      server->unsynced = true;
+      if (server->tracking) return Step::Inspect;
+      return Step::Forward;
+    case 'E':
+      server->unsynced = true;
+      if (server->tracking) server->push_slot(Slot::Execute);
+      return Step::Forward;
     case 'H':
       server->unsynced = true;
       return Step::Forward;
@@ -404,7 +414,7 @@ Step Client::on_header(char type, std::uint32_t wire_size) {
 
 Step Client::on_message(const char* data, std::uint32_t wire_size) {
   if (state == ClientState::Login) return handle_password(data + 5, wire_size - 5);
-  // Only 'Q' comes here.
+  if (data[0] != 'Q') return prepared_message(data, wire_size);
   auto sql = proto::parse_query(std::string_view(data + 5, wire_size - 5));
   if (!sql) {
     pooler->disconnect_client(this, "08P01", "invalid Query message", true);
@@ -416,6 +426,10 @@ Step Client::on_message(const char* data, std::uint32_t wire_size) {
   }
   mark_query_start();
   server->expect_z++;
+  if (server->tracking) {
+    server->push_slot(Slot::Query);
+    note_deallocate(*sql);
+  }
   if (changes_session_state(*sql)) server->needs_reset = true;
   if (starts_with_word(*sql, "COMMIT") || starts_with_word(*sql, "END")) server->commit_in_flight = true;
   return Step::Forward;

@@ -349,6 +349,7 @@ void Conn::process() {
   in_process = false;
   if (closing) return;
   (void)dest;
+  on_pass_end();
   if (!borrowed_by) {
     rpos = rparse;
     if (rpos == rend) {

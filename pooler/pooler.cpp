@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstring>
 
 #include "config/load.hpp"
@@ -757,6 +758,10 @@ void Pooler::server_ready(Server* s) {
 }
 
 void Pooler::run_internal_query(Server* s, const std::string& sql) {
+  // DISCARD ALL / DEALLOCATE drop the server's prepared statements: forget them too.
+  std::string up;
+  for (char ch : sql) up += char(std::toupper(static_cast<unsigned char>(ch)));
+  if (up.find("DISCARD") != std::string::npos || up.find("DEALLOCATE") != std::string::npos) s->prepared_on.clear();
   std::string buf;
   proto::query(buf, sql);
   s->queue(buf);
@@ -822,6 +827,9 @@ void Pooler::link(Client* c, Server* s) {
   if (c->wait_start) p->stats.wait_time += (now() - c->wait_start) * 1000;
   c->wait_start = 0;
   s->expect_z = 0;
+  s->tracking = tracks_prepared(p);
+  s->slots.clear();
+  s->skip_to_sync = false;
   s->unsynced = false;
   s->commit_in_flight = false;
   s->query_start = now();

@@ -5,6 +5,7 @@
 #include <uv.h>
 
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <optional>
@@ -135,6 +136,7 @@ struct Conn {
   virtual Conn* peer() = 0;
   virtual void on_closed() = 0;       // socket error/EOF: run the connection's exit path
   virtual void after_forward() {}     // called after an inspected message was forwarded
+  virtual void on_pass_end() {}       // end of a process() pass
   virtual void count_bytes(std::size_t n) { (void)n; }  // statistics hook for bytes read
   virtual bool startup_framing() { return false; }
   virtual Step on_startup(const char* data, std::uint32_t len) { (void)data; (void)len; return Step::Stop; }
@@ -155,6 +157,23 @@ struct Conn {
   [[nodiscard]] bool output_pending() const { return wbusy || !segs.empty(); }
   [[nodiscard]] std::size_t memory_use() const;
   void start_close();
+};
+
+// ---------------------------------------------------------------------------
+// A prepared statement shared by every client that prepared the same query with
+// the same parameter types; on servers it is named PGPIVOT_<id>.
+struct PreparedStmt {
+  std::uint64_t id = 0;
+  std::string name;
+  std::string parse_rest;  // Parse body after the statement name: query, types
+};
+
+// What the server owes (or pgpivot answers) for each extended-protocol message
+// sent while prepared statements are tracked; see prepared.cpp.
+enum class Slot : std::uint8_t {
+  Parse, Bind, Describe, Close, Execute, Sync, Query,  // answered by the server
+  FakeParse, FakeClose,                                // answered by pgpivot
+  HideParse, HideClose,                                // server answers hidden from the client
 };
 
 // ---------------------------------------------------------------------------
@@ -189,6 +208,8 @@ struct Client final : Conn {
   // drop extended-protocol messages until Sync (as PostgreSQL does after an error).
   std::string pending_error;
   bool discard_until_sync = false;
+  // Protocol-level prepared statements by the client's names (transaction/statement mode).
+  std::unordered_map<std::string, std::shared_ptr<PreparedStmt>> prepared;
   std::uint64_t wall_connect = 0;  // seconds since the epoch, for SHOW CLIENTS
   bool unix_socket = false;
   Ms wait_start = 0;
@@ -207,6 +228,8 @@ struct Client final : Conn {
   void count_bytes(std::size_t n) override;
   void mark_query_start();
   Step answer_lost_transaction(char type);
+  Step prepared_message(const char* data, std::uint32_t wire_size);
+  void note_deallocate(std::string_view sql);
 };
 
 enum class ServerState {
@@ -249,11 +272,24 @@ struct Server final : Conn {
   std::uint64_t wall_connect = 0;
   bool close_needed = false;   // config changed: close instead of reusing
   bool unsynced = false;       // extended-protocol messages sent since the last Sync
+  // Prepared statement tracking (prepared.cpp).
+  bool tracking = false;
+  bool skip_to_sync = false;   // after an extended-protocol error, until the client's Sync
+  std::deque<Slot> slots;
+  std::unordered_map<std::uint64_t, std::uint64_t> prepared_on;  // statement id -> last use
+  std::uint64_t prepared_tick = 0;
   bool commit_in_flight = false;  // a COMMIT/END is among the queries in flight
 
   void after_forward() override;
   void on_protocol_error(const char* what) override;
   Step login_message(char type, std::string_view body);
+  void push_slot(Slot s);
+  void emit_fakes();
+  void pop_until(Slot a, Slot b);
+  Step track_response(char type);
+  void track_ready_for_query();
+  void ensure_prepared(const std::shared_ptr<PreparedStmt>& st, bool hidden);
+  void on_pass_end() override;
   void count_bytes(std::size_t n) override;
   [[nodiscard]] const std::string& login_password() const;
 
@@ -448,6 +484,8 @@ class Pooler {
   // Admin console (admin.cpp)
   void admin_login(Client* c);
   void admin_query(Client* c, std::string_view sql);
+  [[nodiscard]] bool tracks_prepared(const Pool* p) const;
+  std::shared_ptr<PreparedStmt> prepared_stmt(std::string_view parse_rest);
   bool is_admin_db(const std::string& name) const { return name == "pgbouncer" || name == "pgpivot"; }
   bool pool_paused(const Pool* p) const {
     return suspended_ || paused_all_ || p->db->paused || (p->db->crt && p->db->crt->mode != ClusterMode::Normal);
@@ -526,6 +564,8 @@ class Pooler {
   std::vector<PendingAdmin> pending_admin_;
   std::map<std::string, std::unique_ptr<ClusterRt>> clusters_;
   std::vector<FailoverEvent> failover_log_;
+  std::unordered_map<std::string, std::weak_ptr<PreparedStmt>> stmt_registry_;
+  std::uint64_t next_stmt_id_ = 0;
   std::unique_ptr<DbEntry> admin_db_;
   std::unique_ptr<UserEntry> admin_user_;
   Pool* admin_pool_ = nullptr;

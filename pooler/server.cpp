@@ -56,9 +56,10 @@ Step Server::on_header(char type, std::uint32_t wire_size) {
       return Step::Inspect;
     case 'E':
       if (!client) return Step::Inspect;  // e.g. FATAL on an idle connection
-      return Step::Forward;
+      return tracking ? track_response(type) : Step::Forward;
     default:
-      return client ? Step::Forward : Step::Skip;
+      if (!client) return Step::Skip;
+      return tracking ? track_response(type) : Step::Forward;
   }
 }
 
@@ -79,6 +80,7 @@ Step Server::on_message(const char* data, std::uint32_t wire_size) {
       }
       if (!client) return Step::Skip;
       if (expect_z > 0) expect_z--;
+      if (tracking) track_ready_for_query();
       Pool* p = pool;
       std::uint64_t t = uv_hrtime() / 1000;
       p->stats.query_count++;

@@ -291,26 +291,15 @@ const std::vector<PoolerKey>& pooler_keys() {
 
 std::vector<std::pair<std::string, std::string>> inert_database_settings(const Database& d) {
   std::vector<std::pair<std::string, std::string>> out;
-  if (!d.application_name.empty())
-    out.emplace_back("application_name",
-                     "application_name is not sent to the server yet; ignored");
   if (!d.auth_user.empty())
     out.emplace_back("auth_user",
                      "auth_user/auth_query lookups are not supported yet; ignored");
-  for (const auto& [k, v] : d.params)
-    out.emplace_back(k, k + " is not sent to the server yet; ignored");
-  if (d.max_db_client_connections != 0)
-    out.emplace_back("max_db_client_connections",
-                     "max_db_client_connections is not enforced yet; ignored");
   return out;
 }
 
 std::vector<std::pair<std::string, std::string>> inert_user_settings(const User& u) {
-  std::vector<std::pair<std::string, std::string>> out;
-  if (u.max_user_client_connections != 0)
-    out.emplace_back("max_user_client_connections",
-                     "max_user_client_connections is not enforced yet; ignored");
-  return out;
+  (void)u;  // every per-user setting is honoured by the pooler
+  return {};
 }
 }  // namespace detail
 

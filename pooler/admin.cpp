@@ -649,6 +649,15 @@ void Pooler::admin_show(Client* c, const std::string& what, const std::string& a
     const char* avg_names[] = {"server_assignment_count", "xact_count", "query_count", "recv",
                                "sent",                    "xact_time",  "query_time",  "wait_time",
                                "client_parse_count",      "server_parse_count", "bind_count"};
+    // PgBouncer names the byte counters differently in each view.
+    const char* plain_names[] = {"server_assignment_count", "xact_count", "query_count", "bytes_received",
+                                 "bytes_sent",              "xact_time",  "query_time",  "wait_time",
+                                 "client_parse_count",      "server_parse_count", "bind_count",
+                                 "client_login_count"};
+    const char* totals_names[] = {"server_assignment_count", "xact_count", "query_count", "client_bytes",
+                                  "server_bytes",            "xact_time",  "query_time",  "wait_time",
+                                  "client_parse_count",      "server_parse_count", "bind_count",
+                                  "client_login_count"};
     if (what == "TOTALS") {
       // Rows of (name, value) over all databases, as PgBouncer's SHOW TOTALS.
       Pool::Stats tot, avg;
@@ -665,17 +674,17 @@ void Pooler::admin_show(Client* c, const std::string& what, const std::string& a
       }
       Table t({{"name", false}, {"value", true}});
       auto tv = vals(tot), av = vals(avg);
-      for (int i = 0; i < 12; i++) t.row({str(std::string("total_") + names[i]), num(tv[std::size_t(i)])});
-      for (int i = 0; i < 11; i++) t.row({str(std::string("avg_") + avg_names[i]), num(av[std::size_t(i)])});
+      for (int i = 0; i < 12; i++) t.row({str(std::string("total_") + totals_names[i]), num(tv[std::size_t(i)])});
+      for (int i = 0; i < 11; i++) t.row({str(std::string("avg_") + totals_names[i]), num(av[std::size_t(i)])});
       t.emit(buf);
     } else {
       std::vector<Table::Col> cols{{"database", false}};
       bool totals = what != "STATS_AVERAGES", avgs = what != "STATS_TOTALS";
       for (int i = 0; totals && i < 12; i++) {
-        cols.push_back({what == "STATS" ? std::string("total_") + names[i] : std::string(names[i]), true});
+        cols.push_back({what == "STATS" ? std::string("total_") + names[i] : std::string(plain_names[i]), true});
       }
       for (int i = 0; avgs && i < 11; i++) {
-        cols.push_back({what == "STATS" ? std::string("avg_") + avg_names[i] : std::string(names[i]), true});
+        cols.push_back({what == "STATS" ? std::string("avg_") + avg_names[i] : std::string(plain_names[i]), true});
       }
       Table t(cols);
       for (auto& [db, pr] : per_db) {

@@ -100,7 +100,8 @@ struct HealthCheck {
     uv_poll_start(&poll->h, events, [](uv_poll_t* h, int status, int) {
       auto* box = static_cast<PollBox*>(h->data);
       if (!box->hc) return;
-      if (status < 0) {
+      // While connecting, libpq itself says best what went wrong (e.g. connection refused).
+      if (status < 0 && box->hc->st != St::Connecting) {
         box->hc->fail(uv_strerror(status));
         return;
       }
@@ -418,7 +419,7 @@ void Pooler::complete_cluster_op(ClusterRt* cl, const std::string& result) {
   const config::Node& n = cl->active_standby ? *cl->cfg->standby : cl->cfg->primary;
   LOG_INFO("cluster %s: %s complete in %llu ms: pools now use the %s %s:%d (%d clients held, %d errors)",
            cl->name.c_str(), cl->op.c_str(), (unsigned long long)took, ev.to.c_str(), n.host.c_str(), n.port,
-           cl->clients_held, cl->client_errors);
+           ev.clients_held, ev.client_errors);
   if (!cl->cfg->failover.on_failover_command.empty()) run_hook(cl, cl->cfg->failover.on_failover_command, "on_failover_command");
   for (auto& [k, p] : pools_) {
     if (p->db->crt != cl) continue;

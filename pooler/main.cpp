@@ -100,7 +100,17 @@ int ctl(int argc, char** argv) {
   }
   PGconn* conn = PQconnectdb(admin.c_str());
   if (PQstatus(conn) != CONNECTION_OK) {
-    std::fprintf(stderr, "pgpivot ctl: cannot reach the pgpivot console (%s): %s", admin.c_str(), PQerrorMessage(conn));
+    // Name the console without its password.
+    std::string shown;
+    if (PQconninfoOption* opts = PQconninfo(conn)) {
+      for (PQconninfoOption* o = opts; o->keyword; o++) {
+        std::string k = o->keyword;
+        if (!o->val || !*o->val || k == "password") continue;
+        if (k == "host" || k == "port" || k == "dbname" || k == "user") shown += (shown.empty() ? "" : " ") + k + "=" + o->val;
+      }
+      PQconninfoFree(opts);
+    }
+    std::fprintf(stderr, "pgpivot ctl: cannot reach the pgpivot console (%s): %s", shown.c_str(), PQerrorMessage(conn));
     PQfinish(conn);
     return 1;
   }

@@ -612,6 +612,11 @@ static void on_server_connect(uv_connect_t* req, int status) {
   const config::Node& node = s->pooler->active_node(s->pool->db);
   auto opt = node.options.find("options");
   if (opt != node.options.end()) params.emplace_back("options", opt->second);
+  // Per-database startup settings, as PgBouncer's connect string allows; they
+  // become the pool's defaults that clients see at login.
+  const config::Database& dbc = s->pool->db->cfg;
+  for (const auto& [k, v] : dbc.params) params.emplace_back(k, v);
+  if (!dbc.application_name.empty()) params.emplace_back("application_name", dbc.application_name);
   std::string buf;
   proto::startup_message(buf, params);
   s->queue(buf);

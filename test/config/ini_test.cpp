@@ -134,14 +134,12 @@ TEST_CASE("a Debian-style pgbouncer.ini loads to the expected Config", "[ini]") 
 
   // What pgpivot does not implement is said, once per key, with file and line.
   INFO(dump(r.warnings));
-  REQUIRE(r.warnings.size() == 2);
-  CHECK(r.warnings[0].to_string() ==
-        path + ":18: databases.forcedb.client_encoding: client_encoding is not sent to the "
-               "server yet; ignored");
-  CHECK(r.warnings[1].file == path);
-  CHECK(r.warnings[1].line == 129);
-  CHECK(r.warnings[1].key == "pgbouncer.dns_max_ttl");
-  CHECK(contains(r.warnings[1].message, "unsupported key dns_max_ttl ignored"));
+  // (Per-database client_encoding etc. are sent to the server: no warning.)
+  REQUIRE(r.warnings.size() == 1);
+  CHECK(r.warnings[0].file == path);
+  CHECK(r.warnings[0].line == 129);
+  CHECK(r.warnings[0].key == "pgbouncer.dns_max_ttl");
+  CHECK(contains(r.warnings[0].message, "unsupported key dns_max_ttl ignored"));
 }
 
 TEST_CASE("an empty pgbouncer.ini gets PgBouncer's defaults", "[ini]") {
@@ -271,9 +269,9 @@ listen_addr = 127.0.0.1
   // Each one the pooler does not act on yet, set to a value pgpivot cannot honour, is
   // named once, at its line.
   INFO(dump(r.warnings));
-  CHECK(r.warnings.size() == 8);
+  CHECK(r.warnings.size() == 7);  // max_prepared_statements is honoured
   for (auto [k, line] : {std::pair{"auth_user", 4}, {"auth_query", 5}, {"disable_pqexec", 9},
-                         {"max_prepared_statements", 10}, {"client_tls_sslmode", 11},
+                         {"client_tls_sslmode", 11},
                          {"server_tls_sslmode", 12}, {"syslog", 13}, {"verbose", 14}}) {
     Error w = the_warning(r, std::string("pgbouncer.") + k);
     CHECK(w.line == line);
@@ -560,10 +558,8 @@ f = timezone=UTC datestyle='ISO, MDY' client_encoding=UTF8
   CHECK(dbs.at("e").cluster == "h2:6000");
   CHECK(dbs.at("f").params ==
         std::map<std::string, std::string>{{"client_encoding", "UTF8"}, {"datestyle", "ISO, MDY"}, {"timezone", "UTC"}});
-  // Stored but not applied yet: one warning per setting.
-  CHECK(the_warning(r, "databases.c.application_name").line == 6);
-  CHECK(the_warning(r, "databases.f.timezone").line == 9);
-  CHECK(r.warnings.size() == 4);
+  // application_name and the startup parameters go to the server: no warnings.
+  CHECK(r.warnings.empty());
 
   SECTION("malformed strings") {
     auto r2 = ini(R"ini([databases]

@@ -72,7 +72,17 @@ struct Pooler {
   bool disable_pqexec = false;
   int max_prepared_statements = 200;  // 0 disables tracking (PgBouncer 1.21+'s meaning)
   std::string client_tls_sslmode = "disable";  // disable/allow/prefer/require/verify-ca/verify-full
-  std::string server_tls_sslmode = "disable";
+  std::string client_tls_key_file;
+  std::string client_tls_cert_file;
+  std::string client_tls_ca_file;
+  std::string client_tls_protocols = "secure";  // secure (TLS 1.2+), all, or a list like "tlsv1.2,tlsv1.3"
+  std::string client_tls_ciphers = "default";   // default/secure/fast/normal, or an OpenSSL cipher list
+  std::string server_tls_sslmode = "prefer";
+  std::string server_tls_ca_file;
+  std::string server_tls_key_file;
+  std::string server_tls_cert_file;
+  std::string server_tls_protocols = "secure";
+  std::string server_tls_ciphers = "default";
   bool syslog = false;
   int verbose = 0;
 

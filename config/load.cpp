@@ -267,12 +267,18 @@ const std::vector<PoolerKey>& pooler_keys() {
                           "disable_pqexec is not supported yet (simple queries stay allowed); ignored");
         }),
         int_key("max_prepared_statements", &P::max_prepared_statements, 0),
-        inert_key(key("client_tls_sslmode", &P::client_tls_sslmode), [](const P& p) {
-          return inert_if(p.client_tls_sslmode != "disable", "TLS not supported yet, ignored");
-        }),
-        inert_key(key("server_tls_sslmode", &P::server_tls_sslmode), [](const P& p) {
-          return inert_if(p.server_tls_sslmode != "disable", "TLS not supported yet, ignored");
-        }),
+        key("client_tls_sslmode", &P::client_tls_sslmode),
+        key("client_tls_key_file", &P::client_tls_key_file),
+        key("client_tls_cert_file", &P::client_tls_cert_file),
+        key("client_tls_ca_file", &P::client_tls_ca_file),
+        key("client_tls_protocols", &P::client_tls_protocols),
+        key("client_tls_ciphers", &P::client_tls_ciphers),
+        key("server_tls_sslmode", &P::server_tls_sslmode),
+        key("server_tls_ca_file", &P::server_tls_ca_file),
+        key("server_tls_key_file", &P::server_tls_key_file),
+        key("server_tls_cert_file", &P::server_tls_cert_file),
+        key("server_tls_protocols", &P::server_tls_protocols),
+        key("server_tls_ciphers", &P::server_tls_ciphers),
         inert_key(key("syslog", &P::syslog), [](const P& p) {
           return inert_if(p.syslog, "syslog is not supported yet (logs go to stderr and logfile); ignored");
         }),

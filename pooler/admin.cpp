@@ -596,7 +596,7 @@ void Pooler::admin_show(Client* c, const std::string& what, const std::string& a
                str(x->state == ClientState::Waiting ? "waiting" : x->state == ClientState::Login ? "login" : "active"),
                str(host), inum(port), str(lhost), inum(lport), str(wall(x->connect_time)), str(wall(x->request_time)),
                num(wait / 1000), num((wait % 1000) * 1000), num(0), str(fmt_ptr(x)), str(fmt_ptr(x->server)), num(0),
-               str(""), str(x->params.v[ai].value_or("")), num(x->prepared.size()), num(x->id)});
+               str(x->tls_description()), str(x->params.v[ai].value_or("")), num(x->prepared.size()), num(x->id)});
       });
     } else {
       for (auto& [k, p] : pools_) {
@@ -609,7 +609,7 @@ void Pooler::admin_show(Client* c, const std::string& what, const std::string& a
             t.row({str("S"), str(p->user_name), str(p->db_name), str("no"), str(to_string(s->state)), str(s->host),
                    inum(s->server_port), str(lhost), inum(lport), str(wall(s->connect_time)), str(wall(s->request_time)),
                    num(0), num(0), num(s->close_needed ? 1 : 0), str(fmt_ptr(s)), str(fmt_ptr(s->client)),
-                   num(s->pid), str(""), str(s->params.v[ai].value_or("")), num(s->prepared_on.size()), num(s->id)});
+                   num(s->pid), str(s->tls_description()), str(s->params.v[ai].value_or("")), num(s->prepared_on.size()), num(s->id)});
           });
         }
       }

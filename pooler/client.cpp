@@ -86,6 +86,10 @@ void Client::mark_query_start() {
 
 void Client::on_closed() { pooler->disconnect_client(this, nullptr, "client closed the connection", false); }
 
+void Client::on_tls_error(const std::string& why) {
+  pooler->disconnect_client(this, "08P01", "TLS error: " + why, false);
+}
+
 void Client::on_protocol_error(const char* what) {
   pooler->disconnect_client(this, "08P01", std::string("protocol violation: ") + what, true);
 }
@@ -131,8 +135,26 @@ Step Client::on_startup(const char* data, std::uint32_t len) {
   const auto& set = pooler->settings();
   switch (sp.kind) {
     case proto::StartupKind::SSLRequest:
+      if (SSL_CTX* ctx = pooler->client_tls_ctx(); ctx && !tls) {
+        if (rparse + len != rend) {
+          pooler->disconnect_client(this, "08P01", "received unencrypted data after SSL request", true);
+          return Step::Stop;
+        }
+        // 'S' goes out in plain text before the handshake, so it is written now.
+        char s = 'S';
+        uv_buf_t b = uv_buf_init(&s, 1);
+        if (uv_try_write(&h.stream, &b, 1) != 1) {
+          pooler->disconnect_client(this, nullptr, "could not answer SSLRequest", false);
+          return Step::Stop;
+        }
+        rparse += len;
+        tls_start(ctx, true, "", false);
+        return Step::Stop;  // everything after this arrives encrypted
+      }
+      queue("N");
+      return Step::Skip;
     case proto::StartupKind::GSSENCRequest:
-      // TLS and GSS encryption are not offered: the client goes on in plain text.
+      // GSS encryption is not offered: the client goes on without it.
       queue("N");
       return Step::Skip;
     case proto::StartupKind::CancelRequest:
@@ -152,6 +174,13 @@ Step Client::on_startup(const char* data, std::uint32_t len) {
       return Step::Stop;
     case proto::StartupKind::Startup:
       break;
+  }
+  {
+    const std::string& mode = set.client_tls_sslmode;
+    if (!tls && (mode == "require" || mode == "verify-ca" || mode == "verify-full")) {
+      pooler->disconnect_client(this, "28000", "SSL required", true);
+      return Step::Stop;
+    }
   }
   const std::string* u = sp.get("user");
   const std::string* d = sp.get("database");
@@ -188,8 +217,10 @@ Step Client::on_startup(const char* data, std::uint32_t len) {
     return Step::Stop;
   }
   if (set.log_connections) {
-    LOG_INFO("C-%llu: %s/%s@%s login attempt: db=%s user=%s tls=no", (unsigned long long)id, db_name.c_str(),
-             user_name.c_str(), addr.c_str(), db_name.c_str(), user_name.c_str());
+    std::string tls_desc = tls_description();
+    LOG_INFO("C-%llu: %s/%s@%s login attempt: db=%s user=%s tls=%s", (unsigned long long)id, db_name.c_str(),
+             user_name.c_str(), addr.c_str(), db_name.c_str(), user_name.c_str(),
+             tls_desc.empty() ? "no" : tls_desc.c_str());
   }
   DbEntry* db = pooler->is_admin_db(db_name) ? nullptr : pooler->find_db(db_name);
   if (pooler->is_admin_db(db_name) && unix_socket && user_name == "pgbouncer") {

@@ -118,6 +118,15 @@ struct HealthCheck {
       has_user = has_user || k == "user";
       has_db = has_db || k == "dbname";
     }
+    // The pool's TLS settings apply to health checks too, unless the node says otherwise.
+    const auto& ps = pooler->settings();
+    auto add = [&](const char* k, const std::string& v) {
+      if (!v.empty() && !n.options.count(k)) ci += std::string(" ") + k + "=" + conn_value(v);
+    };
+    add("sslmode", ps.server_tls_sslmode);
+    add("sslrootcert", ps.server_tls_ca_file);
+    add("sslcert", ps.server_tls_cert_file);
+    add("sslkey", ps.server_tls_key_file);
     if (!has_user) ci += " user=postgres";
     if (!has_db) ci += " dbname=postgres";
     ci += " application_name='pgpivot health check'";

@@ -53,8 +53,17 @@ void give_buffer(Pooler* pooler, char* p, bool big) {
   }
 }
 
+// Ciphertext is read into one shared buffer: it is handed to OpenSSL before the
+// read callback returns, so no TLS connection holds a read buffer of its own.
+char g_cipher_buf[32768];
+
 void on_alloc(uv_handle_t* h, std::size_t, uv_buf_t* buf) {
   auto* c = static_cast<Conn*>(h->data);
+  if (c->tls) {
+    buf->base = g_cipher_buf;
+    buf->len = sizeof g_cipher_buf;
+    return;
+  }
   if (!c->rbuf) {
     c->rbuf = c->pooler->buffers().take();
     c->rcap = c->pooler->buffers().size();
@@ -74,6 +83,12 @@ void on_alloc(uv_handle_t* h, std::size_t, uv_buf_t* buf) {
 void on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t*) {
   auto* c = static_cast<Conn*>(s->data);
   if (c->closing) return;
+  if (nread > 0 && c->tls) {
+    c->request_time = c->pooler->now();
+    c->count_bytes(std::size_t(nread));
+    c->tls_input(g_cipher_buf, std::size_t(nread));
+    return;
+  }
   if (nread > 0) {
     c->rend += std::uint32_t(nread);
     c->request_time = c->pooler->now();
@@ -130,6 +145,10 @@ void Conn::queue_borrowed(const char* p, std::uint32_t n) {
 
 void Conn::flush() {
   if (closing || wbusy) return;
+  if (tls) {
+    flush_tls();
+    return;
+  }
   if (segs.empty()) {
     on_drained();
     return;
@@ -177,6 +196,48 @@ void Conn::flush() {
     bufs_inflight.clear();
     on_closed();
   }
+}
+
+// TLS: plaintext (own and borrowed) is encrypted at flush time, so the sources
+// are released as soon as OpenSSL has copied their bytes; the ciphertext is then
+// written like own bytes. While a write is pending nothing more is encrypted,
+// which keeps the usual backpressure.
+void Conn::flush_tls() {
+  tls_encrypt_queue();
+  if (closing) return;
+  Conn* src = segs.empty() ? fwd_src : nullptr;
+  if (src) fwd_src = nullptr;
+  if (!tls_cipher_out.empty()) {
+    out_inflight.swap(tls_cipher_out);
+    tls_cipher_out.clear();
+    bufs_inflight.assign(1, uv_buf_init(out_inflight.data(), unsigned(out_inflight.size())));
+    int r = uv_try_write(&h.stream, bufs_inflight.data(), 1);
+    if (r == UV_EAGAIN || r == UV_ENOSYS) r = 0;
+    if (r < 0) {
+      out_inflight.clear();
+      bufs_inflight.clear();
+      if (src) src->borrow_done();
+      on_closed();
+      return;
+    }
+    if (std::size_t(r) < out_inflight.size()) {
+      bufs_inflight[0].base += r;
+      bufs_inflight[0].len -= unsigned(r);
+      wbusy = true;
+      wreq.data = this;
+      if (uv_write(&wreq, &h.stream, bufs_inflight.data(), 1, on_write) < 0) {
+        wbusy = false;
+        if (src) src->borrow_done();
+        on_closed();
+        return;
+      }
+    } else {
+      out_inflight.clear();
+      bufs_inflight.clear();
+    }
+  }
+  if (src) src->borrow_done();
+  if (!wbusy && segs.empty()) on_drained();
 }
 
 void Conn::on_drained() {
@@ -235,6 +296,14 @@ void Conn::ensure_room(std::uint32_t need) {
 }
 
 void Conn::process() {
+  // With TLS, plaintext OpenSSL could not hand over while the buffer was full
+  // comes out as room appears.
+  do {
+    process_once();
+  } while (tls && !closing && !in_process && !borrowed_by && tls_has_pending() && tls_pump());
+}
+
+void Conn::process_once() {
   if (closing || in_process) return;
   in_process = true;
   std::uint32_t need = 0;  // bytes from rparse needed before we can go on
@@ -284,6 +353,11 @@ void Conn::process() {
       continue;
     }
     if (!avail) break;
+    if (raw_byte_mode()) {
+      char b = rbuf[rparse++];
+      on_raw_byte(b);
+      continue;
+    }
     const auto* d = reinterpret_cast<const std::uint8_t*>(rbuf + rparse);
     if (startup_framing()) {
       proto::Frame f = proto::frame_startup(d, avail);

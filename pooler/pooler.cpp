@@ -55,7 +55,9 @@ Pooler::Pooler(config::Config cfg, uv_loop_t* loop)
   apply_config(std::move(cfg));
 }
 
-Pooler::~Pooler() = default;
+Pooler::~Pooler() {
+  free_tls();
+}
 
 void Pooler::apply_config(config::Config cfg) {
   cfg_ = std::move(cfg);
@@ -116,7 +118,15 @@ bool Pooler::reload() {
     np.pkt_buf = op.pkt_buf;
   }
   res.config.path = cfg_.path;
+  config::Config old = cfg_;
   apply_config(std::move(res.config));
+  std::string tls_err;
+  if (!setup_tls(tls_err)) {
+    LOG_ERROR("reload: TLS: %s; keeping the previous configuration", tls_err.c_str());
+    apply_config(std::move(old));
+    setup_tls(tls_err);
+    return false;
+  }
   LOG_INFO("configuration reloaded from %s", cfg_.path.c_str());
   for (auto& [key, pool] : pools_) pool_service(pool.get());
   return true;
@@ -201,6 +211,11 @@ static void on_connection(uv_stream_t* server, int status) {
 
 bool Pooler::start() {
   const auto& set = cfg_.pooler;
+  std::string tls_err;
+  if (!setup_tls(tls_err)) {
+    LOG_ERROR("TLS: %s", tls_err.c_str());
+    return false;
+  }
   std::string addrs = set.listen_addr;
   std::size_t pos = 0;
   bool any = false;
@@ -597,6 +612,10 @@ static void on_server_connect(uv_connect_t* req, int status) {
     return;
   }
   s->connected = true;
+  // TLS first when the node's sslmode asks for it (not over Unix sockets, as libpq).
+  const config::Node& tnode = s->pooler->active_node(s->pool->db);
+  auto sm = tnode.options.find("sslmode");
+  s->sslmode = sm != tnode.options.end() ? sm->second : s->pooler->settings().server_tls_sslmode;
   if (s->h.handle.type == UV_TCP) {
     uv_tcp_nodelay(&s->h.tcp, 1);
     if (s->pooler->settings().tcp_keepalive) uv_tcp_keepalive(&s->h.tcp, 1, 60);
@@ -606,6 +625,20 @@ static void on_server_connect(uv_connect_t* req, int status) {
       s->local_addr = sockaddr_to_string(ss, nullptr);
     }
   }
+  if (s->h.handle.type == UV_TCP && s->sslmode != "disable" && s->sslmode != "allow") {
+    std::string buf;
+    proto::ssl_request(buf);
+    s->queue(buf);
+    s->awaiting_ssl_byte = true;
+    s->update_reading();
+    return;
+  }
+  s->send_startup();
+  s->update_reading();
+}
+
+void Server::send_startup() {
+  Server* s = this;
   std::vector<std::pair<std::string, std::string>> params;
   params.emplace_back("user", s->pool->user->cfg.name);
   params.emplace_back("database", s->pool->server_db);
@@ -620,7 +653,6 @@ static void on_server_connect(uv_connect_t* req, int status) {
   std::string buf;
   proto::startup_message(buf, params);
   s->queue(buf);
-  s->update_reading();
 }
 
 namespace {

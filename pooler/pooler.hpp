@@ -19,10 +19,16 @@
 #include "protocol/auth.hpp"
 #include "protocol/messages.hpp"
 
+typedef struct ssl_ctx_st SSL_CTX;  // OpenSSL's, declared as <openssl/types.h> does
+
 namespace pgpivot {
 
 class Pooler;
 struct Pool;
+struct TlsConn;
+struct TlsDeleter {
+  void operator()(TlsConn* t) const;
+};
 struct Client;
 struct Server;
 
@@ -137,6 +143,11 @@ struct Conn {
   virtual void on_closed() = 0;       // socket error/EOF: run the connection's exit path
   virtual void after_forward() {}     // called after an inspected message was forwarded
   virtual void on_pass_end() {}       // end of a process() pass
+  // A single raw byte is expected instead of a message (the answer to SSLRequest).
+  virtual bool raw_byte_mode() { return false; }
+  virtual void on_raw_byte(char b) { (void)b; }
+  virtual void on_tls_ready() {}
+  virtual void on_tls_error(const std::string& why) { (void)why; on_closed(); }
   virtual void count_bytes(std::size_t n) { (void)n; }  // statistics hook for bytes read
   virtual bool startup_framing() { return false; }
   virtual Step on_startup(const char* data, std::uint32_t len) { (void)data; (void)len; return Step::Stop; }
@@ -147,13 +158,27 @@ struct Conn {
   void queue_borrowed(const char* p, std::uint32_t n);
   void flush();                                  // try to write; may go async
   void on_drained();
+  void flush_tls();
   void borrow_done();
   void process();                                // handle buffered input
+  void process_once();
   void update_reading();
   void release_rbuf_if_empty();
   void ensure_room(std::uint32_t need);
   void free_buffers();
   [[nodiscard]] std::uint32_t max_packet() const;
+
+  // TLS (tls.cpp): plaintext stays in rbuf/segs; ciphertext goes through OpenSSL's memory BIOs.
+  std::unique_ptr<TlsConn, TlsDeleter> tls;
+  std::string tls_cipher_out;  // ciphertext waiting to be written
+  bool tls_start(SSL_CTX* ctx, bool accept, const std::string& verify_host, bool verify);
+  bool tls_handshake();
+  void tls_queue_cipher();
+  void tls_input(const char* data, std::size_t n);
+  bool tls_pump();
+  [[nodiscard]] bool tls_has_pending() const;
+  void tls_encrypt_queue();
+  [[nodiscard]] std::string tls_description() const;
   [[nodiscard]] bool output_pending() const { return wbusy || !segs.empty(); }
   [[nodiscard]] std::size_t memory_use() const;
   void start_close();
@@ -222,6 +247,7 @@ struct Client final : Conn {
   Step on_startup(const char* data, std::uint32_t len) override;
 
   void on_protocol_error(const char* what) override;
+  void on_tls_error(const std::string& why) override;
   void send_error(const char* severity, const char* sqlstate, const std::string& msg);
   void auth_failed();
   Step handle_password(const char* body, std::uint32_t len);
@@ -283,6 +309,13 @@ struct Server final : Conn {
   void after_forward() override;
   void on_protocol_error(const char* what) override;
   Step login_message(char type, std::string_view body);
+  bool awaiting_ssl_byte = false;  // SSLRequest sent, waiting for 'S' or 'N'
+  std::string sslmode;             // effective server_tls_sslmode for this node
+  bool raw_byte_mode() override { return awaiting_ssl_byte; }
+  void on_raw_byte(char b) override;
+  void on_tls_ready() override;
+  void on_tls_error(const std::string& why) override;
+  void send_startup();
   void push_slot(Slot s);
   void emit_fakes();
   void pop_until(Slot a, Slot b);
@@ -481,6 +514,12 @@ class Pooler {
 
   void pool_service(Pool* p);                // hand idle servers to waiting clients, launch new ones
 
+  // TLS contexts (tls.cpp)
+  bool setup_tls(std::string& err);
+  void free_tls();
+  SSL_CTX* client_tls_ctx() const { return client_ctx_; }
+  SSL_CTX* server_tls_ctx(const config::Node& node, std::string& err);
+
   // Admin console (admin.cpp)
   void admin_login(Client* c);
   void admin_query(Client* c, std::string_view sql);
@@ -566,6 +605,9 @@ class Pooler {
   std::vector<FailoverEvent> failover_log_;
   std::unordered_map<std::string, std::weak_ptr<PreparedStmt>> stmt_registry_;
   std::uint64_t next_stmt_id_ = 0;
+  SSL_CTX* client_ctx_ = nullptr;  // pgpivot as TLS server for clients
+  SSL_CTX* server_ctx_ = nullptr;  // pgpivot as TLS client of PostgreSQL
+  std::map<std::string, SSL_CTX*> node_ctx_;  // per-node CA/cert overrides
   std::unique_ptr<DbEntry> admin_db_;
   std::unique_ptr<UserEntry> admin_user_;
   Pool* admin_pool_ = nullptr;

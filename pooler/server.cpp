@@ -31,6 +31,39 @@ void Server::on_closed() {
                                                               : "server closed the connection unexpectedly");
 }
 
+void Server::on_tls_error(const std::string& why) {
+  pooler->server_login_failed(this, "08006", "TLS error with server " + addr + ": " + why);
+}
+
+void Server::on_raw_byte(char b) {
+  awaiting_ssl_byte = false;
+  bool required = sslmode == "require" || sslmode == "verify-ca" || sslmode == "verify-full";
+  if (b == 'S') {
+    if (rparse != rend) {
+      on_protocol_error("unencrypted data after the SSL response");
+      return;
+    }
+    std::string err;
+    SSL_CTX* ctx = pooler->server_tls_ctx(pooler->active_node(pool->db), err);
+    if (!ctx) {
+      pooler->server_login_failed(this, "08006", "TLS setup: " + err);
+      return;
+    }
+    bool verify = sslmode == "verify-ca" || sslmode == "verify-full";
+    tls_start(ctx, false, sslmode == "verify-full" ? host : std::string(), verify);
+    return;
+  }
+  if (b == 'N' && !required) {
+    send_startup();
+    return;
+  }
+  pooler->server_login_failed(this, "08006",
+                              b == 'N' ? "server " + addr + " does not support SSL, but server_tls_sslmode is " + sslmode
+                                       : "invalid response to SSLRequest");
+}
+
+void Server::on_tls_ready() { send_startup(); }
+
 void Server::on_protocol_error(const char* what) {
   pooler->disconnect_server(this, std::string("protocol error from server: ") + what);
 }

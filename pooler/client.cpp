@@ -391,6 +391,10 @@ Step Client::on_header(char type, std::uint32_t wire_size) {
     return Step::Stop;
   }
   if (!pending_error.empty() || discard_until_sync) return answer_lost_transaction(type);
+  if (drop_until_sync && server) {
+    if (type != 'S') return Step::Skip;  // PostgreSQL skips to the Sync after an error
+    drop_until_sync = false;
+  }
   if (!server) {
     if (state == ClientState::Idle) pooler->client_request(this);
     if (closing) return Step::Stop;
@@ -457,12 +461,16 @@ Step Client::on_message(const char* data, std::uint32_t wire_size) {
   }
   mark_query_start();
   server->expect_z++;
-  if (server->tracking) {
-    server->push_slot(Slot::Query);
-    note_deallocate(*sql);
+  if (server->tracking) server->push_slot(Slot::Query);
+  // Only a few statements matter here; the first letter rules out most queries cheaply.
+  std::size_t i = 0;
+  while (i < sql->size() && std::isspace(static_cast<unsigned char>((*sql)[i]))) i++;
+  char first = i < sql->size() ? char(std::toupper(static_cast<unsigned char>((*sql)[i]))) : '\0';
+  if (first == 'D' && server->tracking) note_deallocate(*sql);
+  if ((first == 'S' || first == 'R') && changes_session_state(*sql)) server->needs_reset = true;
+  if ((first == 'C' || first == 'E') && (starts_with_word(*sql, "COMMIT") || starts_with_word(*sql, "END"))) {
+    server->commit_in_flight = true;
   }
-  if (changes_session_state(*sql)) server->needs_reset = true;
-  if (starts_with_word(*sql, "COMMIT") || starts_with_word(*sql, "END")) server->commit_in_flight = true;
   return Step::Forward;
 }
 

@@ -275,6 +275,7 @@ bool Pooler::start() {
     LOG_ERROR("nothing to listen on: set listen_addr or unix_socket_dir");
     return false;
   }
+  if (!start_http()) return false;
 
   uv_timer_init(loop_, &janitor_);
   janitor_.data = this;
@@ -1126,6 +1127,7 @@ void Pooler::close_listeners() {
       if (l->unix_socket) ::unlink(l->path.c_str());
     }
   }
+  close_http(false);
 }
 
 void Pooler::begin_wait_for_clients() {
@@ -1172,6 +1174,7 @@ void Pooler::shutdown_now() {
   stopping_ = true;
   shutting_down_ = true;
   close_listeners();
+  close_http(true);
   cl_login_.for_each<Client>([&](Client* c) { disconnect_client(c, "57P01", "pgpivot is shutting down", true); });
   for (auto& [key, pp] : pools_) {
     Pool* p = pp.get();

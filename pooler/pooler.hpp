@@ -171,6 +171,8 @@ struct Conn {
   // TLS (tls.cpp): plaintext stays in rbuf/segs; ciphertext goes through OpenSSL's memory BIOs.
   std::unique_ptr<TlsConn, TlsDeleter> tls;
   std::string tls_cipher_out;  // ciphertext waiting to be written
+  bool tls_eof = false;        // the TLS session ended; close after handling what was read
+  std::string tls_eof_error;
   bool tls_start(SSL_CTX* ctx, bool accept, const std::string& verify_host, bool verify);
   bool tls_handshake();
   void tls_queue_cipher();
@@ -197,7 +199,7 @@ struct PreparedStmt {
 // sent while prepared statements are tracked; see prepared.cpp.
 enum class Slot : std::uint8_t {
   Parse, Bind, Describe, Close, Execute, Sync, Query,  // answered by the server
-  FakeParse, FakeClose,                                // answered by pgpivot
+  FakeParse, FakeClose, FakeError,                     // answered by pgpivot
   HideParse, HideClose,                                // server answers hidden from the client
 };
 
@@ -254,6 +256,7 @@ struct Client final : Conn {
   void count_bytes(std::size_t n) override;
   void mark_query_start();
   Step answer_lost_transaction(char type);
+  bool drop_until_sync = false;  // after pgpivot's own error in a pipeline (PostgreSQL's rule)
   Step prepared_message(const char* data, std::uint32_t wire_size);
   void note_deallocate(std::string_view sql);
 };
@@ -301,7 +304,14 @@ struct Server final : Conn {
   // Prepared statement tracking (prepared.cpp).
   bool tracking = false;
   bool skip_to_sync = false;   // after an extended-protocol error, until the client's Sync
-  std::deque<Slot> slots;
+  // A Parse slot names the statement (and the client's name for it) so that a
+  // Parse the server rejects or skips is forgotten again.
+  struct SlotEntry {
+    Slot kind;
+    std::uint64_t stmt = 0;
+    std::string client_name;
+  };
+  std::deque<SlotEntry> slots;
   std::unordered_map<std::uint64_t, std::uint64_t> prepared_on;  // statement id -> last use
   std::uint64_t prepared_tick = 0;
   bool commit_in_flight = false;  // a COMMIT/END is among the queries in flight
@@ -316,12 +326,13 @@ struct Server final : Conn {
   void on_tls_ready() override;
   void on_tls_error(const std::string& why) override;
   void send_startup();
-  void push_slot(Slot s);
+  void push_slot(Slot s, std::uint64_t stmt = 0, std::string client_name = {});
+  void drop_slot_front();  // a slot the server will never answer
   void emit_fakes();
   void pop_until(Slot a, Slot b);
   Step track_response(char type);
   void track_ready_for_query();
-  void ensure_prepared(const std::shared_ptr<PreparedStmt>& st, bool hidden);
+  void ensure_prepared(const std::shared_ptr<PreparedStmt>& st, const std::string& client_name);
   void on_pass_end() override;
   void count_bytes(std::size_t n) override;
   [[nodiscard]] const std::string& login_password() const;
@@ -341,6 +352,11 @@ enum class ClusterMode { Normal, Draining, Promoting };
 struct HealthCheck;
 struct HealthCheckDeleter {
   void operator()(HealthCheck* h) const;
+};
+
+struct HttpServer;  // http.cpp
+struct HttpServerDeleter {
+  void operator()(HttpServer* h) const;
 };
 
 struct ClusterRt {
@@ -548,6 +564,11 @@ class Pooler {
     return p->db->crt && p->db->crt->cfg->standby && p->db->crt->cfg->failover.auto_failover;
   }
   void pause_sweep();                        // close released servers of paused pools; finish PAUSE
+  // HTTP stats endpoint on stats_listen (http.cpp): GET /metrics (Prometheus) and /stats (HTML).
+  bool start_http();                         // false when stats_listen is set but cannot be bound
+  void close_http(bool connections);         // stop accepting; with `connections`, drop open requests too
+  std::string render_metrics();
+  std::string render_stats_page();
   void stats_tick();
   void suspend(bool on);
   void free_conn(Conn* c);                   // close callback
@@ -603,7 +624,8 @@ class Pooler {
   std::vector<PendingAdmin> pending_admin_;
   std::map<std::string, std::unique_ptr<ClusterRt>> clusters_;
   std::vector<FailoverEvent> failover_log_;
-  std::unordered_map<std::string, std::weak_ptr<PreparedStmt>> stmt_registry_;
+  static constexpr std::size_t kMaxRegistry = 10000;
+  std::unordered_map<std::string, std::shared_ptr<PreparedStmt>> stmt_registry_;
   std::uint64_t next_stmt_id_ = 0;
   SSL_CTX* client_ctx_ = nullptr;  // pgpivot as TLS server for clients
   SSL_CTX* server_ctx_ = nullptr;  // pgpivot as TLS client of PostgreSQL
@@ -614,6 +636,7 @@ class Pooler {
   Ms last_stats_tick_ = 0;
   bool stopping_ = false;
   std::string fake_salt_key_;  // for unknown users: stable fake SCRAM salts
+  std::unique_ptr<HttpServer, HttpServerDeleter> http_;
 
   friend struct Client;
   friend struct Server;

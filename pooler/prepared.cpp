@@ -56,57 +56,83 @@ bool Pooler::tracks_prepared(const Pool* p) const {
 std::shared_ptr<PreparedStmt> Pooler::prepared_stmt(std::string_view parse_rest) {
   std::string key(parse_rest);
   auto it = stmt_registry_.find(key);
-  if (it != stmt_registry_.end()) {
-    if (auto sp = it->second.lock()) return sp;
+  if (it != stmt_registry_.end()) return it->second;
+  // Statements outlive the clients that named them: servers keep them prepared,
+  // and the next client with the same query must get the same server-side name.
+  // The registry is bounded; when it is full, statements no client names any more
+  // are forgotten (a server still holding one just ages it out of its LRU).
+  if (stmt_registry_.size() >= kMaxRegistry) {
+    for (auto i = stmt_registry_.begin(); i != stmt_registry_.end();) {
+      i = i->second.use_count() == 1 ? stmt_registry_.erase(i) : std::next(i);
+    }
   }
   auto sp = std::make_shared<PreparedStmt>();
   sp->id = ++next_stmt_id_;
   sp->name = "PGPIVOT_" + std::to_string(sp->id);
   sp->parse_rest = key;
   stmt_registry_[key] = sp;
-  // Forget statements no client holds any more (cheaply, now and then).
-  if (stmt_registry_.size() > 1024 && (next_stmt_id_ & 1023) == 0) {
-    for (auto i = stmt_registry_.begin(); i != stmt_registry_.end();) {
-      i = i->second.expired() ? stmt_registry_.erase(i) : std::next(i);
-    }
-  }
   return sp;
 }
 
 // ---------------------------------------------------------------------------
 // Server side: the slot FIFO
 
-void Server::push_slot(Slot s) {
+void Server::push_slot(Slot s, std::uint64_t stmt, std::string client_name) {
   if (skip_to_sync && s != Slot::Sync) return;  // PostgreSQL ignores these after an error
   if (s == Slot::Sync) skip_to_sync = false;
-  slots.push_back(s);
-  if (s == Slot::FakeParse || s == Slot::FakeClose) emit_fakes();
+  slots.push_back(SlotEntry{s, stmt, std::move(client_name)});
+  if (s == Slot::FakeParse || s == Slot::FakeClose || s == Slot::FakeError) emit_fakes();
 }
 
 void Server::emit_fakes() {
   if (!client) return;
   std::string buf;
-  while (!slots.empty() && (slots.front() == Slot::FakeParse || slots.front() == Slot::FakeClose)) {
-    message(buf, slots.front() == Slot::FakeParse ? '1' : '3', {});
+  while (!slots.empty()) {
+    Slot k = slots.front().kind;
+    if (k == Slot::FakeParse || k == Slot::FakeClose) {
+      message(buf, k == Slot::FakeParse ? '1' : '3', {});
+    } else if (k == Slot::FakeError) {
+      proto::ErrorFields e;
+      e.sqlstate = "42P05";
+      e.message = "prepared statement \"" + slots.front().client_name + "\" already exists";
+      proto::error_response(buf, e);
+    } else {
+      break;
+    }
     slots.pop_front();
   }
   if (!buf.empty()) client->queue(buf);
 }
 
+// Pops a slot that gets no answer because the server skipped its message after
+// an error: a Parse among them did not create its statement.
+void Server::drop_slot_front() {
+  SlotEntry& e = slots.front();
+  if ((e.kind == Slot::Parse || e.kind == Slot::HideParse) && e.stmt) {
+    prepared_on.erase(e.stmt);
+    if (client && !e.client_name.empty()) {
+      auto it = client->prepared.find(e.client_name);
+      if (it != client->prepared.end() && it->second->id == e.stmt) client->prepared.erase(it);
+    }
+  }
+  slots.pop_front();
+}
+
 void Server::pop_until(Slot a, Slot b) {
   while (!slots.empty()) {
-    Slot s = slots.front();
+    Slot s = slots.front().kind;
     slots.pop_front();
     if (s == a || s == b) return;
   }
 }
 
 // Called with the type of each message the server sends to a linked client while
-// slots are tracked; decides Forward or Skip (hidden completions).
+// slots are tracked (ErrorResponse included, from on_message); decides Forward or
+// Skip (hidden completions).
 Step Server::track_response(char type) {
   emit_fakes();  // answers due before this message
   if (slots.empty()) return Step::Forward;  // notices, parameter status, ...
-  Slot head = slots.front();
+  Slot head = slots.front().kind;
   switch (type) {
     case '1':
       if (head == Slot::HideParse) {
@@ -140,8 +166,8 @@ Step Server::track_response(char type) {
       // the slots (pgpivot's own answers in between were never due either).
       {
         bool sync_queued = false;
-        for (Slot s : slots) sync_queued = sync_queued || s == Slot::Sync;
-        while (!slots.empty() && slots.front() != Slot::Sync) slots.pop_front();
+        for (const auto& s : slots) sync_queued = sync_queued || s.kind == Slot::Sync;
+        while (!slots.empty() && slots.front().kind != Slot::Sync) drop_slot_front();
         if (!sync_queued) skip_to_sync = true;
       }
       return Step::Forward;
@@ -161,9 +187,10 @@ void Server::on_pass_end() {
 }
 
 // Makes sure statement `st` exists on this server, sending a Parse (and an
-// eviction Close) ahead of whatever comes next. `hidden` when the client did
-// not ask for this Parse itself.
-void Server::ensure_prepared(const std::shared_ptr<PreparedStmt>& st, bool hidden) {
+// eviction Close) ahead of whatever comes next. `client_name` is empty when the
+// client did not ask for this Parse itself (it is then hidden from the client).
+void Server::ensure_prepared(const std::shared_ptr<PreparedStmt>& st, const std::string& client_name) {
+  bool hidden = client_name.empty();
   std::uint64_t tick = ++prepared_tick;
   auto it = prepared_on.find(st->id);
   if (it != prepared_on.end()) {
@@ -190,8 +217,10 @@ void Server::ensure_prepared(const std::shared_ptr<PreparedStmt>& st, bool hidde
   body += st->parse_rest;
   message(buf, 'P', body);
   queue(buf);
-  push_slot(hidden ? Slot::HideParse : Slot::Parse);
+  // Counted as prepared from now on, so later messages of the same batch do not
+  // prepare it twice; forgotten again if the server rejects or skips the Parse.
   prepared_on[st->id] = tick;
+  push_slot(hidden ? Slot::HideParse : Slot::Parse, st->id, client_name);
   pool->stats.server_parse_count++;
 }
 
@@ -214,9 +243,18 @@ Step Client::prepared_message(const char* data, std::uint32_t wire_size) {
         s->push_slot(Slot::Parse);
         return Step::Forward;
       }
+      if (s->skip_to_sync) return Step::Skip;  // the server would ignore it: so do we
+      std::string cname(*name);
+      if (prepared.count(cname)) {
+        // PostgreSQL's answer, and its rule that the rest up to Sync is skipped.
+        s->push_slot(Slot::FakeError, 0, cname);
+        s->skip_to_sync = true;
+        drop_until_sync = true;
+        return Step::Skip;
+      }
       auto st = pooler->prepared_stmt(r.rest());
-      prepared[std::string(*name)] = st;
-      s->ensure_prepared(st, false);
+      prepared[cname] = st;
+      s->ensure_prepared(st, cname);
       return Step::Skip;
     }
     case 'B': {
@@ -231,7 +269,7 @@ Step Client::prepared_message(const char* data, std::uint32_t wire_size) {
         s->push_slot(Slot::Bind);
         return Step::Forward;
       }
-      s->ensure_prepared(it->second, true);
+      s->ensure_prepared(it->second, {});
       std::string b(*portal);
       b += '\0';
       b += it->second->name;
@@ -265,7 +303,7 @@ Step Client::prepared_message(const char* data, std::uint32_t wire_size) {
         s->push_slot(Slot::FakeClose);
         return Step::Skip;
       }
-      s->ensure_prepared(it->second, true);
+      s->ensure_prepared(it->second, {});
       std::string b = "S";
       b += it->second->name;
       b += '\0';

@@ -27,8 +27,12 @@ void Server::count_bytes(std::size_t n) {
 }
 
 void Server::on_closed() {
-  pooler->disconnect_server(this, state == ServerState::Login ? "server closed the connection during login"
-                                                              : "server closed the connection unexpectedly");
+  if (state == ServerState::Login) {
+    // Clients waiting for this login must hear about it (or keep waiting for a failover).
+    pooler->server_login_failed(this, "08006", "server " + addr + " closed the connection during login");
+    return;
+  }
+  pooler->disconnect_server(this, "server closed the connection unexpectedly");
 }
 
 void Server::on_tls_error(const std::string& why) {
@@ -88,8 +92,7 @@ Step Server::on_header(char type, std::uint32_t wire_size) {
     case 'S':
       return Step::Inspect;
     case 'E':
-      if (!client) return Step::Inspect;  // e.g. FATAL on an idle connection
-      return tracking ? track_response(type) : Step::Forward;
+      return Step::Inspect;  // FATAL errors are not passed on (see on_message)
     default:
       if (!client) return Step::Skip;
       return tracking ? track_response(type) : Step::Forward;
@@ -152,15 +155,23 @@ Step Server::on_message(const char* data, std::uint32_t wire_size) {
     }
     case 'E': {
       auto err = proto::parse_error_response(body);
-      if (err) {
-        LOG_WARN("S-%llu %s/%s: server error %s %s: %s", (unsigned long long)id, pool->db_name.c_str(),
-                 pool->user_name.c_str(), err->severity.c_str(), err->sqlstate.c_str(), err->message.c_str());
-        if (err->severity == "FATAL" || err->severity == "PANIC") {
-          pooler->disconnect_server(this, "server sent FATAL: " + err->message);
-          return Step::Stop;
-        }
+      bool fatal = err && (err->severity == "FATAL" || err->severity == "PANIC");
+      bool ours = internal_z > 0 || !client;
+      if (err && (ours || fatal)) {
+        LOG_WARN("S-%llu: %s/%s@%s server error %s %s: %s", (unsigned long long)id, pool->db_name.c_str(),
+                 pool->user_name.c_str(), addr.c_str(), err->severity.c_str(), err->sqlstate.c_str(),
+                 err->message.c_str());
       }
-      return Step::Skip;
+      if (fatal) {
+        // The backend is going away (terminated, shut down, idle timeout...). Its
+        // FATAL would make the client's driver drop the connection, so it is not
+        // passed on: the client hears 40001/40003 if it had work in flight, and
+        // otherwise simply gets another server next time.
+        pooler->disconnect_server(this, "server sent FATAL: " + err->message);
+        return Step::Stop;
+      }
+      if (ours) return Step::Skip;
+      return tracking ? track_response('E') : Step::Forward;
     }
     default:
       return Step::Skip;

@@ -226,6 +226,13 @@ void Conn::tls_input(const char* data, std::size_t n) {
   if (t->handshaking || closing) return;
   tls_pump();
   if (!closing) process();
+  if (tls_eof && !closing) {
+    if (tls_eof_error.empty()) {
+      on_closed();
+    } else {
+      on_tls_error(tls_eof_error);
+    }
+  }
 }
 
 // Decrypts as much as fits into the read buffer; true if anything came out.
@@ -257,12 +264,11 @@ bool Conn::tls_pump() {
     }
     int e = SSL_get_error(t->ssl, r);
     if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) break;
-    if (e == SSL_ERROR_ZERO_RETURN) {
-      on_closed();
-      return got;
-    }
-    on_tls_error(ssl_error_text());
-    return got;
+    // The peer closed (or broke) the session: what was decrypted before it is still
+    // handled first (e.g. a FATAL ErrorResponse), then the connection's exit path runs.
+    tls_eof = true;
+    tls_eof_error = e == SSL_ERROR_ZERO_RETURN ? std::string() : ssl_error_text();
+    break;
   }
   tls_queue_cipher();  // e.g. key updates
   if (!got) release_rbuf_if_empty();

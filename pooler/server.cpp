@@ -20,6 +20,13 @@ const char* to_string(ServerState s) {
   return "?";
 }
 
+// Keeps the server's view of a reported parameter; returns its tracked index or -1.
+int Server::record_parameter(const proto::ParameterStatus& ps) {
+  int ti = tracked_index(ps.name);
+  if (ti >= 0) params.v[ti] = ps.value;
+  return ti;
+}
+
 Conn* Server::peer() { return internal_z > 0 ? nullptr : client; }
 
 void Server::count_bytes(std::size_t n) {
@@ -147,8 +154,7 @@ Step Server::on_message(const char* data, std::uint32_t wire_size) {
         on_protocol_error("bad ParameterStatus");
         return Step::Stop;
       }
-      int ti = tracked_index(ps->name);
-      if (ti >= 0) params.v[ti] = ps->value;
+      int ti = record_parameter(*ps);
       if (internal_z > 0 || !client) return Step::Skip;
       if (ti >= 0) client->params.v[ti] = ps->value;
       return Step::Forward;
@@ -262,8 +268,7 @@ Step Server::login_message(char type, std::string_view body) {
         on_protocol_error("bad ParameterStatus");
         return Step::Stop;
       }
-      int ti = tracked_index(ps->name);
-      if (ti >= 0) params.v[ti] = ps->value;
+      record_parameter(*ps);
       bool found = false;
       for (auto& kv : all_params) {
         if (kv.first == ps->name) {

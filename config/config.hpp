@@ -63,6 +63,7 @@ struct Pooler {
   bool tcp_keepalive = true;
   bool log_pooler_errors = true;
   bool log_stats = true;
+  std::string stats_listen;      // "host:port" of the HTTP /metrics and /stats endpoint; "" = off
   // Stored so that a pgbouncer.ini loads without loss, not acted on yet: the loaders
   // warn when one is set to a value pgpivot does not implement (see docs/config.md).
   std::string auth_user;

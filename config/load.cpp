@@ -252,6 +252,7 @@ const std::vector<PoolerKey>& pooler_keys() {
         key("tcp_keepalive", &P::tcp_keepalive),
         key("log_pooler_errors", &P::log_pooler_errors),
         key("log_stats", &P::log_stats),
+        key("stats_listen", &P::stats_listen),
         // Stored only: the pooler does not act on these yet.
         inert_key(key("auth_user", &P::auth_user), [](const P& p) {
           return inert_if(!p.auth_user.empty(),

@@ -2,7 +2,8 @@
 // run with equivalent configs against the same PostgreSQL; pgpivot's SHOW output
 // must carry every PgBouncer 1.18 column in the same relative order (pgpivot
 // follows PgBouncer 1.25, which has more columns), and the same workload must give
-// the same SHOW POOLS counts.
+// the same SHOW POOLS counts. Also: `pgpivot --convert` turns a pgbouncer.ini into
+// a TOML that configures the same pooler ([convert]).
 #include <catch2/catch.hpp>
 
 #include <fcntl.h>
@@ -13,6 +14,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <map>
@@ -370,4 +372,284 @@ TEST_CASE("SHOW columns and SHOW POOLS counts match PgBouncer 1.18 on the same w
     REQUIRE(pivot.running());
   }
   compare(bouncer, from_ini);
+}
+
+// ---------------------------------------------------------------------------
+// pgpivot --convert: a realistic pgbouncer.ini and the TOML the converter prints
+// for it must configure the same pooler. Both are started, one after the other on
+// the same port, and their consoles must show the same databases and settings.
+
+namespace {
+
+std::string sh_quote(const std::string& s) { return "'" + replace_all(s, "'", "'\\''") + "'"; }
+
+// Runs a shell command line, keeping its stdout apart from its stderr.
+struct Split {
+  int exit_code = -1;
+  std::string out, err;
+};
+Split run_split(const std::string& command, const std::string& err_path) {
+  Split res;
+  std::fflush(nullptr);
+  FILE* f = ::popen((command + " 2>" + sh_quote(err_path)).c_str(), "r");
+  if (!f) {
+    res.err = "popen failed";
+    return res;
+  }
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) res.out.append(buf, n);
+  int st = ::pclose(f);
+  res.exit_code = (st != -1 && WIFEXITED(st)) ? WEXITSTATUS(st) : -1;
+  res.err = read_text(err_path);
+  return res;
+}
+
+// One SHOW result without the live counters, and its text for messages.
+struct Show {
+  std::vector<std::string> columns;
+  std::vector<std::vector<std::string>> rows;
+  std::string text;
+};
+
+// Columns that count live connections: they depend on who is connected right now
+// (the console session itself shows up in the pgbouncer row), not on the config.
+bool is_live_counter(const std::string& column) {
+  return column == "current_connections" || column == "current_client_connections";
+}
+
+Show show(Conn& admin, const std::string& what) {
+  Result r = admin.exec("SHOW " + what);
+  INFO("SHOW " << what << ": " << r.message());
+  REQUIRE(r.ok());
+  Show s;
+  s.text = dump(r);
+  std::vector<int> keep;
+  for (int c = 0; c < PQnfields(r.get()); ++c) {
+    if (is_live_counter(PQfname(r.get(), c))) continue;
+    keep.push_back(c);
+    s.columns.push_back(PQfname(r.get(), c));
+  }
+  for (int row = 0; row < r.rows(); ++row) {
+    std::vector<std::string> v;
+    for (int c : keep) v.push_back(r.value(row, c));
+    s.rows.push_back(std::move(v));
+  }
+  return s;
+}
+
+// Value of `column` in the row whose first column is `name` ("<none>" when absent).
+std::string cell(const Show& s, const std::string& name, const std::string& column) {
+  int c = -1;
+  for (size_t i = 0; i < s.columns.size(); ++i)
+    if (s.columns[i] == column) c = static_cast<int>(i);
+  if (c < 0) return "<no column " + column + ">";
+  for (const auto& row : s.rows)
+    if (!row.empty() && row[0] == name) return row[static_cast<size_t>(c)];
+  return "<no row " + name + ">";
+}
+
+struct Snapshot {
+  Show databases, config;
+};
+
+// Logs in to the console of the pooler on `port` as an admin_users member, takes
+// SHOW DATABASES and SHOW CONFIG, then checks that clients get through.
+Snapshot snapshot(const std::string& who, int port) {
+  INFO(who << " on port " << port);
+  auto ci = [&](const std::string& user, const std::string& password, const std::string& db) {
+    return "host=127.0.0.1 port=" + std::to_string(port) + " dbname=" + db + " user=" + user +
+           " password=" + password + " connect_timeout=10";
+  };
+  Snapshot snap;
+  {
+    // "ops" is the second name in admin_users; its password is only in userlist.txt.
+    Conn admin(ci("ops", "ops-secret", "pgbouncer"));
+    INFO("console login as ops: " << admin.error());
+    REQUIRE(admin.ok());
+    snap.databases = show(admin, "DATABASES");
+    snap.config = show(admin, "CONFIG");
+  }
+  {
+    Conn app(ci("app", "app", "appdb"));
+    INFO("app@appdb: " << app.error());
+    REQUIRE(app.ok());
+    CHECK(app.value("SELECT 1") == "1");
+  }
+  {
+    // Session-mode database with its own pool settings and a connect_query.
+    Conn rep(ci("app", "app", "reports"));
+    INFO("app@reports: " << rep.error());
+    REQUIRE(rep.ok());
+    CHECK(rep.value("SELECT 1") == "1");
+    CHECK(rep.value("SELECT current_database()") == "appdb");
+    // application_name_add_host = 1: the client's (empty) name plus its address,
+    // which the pool then sets over the database's application_name, as PgBouncer does.
+    CHECK_THAT(rep.value("SELECT current_setting('application_name')"),
+               Catch::Matchers::StartsWith(" - 127.0.0.1:"));
+  }
+  {
+    // Not in [databases]: the "*" fallback, same database name on the server.
+    Conn fb(ci("app", "app", "postgres"));
+    INFO("app@postgres (via *): " << fb.error());
+    REQUIRE(fb.ok());
+    CHECK(fb.value("SELECT current_database()") == "postgres");
+  }
+  {
+    // Forced user: the server login is app's (password from auth_file), whoever the client is.
+    Conn mt(ci("admin", "admin", "maint"));
+    INFO("admin@maint (user=app): " << mt.error());
+    REQUIRE(mt.ok());
+    CHECK(mt.value("SELECT current_user") == "app");
+    CHECK(mt.value("SELECT current_database()") == "postgres");
+  }
+  return snap;
+}
+
+void compare_show(const std::string& what, const Show& ini, const Show& toml) {
+  INFO("SHOW " << what << "\n--- pgpivot from pgbouncer.ini:\n"
+               << ini.text << "--- pgpivot from the converted TOML:\n" << toml.text);
+  REQUIRE(ini.columns == toml.columns);
+  CHECK(ini.rows.size() == toml.rows.size());
+  for (size_t i = 0; i < std::max(ini.rows.size(), toml.rows.size()); ++i) {
+    std::string a = i < ini.rows.size() ? join(ini.rows[i]) : "<no row>";
+    std::string b = i < toml.rows.size() ? join(toml.rows[i]) : "<no row>";
+    INFO("row " << i << " (" << join(ini.columns) << ")");
+    CHECK(a == b);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("pgpivot --convert: the TOML gives the same SHOW DATABASES and SHOW CONFIG as the pgbouncer.ini",
+          "[compat][admin][convert]") {
+  const int port = free_port();
+  const std::string dir = env().scratch + "/convert-" + std::to_string(port);
+  ::mkdir(env().scratch.c_str(), 0755);
+  ::mkdir(dir.c_str(), 0755);
+  const std::string pg = std::to_string(env().pg_port);
+  const std::string bin = env().pgpivot_bin;
+
+  // Plain-text passwords, as many PgBouncer installations keep them; "ops" exists
+  // only here (console only), "stats" is a stats_users member.
+  write_text(dir + "/userlist.txt",
+             "\"app\" \"app\"\n\"admin\" \"admin\"\n\"ops\" \"ops-secret\"\n\"stats\" \"stats\"\n");
+  // A production-style pgbouncer.ini: every setting below differs from the default
+  // (except the ones a real file spells out anyway), and auth_file is relative.
+  const std::string ini = dir + "/pgbouncer.ini";
+  write_text(ini,
+             ";; pgbouncer.ini of the reporting service\n"
+             "[databases]\n"
+             "appdb = host=127.0.0.1 port=" + pg + " dbname=appdb\n"
+             "reports = host=127.0.0.1 port=" + pg + " dbname=appdb pool_size=3 min_pool_size=0 reserve_pool=2 "
+             "pool_mode=session max_db_connections=8 application_name=reports connect_query='SELECT 1'\n"
+             "maint = host=127.0.0.1 port=" + pg + " dbname=postgres user=app pool_size=2\n"
+             "archive = host=localhost port=" + pg + " dbname=postgres pool_mode=statement\n"
+             "* = host=127.0.0.1 port=" + pg + "\n"
+             "\n"
+             "[users]\n"
+             "app = pool_mode=transaction max_user_connections=40\n"
+             "\n"
+             "[pgbouncer]\n"
+             "listen_addr = 127.0.0.1\n"
+             "listen_port = " + std::to_string(port) + "\n"
+             "unix_socket_dir =\n"
+             "auth_type = scram-sha-256\n"
+             "auth_file = userlist.txt\n"
+             "admin_users = admin, ops\n"
+             "stats_users = stats\n"
+             "pool_mode = transaction\n"
+             "default_pool_size = 7\n"
+             "min_pool_size = 1\n"
+             "reserve_pool_size = 1\n"
+             "reserve_pool_timeout = 2.5\n"
+             "max_client_conn = 150\n"
+             "max_db_connections = 30\n"
+             "server_lifetime = 1800\n"
+             "server_idle_timeout = 120\n"
+             "query_wait_timeout = 30\n"
+             "client_idle_timeout = 600\n"
+             "stats_period = 30\n"
+             "log_connections = 0\n"
+             "ignore_startup_parameters = extra_float_digits, search_path\n"
+             "application_name_add_host = 1\n");
+
+  CommandResult check_ini = run_command(bin + " --check " + sh_quote(ini));
+  INFO("pgpivot --check pgbouncer.ini:\n" << check_ini.output);
+  REQUIRE(check_ini.exit_code == 0);
+
+  Split conv = run_split(bin + " --convert " + sh_quote(ini), dir + "/convert.stderr");
+  INFO("pgpivot --convert (exit " << conv.exit_code << ")\nstdout:\n" << conv.out << "stderr:\n" << conv.err);
+  REQUIRE(conv.exit_code == 0);
+  REQUIRE_FALSE(conv.out.empty());
+  // The ini carries the port, so the TOML needs no editing.
+  CHECK(conv.out.find("listen_port = " + std::to_string(port) + "\n") != std::string::npos);
+  const std::string toml = dir + "/pgpivot.toml";
+  write_text(toml, conv.out);
+
+  CommandResult check_toml = run_command(bin + " --check " + sh_quote(toml));
+  INFO("pgpivot --check pgpivot.toml:\n" << check_toml.output);
+  REQUIRE(check_toml.exit_code == 0);
+
+  Snapshot from_ini, from_toml;
+  {
+    Child pivot({bin, ini}, dir + "/pgpivot-ini.log", port);
+    from_ini = snapshot("pgpivot from pgbouncer.ini", port);
+    INFO("pgpivot log:\n" << pivot.log());
+    REQUIRE(pivot.running());
+  }
+  {
+    Child pivot({bin, toml}, dir + "/pgpivot-toml.log", port);
+    from_toml = snapshot("pgpivot from pgpivot.toml", port);
+    INFO("pgpivot log:\n" << pivot.log());
+    REQUIRE(pivot.running());
+  }
+
+  // The ini was read as written (so that equal output is not equally wrong).
+  {
+    const Show& d = from_ini.databases;
+    INFO("SHOW DATABASES from pgbouncer.ini:\n" << d.text);
+    CHECK(cell(d, "appdb", "pool_size") == "7");
+    CHECK(cell(d, "appdb", "min_pool_size") == "1");
+    CHECK(cell(d, "appdb", "max_connections") == "30");
+    CHECK(cell(d, "reports", "database") == "appdb");
+    CHECK(cell(d, "reports", "pool_size") == "3");
+    CHECK(cell(d, "reports", "min_pool_size") == "0");
+    CHECK(cell(d, "reports", "reserve_pool_size") == "2");
+    CHECK(cell(d, "reports", "pool_mode") == "session");
+    CHECK(cell(d, "reports", "max_connections") == "8");
+    CHECK(cell(d, "maint", "force_user") == "app");
+    CHECK(cell(d, "maint", "pool_size") == "2");
+    CHECK(cell(d, "archive", "host") == "localhost");
+    CHECK(cell(d, "archive", "pool_mode") == "statement");
+    CHECK(cell(d, "*", "port") == pg);
+    const Show& c = from_ini.config;
+    INFO("SHOW CONFIG from pgbouncer.ini:\n" << c.text);
+    const std::pair<const char*, const char*> expected[] = {
+        {"listen_port", nullptr},          {"pool_mode", "transaction"},   {"default_pool_size", "7"},
+        {"min_pool_size", "1"},            {"reserve_pool_size", "1"},     {"reserve_pool_timeout", "2.5"},
+        {"max_client_conn", "150"},        {"max_db_connections", "30"},   {"auth_type", "scram-sha-256"},
+        {"admin_users", "admin,ops"},      {"stats_users", "stats"},       {"server_lifetime", "1800"},
+        {"server_idle_timeout", "120"},    {"query_wait_timeout", "30"},   {"client_idle_timeout", "600"},
+        {"stats_period", "30"},            {"log_connections", "0"},       {"application_name_add_host", "1"},
+        {"ignore_startup_parameters", "extra_float_digits,search_path"}};
+    for (const auto& [k, v] : expected) CHECK(cell(c, k, "value") == (v ? v : std::to_string(port)));
+  }
+
+  compare_show("DATABASES", from_ini.databases, from_toml.databases);
+  compare_show("CONFIG", from_ini.config, from_toml.config);
+
+  // The usual way to convert: from the ini's directory, by its relative name, and
+  // the TOML saved somewhere else. It must still find the same userlist.txt.
+  const std::string elsewhere = dir + "/elsewhere";
+  ::mkdir(elsewhere.c_str(), 0755);
+  Split rel = run_split("cd " + sh_quote(dir) + " && " + sh_quote(bin) + " --convert pgbouncer.ini",
+                        dir + "/convert-relative.stderr");
+  INFO("cd " << dir << " && pgpivot --convert pgbouncer.ini (exit " << rel.exit_code << ")\nstdout:\n"
+             << rel.out << "stderr:\n" << rel.err);
+  REQUIRE(rel.exit_code == 0);
+  write_text(elsewhere + "/pgpivot.toml", rel.out);
+  CommandResult check_rel = run_command(bin + " --check " + sh_quote(elsewhere + "/pgpivot.toml"));
+  INFO("pgpivot --check elsewhere/pgpivot.toml:\n" << check_rel.output);
+  CHECK(check_rel.exit_code == 0);
 }

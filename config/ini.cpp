@@ -708,7 +708,10 @@ void Loader::finish() {
   if (!p.auth_file.empty()) {
     std::filesystem::path path(p.auth_file);
     if (path.is_relative()) path = std::filesystem::path(auth_file_base_) / path;
-    p.auth_file = path.lexically_normal().string();
+    // Absolute, so that a converted TOML saved anywhere still finds the file.
+    std::error_code ec;
+    auto abs = std::filesystem::absolute(path, ec);
+    p.auth_file = (ec ? path : abs).lexically_normal().string();
     std::string why;
     auto text = read_file(p.auth_file, why);
     if (!text) {

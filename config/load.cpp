@@ -881,7 +881,11 @@ void load_document(const toml::table& root, const std::string& path, LoadResult&
   if (!cfg.pooler.auth_file.empty()) {
     std::filesystem::path p(cfg.pooler.auth_file);
     if (p.is_relative()) p = std::filesystem::path(path).parent_path() / p;
-    userlist_path = p.lexically_normal().string();
+    // Absolute, so that a reload from another directory or a converted copy of the
+    // config still finds the file.
+    std::error_code ec;
+    auto abs = std::filesystem::absolute(p, ec);
+    userlist_path = (ec ? p : abs).lexically_normal().string();
     cfg.pooler.auth_file = userlist_path;
     std::string why;
     userlist = read_file(userlist_path, why);

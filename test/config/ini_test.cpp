@@ -153,7 +153,8 @@ TEST_CASE("an empty pgbouncer.ini gets PgBouncer's defaults", "[ini]") {
         "SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE rolpassword END "
         "FROM pg_authid WHERE rolname=$1 AND rolcanlogin");
   CHECK(r.config.pooler.tcp_keepalive);
-  CHECK(r.config.pooler.server_tls_sslmode == "disable");
+  // pgpivot tries TLS with servers first (PgBouncer 1.18 defaulted to disable).
+  CHECK(r.config.pooler.server_tls_sslmode == "prefer");
   CHECK(r.config.users.empty());
   CHECK(r.config.clusters.empty());
   CHECK(r.config.databases.empty());
@@ -269,15 +270,16 @@ listen_addr = 127.0.0.1
   // Each one the pooler does not act on yet, set to a value pgpivot cannot honour, is
   // named once, at its line.
   INFO(dump(r.warnings));
-  CHECK(r.warnings.size() == 7);  // max_prepared_statements is honoured
+  // max_prepared_statements and the TLS modes are honoured.
+  CHECK(r.warnings.size() == 5);
   for (auto [k, line] : {std::pair{"auth_user", 4}, {"auth_query", 5}, {"disable_pqexec", 9},
-                         {"client_tls_sslmode", 11},
-                         {"server_tls_sslmode", 12}, {"syslog", 13}, {"verbose", 14}}) {
+                         {"syslog", 13}, {"verbose", 14}}) {
     Error w = the_warning(r, std::string("pgbouncer.") + k);
     CHECK(w.line == line);
     CHECK(w.file == "t.ini");
   }
-  CHECK(the_warning(r, "pgbouncer.client_tls_sslmode").message == "TLS not supported yet, ignored");
+  CHECK(errors_for(r.warnings, "pgbouncer.client_tls_sslmode").empty());
+  CHECK(errors_for(r.warnings, "pgbouncer.server_tls_sslmode").empty());
 
   SECTION("values that match what pgpivot does are not warned about") {
     auto r2 = ini(R"ini([pgbouncer]
@@ -319,18 +321,8 @@ dns_max_ttl = 15
 dns_nxdomain_ttl = 15
 dns_zone_check_period = 0
 resolv_conf = /etc/resolv.conf
-client_tls_key_file = /k
-client_tls_cert_file = /c
-client_tls_ca_file = /ca
-client_tls_protocols = secure
-client_tls_ciphers = fast
 client_tls_ecdhcurve = auto
 client_tls_dheparams = auto
-server_tls_ca_file = /ca
-server_tls_key_file = /k
-server_tls_cert_file = /c
-server_tls_protocols = secure
-server_tls_ciphers = fast
 suspend_timeout = 10
 sbuf_loopcnt = 5
 so_reuseport = 0
@@ -346,7 +338,7 @@ tcp_user_timeout = 0
   INFO(dump(r.errors));
   REQUIRE(r.ok());
   INFO(dump(r.warnings));
-  REQUIRE(r.warnings.size() == 35);
+  REQUIRE(r.warnings.size() == 25);
   for (size_t i = 0; i < r.warnings.size(); ++i) {
     const Error& w = r.warnings[i];
     CHECK(w.file == path);
@@ -355,9 +347,44 @@ tcp_user_timeout = 0
     CHECK(contains(w.message, "unsupported key " + name + " ignored"));
   }
   // Set again in more.ini: still the one warning (the first).
-  CHECK(the_warning(r, "pgbouncer.so_reuseport").line == 30);
+  CHECK(the_warning(r, "pgbouncer.so_reuseport").line == 20);
   CHECK(the_warning(r, "pgbouncer.tcp_keepidle").file == path);
-  CHECK(contains(the_warning(r, "pgbouncer.client_tls_key_file").message, "TLS"));
+  CHECK(contains(the_warning(r, "pgbouncer.client_tls_ecdhcurve").message, "OpenSSL"));
+}
+
+TEST_CASE("the TLS keys are honoured: stored, not warned about", "[ini][warnings]") {
+  // The ones still ignored (client_tls_ecdhcurve/dheparams) are in the test above.
+  auto r = ini(R"ini([pgbouncer]
+client_tls_sslmode = verify-ca
+client_tls_key_file = /k
+client_tls_cert_file = /c
+client_tls_ca_file = /ca
+client_tls_protocols = secure
+client_tls_ciphers = fast
+server_tls_sslmode = verify-full
+server_tls_ca_file = /sca
+server_tls_key_file = /sk
+server_tls_cert_file = /sc
+server_tls_protocols = tlsv1.2,tlsv1.3
+server_tls_ciphers = HIGH
+)ini");
+  INFO(dump(r.errors));
+  REQUIRE(r.ok());
+  INFO(dump(r.warnings));
+  CHECK(r.warnings.empty());
+  const Pooler& p = r.config.pooler;
+  CHECK(p.client_tls_sslmode == "verify-ca");
+  CHECK(p.client_tls_key_file == "/k");
+  CHECK(p.client_tls_cert_file == "/c");
+  CHECK(p.client_tls_ca_file == "/ca");
+  CHECK(p.client_tls_protocols == "secure");
+  CHECK(p.client_tls_ciphers == "fast");
+  CHECK(p.server_tls_sslmode == "verify-full");
+  CHECK(p.server_tls_ca_file == "/sca");
+  CHECK(p.server_tls_key_file == "/sk");
+  CHECK(p.server_tls_cert_file == "/sc");
+  CHECK(p.server_tls_protocols == "tlsv1.2,tlsv1.3");
+  CHECK(p.server_tls_ciphers == "HIGH");
 }
 
 TEST_CASE("auth_type: supported, unsupported and invalid", "[ini][errors]") {
@@ -671,13 +698,20 @@ TEST_CASE("all 85 PgBouncer 1.18 settings at their defaults", "[ini][warnings]")
   auto r = load_ini_file(path);
   INFO(dump(r.errors));
   REQUIRE(r.ok());
-  // PgBouncer's defaults are the Config's defaults.
+  // PgBouncer's defaults are the Config's defaults, except for two TLS ones: 1.18 does
+  // not try TLS with servers (pgpivot's default is prefer, as newer PgBouncers), and
+  // its "fast" cipher shortcut is stored as written (tls.cpp treats it as the default).
   auto empty = ini("");
-  CHECK(r.config.pooler == empty.config.pooler);
+  Pooler expected = empty.config.pooler;
+  CHECK(r.config.pooler.server_tls_sslmode == "disable");
+  CHECK(expected.server_tls_sslmode == "prefer");
+  expected.server_tls_sslmode = "disable";
+  expected.client_tls_ciphers = expected.server_tls_ciphers = "fast";
+  CHECK(r.config.pooler == expected);
   // Only the keys pgpivot neither stores nor implements are warned about; stored ones at
   // their defaults behave as pgpivot does, so they are not.
   INFO(dump(r.warnings));
-  CHECK(r.warnings.size() == 35);
+  CHECK(r.warnings.size() == 25);
   for (const auto& w : r.warnings) {
     CHECK(w.file == path);
     CHECK(contains(w.message, "unsupported key " + w.key.substr(10) + " ignored"));

@@ -678,18 +678,18 @@ u = { max_user_client_connections = 3 }
   REQUIRE(r.ok());
   CHECK(r.config.pooler.pidfile == "/run/pgpivot.pid");
   CHECK(r.config.pooler.server_tls_sslmode == "disable");  // stored in lower case
+  CHECK(r.config.pooler.client_tls_sslmode == "require");
   CHECK(r.config.databases.at("d").auth_user == "au");
   CHECK(r.config.databases.at("d").params.at("client_encoding") == "UTF8");
   INFO(dump(r.warnings));
-  // application_name, params and the client connection caps are honoured by the pooler.
-  REQUIRE(r.warnings.size() == 3);
+  // application_name, params, the client connection caps and the TLS modes are
+  // honoured by the pooler.
+  REQUIRE(r.warnings.size() == 2);
   std::vector<std::pair<std::string, int>> got;
   for (const auto& w : r.warnings) got.emplace_back(w.key, w.line);
-  CHECK(got == std::vector<std::pair<std::string, int>>{{"pooler.client_tls_sslmode", 4},
-                                                        {"pooler.verbose", 7},
+  CHECK(got == std::vector<std::pair<std::string, int>>{{"pooler.verbose", 7},
                                                         {"databases.d.auth_user", 12}});
-  CHECK(r.warnings[0].message == "TLS not supported yet, ignored");
-  CHECK(r.warnings[1].message == "verbose is not supported yet (there is no debug logging); ignored");
+  CHECK(r.warnings[0].message == "verbose is not supported yet (there is no debug logging); ignored");
 
   SECTION("bad values of the new keys are errors") {
     auto r2 = load("[pooler]\nclient_tls_sslmode = \"on\"\nlisten_backlog = 0\n"

@@ -459,6 +459,12 @@ std::size_t Conn::memory_use() const {
 
 void Conn::start_close() {
   if (closing) return;
+  // A TLS alert OpenSSL produced (e.g. "certificate required") tells the peer why;
+  // send it if the socket takes it right away.
+  if (tls && !tls_cipher_out.empty() && !wbusy) {
+    uv_buf_t b = uv_buf_init(tls_cipher_out.data(), unsigned(tls_cipher_out.size()));
+    uv_try_write(&h.stream, &b, 1);
+  }
   closing = true;
   if (reading) {
     uv_read_stop(&h.stream);

@@ -124,7 +124,8 @@ bool Pooler::reload() {
   if (!setup_tls(tls_err)) {
     LOG_ERROR("reload: TLS: %s; keeping the previous configuration", tls_err.c_str());
     apply_config(std::move(old));
-    setup_tls(tls_err);
+    std::string again;
+    if (!setup_tls(again)) LOG_ERROR("TLS: %s", again.c_str());
     return false;
   }
   LOG_INFO("configuration reloaded from %s", cfg_.path.c_str());

@@ -51,7 +51,11 @@ bool apply_ciphers(SSL_CTX* ctx, const std::string& ciphers, std::string& err) {
   if (ciphers.empty() || ciphers == "default" || ciphers == "fast" || ciphers == "normal" || ciphers == "secure") {
     return true;  // OpenSSL's defaults are the secure choice here
   }
-  if (SSL_CTX_set_cipher_list(ctx, ciphers.c_str()) != 1) {
+  // PgBouncer's other shortcuts, for older peers.
+  std::string list = ciphers;
+  if (ciphers == "compat" || ciphers == "legacy") list = "HIGH:MEDIUM:+3DES:!aNULL";
+  if (ciphers == "insecure" || ciphers == "all") list = "ALL:@SECLEVEL=0";
+  if (SSL_CTX_set_cipher_list(ctx, list.c_str()) != 1) {
     err = "invalid cipher list \"" + ciphers + "\": " + ssl_error_text();
     return false;
   }

@@ -7,10 +7,12 @@ PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
 
 # What a fresh Debian 12 lacks to build and test pgpivot. scripts/fuzz builds with
 # clang 16 (clang 14 cannot compile config/load.cpp: captured structured bindings);
-# llvm brings llvm-symbolizer for readable sanitizer stacks.
+# llvm brings llvm-symbolizer for readable sanitizer stacks. The [metrics] tests lint
+# /metrics with promtool (package prometheus; it also installs a prometheus service,
+# which apt starts where systemd runs) and screenshot /stats with headless chromium.
 PGPIVOT_PACKAGES=(g++ pkg-config meson ninja-build libuv1-dev libtomlplusplus-dev libpq-dev
                   libssl-dev catch2 postgresql pgbouncer clang libclang-rt-14-dev
-                  clang-16 libclang-rt-16-dev llvm)
+                  clang-16 libclang-rt-16-dev llvm prometheus chromium)
 
 log() { printf '[pgpivot] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }

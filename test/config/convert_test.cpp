@@ -142,6 +142,7 @@ syslog = true
 verbose = 3
 log_pooler_errors = false
 log_stats = false
+stats_listen = "0.0.0.0:9127"
 
 [failover]
 health_check_interval = 5

@@ -245,6 +245,7 @@ log_stats = 1
 logfile = /tmp/x.log
 stats_period = 15
 listen_addr = 127.0.0.1
+stats_listen = 127.0.0.1:8404
 )ini");
   INFO(dump(r.errors));
   REQUIRE(r.ok());
@@ -266,6 +267,7 @@ listen_addr = 127.0.0.1
   CHECK(p.log_stats);
   CHECK(p.logfile == "/tmp/x.log");
   CHECK(p.stats_period == 15.0);
+  CHECK(p.stats_listen == "127.0.0.1:8404");  // pgpivot's own key, accepted in [pgbouncer] too
 
   // Each one the pooler does not act on yet, set to a value pgpivot cannot honour, is
   // named once, at its line.

@@ -91,6 +91,7 @@ TEST_CASE("an empty config gets PgBouncer's defaults", "[config]") {
   CHECK(p.pkt_buf == 4096);
   CHECK(p.max_packet_size == 2147483647);
   CHECK(p.log_connections);
+  CHECK(p.stats_listen.empty());  // the HTTP stats endpoint is off
   CHECK(r.config.users.empty());
   CHECK(r.config.clusters.empty());
   CHECK(r.config.databases.empty());
@@ -133,6 +134,7 @@ stats_period = 30
 pkt_buf = 8192
 max_packet_size = 1048576
 logfile = "/var/log/pgpivot.log"
+stats_listen = "127.0.0.1:8404"
 )toml");
   INFO(dump(r.errors));
   REQUIRE(r.ok());
@@ -173,6 +175,7 @@ logfile = "/var/log/pgpivot.log"
   CHECK(p.pkt_buf == 8192);
   CHECK(p.max_packet_size == 1048576);
   CHECK(p.logfile == "/var/log/pgpivot.log");
+  CHECK(p.stats_listen == "127.0.0.1:8404");
 }
 
 TEST_CASE("a wrong type names the key and its line", "[config][errors]") {

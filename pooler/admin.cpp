@@ -158,6 +158,8 @@ const Key kKeys[] = {
     K(idle_transaction_timeout, true), K(client_idle_timeout, true), K(ignore_startup_parameters, true),
     K(application_name_add_host, true), K(log_connections, true), K(log_disconnections, true),
     K(stats_period, true), K(pkt_buf, false), K(max_packet_size, true), K(logfile, false),
+    K(stats_listen, false), K(max_prepared_statements, true), K(client_tls_sslmode, false),
+    K(server_tls_sslmode, true),
 };
 #undef K
 

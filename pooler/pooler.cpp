@@ -113,6 +113,10 @@ bool Pooler::reload() {
     np.listen_port = op.listen_port;
     np.unix_socket_dir = op.unix_socket_dir;
   }
+  if (np.stats_listen != op.stats_listen) {
+    LOG_WARN("reload: stats_listen needs a restart; keeping %s", op.stats_listen.empty() ? "it off" : op.stats_listen.c_str());
+    np.stats_listen = op.stats_listen;
+  }
   if (np.pkt_buf != op.pkt_buf) {
     LOG_WARN("reload: pkt_buf needs a restart; keeping %d", op.pkt_buf);
     np.pkt_buf = op.pkt_buf;

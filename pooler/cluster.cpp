@@ -255,6 +255,14 @@ void Pooler::sync_clusters() {
     }
     if (!cc.standby && rt->active_standby) rt->active_standby = false;
   }
+  for (auto& [name, cl] : clusters_) {
+    if (!cl->removed) continue;
+    // Its config is gone: no check may call back into it.
+    cl->hc[0].reset();
+    cl->hc[1].reset();
+    cl->cfg = nullptr;
+    cl->mode = ClusterMode::Normal;
+  }
   for (auto& [name, db] : dbs_) {
     auto it = clusters_.find(db->cfg.cluster);
     db->crt = it == clusters_.end() || it->second->removed ? nullptr : it->second.get();

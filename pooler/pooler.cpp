@@ -60,8 +60,15 @@ Pooler::~Pooler() {
 }
 
 void Pooler::apply_config(config::Config cfg) {
+  // The old config (and the clusters DbEntry::cluster points into) dies below:
+  // remember each cluster's nodes first to notice databases that moved.
+  std::map<std::string, std::pair<config::Node, std::optional<config::Node>>> old_nodes;
+  for (const auto& [name, cl] : cfg_.clusters) old_nodes[name] = {cl.primary, cl.standby};
   cfg_ = std::move(cfg);
-  for (auto& [name, db] : dbs_) db->removed = true;
+  for (auto& [name, db] : dbs_) {
+    db->removed = true;
+    db->cluster = nullptr;  // points into the config just replaced
+  }
   for (auto& [name, dbc] : cfg_.databases) {
     auto& e = dbs_[name];
     if (!e) e = std::make_unique<DbEntry>();
@@ -71,7 +78,8 @@ void Pooler::apply_config(config::Config cfg) {
     e->removed = false;
     auto it = cfg_.clusters.find(dbc.cluster);
     const config::Cluster* cl = it == cfg_.clusters.end() ? nullptr : &it->second;
-    if (e->cluster && cl && (e->cluster->primary.host != cl->primary.host || e->cluster->primary.port != cl->primary.port)) {
+    auto old = old_nodes.find(dbc.cluster);
+    if (cl && old != old_nodes.end() && (old->second.first != cl->primary || old->second.second != cl->standby)) {
       changed = true;
     }
     e->cluster = cl;

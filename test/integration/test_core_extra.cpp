@@ -256,7 +256,9 @@ struct RawSocket {
     std::string head;
     if (!read_exact(head, 5, timeout_s, eof)) return false;
     type = head[0];
-    uint32_t len = ntohl(*reinterpret_cast<const uint32_t*>(head.data() + 1));
+    uint32_t len_be = 0;
+    std::memcpy(&len_be, head.data() + 1, 4);  // unaligned: copy, don't cast
+    uint32_t len = ntohl(len_be);
     if (len < 4 || len > (64u << 20)) return false;
     return read_exact(payload, len - 4, timeout_s, eof);
   }

@@ -584,7 +584,9 @@ TEST_CASE("bad startup packets get a clear error while other clients keep workin
     INFO("message type '" << type << "'");
     REQUIRE(type == 'R');
     REQUIRE(payload.size() >= 4);
-    uint32_t code = ntohl(*reinterpret_cast<const uint32_t*>(payload.data()));
+    uint32_t code_be = 0;
+    std::memcpy(&code_be, payload.data(), 4);
+    uint32_t code = ntohl(code_be);
     CHECK(code == 10);  // AuthenticationSASL for scram-sha-256
   }
 

@@ -277,6 +277,33 @@ class Loader {
   std::string auth_file_base_;           // directory of the file that set auth_file
 };
 
+namespace {
+bool valid_utf8(std::string_view s) {
+  std::size_t i = 0;
+  while (i < s.size()) {
+    auto c = static_cast<unsigned char>(s[i]);
+    std::size_t n;
+    if (c < 0x80) {
+      n = 0;
+    } else if (c >= 0xc2 && c <= 0xdf) {
+      n = 1;
+    } else if ((c & 0xf0) == 0xe0) {
+      n = 2;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+      n = 3;
+    } else {
+      return false;
+    }
+    if (i + n >= s.size()) return false;
+    for (std::size_t k = 1; k <= n; k++) {
+      if ((static_cast<unsigned char>(s[i + k]) & 0xc0) != 0x80) return false;
+    }
+    i += n + 1;
+  }
+  return true;
+}
+}  // namespace
+
 void Loader::parse(std::string_view text, const std::string& file, int depth) {
   if (text.substr(0, 3) == "\xEF\xBB\xBF") text.remove_prefix(3);  // UTF-8 BOM
   int line_no = 0;
@@ -293,6 +320,11 @@ void Loader::parse(std::string_view text, const std::string& file, int depth) {
     line.remove_prefix(p);
     while (!line.empty() && is_blank(line.back())) line.remove_suffix(1);
     if (line.empty() || line[0] == ';' || line[0] == '#') continue;
+    if (!valid_utf8(line)) {
+      // Names and values end up in PostgreSQL startup packets and in TOML, both UTF-8.
+      error(w, "", "line is not valid UTF-8");
+      continue;
+    }
 
     if (line[0] == '%') {
       size_t end = 0;

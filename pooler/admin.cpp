@@ -581,37 +581,25 @@ void Pooler::admin_show(Client* c, const std::string& what, const std::string& a
              {"prepared_statements", true}, {"id", true}});
     Ms tnow = now();
     auto wall = [&](Ms t0) { return fmt_time(wall_now - (tnow - t0) / 1000); };
-    auto split_addr = [](const std::string& a, std::string& host, long long& port) {
-      auto colon = a.rfind(':');
-      host = colon == std::string::npos ? a : a.substr(0, colon);
-      port = colon == std::string::npos ? 0 : std::atoll(a.c_str() + colon + 1);
-    };
     if (what == "CLIENTS") {
       all_clients([&](Client* x, Pool* p) {
-        std::string host, lhost;
-        long long port = 0, lport = 0;
-        split_addr(x->addr, host, port);
-        split_addr(x->local_addr, lhost, lport);
         Ms wait = x->state == ClientState::Waiting ? tnow - x->wait_start : 0;
         int ai = tracked_index("application_name");
         t.row({str("C"), str(x->user_name), str(p->db_name), str("no"),
                str(x->state == ClientState::Waiting ? "waiting" : x->state == ClientState::Login ? "login" : "active"),
-               str(host), inum(port), str(lhost), inum(lport), str(wall(x->connect_time)), str(wall(x->request_time)),
+               str(x->remote.host()), inum(x->remote.port), str(x->local_addr().host()), inum(x->local_addr().port), str(wall(x->connect_time)), str(wall(x->request_time)),
                num(wait / 1000), num((wait % 1000) * 1000), num(0), str(fmt_ptr(x)), str(fmt_ptr(x->server)), num(0),
-               str(x->tls_description()), str(x->params.v[ai].value_or("")), num(x->prepared.size()), num(x->id)});
+               str(x->tls_description()), str(x->params.get(ai).value_or("")), num(x->prepared_count()), num(x->id)});
       });
     } else {
       for (auto& [k, p] : pools_) {
         for (ListHead* l : {&p->sv_active, &p->sv_idle, &p->sv_used, &p->sv_tested, &p->sv_login}) {
           l->for_each<Server>([&](Server* s) {
             int ai = tracked_index("application_name");
-            std::string lhost;
-            long long lport = 0;
-            split_addr(s->local_addr, lhost, lport);
             t.row({str("S"), str(p->user_name), str(p->db_name), str("no"), str(to_string(s->state)), str(s->host),
-                   inum(s->server_port), str(lhost), inum(lport), str(wall(s->connect_time)), str(wall(s->request_time)),
+                   inum(s->server_port), str(s->local.host()), inum(s->local.port), str(wall(s->connect_time)), str(wall(s->request_time)),
                    num(0), num(0), num(s->close_needed ? 1 : 0), str(fmt_ptr(s)), str(fmt_ptr(s->client)),
-                   num(s->pid), str(s->tls_description()), str(s->params.v[ai].value_or("")), num(s->prepared_on.size()), num(s->id)});
+                   num(s->pid), str(s->tls_description()), str(s->params.get(ai).value_or("")), num(s->prepared_on.size()), num(s->id)});
           });
         }
       }

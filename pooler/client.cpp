@@ -58,6 +58,127 @@ int tracked_index(std::string_view name) {
   return -1;
 }
 
+// ---------------------------------------------------------------------------
+// Interned tracked-parameter sets.
+struct TrackedParams::Rep {
+  std::uint32_t refs = 0;
+  std::string key;  // the serialized values, key of the intern table
+  std::optional<std::string> v[kTrackedCount];
+};
+
+namespace {
+
+std::unordered_map<std::string_view, TrackedParams::Rep*>& param_sets() {
+  static std::unordered_map<std::string_view, TrackedParams::Rep*> table;
+  return table;
+}
+
+const std::optional<std::string> kNoValue;
+
+}  // namespace
+
+TrackedParams::TrackedParams(const TrackedParams& o) : rep_(o.rep_) {
+  if (rep_) rep_->refs++;
+}
+
+TrackedParams& TrackedParams::operator=(const TrackedParams& o) {
+  if (o.rep_) o.rep_->refs++;
+  assign(o.rep_);
+  return *this;
+}
+
+TrackedParams::~TrackedParams() { assign(nullptr); }
+
+// Takes `r` (already counted) in place of the current set.
+void TrackedParams::assign(Rep* r) {
+  if (rep_ && --rep_->refs == 0) {
+    param_sets().erase(rep_->key);
+    delete rep_;
+  }
+  rep_ = r;
+}
+
+const std::optional<std::string>& TrackedParams::get(int i) const { return rep_ ? rep_->v[i] : kNoValue; }
+
+void TrackedParams::set(int i, std::optional<std::string> value) {
+  if (get(i) == value) return;
+  std::optional<std::string> v[kTrackedCount];
+  for (int k = 0; k < kTrackedCount; k++) v[k] = k == i ? std::move(value) : get(k);
+  std::string key;
+  for (const auto& x : v) {
+    if (x) {
+      key += '1';
+      key += *x;
+      key += '\0';
+    } else {
+      key += '0';
+    }
+  }
+  auto& table = param_sets();
+  Rep* r;
+  if (auto it = table.find(key); it != table.end()) {
+    r = it->second;
+  } else {
+    r = new Rep();
+    r->key = std::move(key);
+    for (int k = 0; k < kTrackedCount; k++) r->v[k] = std::move(v[k]);
+    table.emplace(r->key, r);
+  }
+  r->refs++;
+  assign(r);
+}
+
+// Interned names.
+struct Name::Rep {
+  std::uint32_t refs = 0;
+  std::string s;
+};
+
+namespace {
+
+std::unordered_map<std::string_view, Name::Rep*>& name_table() {
+  static std::unordered_map<std::string_view, Name::Rep*> table;
+  return table;
+}
+
+const std::string kEmptyName;
+
+}  // namespace
+
+Name::Name(std::string_view s) {
+  if (s.empty()) return;
+  auto& table = name_table();
+  if (auto it = table.find(s); it != table.end()) {
+    rep_ = it->second;
+  } else {
+    rep_ = new Rep();
+    rep_->s = std::string(s);
+    table.emplace(rep_->s, rep_);
+  }
+  rep_->refs++;
+}
+
+Name::Name(const Name& o) : rep_(o.rep_) {
+  if (rep_) rep_->refs++;
+}
+
+Name& Name::operator=(const Name& o) {
+  if (o.rep_) o.rep_->refs++;
+  this->~Name();
+  rep_ = o.rep_;
+  return *this;
+}
+
+Name::~Name() {
+  if (rep_ && --rep_->refs == 0) {
+    name_table().erase(rep_->s);
+    delete rep_;
+  }
+  rep_ = nullptr;
+}
+
+const std::string& Name::str() const { return rep_ ? rep_->s : kEmptyName; }
+
 const char* to_string(ClientState s) {
   switch (s) {
     case ClientState::Login: return "login";
@@ -105,7 +226,7 @@ void Client::send_error(const char* severity, const char* sqlstate, const std::s
 }
 
 void Client::auth_failed() {
-  pooler->disconnect_client(this, "28P01", "password authentication failed for user \"" + user_name + "\"", true);
+  pooler->disconnect_client(this, "28P01", "password authentication failed for user \"" + user_name.str() + "\"", true);
 }
 
 // The server holding this client's transaction died: answer the next message
@@ -114,11 +235,11 @@ void Client::auth_failed() {
 Step Client::answer_lost_transaction(char type) {
   std::string buf;
   proto::ErrorFields e;
-  e.sqlstate = pending_error.empty() ? "40001" : pending_error;
+  e.sqlstate = pending_error[0] ? pending_error : "40001";
   e.message = "server connection lost; the transaction was rolled back and can be retried";
   e.hint = "pgpivot keeps this connection open; the next statement runs on a healthy server";
-  bool owe_error = !pending_error.empty();
-  pending_error.clear();
+  bool owe_error = pending_error[0] != 0;
+  pending_error[0] = 0;
   if (owe_error) proto::error_response(buf, e);
   if (type == 'Q' || type == 'F' || type == 'S') {
     proto::ready_for_query(buf, 'I');
@@ -141,9 +262,7 @@ Step Client::on_startup(const char* data, std::uint32_t len) {
           return Step::Stop;
         }
         // 'S' goes out in plain text before the handshake, so it is written now.
-        char s = 'S';
-        uv_buf_t b = uv_buf_init(&s, 1);
-        if (uv_try_write(&h.stream, &b, 1) != 1) {
+        if (::send(fd, "S", 1, MSG_NOSIGNAL) != 1) {
           pooler->disconnect_client(this, nullptr, "could not answer SSLRequest", false);
           return Step::Stop;
         }
@@ -185,7 +304,7 @@ Step Client::on_startup(const char* data, std::uint32_t len) {
   const std::string* u = sp.get("user");
   const std::string* d = sp.get("database");
   user_name = u ? *u : "";
-  db_name = d && !d->empty() ? *d : user_name;
+  db_name = d && !d->empty() ? Name(*d) : user_name;
 
   std::vector<std::string> unrecognized;
   for (const auto& [name, value] : sp.params) {
@@ -201,7 +320,7 @@ Step Client::on_startup(const char* data, std::uint32_t len) {
       return Step::Stop;
     }
     int ti = tracked_index(name);
-    if (ti >= 0) params.v[ti] = value;
+    if (ti >= 0) params.set(ti, value);
   }
   if ((sp.version & 0xffff) != 0 || !unrecognized.empty()) {
     std::string buf;
@@ -210,7 +329,7 @@ Step Client::on_startup(const char* data, std::uint32_t len) {
   }
   if (set.application_name_add_host) {
     int ai = tracked_index("application_name");
-    params.v[ai] = params.v[ai].value_or("") + " - " + addr;
+    params.set(ai, params.get(ai).value_or("") + " - " + remote.str());
   }
   if (pooler->client_count() > set.max_client_conn) {
     pooler->disconnect_client(this, "53300", "no more connections allowed (max_client_conn)", true);
@@ -219,7 +338,7 @@ Step Client::on_startup(const char* data, std::uint32_t len) {
   if (set.log_connections) {
     std::string tls_desc = tls_description();
     LOG_INFO("C-%llu: %s/%s@%s login attempt: db=%s user=%s tls=%s", (unsigned long long)id, db_name.c_str(),
-             user_name.c_str(), addr.c_str(), db_name.c_str(), user_name.c_str(),
+             user_name.c_str(), remote.str().c_str(), db_name.c_str(), user_name.c_str(),
              tls_desc.empty() ? "no" : tls_desc.c_str());
   }
   DbEntry* db = pooler->is_admin_db(db_name) ? nullptr : pooler->find_db(db_name);
@@ -228,8 +347,7 @@ Step Client::on_startup(const char* data, std::uint32_t len) {
     // Unix socket without a password.
     struct ucred cred {};
     socklen_t len = sizeof cred;
-    uv_os_fd_t fd;
-    if (uv_fileno(&h.handle, &fd) == 0 && getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 &&
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 &&
         cred.uid == geteuid()) {
       login = LoginStep::Done;
       peer_admin = true;
@@ -238,7 +356,7 @@ Step Client::on_startup(const char* data, std::uint32_t len) {
     }
   }
   if (!db && !pooler->is_admin_db(db_name)) {
-    pooler->disconnect_client(this, "3D000", "database \"" + db_name + "\" does not exist", true);
+    pooler->disconnect_client(this, "3D000", "database \"" + db_name.str() + "\" does not exist", true);
     return Step::Stop;
   }
   UserEntry* user = pooler->find_user(user_name);
@@ -311,7 +429,7 @@ Step Client::handle_password(const char* body, std::uint32_t len) {
       }
       UserEntry* user = pooler->find_user(user_name);
       std::string stored = user ? user->cfg.password : std::string();
-      if (!proto::is_md5_hash(stored)) stored = proto::md5_password_hash(user_name, stored);
+      if (!proto::is_md5_hash(stored)) stored = proto::md5_password_hash(user_name.str(), stored);
       std::string expect = proto::md5_salted_response(stored, md5_salt);
       if (!proto::constant_time_equal(*pw, expect)) {
         auth_failed();
@@ -390,7 +508,7 @@ Step Client::on_header(char type, std::uint32_t wire_size) {
     pooler->disconnect_client(this, "08P01", "the admin console supports only the simple query protocol", true);
     return Step::Stop;
   }
-  if (!pending_error.empty() || discard_until_sync) return answer_lost_transaction(type);
+  if (pending_error[0] || discard_until_sync) return answer_lost_transaction(type);
   if (drop_until_sync && server) {
     if (type != 'S') return Step::Skip;  // PostgreSQL skips to the Sync after an error
     drop_until_sync = false;

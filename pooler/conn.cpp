@@ -7,7 +7,15 @@
 // until every destination holding its bytes has written them (borrowed_by);
 // when that destination drains, borrow_done() consumes them. Output is flushed
 // once per loop iteration (uv_check), so several small messages go out in one
-// write, and uv_try_write is tried before queueing an asynchronous write.
+// sendmsg(); only what the socket does not take waits for it to become writable.
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <climits>
+#include <cstddef>
 #include <cstdlib>
 #include <cstring>
 
@@ -54,91 +62,219 @@ void give_buffer(Pooler* pooler, char* p, bool big) {
 }
 
 // Ciphertext is read into one shared buffer: it is handed to OpenSSL before the
-// read callback returns, so no TLS connection holds a read buffer of its own.
+// read returns, so no TLS connection holds a read buffer of its own.
 char g_cipher_buf[32768];
 
-void on_alloc(uv_handle_t* h, std::size_t, uv_buf_t* buf) {
-  auto* c = static_cast<Conn*>(h->data);
-  if (c->tls) {
-    buf->base = g_cipher_buf;
-    buf->len = sizeof g_cipher_buf;
-    return;
-  }
-  if (!c->rbuf) {
-    c->rbuf = c->pooler->buffers().take();
-    c->rcap = c->pooler->buffers().size();
-    c->rbuf_big = false;
-    c->rpos = c->rparse = c->rend = 0;
-  }
-  if (c->rend == c->rcap && c->rpos > 0 && !c->borrowed_by) {
-    std::memmove(c->rbuf, c->rbuf + c->rpos, c->rend - c->rpos);
-    c->rparse -= c->rpos;
-    c->rend -= c->rpos;
-    c->rpos = 0;
-  }
-  buf->base = c->rbuf + c->rend;
-  buf->len = c->rcap - c->rend;
-}
+static_assert(sizeof(uv_buf_t) == sizeof(iovec) && offsetof(uv_buf_t, base) == offsetof(iovec, iov_base) &&
+              offsetof(uv_buf_t, len) == offsetof(iovec, iov_len));
 
-void on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t*) {
-  auto* c = static_cast<Conn*>(s->data);
+void on_poll(uv_poll_t* p, int status, int ev) {
+  auto* c = static_cast<Conn*>(p->data);
   if (c->closing) return;
-  if (nread > 0 && c->tls) {
-    c->request_time = c->pooler->now();
-    c->count_bytes(std::size_t(nread));
-    c->tls_input(g_cipher_buf, std::size_t(nread));
+  if (c->connecting) {
+    // Writable (or an error) ends a non-blocking connect: SO_ERROR says how.
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
+    if (!err && status < 0) err = ECONNREFUSED;
+    c->connecting = false;
+    c->set_events(c->reading ? UV_READABLE : 0);
+    c->on_connect(err ? -err : 0);
     return;
   }
-  if (nread > 0) {
-    c->rend += std::uint32_t(nread);
-    c->request_time = c->pooler->now();
-    c->count_bytes(std::size_t(nread));
-    c->process();
-    return;
-  }
-  if (nread == UV_ENOBUFS) {
-    c->update_reading();
-    return;
-  }
-  if (nread < 0) {
+  if (status < 0) {  // POLLERR: libuv has stopped the handle
+    c->events = 0;
+    c->reading = false;
     c->on_closed();
     return;
   }
-  c->release_rbuf_if_empty();
-}
-
-void on_write(uv_write_t* req, int status) {
-  auto* c = static_cast<Conn*>(req->data);
-  c->wbusy = false;
-  c->out_inflight.clear();
-  c->bufs_inflight.clear();
-  if (c->closing) return;
-  if (status < 0) {
-    c->on_closed();
-    return;
+  if ((ev & UV_WRITABLE) && c->wbusy) {
+    c->write_more();
+    if (c->closing) return;
   }
-  c->flush();
+  if ((ev & (UV_READABLE | UV_DISCONNECT)) && c->reading) c->do_read();
 }
 
 }  // namespace
 
+void Conn::attach(int sock) {
+  fd = sock;
+  uv_poll_init_socket(pooler->loop(), &h.poll, sock);
+  h.handle.data = this;
+}
+
+void Conn::set_events(int ev) {
+  if (closing || fd < 0 || ev == events) return;
+  events = std::uint8_t(ev);
+  if (ev) {
+    if (uv_poll_start(&h.poll, ev, on_poll) != 0) events = 0;
+  } else {
+    uv_poll_stop(&h.poll);
+  }
+}
+
+void Conn::do_read() {
+  for (;;) {
+    ssize_t n;
+    if (tls) {
+      n = ::recv(fd, g_cipher_buf, sizeof g_cipher_buf, 0);
+    } else {
+      if (!rbuf) {
+        rbuf = pooler->buffers().take();
+        rcap = pooler->buffers().size();
+        rbuf_big = false;
+        rpos = rparse = rend = 0;
+      }
+      if (rend == rcap && rpos > 0 && !borrowed_by) {
+        std::memmove(rbuf, rbuf + rpos, rend - rpos);
+        rparse -= rpos;
+        rend -= rpos;
+        rpos = 0;
+      }
+      if (rend == rcap) {  // full: wait until the bytes are handled
+        update_reading();
+        return;
+      }
+      n = ::recv(fd, rbuf + rend, rcap - rend, 0);
+    }
+    if (n > 0) {
+      request_time = pooler->now();
+      count_bytes(std::size_t(n));
+      if (tls) {
+        tls_input(g_cipher_buf, std::size_t(n));
+      } else {
+        rend += std::uint32_t(n);
+        process();
+      }
+      return;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      release_rbuf_if_empty();
+      return;
+    }
+    on_closed();  // EOF or a socket error
+    return;
+  }
+}
+
+// Writes bufs_inflight from wpos on, as far as the socket takes it.
+bool Conn::write_iov() {
+  OutQ& q = *oq;
+  while (q.wpos < q.bufs_inflight.size()) {
+    msghdr m{};
+    m.msg_iov = reinterpret_cast<iovec*>(q.bufs_inflight.data() + q.wpos);
+    m.msg_iovlen = std::min<std::size_t>(q.bufs_inflight.size() - q.wpos, IOV_MAX);
+    ssize_t n = ::sendmsg(fd, &m, MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return true;
+      q.out_inflight.clear();
+      q.bufs_inflight.clear();
+      q.wpos = 0;
+      wbusy = false;
+      on_closed();
+      return false;
+    }
+    auto left = std::size_t(n);
+    while (left && q.wpos < q.bufs_inflight.size()) {
+      uv_buf_t& b = q.bufs_inflight[q.wpos];
+      if (left >= b.len) {
+        left -= b.len;
+        q.wpos++;
+      } else {
+        b.base += left;
+        b.len -= left;
+        left = 0;
+      }
+    }
+  }
+  return true;
+}
+
+void Conn::write_more() {
+  if (!write_iov()) return;
+  OutQ& q = *oq;
+  if (q.wpos < q.bufs_inflight.size()) return;  // still more to go
+  wbusy = false;
+  q.out_inflight.clear();
+  q.bufs_inflight.clear();
+  q.wpos = 0;
+  set_events(events & ~UV_WRITABLE);
+  flush();
+}
+
+namespace {
+
+// Capacities an OutQ may keep on the free list; larger ones are shrunk.
+constexpr std::size_t kKeepBytes = 16384, kKeepSegs = 64;
+
+}  // namespace
+
+Conn::OutQ* Pooler::take_outq() {
+  if (free_outq_.empty()) return new Conn::OutQ();
+  Conn::OutQ* q = free_outq_.back();
+  free_outq_.pop_back();
+  return q;
+}
+
+void Pooler::give_outq(Conn::OutQ* q) {
+  q->out.clear();
+  q->segs.clear();
+  q->out_inflight.clear();
+  q->bufs_inflight.clear();
+  q->tls_cipher_out.clear();
+  q->fwd_src = q->waiting_src = nullptr;
+  for (auto& [p, big] : q->orphans) give_buffer(this, p, big);
+  q->orphans.clear();
+  if (free_outq_.size() >= 1024) {
+    delete q;
+    return;
+  }
+  if (q->out.capacity() > kKeepBytes) std::string().swap(q->out);
+  if (q->out_inflight.capacity() > kKeepBytes) std::string().swap(q->out_inflight);
+  if (q->tls_cipher_out.capacity() > kKeepBytes) std::string().swap(q->tls_cipher_out);
+  if (q->segs.capacity() > kKeepSegs) std::vector<Conn::Seg>().swap(q->segs);
+  if (q->bufs_inflight.capacity() > kKeepSegs) std::vector<uv_buf_t>().swap(q->bufs_inflight);
+  free_outq_.push_back(q);
+}
+
+Conn::OutQ& Conn::outq() {
+  if (!oq) oq = pooler->take_outq();
+  return *oq;
+}
+
+Conn* Conn::fwd_src() const { return oq ? oq->fwd_src : nullptr; }
+
+bool Conn::output_pending() const { return wbusy || (oq && (!oq->segs.empty() || !oq->tls_cipher_out.empty())); }
+
+// Gives the output state back when nothing is pending or borrowed any more.
+void Conn::maybe_release_outq() {
+  if (oq && !wbusy && oq->idle()) {
+    pooler->give_outq(oq);
+    oq = nullptr;
+  }
+}
+
 void Conn::queue(std::string_view bytes) {
   if (closing || bytes.empty()) return;
-  auto off = std::uint32_t(out.size());
-  out.append(bytes);
-  if (!segs.empty() && !segs.back().ptr && segs.back().off + segs.back().len == off) {
-    segs.back().len += std::uint32_t(bytes.size());
+  OutQ& q = outq();
+  auto off = std::uint32_t(q.out.size());
+  q.out.append(bytes);
+  if (!q.segs.empty() && !q.segs.back().ptr && q.segs.back().off + q.segs.back().len == off) {
+    q.segs.back().len += std::uint32_t(bytes.size());
   } else {
-    segs.push_back(Seg{nullptr, off, std::uint32_t(bytes.size())});
+    q.segs.push_back(Seg{nullptr, off, std::uint32_t(bytes.size())});
   }
   pooler->mark_dirty(this);
 }
 
 void Conn::queue_borrowed(const char* p, std::uint32_t n) {
-  if (!segs.empty() && segs.back().ptr && segs.back().ptr + segs.back().len == p) {
-    segs.back().len += n;
+  OutQ& q = outq();
+  if (!q.segs.empty() && q.segs.back().ptr && q.segs.back().ptr + q.segs.back().len == p) {
+    q.segs.back().len += n;
   } else {
-    segs.push_back(Seg{p, 0, n});
+    q.segs.push_back(Seg{p, 0, n});
   }
   pooler->mark_dirty(this);
 }
@@ -149,53 +285,36 @@ void Conn::flush() {
     flush_tls();
     return;
   }
-  if (segs.empty()) {
+  if (!oq || oq->segs.empty()) {
     on_drained();
     return;
   }
+  OutQ& q = *oq;
   // Own bytes move to out_inflight first so their pointers stay valid for the
   // asynchronous write while new own bytes collect in `out`.
-  out_inflight.swap(out);
-  out.clear();
-  bufs_inflight.clear();
+  q.out_inflight.swap(q.out);
+  q.out.clear();
+  q.bufs_inflight.clear();
   std::size_t total = 0;
-  for (const Seg& s : segs) {
-    char* p = s.ptr ? const_cast<char*>(s.ptr) : out_inflight.data() + s.off;
-    bufs_inflight.push_back(uv_buf_init(p, s.len));
+  for (const Seg& s : q.segs) {
+    char* p = s.ptr ? const_cast<char*>(s.ptr) : q.out_inflight.data() + s.off;
+    q.bufs_inflight.push_back(uv_buf_init(p, s.len));
     total += s.len;
   }
-  segs.clear();
-  int r = uv_try_write(&h.stream, bufs_inflight.data(), unsigned(bufs_inflight.size()));
-  if (r == UV_EAGAIN || r == UV_ENOSYS) r = 0;
-  if (r < 0) {
-    out_inflight.clear();
-    bufs_inflight.clear();
-    on_closed();
-    return;
-  }
-  if (std::size_t(r) == total) {
-    out_inflight.clear();
-    bufs_inflight.clear();
+  q.segs.clear();
+  q.wpos = 0;
+  (void)total;
+  if (!write_iov()) return;
+  if (q.wpos == q.bufs_inflight.size()) {
+    q.out_inflight.clear();
+    q.bufs_inflight.clear();
+    q.wpos = 0;
     on_drained();
     return;
   }
-  // Partial write: hand the rest to libuv and wait for the callback.
-  std::size_t skip = std::size_t(r), first = 0;
-  while (skip >= bufs_inflight[first].len) {
-    skip -= bufs_inflight[first].len;
-    first++;
-  }
-  bufs_inflight[first].base += skip;
-  bufs_inflight[first].len -= skip;
+  // The socket is full: the rest goes out when it is writable again.
   wbusy = true;
-  wreq.data = this;
-  int rc = uv_write(&wreq, &h.stream, bufs_inflight.data() + first, unsigned(bufs_inflight.size() - first), on_write);
-  if (rc < 0) {
-    wbusy = false;
-    out_inflight.clear();
-    bufs_inflight.clear();
-    on_closed();
-  }
+  set_events(events | UV_WRITABLE);
 }
 
 // TLS: plaintext (own and borrowed) is encrypted at flush time, so the sources
@@ -203,60 +322,53 @@ void Conn::flush() {
 // written like own bytes. While a write is pending nothing more is encrypted,
 // which keeps the usual backpressure.
 void Conn::flush_tls() {
+  if (!oq) {
+    on_drained();
+    return;
+  }
   tls_encrypt_queue();
   if (closing) return;
-  Conn* src = segs.empty() ? fwd_src : nullptr;
-  if (src) fwd_src = nullptr;
-  if (!tls_cipher_out.empty()) {
-    out_inflight.swap(tls_cipher_out);
-    tls_cipher_out.clear();
-    bufs_inflight.assign(1, uv_buf_init(out_inflight.data(), unsigned(out_inflight.size())));
-    int r = uv_try_write(&h.stream, bufs_inflight.data(), 1);
-    if (r == UV_EAGAIN || r == UV_ENOSYS) r = 0;
-    if (r < 0) {
-      out_inflight.clear();
-      bufs_inflight.clear();
+  OutQ& q = *oq;
+  Conn* src = q.segs.empty() ? q.fwd_src : nullptr;
+  if (src) q.fwd_src = nullptr;
+  if (!q.tls_cipher_out.empty()) {
+    q.out_inflight.swap(q.tls_cipher_out);
+    q.tls_cipher_out.clear();
+    q.bufs_inflight.assign(1, uv_buf_init(q.out_inflight.data(), unsigned(q.out_inflight.size())));
+    q.wpos = 0;
+    if (!write_iov()) {
       if (src) src->borrow_done();
-      on_closed();
       return;
     }
-    if (std::size_t(r) < out_inflight.size()) {
-      bufs_inflight[0].base += r;
-      bufs_inflight[0].len -= unsigned(r);
+    if (q.wpos < q.bufs_inflight.size()) {
       wbusy = true;
-      wreq.data = this;
-      if (uv_write(&wreq, &h.stream, bufs_inflight.data(), 1, on_write) < 0) {
-        wbusy = false;
-        if (src) src->borrow_done();
-        on_closed();
-        return;
-      }
+      set_events(events | UV_WRITABLE);
     } else {
-      out_inflight.clear();
-      bufs_inflight.clear();
+      q.out_inflight.clear();
+      q.bufs_inflight.clear();
+      q.wpos = 0;
     }
   }
   if (src) src->borrow_done();
-  if (!wbusy && segs.empty()) on_drained();
+  if (!closing && !wbusy && (!oq || oq->segs.empty())) on_drained();
 }
 
 void Conn::on_drained() {
-  // Own bytes are rare after login (errors, internal queries): give their
-  // memory back so an idle connection holds no output buffer either.
-  if (out_inflight.capacity() > 0) std::string().swap(out_inflight);
-  if (out.empty() && out.capacity() > 0) std::string().swap(out);
-  if (segs.empty() && segs.capacity() > 0) std::vector<Seg>().swap(segs);
-  if (Conn* src = fwd_src) {
-    fwd_src = nullptr;
+  if (!oq) return;
+  OutQ& q = *oq;
+  if (Conn* src = q.fwd_src) {
+    q.fwd_src = nullptr;
     src->borrow_done();
   }
-  for (auto& [p, big] : orphans) give_buffer(pooler, p, big);
-  orphans.clear();
-  if (Conn* w = waiting_src) {
-    waiting_src = nullptr;
+  if (closing || !oq) return;
+  for (auto& [p, big] : oq->orphans) give_buffer(pooler, p, big);
+  oq->orphans.clear();
+  if (Conn* w = oq->waiting_src) {
+    oq->waiting_src = nullptr;
     w->waiting_on = nullptr;
     if (!w->closing) w->process();
   }
+  if (!closing) maybe_release_outq();
 }
 
 void Conn::borrow_done() {
@@ -313,13 +425,13 @@ void Conn::process_once() {
   auto can_forward = [&]() -> bool {
     Conn* p = peer();
     if (!p || p->closing) return true;
-    if (p->fwd_src && p->fwd_src != this) {
-      p->waiting_src = this;  // the peer still writes another source's bytes
+    if (p->fwd_src() && p->fwd_src() != this) {
+      p->oq->waiting_src = this;  // the peer still writes another source's bytes
       waiting_on = p;
       return false;
     }
     if (borrowed_by && borrowed_by != p) {
-      borrowed_by->waiting_src = this;
+      borrowed_by->outq().waiting_src = this;
       waiting_on = borrowed_by;
       return false;
     }
@@ -330,7 +442,7 @@ void Conn::process_once() {
     Conn* p = peer();
     if (!p || p->closing) return true;  // nobody to receive: drop
     p->queue_borrowed(rbuf + rparse, n);
-    p->fwd_src = this;
+    p->oq->fwd_src = this;
     borrowed_by = p;
     dest = p;
     return true;
@@ -436,14 +548,12 @@ void Conn::process_once() {
 }
 
 void Conn::update_reading() {
-  if (closing) return;
+  if (closing || fd < 0) return;
   bool room = !rbuf || rend < rcap || (rpos > 0 && !borrowed_by);
   bool want = want_read && room;
-  if (want && !reading) {
-    if (uv_read_start(&h.stream, on_alloc, on_read) == 0) reading = true;
-  } else if (!want && reading) {
-    uv_read_stop(&h.stream);
-    reading = false;
+  if (want != reading) {
+    reading = want;
+    if (!connecting) set_events(want ? events | UV_READABLE : events & ~UV_READABLE);
   }
 }
 
@@ -453,47 +563,53 @@ std::uint32_t Conn::max_packet() const {
 }
 
 std::size_t Conn::memory_use() const {
-  return sizeof(*this) + (rbuf ? rcap : 0) + out.capacity() + out_inflight.capacity() +
-         segs.capacity() * sizeof(Seg);
+  std::size_t n = sizeof(*this) + (rbuf ? rcap : 0);
+  if (oq) {
+    n += sizeof(OutQ) + oq->out.capacity() + oq->out_inflight.capacity() + oq->tls_cipher_out.capacity() +
+         oq->segs.capacity() * sizeof(Seg) + oq->bufs_inflight.capacity() * sizeof(uv_buf_t);
+  }
+  return n;
 }
 
 void Conn::start_close() {
   if (closing) return;
   // A TLS alert OpenSSL produced (e.g. "certificate required") tells the peer why;
   // send it if the socket takes it right away.
-  if (tls && !tls_cipher_out.empty() && !wbusy) {
-    uv_buf_t b = uv_buf_init(tls_cipher_out.data(), unsigned(tls_cipher_out.size()));
-    uv_try_write(&h.stream, &b, 1);
+  if (tls && oq && !oq->tls_cipher_out.empty() && !wbusy && fd >= 0) {
+    (void)::send(fd, oq->tls_cipher_out.data(), oq->tls_cipher_out.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
   }
   closing = true;
-  if (reading) {
-    uv_read_stop(&h.stream);
-    reading = false;
-  }
+  reading = false;
   // Bytes of ours that a peer still has to write: the peer frees our buffer.
   if (Conn* d = borrowed_by) {
-    if (rbuf) d->orphans.emplace_back(rbuf, rbuf_big);
-    d->fwd_src = nullptr;
+    if (rbuf) d->outq().orphans.emplace_back(rbuf, rbuf_big);
+    d->oq->fwd_src = nullptr;
     rbuf = nullptr;
     borrowed_by = nullptr;
   }
   // Bytes we held from a source will never be written: let it go on.
-  if (Conn* src = fwd_src) {
-    fwd_src = nullptr;
-    segs.clear();
+  if (Conn* src = fwd_src()) {
+    oq->fwd_src = nullptr;
+    oq->segs.clear();
     src->borrow_done();
   }
-  if (Conn* w = waiting_src) {
-    waiting_src = nullptr;
+  if (Conn* w = oq ? oq->waiting_src : nullptr) {
+    oq->waiting_src = nullptr;
     w->waiting_on = nullptr;
     w->process();
   }
   if (waiting_on) {
-    if (waiting_on->waiting_src == this) waiting_on->waiting_src = nullptr;
+    if (waiting_on->oq && waiting_on->oq->waiting_src == this) waiting_on->oq->waiting_src = nullptr;
     waiting_on = nullptr;
+  }
+  if (fd < 0) {  // no socket yet (e.g. a server still resolving its host name)
+    pooler->defer_free(this);
+    return;
   }
   uv_close(&h.handle, [](uv_handle_t* hh) {
     auto* c = static_cast<Conn*>(hh->data);
+    ::close(c->fd);
+    c->fd = -1;
     c->pooler->free_conn(c);
   });
 }
@@ -501,8 +617,10 @@ void Conn::start_close() {
 void Conn::free_buffers() {
   give_buffer(pooler, rbuf, rbuf_big);
   rbuf = nullptr;
-  for (auto& [p, big] : orphans) give_buffer(pooler, p, big);
-  orphans.clear();
+  if (oq) {
+    pooler->give_outq(oq);  // also frees orphaned buffers
+    oq = nullptr;
+  }
 }
 
 }  // namespace pgpivot

@@ -2,11 +2,16 @@
 // server assignment, the janitor (timeouts, min_pool_size), signals and reload.
 #include "pooler/pooler.hpp"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
 #include <cstring>
 
 #include "config/load.hpp"
@@ -14,23 +19,45 @@
 
 namespace pgpivot {
 
-namespace {
-
-std::string sockaddr_to_string(const sockaddr_storage& ss, int* port_out) {
-  char host[INET6_ADDRSTRLEN] = "?";
-  int port = 0;
+void NetAddr::set(const sockaddr_storage& ss) {
+  family = std::uint8_t(ss.ss_family);
   if (ss.ss_family == AF_INET) {
     const auto* a = reinterpret_cast<const sockaddr_in*>(&ss);
-    uv_ip4_name(a, host, sizeof host);
     port = ntohs(a->sin_port);
+    std::memcpy(ip, &a->sin_addr, 4);
   } else if (ss.ss_family == AF_INET6) {
     const auto* a = reinterpret_cast<const sockaddr_in6*>(&ss);
-    uv_ip6_name(a, host, sizeof host);
     port = ntohs(a->sin6_port);
+    std::memcpy(ip, &a->sin6_addr, 16);
   }
-  if (port_out) *port_out = port;
-  return std::string(host) + ":" + std::to_string(port);
 }
+
+NetAddr Client::local_addr() const {
+  NetAddr a;
+  if (unix_sock) {
+    a.family = AF_UNIX;
+  } else if (fd >= 0) {
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0) a.set(ss);
+  }
+  return a;
+}
+
+std::string NetAddr::host() const {
+  char buf[INET6_ADDRSTRLEN] = "";
+  if (family == AF_UNIX) return "unix";
+  if (family == AF_INET) uv_inet_ntop(AF_INET, ip, buf, sizeof buf);
+  if (family == AF_INET6) uv_inet_ntop(AF_INET6, ip, buf, sizeof buf);
+  return buf;
+}
+
+std::string NetAddr::str() const {
+  if (family == AF_UNIX) return "unix";
+  return host() + ":" + std::to_string(port);
+}
+
+namespace {
 
 std::string quote_literal(std::string_view v) {
   std::string out = "'";
@@ -57,6 +84,7 @@ Pooler::Pooler(config::Config cfg, uv_loop_t* loop)
 
 Pooler::~Pooler() {
   free_tls();
+  for (Conn::OutQ* q : free_outq_) delete q;
 }
 
 void Pooler::apply_config(config::Config cfg) {
@@ -213,13 +241,80 @@ int Pooler::min_pool_size(const Pool* p) const {
 // ---------------------------------------------------------------------------
 // Listeners
 
-static void on_connection(uv_stream_t* server, int status) {
-  auto* l = static_cast<Listener*>(server->data);
-  if (status < 0) {
-    LOG_WARN("accept failed: %s", uv_strerror(status));
+namespace {
+
+void set_keepalive(int fd) {
+  int one = 1, idle = 60;
+  ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+}
+
+// A non-blocking, close-on-exec socket, or -errno.
+int new_socket(int family) {
+  int fd = ::socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  return fd < 0 ? -errno : fd;
+}
+
+socklen_t sockaddr_len(const sockaddr_storage& ss) {
+  return ss.ss_family == AF_INET6 ? socklen_t(sizeof(sockaddr_in6)) : socklen_t(sizeof(sockaddr_in));
+}
+
+void on_listener_ready(uv_poll_t* p, int, int) {
+  auto* l = static_cast<Listener*>(p->data);
+  l->pooler->accept_ready(l);
+}
+
+// Binds and listens; 0 or a libuv (negative errno) error code.
+int open_listener(Listener* l, uv_loop_t* loop, const sockaddr* sa, socklen_t len, int backlog) {
+  int fd = new_socket(sa->sa_family);
+  if (fd < 0) return fd;
+  int one = 1;
+  if (sa->sa_family != AF_UNIX) ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (::bind(fd, sa, len) != 0 || ::listen(fd, backlog) != 0) {
+    int e = -errno;
+    ::close(fd);
+    return e;
+  }
+  l->fd = fd;
+  uv_poll_init_socket(loop, &l->poll, fd);
+  l->poll.data = l;
+  uv_poll_start(&l->poll, UV_READABLE, on_listener_ready);
+  return 0;
+}
+
+void close_listener(Listener* l) {
+  if (l->closed || l->fd < 0) return;
+  l->closed = true;
+  uv_close(reinterpret_cast<uv_handle_t*>(&l->poll), [](uv_handle_t* h) {
+    auto* ls = static_cast<Listener*>(h->data);
+    ::close(ls->fd);
+    ls->fd = -1;
+  });
+}
+
+}  // namespace
+
+// Accepts what is pending (bounded, so one busy listener cannot starve the loop).
+void Pooler::accept_ready(Listener* l) {
+  for (int i = 0; i < 256 && !l->closed; i++) {
+    int fd = ::accept4(l->fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd >= 0) {
+      on_accept(l, fd);
+      continue;
+    }
+    if (errno == EINTR || errno == ECONNABORTED) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+    if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+      // Out of descriptors: leave the connections in the backlog and stop watching the
+      // socket (it would stay readable); the janitor tries again every 250 ms.
+      if (!l->out_of_fds) LOG_WARN("accept failed: %s; new connections wait until descriptors free up", std::strerror(errno));
+      l->out_of_fds = true;
+      uv_poll_stop(&l->poll);
+      return;
+    }
+    LOG_WARN("accept failed: %s", std::strerror(errno));
     return;
   }
-  l->pooler->on_accept(l);
 }
 
 bool Pooler::start() {
@@ -249,14 +344,10 @@ bool Pooler::start() {
     }
     auto l = std::make_unique<Listener>();
     l->pooler = this;
-    uv_tcp_init(loop_, &l->h.tcp);
-    l->h.handle.data = l.get();
-    int rc = uv_tcp_bind(&l->h.tcp, reinterpret_cast<sockaddr*>(&ss), 0);
-    if (rc == 0) rc = uv_listen(&l->h.stream, std::max(set.listen_backlog, 1), on_connection);
+    int rc = open_listener(l.get(), loop_, reinterpret_cast<sockaddr*>(&ss), sockaddr_len(ss),
+                           std::max(set.listen_backlog, 1));
     if (rc != 0) {
       LOG_ERROR("cannot listen on %s:%d: %s", a.c_str(), set.listen_port, uv_strerror(rc));
-      uv_close(&l->h.handle, nullptr);
-      listeners_.push_back(std::move(l));
       return false;
     }
     LOG_INFO("listening on %s:%d", a.c_str(), set.listen_port);
@@ -268,15 +359,18 @@ bool Pooler::start() {
     l->pooler = this;
     l->unix_socket = true;
     l->path = set.unix_socket_dir + "/.s.PGSQL." + std::to_string(set.listen_port);
-    uv_pipe_init(loop_, &l->h.pipe, 0);
-    l->h.handle.data = l.get();
     ::unlink(l->path.c_str());
-    int rc = uv_pipe_bind(&l->h.pipe, l->path.c_str());
-    if (rc == 0) rc = uv_listen(&l->h.stream, std::max(set.listen_backlog, 1), on_connection);
+    sockaddr_un sun{};
+    sun.sun_family = AF_UNIX;
+    if (l->path.size() >= sizeof sun.sun_path) {
+      LOG_ERROR("cannot listen on unix socket %s: path too long", l->path.c_str());
+      return false;
+    }
+    std::memcpy(sun.sun_path, l->path.c_str(), l->path.size() + 1);
+    int rc = open_listener(l.get(), loop_, reinterpret_cast<sockaddr*>(&sun), socklen_t(sizeof sun),
+                           std::max(set.listen_backlog, 1));
     if (rc != 0) {
       LOG_ERROR("cannot listen on unix socket %s: %s", l->path.c_str(), uv_strerror(rc));
-      uv_close(&l->h.handle, nullptr);
-      listeners_.push_back(std::move(l));
       return false;
     }
     ::chmod(l->path.c_str(), 0777);
@@ -312,37 +406,23 @@ bool Pooler::start() {
 
 int Pooler::run() { return uv_run(loop_, UV_RUN_DEFAULT); }
 
-void Pooler::on_accept(Listener* l) {
+void Pooler::on_accept(Listener* l, int fd) {
   auto* c = new Client();
   c->pooler = this;
   c->is_client = true;
   c->id = next_id();
   c->node.owner = c;
-  c->unix_socket = l->unix_socket;
-  if (l->unix_socket) {
-    uv_pipe_init(loop_, &c->h.pipe, 0);
-  } else {
-    uv_tcp_init(loop_, &c->h.tcp);
-  }
-  c->h.handle.data = c;
-  if (uv_accept(&l->h.stream, &c->h.stream) != 0) {
-    uv_close(&c->h.handle, [](uv_handle_t* h) { delete static_cast<Client*>(h->data); });
-    return;
-  }
+  c->unix_socket = c->unix_sock = l->unix_socket;
+  c->attach(fd);
   if (!l->unix_socket) {
-    uv_tcp_nodelay(&c->h.tcp, 1);
-    if (cfg_.pooler.tcp_keepalive) uv_tcp_keepalive(&c->h.tcp, 1, 60);
+    int one = 1;
+    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (cfg_.pooler.tcp_keepalive) set_keepalive(fd);
     sockaddr_storage ss{};
-    int len = sizeof ss;
-    if (uv_tcp_getpeername(&c->h.tcp, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
-      c->addr = sockaddr_to_string(ss, &c->port);
-    }
-    len = sizeof ss;
-    if (uv_tcp_getsockname(&c->h.tcp, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
-      c->local_addr = sockaddr_to_string(ss, nullptr);
-    }
+    socklen_t len = sizeof ss;
+    if (::getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0) c->remote.set(ss);
   } else {
-    c->addr = "unix";
+    c->remote.family = AF_UNIX;
   }
   c->connect_time = c->request_time = now();
   if (suspended_) c->want_read = false;
@@ -377,19 +457,32 @@ void Pooler::client_change_state(Client* c, ClientState s) {
   }
 }
 
+// The "pid" of a client's BackendKeyData is its slot in cancel_slots_ (plus one),
+// the key 32 random bits, as PostgreSQL's: a lookup costs an index, and the
+// table 8 bytes per client.
 void Pooler::register_cancel_key(Client* c) {
-  for (;;) {
-    std::uint32_t k[2];
-    proto::random_bytes(reinterpret_cast<std::uint8_t*>(k), sizeof k);
-    k[0] &= 0x7fffffff;  // looks like a pid: positive
-    if (k[0] == 0) continue;
-    std::uint64_t key = (std::uint64_t(k[0]) << 32) | k[1];
-    if (cancel_keys_.count(key)) continue;
-    c->cancel_pid = k[0];
-    c->cancel_key = k[1];
-    cancel_keys_[key] = c;
-    return;
+  if (c->cancel_pid) return;
+  std::uint32_t slot;
+  if (!free_cancel_slots_.empty()) {
+    slot = free_cancel_slots_.back();
+    free_cancel_slots_.pop_back();
+  } else {
+    slot = std::uint32_t(cancel_slots_.size());
+    cancel_slots_.push_back(nullptr);
   }
+  cancel_slots_[slot] = c;
+  c->cancel_pid = slot + 1;
+  proto::random_bytes(reinterpret_cast<std::uint8_t*>(&c->cancel_key), sizeof c->cancel_key);
+}
+
+void Pooler::unregister_cancel_key(Client* c) {
+  if (!c->cancel_pid) return;
+  std::uint32_t slot = c->cancel_pid - 1;
+  if (slot < cancel_slots_.size() && cancel_slots_[slot] == c) {
+    cancel_slots_[slot] = nullptr;
+    free_cancel_slots_.push_back(slot);
+  }
+  c->cancel_pid = 0;
 }
 
 void Pooler::client_login_done(Client* c) {
@@ -401,7 +494,7 @@ void Pooler::client_login_done(Client* c) {
     bool is_admin = c->peer_admin || listed(set.admin_users);
     if (!is_admin && !listed(set.stats_users)) {
       disconnect_client(c, "28000",
-                        "not allowed to connect to the admin console: user \"" + c->user_name +
+                        "not allowed to connect to the admin console: user \"" + c->user_name.str() +
                             "\" is in neither admin_users nor stats_users",
                         true);
       return;
@@ -425,11 +518,11 @@ void Pooler::client_login_done(Client* c) {
     user = fu.get();
   }
   if (!db || !user) {
-    disconnect_client(c, "3D000", "database \"" + c->db_name + "\" does not exist", true);
+    disconnect_client(c, "3D000", "database \"" + c->db_name.str() + "\" does not exist", true);
     return;
   }
   if (db->disabled) {
-    disconnect_client(c, "57P03", "database does not allow connections: " + c->db_name, true);
+    disconnect_client(c, "57P03", "database does not allow connections: " + c->db_name.str(), true);
     return;
   }
   if (db->cfg.max_db_client_connections > 0 && db->client_count >= db->cfg.max_db_client_connections) {
@@ -471,8 +564,8 @@ void Pooler::send_welcome(Client* c) {
   for (const auto& [name, value] : p->welcome) {
     int ti = tracked_index(name);
     if (ti >= 0) {
-      if (!c->params.v[ti]) c->params.v[ti] = value;
-      proto::parameter_status(buf, name, *c->params.v[ti]);
+      if (!c->params.get(ti)) c->params.set(ti, value);
+      proto::parameter_status(buf, name, *c->params.get(ti));
     } else {
       proto::parameter_status(buf, name, value);
     }
@@ -501,11 +594,11 @@ void Pooler::disconnect_client(Client* c, const char* sqlstate, const std::strin
   // PgBouncer's wording, so log-based alerts written for it keep firing.
   if (notify && sqlstate && cfg_.pooler.log_pooler_errors) {
     LOG_WARN("C-%llu: %s/%s@%s pooler error: %s", (unsigned long long)c->id, c->db_name.c_str(),
-             c->user_name.c_str(), c->addr.c_str(), reason.c_str());
+             c->user_name.c_str(), c->remote.str().c_str(), reason.c_str());
   }
   if (cfg_.pooler.log_disconnections && c->state != ClientState::Cancel) {
     LOG_INFO("C-%llu: %s/%s@%s closing because: %s (age=%llus)", (unsigned long long)c->id, c->db_name.c_str(),
-             c->user_name.c_str(), c->addr.c_str(), reason.c_str(),
+             c->user_name.c_str(), c->remote.str().c_str(), reason.c_str(),
              (unsigned long long)((now() - c->connect_time) / 1000));
   }
   if (Server* s = c->server) {
@@ -535,8 +628,7 @@ void Pooler::disconnect_client(Client* c, const char* sqlstate, const std::strin
                                         [&](const PendingAdmin& pa) { return pa.client == c; }),
                          pending_admin_.end());
   }
-  auto it = cancel_keys_.find((std::uint64_t(c->cancel_pid) << 32) | c->cancel_key);
-  if (it != cancel_keys_.end() && it->second == c) cancel_keys_.erase(it);
+  unregister_cancel_key(c);
   if (p) {
     p->db->client_count--;
     if (p->user) p->user->client_count--;
@@ -575,16 +667,16 @@ void on_cancel_connect(uv_connect_t* req, int status) {
 }  // namespace
 
 void Pooler::handle_cancel(std::uint32_t pid, std::uint32_t key) {
-  auto it = cancel_keys_.find((std::uint64_t(pid) << 32) | key);
-  if (it == cancel_keys_.end()) return;
-  Client* c = it->second;
+  if (pid == 0 || pid > cancel_slots_.size()) return;
+  Client* c = cancel_slots_[pid - 1];
+  if (!c || c->cancel_key != key) return;
   Server* s = c->server;
   if (!s || !s->connected) return;
   auto* cc = new CancelConn();
   cc->pooler = this;
   proto::cancel_request(cc->packet, s->pid, s->key);
   cc->req.data = cc;
-  if (s->h.handle.type == UV_NAMED_PIPE) {
+  if (s->unix_sock) {
     uv_pipe_init(loop_, &cc->h.pipe, 0);
     cc->h.handle.data = cc;
     std::string path = s->host + "/.s.PGSQL." + std::to_string(s->server_port);
@@ -615,8 +707,8 @@ void Pooler::server_change_state(Server* s, ServerState st) {
   }
 }
 
-static void on_server_connect(uv_connect_t* req, int status) {
-  auto* s = static_cast<Server*>(req->data);
+void Server::on_connect(int status) {
+  Server* s = this;
   if (s->closing) return;
   Pooler* pl = s->pooler;
   if (status < 0) {
@@ -630,16 +722,15 @@ static void on_server_connect(uv_connect_t* req, int status) {
   const config::Node& tnode = s->pooler->active_node(s->pool->db);
   auto sm = tnode.options.find("sslmode");
   s->sslmode = sm != tnode.options.end() ? sm->second : s->pooler->settings().server_tls_sslmode;
-  if (s->h.handle.type == UV_TCP) {
-    uv_tcp_nodelay(&s->h.tcp, 1);
-    if (s->pooler->settings().tcp_keepalive) uv_tcp_keepalive(&s->h.tcp, 1, 60);
+  if (!s->unix_sock) {
+    int one = 1;
+    ::setsockopt(s->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (s->pooler->settings().tcp_keepalive) set_keepalive(s->fd);
     sockaddr_storage ss{};
-    int len = sizeof ss;
-    if (uv_tcp_getsockname(&s->h.tcp, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
-      s->local_addr = sockaddr_to_string(ss, nullptr);
-    }
+    socklen_t len = sizeof ss;
+    if (::getsockname(s->fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0) s->local.set(ss);
   }
-  if (s->h.handle.type == UV_TCP && s->sslmode != "disable" && s->sslmode != "allow") {
+  if (!s->unix_sock && s->sslmode != "disable" && s->sslmode != "allow") {
     std::string buf;
     proto::ssl_request(buf);
     s->queue(buf);
@@ -677,12 +768,20 @@ struct Resolve {
   Server* server = nullptr;
 };
 
+// Starts a non-blocking connect to s->sa; the poll callback calls on_connect.
 void connect_resolved(Server* s) {
-  s->connect_req.data = s;
-  int rc = uv_tcp_connect(&s->connect_req, &s->h.tcp, reinterpret_cast<const sockaddr*>(&s->sa), on_server_connect);
-  if (rc != 0) {
-    s->pooler->server_login_failed(s, "08006", "could not connect to server " + s->addr + ": " + uv_strerror(rc));
+  int rc = new_socket(s->sa.ss_family);
+  if (rc >= 0) {
+    s->attach(rc);
+    socklen_t len = s->sa.ss_family == AF_UNIX ? socklen_t(sizeof(sockaddr_un)) : sockaddr_len(s->sa);
+    rc = ::connect(s->fd, reinterpret_cast<const sockaddr*>(&s->sa), len) == 0 || errno == EINPROGRESS ? 0 : -errno;
+    if (rc == 0) {
+      s->set_events(UV_WRITABLE);
+      s->connecting = true;
+      return;
+    }
   }
+  s->pooler->server_login_failed(s, "08006", "could not connect to server " + s->addr + ": " + uv_strerror(rc));
 }
 
 void on_resolved(uv_getaddrinfo_t* req, int status, addrinfo* res) {
@@ -727,20 +826,23 @@ void Pooler::launch_server(Pool* p) {
   s->server_port = node.port;
   s->addr = s->host + ":" + std::to_string(node.port);
   s->connect_time = s->request_time = now();
-  s->connect_req.data = s;
   p->db->server_count++;
   if (p->user) p->user->server_count++;
   server_change_state(s, ServerState::Login);
   if (!s->host.empty() && s->host[0] == '/') {
     // A directory: PostgreSQL's Unix socket in it.
-    uv_pipe_init(loop_, &s->h.pipe, 0);
-    s->h.handle.data = s;
+    s->unix_sock = true;
     std::string path = s->host + "/.s.PGSQL." + std::to_string(node.port);
-    uv_pipe_connect(&s->connect_req, &s->h.pipe, path.c_str(), on_server_connect);
+    auto* sun = reinterpret_cast<sockaddr_un*>(&s->sa);
+    sun->sun_family = AF_UNIX;
+    if (path.size() >= sizeof sun->sun_path) {
+      server_login_failed(s, "08006", "could not connect to server " + path + ": path too long");
+      return;
+    }
+    std::memcpy(sun->sun_path, path.c_str(), path.size() + 1);
+    connect_resolved(s);
     return;
   }
-  uv_tcp_init(loop_, &s->h.tcp);
-  s->h.handle.data = s;
   if (uv_ip4_addr(s->host.c_str(), node.port, reinterpret_cast<sockaddr_in*>(&s->sa)) == 0 ||
       uv_ip6_addr(s->host.c_str(), node.port, reinterpret_cast<sockaddr_in6*>(&s->sa)) == 0) {
     connect_resolved(s);
@@ -788,7 +890,7 @@ void Pooler::server_ready(Server* s) {
   }
   if (cfg_.pooler.log_connections) {
     LOG_INFO("S-%llu: %s/%s@%s new connection to server (from %s, backend pid %u)", (unsigned long long)s->id,
-             p->db_name.c_str(), p->user_name.c_str(), s->addr.c_str(), s->local_addr.c_str(), s->pid);
+             p->db_name.c_str(), p->user_name.c_str(), s->addr.c_str(), s->local.str().c_str(), s->pid);
   }
   s->last_used = now();
   server_change_state(s, ServerState::Idle);
@@ -856,14 +958,14 @@ void Pooler::client_server_lost(Client* c, Server* s) {
     told = true;
   } else if (s->txn != 'I') {
     // Idle inside a transaction: the transaction is gone; say so at the next statement.
-    c->pending_error = "40001";
+    std::memcpy(c->pending_error, "40001", 6);
     told = true;
   }
   if (!buf.empty()) c->queue(buf);
   if (told && cl) cl->client_errors++;
   LOG_WARN("C-%llu: %s/%s@%s server connection lost%s", (unsigned long long)c->id, c->db_name.c_str(),
-           c->user_name.c_str(), c->addr.c_str(),
-           told ? (std::string(", client told ") + (c->pending_error.empty() ? e.sqlstate : c->pending_error)).c_str()
+           c->user_name.c_str(), c->remote.str().c_str(),
+           told ? (std::string(", client told ") + (c->pending_error[0] ? std::string(c->pending_error) : e.sqlstate)).c_str()
                 : " between transactions; client unaffected");
   client_change_state(c, ClientState::Idle);
 }
@@ -886,9 +988,9 @@ void Pooler::link(Client* c, Server* s) {
   s->query_start = now();
   std::string sets;
   for (int i = 0; i < kTrackedCount; i++) {
-    const auto& want = c->params.v[i];
+    const auto& want = c->params.get(i);
     if (!want) continue;
-    const auto& have = s->params.v[i];
+    const auto& have = s->params.get(i);
     if (have && *have == *want) continue;
     sets += "SET ";
     sets += kTrackedParams[i];
@@ -1025,6 +1127,12 @@ void Pooler::pool_service(Pool* p) {
 void Pooler::janitor() {
   const auto& set = cfg_.pooler;
   Ms t = now();
+  for (auto& l : listeners_) {
+    if (l->out_of_fds && !l->closed) {
+      l->out_of_fds = false;
+      uv_poll_start(&l->poll, UV_READABLE, on_listener_ready);
+    }
+  }
   cl_login_.for_each<Client>([&](Client* c) {
     if (secs(set.client_login_timeout) && t - c->connect_time > secs(set.client_login_timeout)) {
       disconnect_client(c, "08P01", "client_login_timeout", true);
@@ -1135,8 +1243,8 @@ void Pooler::on_signal(int signum) {
 
 void Pooler::close_listeners() {
   for (auto& l : listeners_) {
-    if (!uv_is_closing(&l->h.handle)) {
-      uv_close(&l->h.handle, nullptr);
+    if (!l->closed) {
+      close_listener(l.get());
       if (l->unix_socket) ::unlink(l->path.c_str());
     }
   }
@@ -1212,6 +1320,10 @@ void Pooler::mark_dirty(Conn* c) {
   if (c->dirty || c->closing) return;
   c->dirty = true;
   dirty_.push_back(c);
+  mark_dirty_loop();
+}
+
+void Pooler::mark_dirty_loop() {
   if (!flush_idle_on_ && !stopping_) {
     // An active idle handle keeps the loop from blocking in poll before the flush.
     uv_idle_start(&flush_idle_, [](uv_idle_t*) {});
@@ -1219,14 +1331,24 @@ void Pooler::mark_dirty(Conn* c) {
   }
 }
 
+void Pooler::defer_free(Conn* c) {
+  free_later_.push_back(c);
+  mark_dirty_loop();
+}
+
 void Pooler::flush_dirty() {
+  if (!free_later_.empty()) {
+    std::vector<Conn*> v;
+    v.swap(free_later_);
+    for (Conn* c : v) free_conn(c);
+  }
   while (!dirty_.empty()) {
-    std::vector<Conn*> batch;
-    batch.swap(dirty_);
-    for (Conn* c : batch) {
+    flush_batch_.swap(dirty_);
+    for (Conn* c : flush_batch_) {
       c->dirty = false;
       if (!c->closing) c->flush();
     }
+    flush_batch_.clear();
   }
   if (flush_idle_on_) {
     uv_idle_stop(&flush_idle_);

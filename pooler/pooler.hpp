@@ -63,8 +63,44 @@ inline constexpr const char* kTrackedParams[] = {
 inline constexpr int kTrackedCount = 6;
 [[nodiscard]] int tracked_index(std::string_view name);  // -1 if not tracked (case-insensitive)
 
-struct TrackedParams {
-  std::optional<std::string> v[kTrackedCount];
+// The values of the tracked parameters, interned: connections with equal values
+// (most clients of a pool) share one copy and pay a pointer each. Copy on write;
+// the intern table is per process and not thread-safe (one reactor thread).
+class TrackedParams {
+ public:
+  TrackedParams() = default;
+  TrackedParams(const TrackedParams& o);
+  TrackedParams& operator=(const TrackedParams& o);
+  ~TrackedParams();
+  [[nodiscard]] const std::optional<std::string>& get(int i) const;
+  void set(int i, std::optional<std::string> value);
+  struct Rep;
+
+ private:
+  void assign(Rep* r);
+  Rep* rep_ = nullptr;
+};
+
+// An interned, reference-counted name (a client's user or database name):
+// connections with the same name share one string and pay a pointer each.
+class Name {
+ public:
+  Name() = default;
+  Name(std::string_view s);  // NOLINT: implicit, like std::string
+  Name(const std::string& s) : Name(std::string_view(s)) {}  // NOLINT
+  Name(const char* s) : Name(std::string_view(s)) {}         // NOLINT
+  Name(const Name& o);
+  Name& operator=(const Name& o);
+  ~Name();
+  [[nodiscard]] const std::string& str() const;
+  operator const std::string&() const { return str(); }  // NOLINT
+  [[nodiscard]] const char* c_str() const { return str().c_str(); }
+  [[nodiscard]] bool empty() const { return str().empty(); }
+  bool operator==(std::string_view o) const { return str() == o; }
+  struct Rep;
+
+ private:
+  Rep* rep_ = nullptr;
 };
 
 // ---------------------------------------------------------------------------
@@ -77,59 +113,65 @@ enum class Step {
   Stop,     // the connection was closed or paused; stop processing
 };
 
+// An IPv4/IPv6 socket address in 20 bytes ("unix" for Unix-socket peers).
+struct NetAddr {
+  std::uint8_t family = 0;  // AF_INET, AF_INET6, AF_UNIX or 0 (unknown)
+  std::uint16_t port = 0;
+  std::uint8_t ip[16]{};
+  void set(const sockaddr_storage& ss);
+  [[nodiscard]] std::string host() const;
+  [[nodiscard]] std::string str() const;  // "host:port", or "unix"
+};
+
 // One side of a proxied conversation: a socket, a lazily held read buffer, and
 // an output queue that mixes bytes pgpivot generated with bytes borrowed from the
 // peer's read buffer (forwarded without copying).
+//
+// The socket is watched with a uv_poll_t (160 bytes, against 264 for a libuv
+// stream) and read and written with plain syscalls: pgpivot decides when and how
+// much to read, and an idle client costs little more than this object.
 struct Conn {
   union {
     uv_handle_t handle;
-    uv_stream_t stream;
-    uv_tcp_t tcp;
-    uv_pipe_t pipe;
+    uv_poll_t poll;
   } h{};
   Pooler* pooler = nullptr;
-  bool is_client = false;
-  bool closing = false;      // uv_close called; freed in the close callback
-  bool reading = false;      // uv_read_start active
-  bool want_read = true;     // false while held or blocked
   std::uint64_t id = 0;
+  int fd = -1;               // the socket; closed in the poll handle's close callback
+  std::uint8_t events = 0;   // UV_READABLE / UV_WRITABLE being watched
+  bool is_client = false;
+  bool unix_sock = false;    // a Unix-domain socket
+  bool connecting = false;   // non-blocking connect() in progress
+  bool closing = false;      // uv_close called (or a deferred free); freed in the close callback
+  bool reading = false;      // UV_READABLE watched
+  bool want_read = true;     // false while held or blocked
+  bool rbuf_big = false;     // heap buffer larger than the pool's block
+  bool wbusy = false;        // an asynchronous write is in flight
+  bool in_process = false;
+  bool dirty = false;        // on the pooler's flush list
+  bool exiting = false;      // inside the connection's exit path
 
   // Read side. Bytes [rpos, rend) are unconsumed; [rpos, rparse) were handled
   // but are borrowed by the peer's in-flight write.
   char* rbuf = nullptr;
   std::uint32_t rcap = 0;
   std::uint32_t rpos = 0, rparse = 0, rend = 0;
-  bool rbuf_big = false;        // heap buffer larger than the pool's block
   std::uint32_t fwd_left = 0;   // bytes of the current message still to forward
   std::uint32_t skip_left = 0;  // bytes of the current message still to drop
-  bool blocked = false;         // our borrowed bytes are in the peer's write
   Conn* borrowed_by = nullptr;  // the peer whose write holds our bytes
 
-  // Write side.
+  // Write side: everything lives in an OutQ taken from the pooler's free list
+  // while output is pending and given back when it drains, so an idle
+  // connection holds no output state (and a busy one allocates nothing per flush).
   struct Seg {
     const char* ptr;    // borrowed bytes, or nullptr for own bytes
     std::uint32_t off;  // offset into `out` for own bytes
     std::uint32_t len;
   };
-  std::string out;                 // own bytes not yet written
-  std::vector<Seg> segs;           // pending output in order
-  bool wbusy = false;
-  uv_write_t wreq{};
-  std::string out_inflight;        // own bytes of the in-flight write
-  std::vector<uv_buf_t> bufs_inflight;
-  Conn* fwd_src = nullptr;         // source whose rbuf our in-flight write borrows
-  Conn* waiting_src = nullptr;     // source that waits for our write to finish
+  struct OutQ;
+  OutQ* oq = nullptr;
   Conn* waiting_on = nullptr;      // the writer we wait for (we are its waiting_src)
-  // Read buffers of sources closed while we still had their bytes queued; freed
-  // when our output drains or we close.
-  std::vector<std::pair<char*, bool>> orphans;
-  bool in_process = false;
-  bool dirty = false;              // on the pooler's flush list
-  bool exiting = false;            // inside the connection's exit path
 
-  std::string addr;  // peer address "host:port" for logs
-  std::string local_addr;
-  int port = 0;
   Ms connect_time = 0;
   Ms request_time = 0;  // last activity
 
@@ -154,6 +196,13 @@ struct Conn {
 
   virtual void on_protocol_error(const char* what) = 0;
 
+  // Socket I/O (conn.cpp).
+  void attach(int sock);                         // start watching `sock` (non-blocking)
+  void set_events(int ev);
+  void do_read();                                // readable: one read, then process()
+  bool write_iov();                              // false when the connection closed
+  void write_more();                             // writable: continue the pending write
+  virtual void on_connect(int status) { (void)status; }
   void queue(std::string_view bytes);            // own bytes
   void queue_borrowed(const char* p, std::uint32_t n);
   void flush();                                  // try to write; may go async
@@ -170,9 +219,6 @@ struct Conn {
 
   // TLS (tls.cpp): plaintext stays in rbuf/segs; ciphertext goes through OpenSSL's memory BIOs.
   std::unique_ptr<TlsConn, TlsDeleter> tls;
-  std::string tls_cipher_out;  // ciphertext waiting to be written
-  bool tls_eof = false;        // the TLS session ended; close after handling what was read
-  std::string tls_eof_error;
   bool tls_start(SSL_CTX* ctx, bool accept, const std::string& verify_host, bool verify);
   bool tls_handshake();
   void tls_queue_cipher();
@@ -181,9 +227,30 @@ struct Conn {
   [[nodiscard]] bool tls_has_pending() const;
   void tls_encrypt_queue();
   [[nodiscard]] std::string tls_description() const;
-  [[nodiscard]] bool output_pending() const { return wbusy || !segs.empty(); }
+  [[nodiscard]] bool output_pending() const;
+  OutQ& outq();                      // the output state, taken on first use
+  [[nodiscard]] Conn* fwd_src() const;      // source whose bytes our queued/in-flight write borrows
+  void maybe_release_outq();
   [[nodiscard]] std::size_t memory_use() const;
   void start_close();
+};
+
+// Output state of a connection with pending output (see Conn).
+struct Conn::OutQ {
+  std::string out;                      // own bytes not yet written
+  std::vector<Seg> segs;                // pending output in order
+  std::string out_inflight;             // own bytes of the in-flight write
+  std::vector<uv_buf_t> bufs_inflight;  // iovec-compatible on Unix
+  std::size_t wpos = 0;                 // first buffer of bufs_inflight not fully written
+  Conn* fwd_src = nullptr;              // source whose rbuf our queued/in-flight write borrows
+  Conn* waiting_src = nullptr;          // source that waits for our write to finish
+  // Read buffers of sources closed while we still had their bytes queued; freed
+  // when our output drains or we close.
+  std::vector<std::pair<char*, bool>> orphans;
+  std::string tls_cipher_out;           // TLS: ciphertext waiting to be written
+  [[nodiscard]] bool idle() const {
+    return out.empty() && segs.empty() && !fwd_src && !waiting_src && orphans.empty() && tls_cipher_out.empty();
+  }
 };
 
 // ---------------------------------------------------------------------------
@@ -204,7 +271,7 @@ enum class Slot : std::uint8_t {
 };
 
 // ---------------------------------------------------------------------------
-enum class ClientState {
+enum class ClientState : std::uint8_t {
   Login,     // startup, authentication, waiting for the pool's parameters
   Idle,      // logged in, no server linked (cl_active without a link)
   Waiting,   // has a request, waits for a server (cl_waiting)
@@ -214,32 +281,41 @@ enum class ClientState {
 };
 [[nodiscard]] const char* to_string(ClientState s);
 
-enum class LoginStep { Startup, Md5, SaslFirst, SaslFinal, Cleartext, WaitWelcome, Done };
+enum class LoginStep : std::uint8_t { Startup, Md5, SaslFirst, SaslFinal, Cleartext, WaitWelcome, Done };
 
 struct Client final : Conn {
   ListNode node;  // membership: pool list for the state, or pooler login list
-  ClientState state = ClientState::Login;
-  LoginStep login = LoginStep::Startup;
   Pool* pool = nullptr;
   Server* server = nullptr;
-  std::string user_name, db_name;
+  Name user_name, db_name;
   TrackedParams params;       // the client's view of tracked parameters
-  std::uint32_t cancel_pid = 0, cancel_key = 0;
-  std::uint8_t md5_salt[4]{};
   std::unique_ptr<proto::ScramServer> scram;
+  // Protocol-level prepared statements by the client's names (transaction/statement mode),
+  // allocated when the client prepares its first statement.
+  using PreparedMap = std::unordered_map<std::string, std::shared_ptr<PreparedStmt>>;
+  std::unique_ptr<PreparedMap> prepared_;
+  PreparedMap& prepared() {
+    if (!prepared_) prepared_ = std::make_unique<PreparedMap>();
+    return *prepared_;
+  }
+  [[nodiscard]] std::size_t prepared_count() const { return prepared_ ? prepared_->size() : 0; }
+  Ms wait_start = 0;
+  std::uint32_t cancel_pid = 0, cancel_key = 0;
+  NetAddr remote;             // the local address is looked up when SHOW CLIENTS asks
+  [[nodiscard]] NetAddr local_addr() const;
+  std::uint8_t md5_salt[4]{};
+  // After losing a server: the error owed at the next message, and whether to
+  // drop extended-protocol messages until Sync (as PostgreSQL does after an error).
+  char pending_error[6]{};    // SQLSTATE, "" for none
+  bool discard_until_sync = false;
+  ClientState state = ClientState::Login;
+  LoginStep login = LoginStep::Startup;
   bool unknown_user = false;
   bool admin = false;         // on the admin console
   bool stats_only = false;    // stats_users: SHOW only
   bool peer_admin = false;    // Unix socket, same OS user: console without a password
-  // After losing a server: the error owed at the next message, and whether to
-  // drop extended-protocol messages until Sync (as PostgreSQL does after an error).
-  std::string pending_error;
-  bool discard_until_sync = false;
-  // Protocol-level prepared statements by the client's names (transaction/statement mode).
-  std::unordered_map<std::string, std::shared_ptr<PreparedStmt>> prepared;
-  std::uint64_t wall_connect = 0;  // seconds since the epoch, for SHOW CLIENTS
   bool unix_socket = false;
-  Ms wait_start = 0;
+  bool drop_until_sync = false;  // after pgpivot's own error in a pipeline (PostgreSQL's rule)
 
   Step on_header(char type, std::uint32_t wire_size) override;
   Step on_message(const char* data, std::uint32_t wire_size) override;
@@ -256,7 +332,6 @@ struct Client final : Conn {
   void count_bytes(std::size_t n) override;
   void mark_query_start();
   Step answer_lost_transaction(char type);
-  bool drop_until_sync = false;  // after pgpivot's own error in a pipeline (PostgreSQL's rule)
   Step prepared_message(const char* data, std::uint32_t wire_size);
   void note_deallocate(std::string_view sql);
 };
@@ -276,7 +351,6 @@ struct Server final : Conn {
   ServerState state = ServerState::Login;
   Pool* pool = nullptr;
   Client* client = nullptr;
-  uv_connect_t connect_req{};
   bool connected = false;
   bool ready = false;          // first ReadyForQuery seen
   char txn = 'I';              // last ReadyForQuery status
@@ -290,6 +364,8 @@ struct Server final : Conn {
   std::unique_ptr<proto::ScramClient> scram;
   std::string host;
   int server_port = 0;
+  std::string addr;  // "host:port" as configured, for messages
+  NetAddr local;
   sockaddr_storage sa{};        // resolved address (also where cancel requests go)
   void* resolving = nullptr;    // name lookup in flight
   void forget_resolve();
@@ -342,6 +418,7 @@ struct Server final : Conn {
   Step on_message(const char* data, std::uint32_t wire_size) override;
   Conn* peer() override;
   void on_closed() override;
+  void on_connect(int status) override;
 };
 
 // ---------------------------------------------------------------------------
@@ -451,15 +528,14 @@ struct Pool {
 };
 
 // ---------------------------------------------------------------------------
+// A listening socket watched with a uv_poll_t; accept4() runs in its callback.
 struct Listener {
-  union {
-    uv_handle_t handle;
-    uv_stream_t stream;
-    uv_tcp_t tcp;
-    uv_pipe_t pipe;
-  } h{};
+  uv_poll_t poll{};
+  int fd = -1;
   Pooler* pooler = nullptr;
   bool unix_socket = false;
+  bool closed = false;
+  bool out_of_fds = false;  // accept failed for lack of descriptors: retried by the janitor
   std::string path;
 };
 
@@ -509,7 +585,9 @@ class Pooler {
   int min_pool_size(const Pool* p) const;
 
   // Client lifecycle
-  void on_accept(Listener* l);
+  void on_accept(Listener* l, int fd);
+  void accept_ready(Listener* l);
+  void defer_free(Conn* c);                  // a connection without a socket: freed after this loop turn
   void client_login_done(Client* c);         // authenticated: send welcome or wait for it
   void send_welcome(Client* c);
   void client_request(Client* c);            // client has data and needs a server
@@ -517,6 +595,7 @@ class Pooler {
   void client_change_state(Client* c, ClientState s);
   void handle_cancel(std::uint32_t pid, std::uint32_t key);
   void register_cancel_key(Client* c);
+  void unregister_cancel_key(Client* c);
 
   // Server lifecycle
   void launch_server(Pool* p);
@@ -575,8 +654,11 @@ class Pooler {
   void free_conn(Conn* c);                   // close callback
   void mark_dirty(Conn* c);                  // output to flush at the end of this loop turn
   void flush_dirty();
+  void mark_dirty_loop();                    // run flush_dirty before the loop blocks again
 
   BufferPool& buffers() { return bufs_; }
+  Conn::OutQ* take_outq();
+  void give_outq(Conn::OutQ* q);
   uv_loop_t* loop() { return loop_; }
   Ms now() const { return uv_now(loop_); }
   std::uint64_t next_id() { return ++id_seq_; }
@@ -610,11 +692,15 @@ class Pooler {
   uv_idle_t flush_idle_{};
   bool flush_idle_on_ = false;
   std::vector<Conn*> dirty_;
+  std::vector<Conn*> flush_batch_;
+  std::vector<Conn*> free_later_;
+  std::vector<Conn::OutQ*> free_outq_;
   uv_signal_t sig_hup_{}, sig_int_{}, sig_term_{}, sig_quit_{}, sig_usr1_{}, sig_usr2_{};
   std::map<std::string, std::unique_ptr<DbEntry>> dbs_;
   std::map<std::string, std::unique_ptr<UserEntry>> users_;
   std::map<std::pair<std::string, std::string>, std::unique_ptr<Pool>> pools_;
-  std::unordered_map<std::uint64_t, Client*> cancel_keys_;
+  std::vector<Client*> cancel_slots_;           // by BackendKeyData pid - 1
+  std::vector<std::uint32_t> free_cancel_slots_;
   ListHead cl_login_;  // clients before they have a pool
   int client_count_ = 0;
   std::uint64_t id_seq_ = 0;

@@ -111,8 +111,8 @@ void Server::drop_slot_front() {
   if ((e.kind == Slot::Parse || e.kind == Slot::HideParse) && e.stmt) {
     prepared_on.erase(e.stmt);
     if (client && !e.client_name.empty()) {
-      auto it = client->prepared.find(e.client_name);
-      if (it != client->prepared.end() && it->second->id == e.stmt) client->prepared.erase(it);
+      auto it = client->prepared().find(e.client_name);
+      if (it != client->prepared().end() && it->second->id == e.stmt) client->prepared().erase(it);
     }
   }
   slots.pop_front();
@@ -245,7 +245,7 @@ Step Client::prepared_message(const char* data, std::uint32_t wire_size) {
       }
       if (s->skip_to_sync) return Step::Skip;  // the server would ignore it: so do we
       std::string cname(*name);
-      if (prepared.count(cname)) {
+      if (prepared().count(cname)) {
         // PostgreSQL's answer, and its rule that the rest up to Sync is skipped.
         s->push_slot(Slot::FakeError, 0, cname);
         s->skip_to_sync = true;
@@ -253,7 +253,7 @@ Step Client::prepared_message(const char* data, std::uint32_t wire_size) {
         return Step::Skip;
       }
       auto st = pooler->prepared_stmt(r.rest());
-      prepared[cname] = st;
+      prepared()[cname] = st;
       s->ensure_prepared(st, cname);
       return Step::Skip;
     }
@@ -262,8 +262,8 @@ Step Client::prepared_message(const char* data, std::uint32_t wire_size) {
       auto name = r.cstr();
       if (!portal || !name) break;
       pool->stats.bind_count++;
-      auto it = name->empty() ? prepared.end() : prepared.find(std::string(*name));
-      if (it == prepared.end()) {
+      auto it = name->empty() ? prepared().end() : prepared().find(std::string(*name));
+      if (it == prepared().end()) {
         // Unnamed, or unknown: the server answers (for unknown names with the same
         // error PostgreSQL gives, since no server has the client's name).
         s->push_slot(Slot::Bind);
@@ -287,8 +287,8 @@ Step Client::prepared_message(const char* data, std::uint32_t wire_size) {
       auto name = r.cstr();
       if (!kind || !name) break;
       Slot real = type == 'D' ? Slot::Describe : Slot::Close;
-      auto it = (*kind == 'S' && !name->empty()) ? prepared.find(std::string(*name)) : prepared.end();
-      if (it == prepared.end()) {
+      auto it = (*kind == 'S' && !name->empty()) ? prepared().find(std::string(*name)) : prepared().end();
+      if (it == prepared().end()) {
         if (type == 'C' && *kind == 'S' && !name->empty()) {
           // Closing a statement that does not exist is not an error in PostgreSQL.
           s->push_slot(Slot::FakeClose);
@@ -299,7 +299,7 @@ Step Client::prepared_message(const char* data, std::uint32_t wire_size) {
       }
       if (type == 'C') {
         // Other clients may share the server-side statement: only forget the name.
-        prepared.erase(it);
+        prepared().erase(it);
         s->push_slot(Slot::FakeClose);
         return Step::Skip;
       }
@@ -325,7 +325,7 @@ Step Client::prepared_message(const char* data, std::uint32_t wire_size) {
 void Client::note_deallocate(std::string_view sql) {
   if (is_command(sql, {"DEALLOCATE", "ALL"}) || is_command(sql, {"DEALLOCATE", "PREPARE", "ALL"}) ||
       is_command(sql, {"DISCARD", "ALL"})) {
-    prepared.clear();
+    prepared_.reset();
     if (server) server->prepared_on.clear();
   }
 }

@@ -23,7 +23,7 @@ const char* to_string(ServerState s) {
 // Keeps the server's view of a reported parameter; returns its tracked index or -1.
 int Server::record_parameter(const proto::ParameterStatus& ps) {
   int ti = tracked_index(ps.name);
-  if (ti >= 0) params.v[ti] = ps.value;
+  if (ti >= 0) params.set(ti, ps.value);
   return ti;
 }
 
@@ -156,7 +156,7 @@ Step Server::on_message(const char* data, std::uint32_t wire_size) {
       }
       int ti = record_parameter(*ps);
       if (internal_z > 0 || !client) return Step::Skip;
-      if (ti >= 0) client->params.v[ti] = ps->value;
+      if (ti >= 0) client->params.set(ti, ps->value);
       return Step::Forward;
     }
     case 'E': {

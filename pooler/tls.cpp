@@ -18,6 +18,8 @@ struct TlsConn {
   BIO* rbio = nullptr;  // ciphertext from the socket
   BIO* wbio = nullptr;  // ciphertext to the socket
   bool handshaking = true;
+  bool eof = false;       // the session ended; close after handling what was read
+  std::string eof_error;  // why, when it was not a clean close
   ~TlsConn() {
     if (ssl) SSL_free(ssl);  // frees both BIOs
   }
@@ -218,7 +220,7 @@ void Conn::tls_queue_cipher() {
   int n = BIO_read(t->wbio, buf.data(), int(pending));
   if (n <= 0) return;
   buf.resize(std::size_t(n));
-  tls_cipher_out.append(buf);
+  outq().tls_cipher_out.append(buf);
   pooler->mark_dirty(this);
 }
 
@@ -230,11 +232,11 @@ void Conn::tls_input(const char* data, std::size_t n) {
   if (t->handshaking || closing) return;
   tls_pump();
   if (!closing) process();
-  if (tls_eof && !closing) {
-    if (tls_eof_error.empty()) {
+  if (t->eof && !closing) {
+    if (t->eof_error.empty()) {
       on_closed();
     } else {
-      on_tls_error(tls_eof_error);
+      on_tls_error(t->eof_error);
     }
   }
 }
@@ -270,8 +272,8 @@ bool Conn::tls_pump() {
     if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) break;
     // The peer closed (or broke) the session: what was decrypted before it is still
     // handled first (e.g. a FATAL ErrorResponse), then the connection's exit path runs.
-    tls_eof = true;
-    tls_eof_error = e == SSL_ERROR_ZERO_RETURN ? std::string() : ssl_error_text();
+    t->eof = true;
+    t->eof_error = e == SSL_ERROR_ZERO_RETURN ? std::string() : ssl_error_text();
     break;
   }
   tls_queue_cipher();  // e.g. key updates
@@ -286,16 +288,17 @@ bool Conn::tls_has_pending() const {
 // Encrypts everything queued (own and borrowed plaintext) into tls_cipher_out.
 void Conn::tls_encrypt_queue() {
   TlsConn* t = tls.get();
-  if (t->handshaking) return;  // application data waits for the handshake
-  for (const Seg& s : segs) {
-    const char* p = s.ptr ? s.ptr : out.data() + s.off;
+  if (t->handshaking || !oq) return;  // application data waits for the handshake
+  OutQ& q = *oq;
+  for (const Seg& s : q.segs) {
+    const char* p = s.ptr ? s.ptr : q.out.data() + s.off;
     if (s.len && SSL_write(t->ssl, p, int(s.len)) <= 0) {
       on_tls_error(ssl_error_text());
       return;
     }
   }
-  segs.clear();
-  out.clear();
+  q.segs.clear();
+  q.out.clear();
   tls_queue_cipher();
 }
 

@@ -43,7 +43,7 @@ char* BufferPool::take() {
 void BufferPool::give(char* p) {
   in_use_--;
   // Keep a modest reserve; beyond it memory goes back to the allocator.
-  if (free_.size() < 256) {
+  if (free_.size() < keep_) {
     free_.push_back(p);
   } else {
     std::free(p);
@@ -52,12 +52,15 @@ void BufferPool::give(char* p) {
 
 namespace {
 
-void give_buffer(Pooler* pooler, char* p, bool big) {
+// A read buffer goes back where its capacity says it came from.
+void give_buffer(Pooler* pooler, char* p, std::uint32_t cap) {
   if (!p) return;
-  if (big) {
-    std::free(p);
-  } else {
+  if (cap == pooler->buffers().size()) {
     pooler->buffers().give(p);
+  } else if (cap == pooler->stream_buffers().size()) {
+    pooler->stream_buffers().give(p);
+  } else {
+    std::free(p);
   }
 }
 
@@ -120,9 +123,11 @@ void Conn::do_read() {
       n = ::recv(fd, g_cipher_buf, sizeof g_cipher_buf, 0);
     } else {
       if (!rbuf) {
-        rbuf = pooler->buffers().take();
-        rcap = pooler->buffers().size();
-        rbuf_big = false;
+        // Large results and COPY data come in 64 kB reads: a sixteenth of the
+        // syscalls per megabyte; only connections that are streaming hold one.
+        BufferPool& bp = stream_hint ? pooler->stream_buffers() : pooler->buffers();
+        rbuf = bp.take();
+        rcap = bp.size();
         rpos = rparse = rend = 0;
       }
       if (rend == rcap && rpos > 0 && !borrowed_by) {
@@ -136,6 +141,7 @@ void Conn::do_read() {
         return;
       }
       n = ::recv(fd, rbuf + rend, rcap - rend, 0);
+      if (n > 0) stream_hint = std::uint32_t(n) >= pooler->buffers().size();
     }
     if (n > 0) {
       request_time = pooler->now();
@@ -225,7 +231,7 @@ void Pooler::give_outq(Conn::OutQ* q) {
   q->bufs_inflight.clear();
   q->tls_cipher_out.clear();
   q->fwd_src = q->waiting_src = nullptr;
-  for (auto& [p, big] : q->orphans) give_buffer(this, p, big);
+  for (auto& [p, cap] : q->orphans) give_buffer(this, p, cap);
   q->orphans.clear();
   if (free_outq_.size() >= 1024) {
     delete q;
@@ -361,7 +367,7 @@ void Conn::on_drained() {
     src->borrow_done();
   }
   if (closing || !oq) return;
-  for (auto& [p, big] : oq->orphans) give_buffer(pooler, p, big);
+  for (auto& [p, cap] : oq->orphans) give_buffer(pooler, p, cap);
   oq->orphans.clear();
   if (Conn* w = oq->waiting_src) {
     oq->waiting_src = nullptr;
@@ -380,10 +386,9 @@ void Conn::borrow_done() {
 
 void Conn::release_rbuf_if_empty() {
   if (rbuf && rpos == rend && !borrowed_by) {
-    give_buffer(pooler, rbuf, rbuf_big);
+    give_buffer(pooler, rbuf, rcap);
     rbuf = nullptr;
     rcap = rpos = rparse = rend = 0;
-    rbuf_big = false;
   }
 }
 
@@ -401,10 +406,9 @@ void Conn::ensure_room(std::uint32_t need) {
   char* big = static_cast<char*>(std::malloc(need));
   if (!big) std::abort();
   std::memcpy(big, rbuf, rend);
-  give_buffer(pooler, rbuf, rbuf_big);
+  give_buffer(pooler, rbuf, rcap);
   rbuf = big;
   rcap = need;
-  rbuf_big = true;
 }
 
 void Conn::process() {
@@ -582,7 +586,7 @@ void Conn::start_close() {
   reading = false;
   // Bytes of ours that a peer still has to write: the peer frees our buffer.
   if (Conn* d = borrowed_by) {
-    if (rbuf) d->outq().orphans.emplace_back(rbuf, rbuf_big);
+    if (rbuf) d->outq().orphans.emplace_back(rbuf, rcap);
     d->oq->fwd_src = nullptr;
     rbuf = nullptr;
     borrowed_by = nullptr;
@@ -615,7 +619,7 @@ void Conn::start_close() {
 }
 
 void Conn::free_buffers() {
-  give_buffer(pooler, rbuf, rbuf_big);
+  give_buffer(pooler, rbuf, rcap);
   rbuf = nullptr;
   if (oq) {
     pooler->give_outq(oq);  // also frees orphaned buffers

@@ -75,7 +75,7 @@ Ms secs(double s) { return s <= 0 ? 0 : Ms(s * 1000.0); }
 
 // ---------------------------------------------------------------------------
 Pooler::Pooler(config::Config cfg, uv_loop_t* loop)
-    : loop_(loop), bufs_(std::uint32_t(std::max(cfg.pooler.pkt_buf, 1024))) {
+    : loop_(loop), bufs_(std::uint32_t(std::max(cfg.pooler.pkt_buf, 1024)), 256), stream_bufs_(65536, 16) {
   std::string k(32, '\0');
   proto::random_bytes(reinterpret_cast<std::uint8_t*>(k.data()), k.size());
   fake_salt_key_ = k;

@@ -40,7 +40,7 @@ using Ms = std::uint64_t;  // uv_now() milliseconds
 // holds none.
 class BufferPool {
  public:
-  explicit BufferPool(std::uint32_t size) : size_(size) {}
+  BufferPool(std::uint32_t size, std::size_t keep) : size_(size), keep_(keep) {}
   ~BufferPool();
   [[nodiscard]] std::uint32_t size() const { return size_; }
   char* take();
@@ -50,6 +50,7 @@ class BufferPool {
 
  private:
   std::uint32_t size_;
+  std::size_t keep_;  // free blocks kept for reuse; beyond that they go back to malloc
   std::vector<char*> free_;
   std::size_t in_use_ = 0;
 };
@@ -145,7 +146,7 @@ struct Conn {
   bool closing = false;      // uv_close called (or a deferred free); freed in the close callback
   bool reading = false;      // UV_READABLE watched
   bool want_read = true;     // false while held or blocked
-  bool rbuf_big = false;     // heap buffer larger than the pool's block
+  bool stream_hint = false;  // the last read took a whole block: read into a stream buffer next
   bool wbusy = false;        // an asynchronous write is in flight
   bool in_process = false;
   bool dirty = false;        // on the pooler's flush list
@@ -246,7 +247,7 @@ struct Conn::OutQ {
   Conn* waiting_src = nullptr;          // source that waits for our write to finish
   // Read buffers of sources closed while we still had their bytes queued; freed
   // when our output drains or we close.
-  std::vector<std::pair<char*, bool>> orphans;
+  std::vector<std::pair<char*, std::uint32_t>> orphans;  // buffer, capacity
   std::string tls_cipher_out;           // TLS: ciphertext waiting to be written
   [[nodiscard]] bool idle() const {
     return out.empty() && segs.empty() && !fwd_src && !waiting_src && orphans.empty() && tls_cipher_out.empty();
@@ -657,6 +658,7 @@ class Pooler {
   void mark_dirty_loop();                    // run flush_dirty before the loop blocks again
 
   BufferPool& buffers() { return bufs_; }
+  BufferPool& stream_buffers() { return stream_bufs_; }
   Conn::OutQ* take_outq();
   void give_outq(Conn::OutQ* q);
   uv_loop_t* loop() { return loop_; }
@@ -685,7 +687,8 @@ class Pooler {
 
   config::Config cfg_;
   uv_loop_t* loop_;
-  BufferPool bufs_;
+  BufferPool bufs_;         // pkt_buf-sized blocks for messages
+  BufferPool stream_bufs_;  // 64 kB blocks for connections streaming large results or COPY
   std::vector<std::unique_ptr<Listener>> listeners_;
   uv_timer_t janitor_{};
   uv_check_t flush_check_{};

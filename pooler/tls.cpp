@@ -249,7 +249,6 @@ bool Conn::tls_pump() {
     if (!rbuf) {
       rbuf = pooler->buffers().take();
       rcap = pooler->buffers().size();
-      rbuf_big = false;
       rpos = rparse = rend = 0;
     }
     if (rend == rcap) {

@@ -627,6 +627,8 @@ static void on_server_connect(uv_connect_t* req, int status) {
   }
   s->connected = true;
   // TLS first when the node's sslmode asks for it (not over Unix sockets, as libpq).
+  // As PgBouncer, "allow" asks too and goes on in plain text after an 'N', so it
+  // behaves as "prefer" (libpq's allow would try plain text first).
   const config::Node& tnode = s->pooler->active_node(s->pool->db);
   auto sm = tnode.options.find("sslmode");
   s->sslmode = sm != tnode.options.end() ? sm->second : s->pooler->settings().server_tls_sslmode;
@@ -639,7 +641,7 @@ static void on_server_connect(uv_connect_t* req, int status) {
       s->local_addr = sockaddr_to_string(ss, nullptr);
     }
   }
-  if (s->h.handle.type == UV_TCP && s->sslmode != "disable" && s->sslmode != "allow") {
+  if (s->h.handle.type == UV_TCP && s->sslmode != "disable") {
     std::string buf;
     proto::ssl_request(buf);
     s->queue(buf);

@@ -581,8 +581,9 @@ TEST_CASE("TLS: sslmode allow", "[tls]") {
     REQUIRE(plain.ok());
     CHECK(plain.value("SELECT 1") == "1");
   }
-  SECTION("server_tls_sslmode=allow connects without TLS to a server that accepts both") {
-    // As libpq's allow: plain first (pgpivot does not send an SSLRequest for allow).
+  // As PgBouncer (not libpq): allow sends an SSLRequest, uses TLS when the server
+  // answers 'S' and goes on in plain text after an 'N', i.e. it behaves as prefer.
+  SECTION("server_tls_sslmode=allow uses TLS with a PostgreSQL that has ssl = on") {
     PoolerConfig cfg;
     cfg.main_cluster = tls_cluster();
     cfg.extra["server_tls_sslmode"] = q("allow");
@@ -590,7 +591,33 @@ TEST_CASE("TLS: sslmode allow", "[tls]") {
     Conn c(p.conninfo());
     INFO("connect: " << c.error());
     REQUIRE(c.ok());
+    CHECK(c.value(kSslOfBackend) == "t");
+  }
+  SECTION("server_tls_sslmode=allow connects in plain text to a PostgreSQL with ssl = off") {
+    {
+      Conn d(direct_conninfo());
+      INFO("direct: " << d.error());
+      REQUIRE(d.ok());
+      REQUIRE(d.value("SHOW ssl") == "off");
+    }
+    PoolerConfig cfg;
+    cfg.extra["server_tls_sslmode"] = q("allow");
+    Pooler p(cfg);
+    Conn c(p.conninfo());
+    INFO("connect: " << c.error());
+    REQUIRE(c.ok());
     CHECK(c.value(kSslOfBackend) == "f");
+    CHECK(p.running());
+  }
+  SECTION("a node's own sslmode = allow does the same") {
+    PoolerConfig cfg;
+    cfg.main_cluster = tls_cluster("sslmode = \"allow\"");
+    cfg.extra["server_tls_sslmode"] = q("disable");
+    Pooler p(cfg);
+    Conn c(p.conninfo());
+    INFO("connect: " << c.error());
+    REQUIRE(c.ok());
+    CHECK(c.value(kSslOfBackend) == "t");
   }
 }
 

@@ -721,6 +721,43 @@ TEST_CASE("TLS: auth_type=cert logs in by the client certificate's CommonName", 
   }
 }
 
+TEST_CASE("TLS: SET auth_type = cert on the console only where it can work", "[tls]") {
+  TlsWorld& w = world();
+  const std::string cert = " sslcert=" + w.client_crt() + " sslkey=" + w.client_key();  // CN=app
+  SECTION("client_tls_sslmode=require: refused, auth_type stays") {
+    PoolerConfig cfg;
+    client_tls(cfg, "require");
+    Pooler p(cfg);
+    Conn admin(p.conninfo("admin", "admin", "pgbouncer") + verify_full(w.ca()));
+    INFO("admin console: " << admin.error());
+    REQUIRE(admin.ok());
+    Result set = admin.exec("SET auth_type = 'cert'");
+    INFO("SET: " << set.message());
+    CHECK(set.status() == PGRES_FATAL_ERROR);
+    CHECK(set.message().find("auth_type = cert needs client_tls_sslmode = verify-full, got require") !=
+          std::string::npos);
+    Result cfg_rows = admin.exec("SHOW CONFIG");
+    CHECK(row_value(cfg_rows, "key", "auth_type", "value") == "scram-sha-256");
+    CHECK(failure_of(p.conninfo() + verify_full(w.ca())) == "");  // passwords still work
+  }
+  SECTION("client_tls_sslmode=verify-full: accepted, the next login is by certificate") {
+    PoolerConfig cfg;
+    client_tls(cfg, "verify-full");
+    Pooler p(cfg);
+    Conn admin(p.conninfo("admin", "admin", "pgbouncer") + verify_full(w.ca()) + cert);
+    INFO("admin console: " << admin.error());
+    REQUIRE(admin.ok());
+    Result set = admin.exec("SET auth_type = 'cert'");
+    INFO("SET: " << set.message());
+    REQUIRE(set.ok());
+    CHECK(row_value(admin.exec("SHOW CONFIG"), "key", "auth_type", "value") == "cert");
+    Conn c(p.conninfo("app", "") + verify_full(w.ca()) + cert);
+    INFO("cert login: " << c.error());
+    REQUIRE(c.ok());
+    CHECK(c.value("SELECT current_user") == "app");
+  }
+}
+
 TEST_CASE("TLS: auth_type=cert with client_tls_sslmode=require does not start", "[tls]") {
   TlsWorld& w = world();
   PoolerConfig cfg;

@@ -34,6 +34,7 @@ const char* to_string(AuthType a) {
     case AuthType::Trust: return "trust";
     case AuthType::Md5: return "md5";
     case AuthType::ScramSha256: return "scram-sha-256";
+    case AuthType::Cert: return "cert";
   }
   return "?";
 }
@@ -45,9 +46,17 @@ std::optional<PoolMode> parse_pool_mode(std::string_view s) {
 }
 
 std::optional<AuthType> parse_auth_type(std::string_view s) {
-  for (AuthType a : {AuthType::Trust, AuthType::Md5, AuthType::ScramSha256})
+  for (AuthType a : {AuthType::Trust, AuthType::Md5, AuthType::ScramSha256, AuthType::Cert})
     if (iequals(s, to_string(a))) return a;
   return std::nullopt;
+}
+
+std::string auth_cert_problem(const Pooler& p) {
+  if (p.auth_type != AuthType::Cert) return "";
+  if (p.client_tls_sslmode != "verify-full")
+    return "auth_type = cert needs client_tls_sslmode = verify-full, got " + p.client_tls_sslmode;
+  if (p.client_tls_ca_file.empty()) return "auth_type = cert needs client_tls_ca_file";
+  return "";
 }
 
 }  // namespace pgpivot::config

@@ -11,12 +11,18 @@
 namespace pgpivot::config {
 
 enum class PoolMode { Session, Transaction, Statement };
-enum class AuthType { Trust, Md5, ScramSha256 };
+enum class AuthType { Trust, Md5, ScramSha256, Cert };
 
 [[nodiscard]] const char* to_string(PoolMode m);   // "session" / "transaction" / "statement"
-[[nodiscard]] const char* to_string(AuthType a);   // "trust" / "md5" / "scram-sha-256"
+[[nodiscard]] const char* to_string(AuthType a);   // "trust" / "md5" / "scram-sha-256" / "cert"
 [[nodiscard]] std::optional<PoolMode> parse_pool_mode(std::string_view s);
 [[nodiscard]] std::optional<AuthType> parse_auth_type(std::string_view s);
+inline constexpr const char* kAuthTypes = "trust, md5, scram-sha-256, cert";
+
+struct Pooler;
+// "" when auth_type = cert can work with these TLS settings, else why not. As
+// PgBouncer: cert needs client_tls_sslmode = verify-full and a client_tls_ca_file.
+[[nodiscard]] std::string auth_cert_problem(const Pooler& p);
 
 struct Pooler {
   std::string listen_addr = "127.0.0.1";

@@ -538,10 +538,10 @@ void Loader::pgbouncer_setting(const std::string& raw_key, std::string_view valu
           std::string l = lower(trim(value));
           if (auto v = parse_auth_type(l))
             field = *v;
-          else if (l == "plain" || l == "any" || l == "cert" || l == "hba" || l == "pam")
+          else if (l == "plain" || l == "any" || l == "hba" || l == "pam")
             error(w, key, "auth_type " + l + " is not supported by pgpivot");
           else
-            error(w, key, "invalid value \"" + text + "\"; expected one of: trust, md5, scram-sha-256");
+            error(w, key, "invalid value \"" + text + "\"; expected one of: " + kAuthTypes);
         }
       },
       k.member);
@@ -728,6 +728,10 @@ void Loader::finish() {
     Where w = at != set_at_.end() ? at->second : Where{r_.config.path, 0, 0};
     error(w, "pgbouncer.unix_socket_dir",
           "nothing to listen on: listen_addr is not set and unix_socket_dir is empty");
+  }
+  if (std::string why = auth_cert_problem(p); !why.empty()) {
+    auto at = set_at_.find("auth_type");
+    error(at != set_at_.end() ? at->second : Where{r_.config.path, 0, 0}, "pgbouncer.auth_type", why);
   }
 
   auto by_seq = [](const auto& a, const auto& b) { return a.first < b.first; };

@@ -524,7 +524,7 @@ Field<S> pool_mode_field(const char* name, T S::*m) {
 template <class S>
 Field<S> auth_type_field(const char* name, AuthType S::*m) {
   return {name, [m](const Ctx& c, const toml::node& n, const std::string& k, S& s) {
-            if (auto v = read_enum<AuthType>(c, n, k, parse_auth_type, "trust, md5, scram-sha-256"))
+            if (auto v = read_enum<AuthType>(c, n, k, parse_auth_type, kAuthTypes))
               s.*m = *v;
           }};
 }
@@ -873,6 +873,10 @@ void load_document(const toml::table& root, const std::string& path, LoadResult&
     const toml::node* n = pooler ? pooler->get("listen_addr") : nullptr;
     ctx.error(n ? line_of(*n) : 0, "pooler.listen_addr",
               "nothing to listen on: listen_addr and unix_socket_dir are both empty");
+  }
+  if (std::string why = auth_cert_problem(cfg.pooler); !why.empty()) {
+    const toml::node* n = pooler ? pooler->get("auth_type") : nullptr;
+    ctx.error(n ? line_of(*n) : 0, "pooler.auth_type", std::move(why));
   }
 
   // auth_file: relative to the config file's directory; [users] entries take precedence.

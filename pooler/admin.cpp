@@ -226,7 +226,10 @@ std::string set_key(config::Pooler& p, const Key& k, const std::string& text) {
           v = *pm;
         } else if constexpr (std::is_same_v<T, config::AuthType>) {
           auto at = config::parse_auth_type(text);
-          if (!at) return "invalid value \"" + text + "\" for auth_type: expected trust, md5 or scram-sha-256";
+          if (!at) return "invalid value \"" + text + "\" for auth_type: expected " + config::kAuthTypes;
+          config::Pooler check = p;
+          check.auth_type = *at;
+          if (std::string why = config::auth_cert_problem(check); !why.empty()) return why;
           v = *at;
         }
         return "";

@@ -361,10 +361,37 @@ Step Client::on_startup(const char* data, std::uint32_t len) {
   }
   UserEntry* user = pooler->find_user(user_name);
   const std::string* password = user ? &user->cfg.password : nullptr;
-  if (user && password->empty() && set.auth_type != config::AuthType::Trust) user = nullptr;
+  config::AuthType auth = set.auth_type;
+  // Trust and cert need no password, only a known user.
+  if (user && password->empty() && auth != config::AuthType::Trust && auth != config::AuthType::Cert) user = nullptr;
   unknown_user = !user;
 
-  config::AuthType auth = set.auth_type;
+  if (auth == config::AuthType::Cert) {
+    // As PgBouncer 1.18: TLS, a client certificate that verified against
+    // client_tls_ca_file (the handshake checked it), and a CommonName equal to the
+    // user name from the startup packet. PgBouncer tells the client only
+    // "certificate authentication failed" and logs the reason; pgpivot adds
+    // PgBouncer's reason to the message, as it reveals nothing the client's own
+    // certificate does not, except for an unknown user.
+    std::optional<std::string> cn = tls_peer_common_name();
+    const char* why = !tls ? "TLS connection required"
+                      : !cn ? "TLS client certificate required"
+                      : cn->empty() ? "Invalid TLS certificate"
+                      : *cn != user_name ? "TLS certificate name mismatch"
+                      : !user ? "no such user"
+                      : nullptr;
+    if (why) {
+      LOG_WARN("C-%llu: %s/%s@%s certificate login failed: %s (certificate CN \"%s\")", (unsigned long long)id,
+               db_name.c_str(), user_name.c_str(), remote.str().c_str(), why, cn ? cn->c_str() : "");
+      std::string msg = "certificate authentication failed";
+      if (user) msg += std::string(": ") + why;
+      pooler->disconnect_client(this, "28000", msg, true);
+      return Step::Stop;
+    }
+    login = LoginStep::Done;
+    pooler->client_login_done(this);
+    return closing ? Step::Stop : Step::Skip;
+  }
   if (auth == config::AuthType::Trust) {
     if (!user) {
       // Trust still requires the user to be known, as PgBouncer does.

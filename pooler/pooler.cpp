@@ -719,6 +719,8 @@ void Server::on_connect(int status) {
   }
   s->connected = true;
   // TLS first when the node's sslmode asks for it (not over Unix sockets, as libpq).
+  // As PgBouncer, "allow" asks too and goes on in plain text after an 'N', so it
+  // behaves as "prefer" (libpq's allow would try plain text first).
   const config::Node& tnode = s->pooler->active_node(s->pool->db);
   auto sm = tnode.options.find("sslmode");
   s->sslmode = sm != tnode.options.end() ? sm->second : s->pooler->settings().server_tls_sslmode;
@@ -730,7 +732,7 @@ void Server::on_connect(int status) {
     socklen_t len = sizeof ss;
     if (::getsockname(s->fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0) s->local.set(ss);
   }
-  if (!s->unix_sock && s->sslmode != "disable" && s->sslmode != "allow") {
+  if (!s->unix_sock && s->sslmode != "disable") {
     std::string buf;
     proto::ssl_request(buf);
     s->queue(buf);

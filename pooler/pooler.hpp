@@ -228,6 +228,11 @@ struct Conn {
   [[nodiscard]] bool tls_has_pending() const;
   void tls_encrypt_queue();
   [[nodiscard]] std::string tls_description() const;
+  // After the handshake: the CommonName of the peer's verified certificate, read
+  // from the SSL object when asked (nothing is kept per connection). nullopt when
+  // the peer sent no certificate (or it did not verify); "" when it has no single
+  // usable CommonName.
+  [[nodiscard]] std::optional<std::string> tls_peer_common_name() const;
   [[nodiscard]] bool output_pending() const;
   OutQ& outq();                      // the output state, taken on first use
   [[nodiscard]] Conn* fwd_src() const;      // source whose bytes our queued/in-flight write borrows

@@ -308,4 +308,26 @@ std::string Conn::tls_description() const {
   return d;
 }
 
+std::optional<std::string> Conn::tls_peer_common_name() const {
+  if (!tls || tls->handshaking) return std::nullopt;
+#if OPENSSL_VERSION_NUMBER >= 0x30000000L
+  X509* cert = SSL_get0_peer_certificate(tls->ssl);
+#else
+  X509* cert = SSL_get_peer_certificate(tls->ssl);
+  if (cert) X509_free(cert);  // the session keeps its own reference
+#endif
+  if (!cert || SSL_get_verify_result(tls->ssl) != X509_V_OK) return std::nullopt;
+  X509_NAME* subject = X509_get_subject_name(cert);
+  int at = X509_NAME_get_index_by_NID(subject, NID_commonName, -1);
+  // None, or more than one: no name to trust (PostgreSQL reads only one as well).
+  if (at < 0 || X509_NAME_get_index_by_NID(subject, NID_commonName, at) >= 0) return std::string();
+  unsigned char* utf8 = nullptr;
+  int n = ASN1_STRING_to_UTF8(&utf8, X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, at)));
+  if (n < 0) return std::string();
+  std::string cn(reinterpret_cast<char*>(utf8), std::size_t(n));
+  OPENSSL_free(utf8);
+  if (cn.find('\0') != std::string::npos) return std::string();  // an embedded NUL could fake a name
+  return cn;
+}
+
 }  // namespace pgpivot

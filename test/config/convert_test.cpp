@@ -257,3 +257,20 @@ both = pool_mode=session
   CHECK(contains(text, "mine = { password = \"own\" }"));
   round_trip(r.config, (dir.path() / "pgpivot.toml").string());
 }
+
+TEST_CASE("to_toml: auth_type = cert from a pgbouncer.ini converts and loads back", "[convert]") {
+  TempDir d;
+  std::string ini_path = (d.path() / "pgbouncer.ini").string();
+  auto r = load_ini_string(
+      "[databases]\nappdb = host=127.0.0.1 port=5432\n[pgbouncer]\nlisten_addr = 127.0.0.1\nauth_type = cert\n"
+      "client_tls_sslmode = verify-full\nclient_tls_ca_file = /etc/ca.crt\nclient_tls_cert_file = /etc/s.crt\n"
+      "client_tls_key_file = /etc/s.key\n",
+      ini_path);
+  INFO(dump(r.errors));
+  REQUIRE(r.ok());
+  std::string text = to_toml(r.config);
+  CHECK(contains(text, "auth_type = \"cert\"\n"));
+  CHECK(contains(text, "client_tls_sslmode = \"verify-full\"\n"));
+  auto back = round_trip(r.config, ini_path);
+  CHECK(back.config.pooler.auth_type == AuthType::Cert);
+}

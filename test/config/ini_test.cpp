@@ -396,7 +396,7 @@ TEST_CASE("auth_type: supported, unsupported and invalid", "[ini][errors]") {
     REQUIRE(r.ok());
     CHECK(r.config.pooler.auth_type == t);
   }
-  for (const char* v : {"plain", "any", "cert", "hba", "pam"}) {
+  for (const char* v : {"plain", "any", "hba", "pam"}) {
     auto r = ini(std::string("; c\n[pgbouncer]\nauth_type = ") + v + "\n");
     Error e = the_error(r, "pgbouncer.auth_type");
     CHECK(e.line == 3);
@@ -405,7 +405,30 @@ TEST_CASE("auth_type: supported, unsupported and invalid", "[ini][errors]") {
   }
   auto r = ini("[pgbouncer]\nauth_type = scram\n");
   CHECK(the_error(r, "pgbouncer.auth_type").message ==
-        "invalid value \"scram\"; expected one of: trust, md5, scram-sha-256");
+        "invalid value \"scram\"; expected one of: trust, md5, scram-sha-256, cert");
+}
+
+TEST_CASE("auth_type = cert needs client_tls_sslmode = verify-full and a CA, as PgBouncer", "[ini][errors]") {
+  const std::string tls =
+      "client_tls_key_file = /k\nclient_tls_cert_file = /c\n";
+  SECTION("verify-full with a CA file loads") {
+    auto r = ini("[pgbouncer]\nauth_type = cert\nclient_tls_sslmode = verify-full\nclient_tls_ca_file = /ca\n" + tls);
+    INFO(dump(r.errors));
+    REQUIRE(r.ok());
+    CHECK(r.config.pooler.auth_type == AuthType::Cert);
+  }
+  for (const char* mode : {"disable", "allow", "prefer", "require", "verify-ca"}) {
+    INFO(mode);
+    auto r = ini(std::string("[pgbouncer]\nauth_type = CERT\nclient_tls_sslmode = ") + mode +
+                 "\nclient_tls_ca_file = /ca\n" + tls);
+    Error e = the_error(r, "pgbouncer.auth_type");
+    CHECK(e.line == 2);
+    CHECK(e.message == std::string("auth_type = cert needs client_tls_sslmode = verify-full, got ") + mode);
+  }
+  SECTION("without client_tls_ca_file") {
+    auto r = ini("[pgbouncer]\nauth_type = cert\nclient_tls_sslmode = verify-full\n" + tls);
+    CHECK(the_error(r, "pgbouncer.auth_type").message == "auth_type = cert needs client_tls_ca_file");
+  }
 }
 
 TEST_CASE("ini errors name file, line and key; all are reported", "[ini][errors]") {

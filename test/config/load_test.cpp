@@ -319,7 +319,7 @@ u = { pool_mode = 1 }
   CHECK(pm.message == "invalid value \"sessions\"; expected one of: session, transaction, statement");
   Error at = the_error(r, "pooler.auth_type");
   CHECK(at.line == 3);
-  CHECK(at.message == "invalid value \"hba\"; expected one of: trust, md5, scram-sha-256");
+  CHECK(at.message == "invalid value \"hba\"; expected one of: trust, md5, scram-sha-256, cert");
   CHECK(the_error(r, "users.u.pool_mode").message == "expected string, got integer");
   CHECK(r.errors.size() == 3);
 
@@ -334,8 +334,9 @@ u = { pool_mode = 1 }
 TEST_CASE("enum names round-trip", "[config]") {
   for (auto m : {PoolMode::Session, PoolMode::Transaction, PoolMode::Statement})
     CHECK(parse_pool_mode(to_string(m)) == m);
-  for (auto a : {AuthType::Trust, AuthType::Md5, AuthType::ScramSha256})
+  for (auto a : {AuthType::Trust, AuthType::Md5, AuthType::ScramSha256, AuthType::Cert})
     CHECK(parse_auth_type(to_string(a)) == a);
+  CHECK(std::string(to_string(AuthType::Cert)) == "cert");
   CHECK(std::string(to_string(AuthType::ScramSha256)) == "scram-sha-256");
   CHECK_FALSE(parse_pool_mode(""));
   CHECK_FALSE(parse_auth_type("scram"));
@@ -702,5 +703,35 @@ u = { max_user_client_connections = 3 }
     CHECK(the_error(r2, "pooler.listen_backlog").message == "must be >= 1, got 0");
     CHECK(the_error(r2, "databases.d.params").message == "expected table of strings, got string");
     CHECK(r2.errors.size() == 3);
+  }
+}
+
+TEST_CASE("auth_type = cert needs client_tls_sslmode = verify-full and client_tls_ca_file", "[config][errors]") {
+  const std::string tls = "client_tls_key_file = \"/k\"\nclient_tls_cert_file = \"/c\"\n";
+  SECTION("verify-full with a CA file loads") {
+    auto r = load("[pooler]\nauth_type = \"cert\"\nclient_tls_sslmode = \"verify-full\"\nclient_tls_ca_file = \"/ca\"\n" + tls);
+    INFO(dump(r.errors));
+    REQUIRE(r.ok());
+    CHECK(r.config.pooler.auth_type == AuthType::Cert);
+  }
+  SECTION("any other client_tls_sslmode is an error at auth_type") {
+    for (const char* mode : {"disable", "allow", "prefer", "require", "verify-ca"}) {
+      INFO(mode);
+      auto r = load(std::string("[pooler]\nclient_tls_sslmode = \"") + mode +
+                    "\"\nauth_type = \"cert\"\nclient_tls_ca_file = \"/ca\"\n" + tls);
+      Error e = the_error(r, "pooler.auth_type");
+      CHECK(e.line == 3);
+      CHECK(e.message == std::string("auth_type = cert needs client_tls_sslmode = verify-full, got ") + mode);
+      CHECK(r.errors.size() == 1);
+    }
+  }
+  SECTION("the default client_tls_sslmode (disable) too") {
+    auto r = load("[pooler]\nauth_type = \"cert\"\n");
+    CHECK(the_error(r, "pooler.auth_type").message ==
+          "auth_type = cert needs client_tls_sslmode = verify-full, got disable");
+  }
+  SECTION("without client_tls_ca_file") {
+    auto r = load("[pooler]\nauth_type = \"cert\"\nclient_tls_sslmode = \"verify-full\"\n" + tls);
+    CHECK(the_error(r, "pooler.auth_type").message == "auth_type = cert needs client_tls_ca_file");
   }
 }

@@ -5,8 +5,8 @@
 //
 // Everything is throwaway and made during the run: a CA, a server certificate for
 // CN=localhost (SAN DNS:localhost, IP:127.0.0.1) used by both pgpivot and
-// PostgreSQL, a client certificate for "app", and a second, unrelated CA (with a
-// client certificate of its own), made with the openssl CLI under
+// PostgreSQL, client certificates for "app" and "ghost", and a second, unrelated
+// CA (with a client certificate of its own), made with the openssl CLI under
 // PGPIVOT_TEST_SCRATCH/tls-certs. A PostgreSQL with ssl = on is started once with
 // scripts/lib.sh under PGPIVOT_TEST_SCRATCH/tls/pg on port 61660
 // (PGPIVOT_TEST_TLS_PGPORT) and stopped when the test binary exits. The
@@ -93,6 +93,8 @@ struct TlsWorld {
   std::string client_key() const { return certs + "/client.key"; }
   std::string other_client_crt() const { return certs + "/other-client.crt"; }
   std::string other_client_key() const { return certs + "/other-client.key"; }
+  std::string ghost_client_crt() const { return certs + "/ghost-client.crt"; }  // CN=ghost, from the CA
+  std::string ghost_client_key() const { return certs + "/ghost-client.key"; }
 
   ~TlsWorld() {
     if (started) {
@@ -191,6 +193,9 @@ struct TlsWorld {
                  "'keyUsage=critical,digitalSignature,keyEncipherment' 'extendedKeyUsage=serverAuth'") +
         "; " +
         leaf_cmd("client", "app", "ca",
+                 "'basicConstraints=CA:FALSE' 'keyUsage=critical,digitalSignature' 'extendedKeyUsage=clientAuth'") +
+        "; " +
+        leaf_cmd("ghost-client", "ghost", "ca",
                  "'basicConstraints=CA:FALSE' 'keyUsage=critical,digitalSignature' 'extendedKeyUsage=clientAuth'") +
         "; " +
         leaf_cmd("other-client", "app", "other-ca",
@@ -581,8 +586,9 @@ TEST_CASE("TLS: sslmode allow", "[tls]") {
     REQUIRE(plain.ok());
     CHECK(plain.value("SELECT 1") == "1");
   }
-  SECTION("server_tls_sslmode=allow connects without TLS to a server that accepts both") {
-    // As libpq's allow: plain first (pgpivot does not send an SSLRequest for allow).
+  // As PgBouncer (not libpq): allow sends an SSLRequest, uses TLS when the server
+  // answers 'S' and goes on in plain text after an 'N', i.e. it behaves as prefer.
+  SECTION("server_tls_sslmode=allow uses TLS with a PostgreSQL that has ssl = on") {
     PoolerConfig cfg;
     cfg.main_cluster = tls_cluster();
     cfg.extra["server_tls_sslmode"] = q("allow");
@@ -590,8 +596,183 @@ TEST_CASE("TLS: sslmode allow", "[tls]") {
     Conn c(p.conninfo());
     INFO("connect: " << c.error());
     REQUIRE(c.ok());
-    CHECK(c.value(kSslOfBackend) == "f");
+    CHECK(c.value(kSslOfBackend) == "t");
   }
+  SECTION("server_tls_sslmode=allow connects in plain text to a PostgreSQL with ssl = off") {
+    {
+      Conn d(direct_conninfo());
+      INFO("direct: " << d.error());
+      REQUIRE(d.ok());
+      REQUIRE(d.value("SHOW ssl") == "off");
+    }
+    PoolerConfig cfg;
+    cfg.extra["server_tls_sslmode"] = q("allow");
+    Pooler p(cfg);
+    Conn c(p.conninfo());
+    INFO("connect: " << c.error());
+    REQUIRE(c.ok());
+    CHECK(c.value(kSslOfBackend) == "f");
+    CHECK(p.running());
+  }
+  SECTION("a node's own sslmode = allow does the same") {
+    PoolerConfig cfg;
+    cfg.main_cluster = tls_cluster("sslmode = \"allow\"");
+    cfg.extra["server_tls_sslmode"] = q("disable");
+    Pooler p(cfg);
+    Conn c(p.conninfo());
+    INFO("connect: " << c.error());
+    REQUIRE(c.ok());
+    CHECK(c.value(kSslOfBackend) == "t");
+  }
+}
+
+TEST_CASE("TLS: client_tls_sslmode=verify-full is verify-ca for clients, as PgBouncer", "[tls]") {
+  // No host name to check on a client certificate: only the CA is verified.
+  TlsWorld& w = world();
+  PoolerConfig cfg;
+  client_tls(cfg, "verify-full");
+  Pooler p(cfg);
+  const std::string base = p.conninfo() + verify_full(w.ca());
+  {
+    Conn c(base + " sslcert=" + w.client_crt() + " sslkey=" + w.client_key());
+    INFO("connect: " << c.error());
+    REQUIRE(c.ok());
+    CHECK(c.value("SELECT current_user") == "app");
+  }
+  std::string err = failure_of(base + no_client_cert());
+  INFO("without a certificate: " << err);
+  CHECK(contains_icase(err, "alert"));
+  err = failure_of(base + " sslcert=" + w.other_client_crt() + " sslkey=" + w.other_client_key());
+  INFO("unrelated CA: " << err);
+  CHECK(contains_icase(err, "alert"));
+}
+
+TEST_CASE("TLS: auth_type=cert logs in by the client certificate's CommonName", "[tls]") {
+  TlsWorld& w = world();
+  PoolerConfig cfg;
+  cfg.auth_type = "cert";
+  client_tls(cfg, "verify-full");
+  Pooler p(cfg);
+  const std::string cert = " sslcert=" + w.client_crt() + " sslkey=" + w.client_key();  // CN=app
+
+  SECTION("libpq with the certificate of the user, no password") {
+    Conn c(p.conninfo("app", "") + verify_full(w.ca()) + cert);
+    INFO("connect: " << c.error());
+    REQUIRE(c.ok());
+    CHECK(PQsslInUse(c.get()) == 1);
+    CHECK(c.value("SELECT current_user") == "app");
+    CHECK(c.value("SELECT 6 * 7") == "42");
+  }
+  SECTION("psql with sslcert/sslkey") {
+    auto r = run_command("PGCONNECT_TIMEOUT=10 " + pg_program("psql") + " -X -A -t -w -c " +
+                         sh_quote("SELECT 'cert login as ' || current_user") + " " +
+                         sh_quote("host=localhost hostaddr=127.0.0.1 port=" + std::to_string(p.port()) +
+                                  " dbname=appdb user=app sslmode=verify-full sslrootcert=" + w.ca() +
+                                  " sslcert=" + w.client_crt() + " sslkey=" + w.client_key()) +
+                         " 2>&1");
+    INFO("psql: " << r.output);
+    CHECK(r.exit_code == 0);
+    CHECK(r.output.find("cert login as app") != std::string::npos);
+  }
+  SECTION("a certificate for another user: 28000, TLS certificate name mismatch") {
+    // "admin" is a known user with a password; the certificate says CN=app.
+    std::string err = failure_of(p.conninfo("admin", "admin") + verify_full(w.ca()) + cert);
+    INFO("client error: " << err);
+    CHECK(err.find("28000") != std::string::npos);
+    CHECK(err.find("certificate authentication failed: TLS certificate name mismatch") != std::string::npos);
+    CHECK(p.running());
+    CHECK(p.log().find("appdb/admin@127.0.0.1") != std::string::npos);
+    CHECK(p.log().find("TLS certificate name mismatch (certificate CN \"app\")") != std::string::npos);
+  }
+  SECTION("a valid certificate for a user pgpivot does not know") {
+    std::string err = failure_of(p.conninfo("ghost", "") + verify_full(w.ca()) + " sslcert=" + w.ghost_client_crt() +
+                                 " sslkey=" + w.ghost_client_key());
+    INFO("client error: " << err);
+    CHECK(err.find("28000") != std::string::npos);
+    CHECK(err.find("certificate authentication failed") != std::string::npos);
+    CHECK(err.find("no such user") == std::string::npos);  // the reason is only logged
+    CHECK(p.log().find("appdb/ghost@127.0.0.1") != std::string::npos);
+    CHECK(p.log().find("no such user") != std::string::npos);
+  }
+  SECTION("a password does not replace the certificate") {
+    std::string err = failure_of(p.conninfo("app", "app") + verify_full(w.ca()) + no_client_cert());
+    INFO("client error: " << err);
+    CHECK(err != "");
+    CHECK(contains_icase(err, "alert"));  // the handshake asks for the certificate
+  }
+  SECTION("a certificate from an unrelated CA (CN=app all the same) is refused") {
+    std::string err = failure_of(p.conninfo("app", "") + verify_full(w.ca()) + " sslcert=" + w.other_client_crt() +
+                                 " sslkey=" + w.other_client_key());
+    INFO("client error: " << err);
+    CHECK(err != "");
+    CHECK(contains_icase(err, "alert"));
+  }
+  SECTION("a plain connection is refused with 28000") {
+    std::string err = failure_of(p.conninfo("app", "app") + " sslmode=disable");
+    INFO("client error: " << err);
+    CHECK(err.find("28000") != std::string::npos);
+    CHECK(err.find("SSL required") != std::string::npos);
+  }
+  SECTION("the console, as any database, wants the certificate of its user") {
+    Conn admin(p.conninfo("admin", "admin", "pgbouncer") + verify_full(w.ca()) + cert);
+    INFO("admin console: " << admin.error());
+    CHECK_FALSE(admin.ok());
+    CHECK(admin.error().find("TLS certificate name mismatch") != std::string::npos);
+  }
+}
+
+TEST_CASE("TLS: SET auth_type = cert on the console only where it can work", "[tls]") {
+  TlsWorld& w = world();
+  const std::string cert = " sslcert=" + w.client_crt() + " sslkey=" + w.client_key();  // CN=app
+  SECTION("client_tls_sslmode=require: refused, auth_type stays") {
+    PoolerConfig cfg;
+    client_tls(cfg, "require");
+    Pooler p(cfg);
+    Conn admin(p.conninfo("admin", "admin", "pgbouncer") + verify_full(w.ca()));
+    INFO("admin console: " << admin.error());
+    REQUIRE(admin.ok());
+    Result set = admin.exec("SET auth_type = 'cert'");
+    INFO("SET: " << set.message());
+    CHECK(set.status() == PGRES_FATAL_ERROR);
+    CHECK(set.message().find("auth_type = cert needs client_tls_sslmode = verify-full, got require") !=
+          std::string::npos);
+    Result cfg_rows = admin.exec("SHOW CONFIG");
+    CHECK(row_value(cfg_rows, "key", "auth_type", "value") == "scram-sha-256");
+    CHECK(failure_of(p.conninfo() + verify_full(w.ca())) == "");  // passwords still work
+  }
+  SECTION("client_tls_sslmode=verify-full: accepted, the next login is by certificate") {
+    PoolerConfig cfg;
+    client_tls(cfg, "verify-full");
+    Pooler p(cfg);
+    Conn admin(p.conninfo("admin", "admin", "pgbouncer") + verify_full(w.ca()) + cert);
+    INFO("admin console: " << admin.error());
+    REQUIRE(admin.ok());
+    Result set = admin.exec("SET auth_type = 'cert'");
+    INFO("SET: " << set.message());
+    REQUIRE(set.ok());
+    CHECK(row_value(admin.exec("SHOW CONFIG"), "key", "auth_type", "value") == "cert");
+    Conn c(p.conninfo("app", "") + verify_full(w.ca()) + cert);
+    INFO("cert login: " << c.error());
+    REQUIRE(c.ok());
+    CHECK(c.value("SELECT current_user") == "app");
+  }
+}
+
+TEST_CASE("TLS: auth_type=cert with client_tls_sslmode=require does not start", "[tls]") {
+  TlsWorld& w = world();
+  PoolerConfig cfg;
+  cfg.auth_type = "cert";
+  client_tls(cfg, "require");
+  std::string path = env().scratch + "/cert-require.toml";
+  {
+    std::ofstream out(path);
+    out << render_toml(cfg, free_port());
+  }
+  auto r = run_command(sh_quote(env().pgpivot_bin) + " --check " + sh_quote(path) + " 2>&1");
+  INFO("pgpivot --check: " << r.output);
+  CHECK(r.exit_code != 0);
+  CHECK(r.output.find("auth_type = cert needs client_tls_sslmode = verify-full, got require") != std::string::npos);
+  (void)w;
 }
 
 TEST_CASE("TLS: client_tls_protocols sets the lowest protocol version", "[tls]") {

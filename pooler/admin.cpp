@@ -769,6 +769,10 @@ void Pooler::admin_show(Client* c, const std::string& what, const std::string& a
     t.row({str("pool"), num(sizeof(Pool)), num(pools_.size()), num(0), num(sizeof(Pool) * pools_.size())});
     t.row({str("iobuf"), num(bufs_.size()), num(bufs_.in_use()), num(bufs_.free_count()),
            num(bufs_.size() * (bufs_.in_use() + bufs_.free_count()))});
+    t.row({str("stream_iobuf"), num(stream_bufs_.size()), num(stream_bufs_.in_use()), num(stream_bufs_.free_count()),
+           num(stream_bufs_.size() * (stream_bufs_.in_use() + stream_bufs_.free_count()))});
+    t.row({str("outq"), num(sizeof(Conn::OutQ)), num(outq_in_use_), num(free_outq_.size()),
+           num(sizeof(Conn::OutQ) * (outq_in_use_ + free_outq_.size()))});
     t.emit(buf);
   } else if (what == "CLUSTERS") {
     Table t({{"name", false}, {"active", false}, {"mode", false}, {"primary", false}, {"primary_state", false},

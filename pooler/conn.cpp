@@ -218,6 +218,7 @@ constexpr std::size_t kKeepBytes = 16384, kKeepSegs = 64;
 }  // namespace
 
 Conn::OutQ* Pooler::take_outq() {
+  outq_in_use_++;
   if (free_outq_.empty()) return new Conn::OutQ();
   Conn::OutQ* q = free_outq_.back();
   free_outq_.pop_back();
@@ -225,6 +226,7 @@ Conn::OutQ* Pooler::take_outq() {
 }
 
 void Pooler::give_outq(Conn::OutQ* q) {
+  outq_in_use_--;
   q->out.clear();
   q->segs.clear();
   q->out_inflight.clear();

@@ -703,6 +703,7 @@ class Pooler {
   std::vector<Conn*> flush_batch_;
   std::vector<Conn*> free_later_;
   std::vector<Conn::OutQ*> free_outq_;
+  std::size_t outq_in_use_ = 0;
   uv_signal_t sig_hup_{}, sig_int_{}, sig_term_{}, sig_quit_{}, sig_usr1_{}, sig_usr2_{};
   std::map<std::string, std::unique_ptr<DbEntry>> dbs_;
   std::map<std::string, std::unique_ptr<UserEntry>> users_;

@@ -685,3 +685,26 @@ TEST_CASE("SIGUSR1 pauses and SIGUSR2 resumes", "[admin]") {
   CHECK(cell(show(admin, "STATE"), {{"key", "paused"}}, "value") == "no");
   REQUIRE(p.running());
 }
+
+TEST_CASE("SHOW MEM: idle connections hold no read buffer and no output state", "[admin][memory]") {
+  Pooler p;
+  std::vector<std::unique_ptr<Conn>> clients;
+  for (int i = 0; i < 40; ++i) {
+    clients.push_back(std::make_unique<Conn>(p.conninfo()));
+    REQUIRE(clients.back()->ok());
+    // A result larger than pkt_buf makes the server connection stream (64 kB buffers).
+    REQUIRE(clients.back()->value("SELECT length(string_agg(repeat('x', 100), '')) FROM generate_series(1, " +
+                                  std::to_string(100 + i * 10) + ")") == std::to_string(100 * (100 + i * 10)));
+  }
+  Conn admin(admin_conninfo(p));
+  REQUIRE(admin.ok());
+  Result mem = show(admin, "MEM");
+  INFO("SHOW MEM:\n" << dump(mem));
+  CHECK(to_ll(cell(mem, {{"name", "client"}}, "used")) == 41);
+  // Only the admin client's own SHOW request is being read while the rows are built.
+  CHECK(to_ll(cell(mem, {{"name", "iobuf"}}, "used")) <= 1);
+  CHECK(to_ll(cell(mem, {{"name", "stream_iobuf"}}, "used")) == 0);
+  CHECK(to_ll(cell(mem, {{"name", "stream_iobuf"}}, "free")) >= 1);  // used for the large results, given back
+  CHECK(to_ll(cell(mem, {{"name", "outq"}}, "used")) == 0);
+  CHECK(to_ll(cell(mem, {{"name", "outq"}}, "free")) >= 1);  // the answers went out through one
+}

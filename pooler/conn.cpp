@@ -85,10 +85,12 @@ void on_poll(uv_poll_t* p, int status, int ev) {
     c->on_connect(err ? -err : 0);
     return;
   }
-  if (status < 0) {  // POLLERR: libuv has stopped the handle
+  if (status < 0) {
+    // POLLERR (e.g. a reset): libuv has stopped the handle. What the peer sent
+    // before it (a FATAL ErrorResponse, say) is still read and handled first.
     c->events = 0;
-    c->reading = false;
-    c->on_closed();
+    if (c->reading) c->do_read();
+    if (!c->closing) c->on_closed();
     return;
   }
   if ((ev & UV_WRITABLE) && c->wbusy) {
@@ -100,10 +102,14 @@ void on_poll(uv_poll_t* p, int status, int ev) {
 
 }  // namespace
 
-void Conn::attach(int sock) {
+bool Conn::attach(int sock) {
+  if (uv_poll_init_socket(pooler->loop(), &h.poll, sock) != 0) {
+    ::close(sock);
+    return false;  // fd stays -1: start_close frees the connection without a handle
+  }
   fd = sock;
-  uv_poll_init_socket(pooler->loop(), &h.poll, sock);
   h.handle.data = this;
+  return true;
 }
 
 void Conn::set_events(int ev) {
@@ -303,15 +309,12 @@ void Conn::flush() {
   q.out_inflight.swap(q.out);
   q.out.clear();
   q.bufs_inflight.clear();
-  std::size_t total = 0;
   for (const Seg& s : q.segs) {
     char* p = s.ptr ? const_cast<char*>(s.ptr) : q.out_inflight.data() + s.off;
     q.bufs_inflight.push_back(uv_buf_init(p, s.len));
-    total += s.len;
   }
   q.segs.clear();
   q.wpos = 0;
-  (void)total;
   if (!write_iov()) return;
   if (q.wpos == q.bufs_inflight.size()) {
     q.out_inflight.clear();

@@ -413,7 +413,11 @@ void Pooler::on_accept(Listener* l, int fd) {
   c->id = next_id();
   c->node.owner = c;
   c->unix_socket = c->unix_sock = l->unix_socket;
-  c->attach(fd);
+  if (!c->attach(fd)) {
+    LOG_WARN("cannot watch a new connection; closed it");
+    delete c;
+    return;
+  }
   if (!l->unix_socket) {
     int one = 1;
     ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -773,8 +777,8 @@ struct Resolve {
 // Starts a non-blocking connect to s->sa; the poll callback calls on_connect.
 void connect_resolved(Server* s) {
   int rc = new_socket(s->sa.ss_family);
+  if (rc >= 0 && !s->attach(rc)) rc = UV_ENOMEM;
   if (rc >= 0) {
-    s->attach(rc);
     socklen_t len = s->sa.ss_family == AF_UNIX ? socklen_t(sizeof(sockaddr_un)) : sockaddr_len(s->sa);
     rc = ::connect(s->fd, reinterpret_cast<const sockaddr*>(&s->sa), len) == 0 || errno == EINPROGRESS ? 0 : -errno;
     if (rc == 0) {

@@ -198,7 +198,7 @@ struct Conn {
   virtual void on_protocol_error(const char* what) = 0;
 
   // Socket I/O (conn.cpp).
-  void attach(int sock);                         // start watching `sock` (non-blocking)
+  bool attach(int sock);                         // watch `sock` (non-blocking); false: closed it
   void set_events(int ev);
   void do_read();                                // readable: one read, then process()
   bool write_iov();                              // false when the connection closed

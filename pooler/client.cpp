@@ -390,6 +390,15 @@ Step Client::on_header(char type, std::uint32_t wire_size) {
     pooler->disconnect_client(this, "08P01", "the admin console supports only the simple query protocol", true);
     return Step::Stop;
   }
+  if (type == '\0' || !std::strchr("QPBEDCHSFdcf", type)) {
+    // What PostgreSQL says to a message type it does not know. Forwarding it would
+    // only get the server's FATAL, which is not passed on, so the client would wait
+    // for an answer forever while the server connection is thrown away.
+    char msg[64];
+    std::snprintf(msg, sizeof msg, "invalid frontend message type %d", static_cast<unsigned char>(type));
+    pooler->disconnect_client(this, "08P01", msg, true);
+    return Step::Stop;
+  }
   if (!pending_error.empty() || discard_until_sync) return answer_lost_transaction(type);
   if (drop_until_sync && server) {
     if (type != 'S') return Step::Skip;  // PostgreSQL skips to the Sync after an error

@@ -944,7 +944,13 @@ void Pooler::disconnect_server(Server* s, const std::string& reason) {
   if (Client* c = s->client) {
     s->client = nullptr;
     c->server = nullptr;
-    if (c->fwd_left == 0 && c->login == LoginStep::Done) {
+    if (s->fwd_left != 0) {
+      // Half of the server's message already went to the client: nothing can
+      // follow it in that stream, not even an ErrorResponse (the client would
+      // read it as the rest of the message and wait for more). Closing is all
+      // that is left; the client sees the connection end.
+      disconnect_client(c, "08006", "server connection closed in the middle of a message: " + reason, false);
+    } else if (c->fwd_left == 0 && c->login == LoginStep::Done) {
       client_server_lost(c, s);
     } else {
       // Half a message already went to the dead server: the stream cannot be resumed.

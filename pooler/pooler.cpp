@@ -843,6 +843,13 @@ void Pooler::client_server_lost(Client* c, Server* s) {
   e.message = unknown ? "server connection lost while the statement was in flight; whether it committed is unknown"
                       : "server connection lost; the transaction was rolled back and can be retried";
   e.hint = "pgpivot keeps this connection open; the next statement runs on a healthy server";
+  if (s->query_timed_out) {
+    // Not a sick server but a slow statement: say so, with the SQLSTATE of a
+    // statement_timeout (PostgreSQL's query_canceled).
+    e.sqlstate = "57014";
+    e.message = "canceling statement due to query_timeout; its server connection was closed";
+    e.hint = "pgpivot keeps this connection open; a transaction in progress was rolled back";
+  }
   bool told = false;
   if (s->expect_z > 0) {
     // The client waits for answers: an error, then one ReadyForQuery per Query/Sync owed.
@@ -1064,6 +1071,7 @@ void Pooler::janitor() {
         disconnect_client(c, "25P03", "idle_transaction_timeout", true);
       } else if (secs(set.query_timeout) && s->expect_z > 0 && t - s->request_time > secs(set.query_timeout) &&
                  t - c->request_time > secs(set.query_timeout)) {
+        s->query_timed_out = true;
         disconnect_server(s, "query_timeout");
       } else if (secs(set.client_idle_timeout) && s->expect_z == 0 &&
                  t - c->request_time > secs(set.client_idle_timeout)) {

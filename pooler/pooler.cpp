@@ -164,8 +164,12 @@ proto::ScramSecret Pooler::fake_secret(const std::string& user) {
   s.iterations = 4096;
   // Salt derived from a per-process key and the name: the same name always
   // gets the same salt, as a real user would.
+  // The salt is raw bytes, like a real one: the 16 hex characters used before
+  // decoded to bytes from [0-9a-f] only, which gave unknown users away.
   std::string digest = proto::md5_hex(fake_salt_key_ + user);
-  s.salt = digest.substr(0, 16);
+  s.salt.assign(16, '\0');
+  auto nibble = [](char c) { return c <= '9' ? c - '0' : c - 'a' + 10; };
+  for (std::size_t i = 0; i < 16; i++) s.salt[i] = char(nibble(digest[2 * i]) << 4 | nibble(digest[2 * i + 1]));
   proto::random_bytes(s.stored_key.data(), s.stored_key.size());
   proto::random_bytes(s.server_key.data(), s.server_key.size());
   return s;

@@ -803,6 +803,47 @@ std::string scram_first(RawSocket& s, const std::string& client_nonce = "rOprNGf
   return server_first.substr(2, server_first.find(',') - 2);
 }
 
+std::string b64_decode(const std::string& in) {
+  static const std::string chars = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  uint32_t acc = 0;
+  int bits = 0;
+  for (char c : in) {
+    size_t v = chars.find(c);
+    if (v == std::string::npos) break;  // '=' padding
+    acc = (acc << 6) | static_cast<uint32_t>(v);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out += static_cast<char>((acc >> bits) & 0xff);
+    }
+  }
+  return out;
+}
+
+// Attribute `name` ("s", "i") of a SCRAM server-first-message.
+std::string scram_attr(const std::string& msg, char name) {
+  std::string key = std::string(1, name) + "=";
+  size_t pos = msg.rfind(key, 0) == 0 ? 0 : msg.find("," + key);
+  if (pos == std::string::npos) return "";
+  if (pos > 0) pos++;
+  size_t end = msg.find(',', pos);
+  return msg.substr(pos + 2, end == std::string::npos ? std::string::npos : end - pos - 2);
+}
+
+// The server-first-message for `user`.
+std::string server_first_for(int port, const std::string& user) {
+  RawSocket s(port);
+  begin_scram(s, user);
+  REQUIRE(s.send_all(sasl_initial("SCRAM-SHA-256", "n,,n=,r=rOprNGfwEbeRWgbNEkqO")));
+  char type = 0;
+  std::string payload;
+  REQUIRE(s.read_message(type, payload, 5));
+  REQUIRE(type == 'R');
+  REQUIRE(get_u32(payload, 0) == 11);
+  return payload.substr(4);
+}
+
 const std::string kZeroProof = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";  // 32 zero bytes
 
 }  // namespace
@@ -832,6 +873,18 @@ TEST_CASE("hardening: forged, truncated and reordered SCRAM messages and a bad m
     begin_scram(s, "no_such_user");
     std::string nonce = scram_first(s);
     expect_error_then_close(s, message('p', "c=biws,r=" + nonce + ",p=" + kZeroProof), "28P01");
+  }
+  SECTION("an unknown user's challenge looks like a real one: raw salt, same iterations, stable") {
+    std::string known = server_first_for(p.port(), "app");
+    std::string unknown = server_first_for(p.port(), "no_such_user");
+    std::string again = server_first_for(p.port(), "no_such_user");
+    INFO("known user: " << known << "\nunknown user: " << unknown);
+    std::string salt = b64_decode(scram_attr(unknown, 's'));
+    CHECK(salt.size() == b64_decode(scram_attr(known, 's')).size());
+    CHECK(scram_attr(unknown, 'i') == scram_attr(known, 'i'));
+    CHECK(scram_attr(again, 's') == scram_attr(unknown, 's'));
+    // 16 random bytes all from [0-9a-f] happen once in 2^64 tries.
+    CHECK(salt.find_first_not_of("0123456789abcdef") != std::string::npos);
   }
   SECTION("wrong mechanism -> 08P01") {
     RawSocket s(p.port());

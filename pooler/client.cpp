@@ -305,15 +305,14 @@ Step Client::handle_password(const char* body, std::uint32_t len) {
         pooler->disconnect_client(this, "08P01", "invalid password packet", true);
         return Step::Stop;
       }
-      if (unknown_user) {
-        auth_failed();
-        return Step::Stop;
-      }
-      UserEntry* user = pooler->find_user(user_name);
+      // An unknown user goes through the same hashing and comparison (against the
+      // hash of an empty password) so that it fails in the same time as a wrong password.
+      UserEntry* user = unknown_user ? nullptr : pooler->find_user(user_name);
       std::string stored = user ? user->cfg.password : std::string();
       if (!proto::is_md5_hash(stored)) stored = proto::md5_password_hash(user_name, stored);
       std::string expect = proto::md5_salted_response(stored, md5_salt);
-      if (!proto::constant_time_equal(*pw, expect)) {
+      bool match = proto::constant_time_equal(*pw, expect);
+      if (!match || unknown_user) {
         auth_failed();
         return Step::Stop;
       }

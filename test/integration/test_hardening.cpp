@@ -38,6 +38,7 @@
 #include <random>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "harness.hpp"
@@ -666,7 +667,7 @@ TEST_CASE("hardening: a server that never answers: server_connect_timeout, serve
     require_pool_settles(p, "fakedb");
     require_serving(p);
 
-    sleep_s(4.5);
+    sleep_s(5.5);  // server_login_retry (4 s) has passed since the failure
     Conn third(p.conninfo("app", "", "fakedb"), 20);
     INFO("third client (after server_login_retry): " << third.error());
     REQUIRE_FALSE(third.ok());
@@ -1020,6 +1021,59 @@ TEST_CASE("hardening: oversized, non-UTF-8 and unterminated startup packets", "[
   }
   INFO("other client: " << other.error());
   CHECK(other.value("SELECT 'after'") == "after");
+  require_serving(p);
+}
+
+// ---------------------------------------------------------------------------
+// Secrets
+
+TEST_CASE("hardening: passwords and SCRAM secrets appear in no SHOW output, log line or error", "[hardening]") {
+  const std::string kPlain = "Pw-Zq81-never-shown";
+  const std::string kDbPassword = "DbPw-77-never-shown";
+  const std::string kStoredKey = "U3RvcmVkS2V5TXVzdE5ldmVyQmVTaG93bi0wMTIzNDU=";
+  const std::string kServerKey = "U2VydmVyS2V5TXVzdE5ldmVyQmVTaG93bi0wMTIzNDU=";
+  PoolerConfig cfg;
+  cfg.users["secretuser"] = kPlain;
+  cfg.users["scramuser"] = "SCRAM-SHA-256$4096:cGdwaXZvdC10ZXN0LXNhbHQ=$" + kStoredKey + ":" + kServerKey;
+  cfg.extra_databases["pwdb"] = "cluster = \"main\"\ndbname = \"appdb\"\nuser = \"app\"\npassword = \"" +
+                                kDbPassword + "\"";
+  cfg.extra["log_connections"] = "true";
+  cfg.extra["log_disconnections"] = "true";
+  Pooler p(cfg);
+
+  std::vector<std::string> seen;  // everything a client or the log shows
+  for (const auto& [user, pw, db] : std::vector<std::tuple<std::string, std::string, std::string>>{
+           {"secretuser", "wrong", "appdb"},
+           {"secretuser", kPlain, "appdb"},  // logs in, then fails on the server (no such role)
+           {"scramuser", "wrong", "appdb"},
+           {"app", "app", "pwdb"},           // the database's password is wrong on the server
+           {"no_such_user", kPlain, "appdb"}}) {
+    Conn c(p.conninfo(user, pw, db), 10);
+    if (c.ok()) {
+      Result r = c.exec("SELECT 1", 10);
+      seen.push_back(r.message());
+    }
+    seen.push_back(c.error());
+  }
+  Conn admin(p.conninfo("admin", "admin", "pgbouncer"));
+  REQUIRE(admin.ok());
+  for (const char* what : {"CONFIG", "DATABASES", "USERS", "POOLS", "CLIENTS", "SERVERS", "STATS", "LISTS"}) {
+    Result r = admin.exec(std::string("SHOW ") + what);
+    INFO("SHOW " << what << ": " << r.message());
+    REQUIRE(r.ok());
+    std::string text;
+    for (int row = 0; row < r.rows(); row++)
+      for (int col = 0; col < PQnfields(r.get()); col++) text += r.value(row, col) + "|";
+    seen.push_back("SHOW " + std::string(what) + ": " + text);
+  }
+  sleep_s(0.3);
+  seen.push_back("log: " + p.log());
+  for (const std::string& text : seen) {
+    for (const std::string& secret : {kPlain, kDbPassword, kStoredKey, kServerKey, std::string("md5pass")}) {
+      INFO("looking for " << secret << " in: " << text.substr(0, 4000));
+      CHECK(text.find(secret) == std::string::npos);
+    }
+  }
   require_serving(p);
 }
 

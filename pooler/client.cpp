@@ -450,15 +450,14 @@ Step Client::handle_password(const char* body, std::uint32_t len) {
         pooler->disconnect_client(this, "08P01", "invalid password packet", true);
         return Step::Stop;
       }
-      if (unknown_user) {
-        auth_failed();
-        return Step::Stop;
-      }
-      UserEntry* user = pooler->find_user(user_name);
+      // An unknown user goes through the same hashing and comparison (against the
+      // hash of an empty password) so that it fails in the same time as a wrong password.
+      UserEntry* user = unknown_user ? nullptr : pooler->find_user(user_name);
       std::string stored = user ? user->cfg.password : std::string();
       if (!proto::is_md5_hash(stored)) stored = proto::md5_password_hash(user_name.str(), stored);
       std::string expect = proto::md5_salted_response(stored, md5_salt);
-      if (!proto::constant_time_equal(*pw, expect)) {
+      bool match = proto::constant_time_equal(*pw, expect);
+      if (!match || unknown_user) {
         auth_failed();
         return Step::Stop;
       }
@@ -533,6 +532,15 @@ Step Client::on_header(char type, std::uint32_t wire_size) {
   if (admin) {
     if (type == 'Q' && wire_size <= 65536) return Step::Inspect;
     pooler->disconnect_client(this, "08P01", "the admin console supports only the simple query protocol", true);
+    return Step::Stop;
+  }
+  if (type == '\0' || !std::strchr("QPBEDCHSFdcf", type)) {
+    // What PostgreSQL says to a message type it does not know. Forwarding it would
+    // only get the server's FATAL, which is not passed on, so the client would wait
+    // for an answer forever while the server connection is thrown away.
+    char msg[64];
+    std::snprintf(msg, sizeof msg, "invalid frontend message type %d", static_cast<unsigned char>(type));
+    pooler->disconnect_client(this, "08P01", msg, true);
     return Step::Stop;
   }
   if (pending_error[0] || discard_until_sync) return answer_lost_transaction(type);

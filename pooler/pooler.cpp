@@ -192,8 +192,12 @@ proto::ScramSecret Pooler::fake_secret(const std::string& user) {
   s.iterations = 4096;
   // Salt derived from a per-process key and the name: the same name always
   // gets the same salt, as a real user would.
+  // The salt is raw bytes, like a real one: the 16 hex characters used before
+  // decoded to bytes from [0-9a-f] only, which gave unknown users away.
   std::string digest = proto::md5_hex(fake_salt_key_ + user);
-  s.salt = digest.substr(0, 16);
+  s.salt.assign(16, '\0');
+  auto nibble = [](char c) { return c <= '9' ? c - '0' : c - 'a' + 10; };
+  for (std::size_t i = 0; i < 16; i++) s.salt[i] = char(nibble(digest[2 * i]) << 4 | nibble(digest[2 * i + 1]));
   proto::random_bytes(s.stored_key.data(), s.stored_key.size());
   proto::random_bytes(s.server_key.data(), s.server_key.size());
   return s;
@@ -951,6 +955,13 @@ void Pooler::client_server_lost(Client* c, Server* s) {
   e.message = unknown ? "server connection lost while the statement was in flight; whether it committed is unknown"
                       : "server connection lost; the transaction was rolled back and can be retried";
   e.hint = "pgpivot keeps this connection open; the next statement runs on a healthy server";
+  if (s->query_timed_out) {
+    // Not a sick server but a slow statement: say so, with the SQLSTATE of a
+    // statement_timeout (PostgreSQL's query_canceled).
+    e.sqlstate = "57014";
+    e.message = "canceling statement due to query_timeout; its server connection was closed";
+    e.hint = "pgpivot keeps this connection open; a transaction in progress was rolled back";
+  }
   bool told = false;
   if (s->expect_z > 0) {
     // The client waits for answers: an error, then one ReadyForQuery per Query/Sync owed.
@@ -1052,7 +1063,13 @@ void Pooler::disconnect_server(Server* s, const std::string& reason) {
   if (Client* c = s->client) {
     s->client = nullptr;
     c->server = nullptr;
-    if (c->fwd_left == 0 && c->login == LoginStep::Done) {
+    if (s->fwd_left != 0) {
+      // Half of the server's message already went to the client: nothing can
+      // follow it in that stream, not even an ErrorResponse (the client would
+      // read it as the rest of the message and wait for more). Closing is all
+      // that is left; the client sees the connection end.
+      disconnect_client(c, "08006", "server connection closed in the middle of a message: " + reason, false);
+    } else if (c->fwd_left == 0 && c->login == LoginStep::Done) {
       client_server_lost(c, s);
     } else {
       // Half a message already went to the dead server: the stream cannot be resumed.
@@ -1172,6 +1189,7 @@ void Pooler::janitor() {
         disconnect_client(c, "25P03", "idle_transaction_timeout", true);
       } else if (secs(set.query_timeout) && s->expect_z > 0 && t - s->request_time > secs(set.query_timeout) &&
                  t - c->request_time > secs(set.query_timeout)) {
+        s->query_timed_out = true;
         disconnect_server(s, "query_timeout");
       } else if (secs(set.client_idle_timeout) && s->expect_z == 0 &&
                  t - c->request_time > secs(set.client_idle_timeout)) {

@@ -397,6 +397,7 @@ struct Server final : Conn {
   std::unordered_map<std::uint64_t, std::uint64_t> prepared_on;  // statement id -> last use
   std::uint64_t prepared_tick = 0;
   bool commit_in_flight = false;  // a COMMIT/END is among the queries in flight
+  bool query_timed_out = false;   // closed by query_timeout: the client hears 57014
 
   void after_forward() override;
   void on_protocol_error(const char* what) override;

@@ -76,7 +76,14 @@ void Server::on_raw_byte(char b) {
 void Server::on_tls_ready() { send_startup(); }
 
 void Server::on_protocol_error(const char* what) {
-  pooler->disconnect_server(this, std::string("protocol error from server: ") + what);
+  std::string why = std::string("protocol error from server: ") + what;
+  // During login the clients waiting for this server must hear it now, not at
+  // client_login_timeout.
+  if (state == ServerState::Login) {
+    pooler->server_login_failed(this, "08P01", why + " (" + addr + ")");
+    return;
+  }
+  pooler->disconnect_server(this, why);
 }
 
 void Server::after_forward() {
@@ -86,9 +93,23 @@ void Server::after_forward() {
   }
 }
 
+// Login messages are small; anything longer is not PostgreSQL talking (an HTTP
+// server's "HTTP/1.1 ..." reads as a 1.4 GB message), and waiting for it would
+// allocate a buffer of that size and keep the clients waiting.
+constexpr std::uint32_t kMaxLoginMessage = 1 << 20;
+
 Step Server::on_header(char type, std::uint32_t wire_size) {
-  (void)wire_size;
-  if (state == ServerState::Login) return Step::Inspect;
+  if (state == ServerState::Login) {
+    if (!std::strchr("RSKEZNv", type) || type == '\0') {
+      on_protocol_error("unexpected message type during login");
+      return Step::Stop;
+    }
+    if (wire_size > kMaxLoginMessage) {
+      on_protocol_error("oversized message during login");
+      return Step::Stop;
+    }
+    return Step::Inspect;
+  }
   if (internal_z > 0) {
     // Replies to pgpivot's own query: only these matter, the rest is dropped.
     if (type == 'Z' || type == 'S' || type == 'E') return Step::Inspect;

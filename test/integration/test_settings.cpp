@@ -45,6 +45,7 @@ TEST_CASE("max_client_conn refuses clients beyond the limit", "[settings]") {
   Conn extra(p.conninfo());
   INFO("4th client: " << extra.error());
   CHECK_FALSE(extra.ok());
+  CHECK(extra.error().find("53300") != std::string::npos);  // too_many_connections
 
   conns.pop_back();
   sleep_s(0.3);

@@ -47,10 +47,12 @@ int min_version(const std::string& protocols) {
   return TLS1_2_VERSION;
 }
 
+bool default_ciphers(const std::string& ciphers) {
+  return ciphers.empty() || ciphers == "default" || ciphers == "fast" || ciphers == "normal" || ciphers == "secure";
+}
+
 bool apply_ciphers(SSL_CTX* ctx, const std::string& ciphers, std::string& err) {
-  if (ciphers.empty() || ciphers == "default" || ciphers == "fast" || ciphers == "normal" || ciphers == "secure") {
-    return true;  // OpenSSL's defaults are the secure choice here
-  }
+  if (default_ciphers(ciphers)) return true;  // OpenSSL's defaults are the secure choice here
   // PgBouncer's other shortcuts, for older peers.
   std::string list = ciphers;
   if (ciphers == "compat" || ciphers == "legacy") list = "HIGH:MEDIUM:+3DES:!aNULL";
@@ -97,8 +99,27 @@ bool Pooler::setup_tls(std::string& err) {
     }
     client_ctx_ = ctx;
   }
-  // pgpivot as a TLS client of PostgreSQL (used for nodes whose sslmode is not disable).
+  // pgpivot as a TLS client of PostgreSQL: built the first time a server answers
+  // 'S' to an SSLRequest (server_tls_ctx), so that a pooler that never speaks TLS
+  // never initializes OpenSSL. Configured files and ciphers are still checked now,
+  // so that a bad server_tls_ca_file fails the start or the reload as before.
+  if (!p.server_tls_ca_file.empty() || !p.server_tls_cert_file.empty() || !p.server_tls_key_file.empty() ||
+      !default_ciphers(p.server_tls_ciphers)) {
+    SSL_CTX* check = new_server_ctx(err);
+    if (!check) return false;
+    SSL_CTX_free(check);
+  }
+  return true;
+}
+
+// The global client context of pgpivot towards PostgreSQL (server_tls_*).
+SSL_CTX* Pooler::new_server_ctx(std::string& err) const {
+  const auto& p = cfg_.pooler;
   SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
+  if (!ctx) {
+    err = "cannot create a TLS context: " + ssl_error_text();
+    return nullptr;
+  }
   SSL_CTX_set_min_proto_version(ctx, min_version(p.server_tls_protocols));
   SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
   if (!p.server_tls_ca_file.empty() && SSL_CTX_load_verify_locations(ctx, p.server_tls_ca_file.c_str(), nullptr) != 1) {
@@ -114,10 +135,9 @@ bool Pooler::setup_tls(std::string& err) {
   }
   if (!err.empty()) {
     SSL_CTX_free(ctx);
-    return false;
+    return nullptr;
   }
-  server_ctx_ = ctx;
-  return true;
+  return ctx;
 }
 
 // The context for one node: the global one, or one built for the node's own
@@ -128,7 +148,10 @@ SSL_CTX* Pooler::server_tls_ctx(const config::Node& node, std::string& err) {
     return it == node.options.end() ? std::string() : it->second;
   };
   std::string ca = opt("sslrootcert"), cert = opt("sslcert"), key = opt("sslkey");
-  if (ca.empty() && cert.empty() && key.empty()) return server_ctx_;
+  if (ca.empty() && cert.empty() && key.empty()) {
+    if (!server_ctx_) server_ctx_ = new_server_ctx(err);
+    return server_ctx_;
+  }
   std::string id = ca + "\n" + cert + "\n" + key;
   if (auto it = node_ctx_.find(id); it != node_ctx_.end()) return it->second;
   const auto& p = cfg_.pooler;

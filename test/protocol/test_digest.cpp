@@ -96,7 +96,7 @@ std::string raw(const std::array<std::uint8_t, N>& d) {
 
 TEST_CASE("SHA-256: FIPS 180 / NIST examples", "[digest]") {
   CHECK(hex(sha256("abc")) == strip("ba7816bf 8f01cfea 414140de 5dae2223 b00361a3 96177a9c b410ff61 f20015ad"));
-  CHECK(hex(sha256("abcdbcdecdefdefgefghfghighijhijkijkljklmjklmnklmnolmnopmnopqnopq")) ==
+  CHECK(hex(sha256("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq")) ==
         strip("248d6a61 d20638b8 e5c02693 0c3e6039 a33ce459 64ff2167 f6ecedd4 19db06c1"));
   CHECK(hex(sha256(std::string(1000000, 'a'))) ==
         strip("cdc76e5c 9914fb92 81a1c7e2 84d73e67 f1809a48 a497200e 046d39cc c7112cd0"));
@@ -106,7 +106,7 @@ TEST_CASE("SHA-256: FIPS 180 / NIST examples", "[digest]") {
 TEST_CASE("SHA-256: one million 'a' fed in uneven pieces", "[digest]") {
   Sha256 s;
   std::size_t left = 1000000, piece = 1;
-  const std::string a(1000, 'a');
+  const std::string a(1024, 'a');  // pieces are at most 1009 bytes
   while (left > 0) {
     const std::size_t n = std::min(left, piece);
     s.update(a.data(), n);

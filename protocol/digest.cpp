@@ -2,7 +2,6 @@
 #include "protocol/digest.hpp"
 
 #include <bit>
-#include <cmath>
 #include <cstring>
 
 namespace pgpivot::proto {
@@ -94,12 +93,17 @@ void sha256_block(std::uint32_t h[8], const std::uint8_t* p) {
 
 // ---- MD5 (RFC 1321 section 3) ----
 
-struct Md5Table {
-  std::uint32_t t[64];
-  Md5Table() {
-    // T[i] = the integer part of 4294967296 * abs(sin(i)), i in radians (1-based).
-    for (int i = 0; i < 64; ++i) t[i] = std::uint32_t(std::floor(4294967296.0 * std::fabs(std::sin(double(i + 1)))));
-  }
+// T[i] = the integer part of 4294967296 * abs(sin(i + 1)), i + 1 in radians (3.4).
+// Written out rather than computed: std::sin would make pgpivot need libm.
+constexpr std::uint32_t kMd5T[64] = {
+    0xd76aa478, 0xe8c7b756, 0x242070db, 0xc1bdceee, 0xf57c0faf, 0x4787c62a, 0xa8304613, 0xfd469501,
+    0x698098d8, 0x8b44f7af, 0xffff5bb1, 0x895cd7be, 0x6b901122, 0xfd987193, 0xa679438e, 0x49b40821,
+    0xf61e2562, 0xc040b340, 0x265e5a51, 0xe9b6c7aa, 0xd62f105d, 0x02441453, 0xd8a1e681, 0xe7d3fbc8,
+    0x21e1cde6, 0xc33707d6, 0xf4d50d87, 0x455a14ed, 0xa9e3e905, 0xfcefa3f8, 0x676f02d9, 0x8d2a4c8a,
+    0xfffa3942, 0x8771f681, 0x6d9d6122, 0xfde5380c, 0xa4beea44, 0x4bdecfa9, 0xf6bb4b60, 0xbebfbc70,
+    0x289b7ec6, 0xeaa127fa, 0xd4ef3085, 0x04881d05, 0xd9d4d039, 0xe6db99e5, 0x1fa27cf8, 0xc4ac5665,
+    0xf4292244, 0x432aff97, 0xab9423a7, 0xfc93a039, 0x655b59c3, 0x8f0ccc92, 0xffeff47d, 0x85845dd1,
+    0x6fa87e4f, 0xfe2ce6e0, 0xa3014314, 0x4e0811a1, 0xf7537e82, 0xbd3af235, 0x2ad7d2bb, 0xeb86d391,
 };
 
 constexpr int kMd5Shift[64] = {7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22,
@@ -107,7 +111,8 @@ constexpr int kMd5Shift[64] = {7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 7, 1
                                4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23,
                                6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21};
 
-void md5_block(std::uint32_t s[4], const std::uint8_t* p, const std::uint32_t* T) {
+void md5_block(std::uint32_t s[4], const std::uint8_t* p) {
+  const std::uint32_t* T = kMd5T;
   std::uint32_t x[16];
   for (int i = 0; i < 16; ++i) x[i] = load_le32(p + 4 * i);
   std::uint32_t a = s[0], b = s[1], c = s[2], d = s[3];
@@ -265,11 +270,10 @@ void pbkdf2_hmac_sha256(std::string_view password, std::string_view salt, std::u
 // ---- MD5 ----
 
 Md5Digest md5(std::string_view data) {
-  static const Md5Table table;
   std::uint32_t s[4] = {0x67452301, 0xefcdab89, 0x98badcfe, 0x10325476};
   const auto* p = reinterpret_cast<const std::uint8_t*>(data.data());
   std::size_t n = data.size();
-  for (; n >= 64; p += 64, n -= 64) md5_block(s, p, table.t);
+  for (; n >= 64; p += 64, n -= 64) md5_block(s, p);
   // Padding (3.1, 3.2): 0x80, zeros up to 56 mod 64, the length in bits (64-bit little-endian).
   std::uint8_t tail[128] = {};
   std::memcpy(tail, p, n);
@@ -278,8 +282,8 @@ Md5Digest md5(std::string_view data) {
   const std::uint64_t bits = std::uint64_t(data.size()) * 8;
   store_le32(tail + tail_len - 8, std::uint32_t(bits));
   store_le32(tail + tail_len - 4, std::uint32_t(bits >> 32));
-  md5_block(s, tail, table.t);
-  if (tail_len == 128) md5_block(s, tail + 64, table.t);
+  md5_block(s, tail);
+  if (tail_len == 128) md5_block(s, tail + 64);
   Md5Digest out{};
   for (int i = 0; i < 4; ++i) store_le32(out.data() + 4 * i, s[i]);
   return out;

@@ -4,6 +4,11 @@
 #include <bit>
 #include <cstring>
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
+#include <immintrin.h>
+#endif
+
 namespace pgpivot::proto {
 
 namespace {
@@ -49,7 +54,7 @@ inline void store_le32(std::uint8_t* p, std::uint32_t v) {
 }
 
 // One SHA-256 compression: the 16-word message block m into the hash value h.
-void sha256_compress(std::uint32_t h[8], const std::uint32_t m[16]) {
+void sha256_compress_portable(std::uint32_t h[8], const std::uint32_t m[16]) {
   using std::rotr;
   std::uint32_t w[64];
   for (int t = 0; t < 16; ++t) w[t] = m[t];
@@ -83,6 +88,63 @@ void sha256_compress(std::uint32_t h[8], const std::uint32_t m[16]) {
   h[5] += f;
   h[6] += g;
   h[7] += hh;
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define PGPIVOT_SHA_NI 1
+
+// The same compression with the x86 SHA extensions (SHA256RNDS2 does two rounds,
+// SHA256MSG1/MSG2 the message schedule). The instructions keep the working
+// variables as two vectors, ABEF and CDGH (A in the highest lane).
+__attribute__((target("sha,sse4.1,ssse3"))) void sha256_compress_shani(std::uint32_t h[8], const std::uint32_t m[16]) {
+  // h[0..7] = A..H -> ABEF = lanes (F, E, B, A), CDGH = lanes (H, G, D, C).
+  __m128i t = _mm_shuffle_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h)), 0xB1);       // B A D C
+  __m128i cdgh = _mm_shuffle_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + 4)), 0x1B);  // H G F E
+  __m128i abef = _mm_alignr_epi8(t, cdgh, 8);  // F E B A
+  cdgh = _mm_blend_epi16(cdgh, t, 0xF0);       // H G D C
+  const __m128i abef0 = abef, cdgh0 = cdgh;
+  // w[i & 3] holds message words 4i..4i+3 (already values, no byte swapping).
+  __m128i w[4];
+  for (int i = 0; i < 4; ++i) w[i] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(m + 4 * i));
+  for (int i = 0; i < 16; ++i) {
+    if (i >= 4) {
+      // W[t] = s1(W[t-2]) + W[t-7] + s0(W[t-15]) + W[t-16], four at a time.
+      const __m128i m0 = w[i & 3], m1 = w[(i + 1) & 3], m2 = w[(i + 2) & 3], m3 = w[(i + 3) & 3];
+      const __m128i x = _mm_add_epi32(_mm_sha256msg1_epu32(m0, m1), _mm_alignr_epi8(m3, m2, 4));
+      w[i & 3] = _mm_sha256msg2_epu32(x, m3);
+    }
+    __m128i wk = _mm_add_epi32(w[i & 3], _mm_loadu_si128(reinterpret_cast<const __m128i*>(kK + 4 * i)));
+    cdgh = _mm_sha256rnds2_epu32(cdgh, abef, wk);  // rounds 4i, 4i+1: cdgh is the new ABEF
+    wk = _mm_shuffle_epi32(wk, 0x0E);
+    abef = _mm_sha256rnds2_epu32(abef, cdgh, wk);  // rounds 4i+2, 4i+3: back in place
+  }
+  abef = _mm_add_epi32(abef, abef0);
+  cdgh = _mm_add_epi32(cdgh, cdgh0);
+  t = _mm_shuffle_epi32(abef, 0x1B);     // A B E F
+  cdgh = _mm_shuffle_epi32(cdgh, 0xB1);  // G H C D
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(h), _mm_blend_epi16(t, cdgh, 0xF0));  // A B C D
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(h + 4), _mm_alignr_epi8(cdgh, t, 8));  // E F G H
+}
+
+bool cpu_has_sha_ni() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (!__get_cpuid(1, &a, &b, &c, &d)) return false;
+  const bool ssse3 = c & (1u << 9), sse41 = c & (1u << 19);
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+  return ssse3 && sse41 && (b & (1u << 29));
+}
+
+bool g_use_shani = cpu_has_sha_ni();
+#endif
+
+inline void sha256_compress(std::uint32_t h[8], const std::uint32_t m[16]) {
+#ifdef PGPIVOT_SHA_NI
+  if (g_use_shani) {
+    sha256_compress_shani(h, m);
+    return;
+  }
+#endif
+  sha256_compress_portable(h, m);
 }
 
 void sha256_block(std::uint32_t h[8], const std::uint8_t* p) {
@@ -145,6 +207,17 @@ void md5_block(std::uint32_t s[4], const std::uint8_t* p) {
 }
 
 }  // namespace
+
+bool sha256_hardware(bool use) {
+#ifdef PGPIVOT_SHA_NI
+  static const bool available = cpu_has_sha_ni();
+  g_use_shani = use && available;
+  return g_use_shani;
+#else
+  (void)use;
+  return false;
+#endif
+}
 
 // ---- Sha256 ----
 

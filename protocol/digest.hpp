@@ -56,4 +56,9 @@ void pbkdf2_hmac_sha256(std::string_view password, std::string_view salt, std::u
                         std::uint8_t* out, std::size_t out_len);
 [[nodiscard]] Md5Digest md5(std::string_view data);
 
+// SHA-256 uses the x86 SHA extensions when the CPU has them (checked once with
+// CPUID), else portable code. For tests: use them or not; returns whether they
+// are used now (false when the CPU lacks them). Not thread-safe.
+bool sha256_hardware(bool use);
+
 }  // namespace pgpivot::proto

@@ -194,6 +194,14 @@ TEST_CASE("MD5: RFC 1321 test suite", "[digest]") {
 }
 
 TEST_CASE("digests agree with OpenSSL on random inputs of every length 0..300", "[digest]") {
+  // Both SHA-256 implementations: portable, and the SHA extensions where the CPU has them.
+  const bool hw = GENERATE(false, true);
+  const bool using_hw = sha256_hardware(hw);
+  if (hw && !using_hw) WARN("no SHA extensions on this CPU: portable SHA-256 only");
+  INFO("SHA extensions " << (using_hw ? "on" : "off"));
+  CHECK(hex(sha256("abc")) == strip("ba7816bf 8f01cfea 414140de 5dae2223 b00361a3 96177a9c b410ff61 f20015ad"));
+  CHECK(hex(pbkdf2("password", "salt", 4096, 32)) ==
+        "c5e478d59288c841aa530db6845c4c8d962893a001ce4e11a4963873aa98134a");
   std::mt19937 rng(20261127);
   for (std::size_t len = 0; len <= 300; ++len) {
     INFO("length " << len);
@@ -220,6 +228,7 @@ TEST_CASE("digests agree with OpenSSL on random inputs of every length 0..300", 
     REQUIRE(hex(pbkdf2(data, salt, std::uint32_t(iters), dk)) == hex(ossl_pbkdf2(data, salt, iters, dk)));
     REQUIRE(hex(pbkdf2(salt, data, std::uint32_t(iters), dk)) == hex(ossl_pbkdf2(salt, data, iters, dk)));
   }
+  sha256_hardware(true);  // back to the default
 }
 
 TEST_CASE("PBKDF2 with 4096 iterations agrees with OpenSSL on random passwords", "[digest]") {

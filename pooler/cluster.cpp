@@ -1,4 +1,5 @@
-// Clusters: health checks with libpq's non-blocking API driven by the libuv loop,
+// Clusters: health checks with libpq's non-blocking API driven by the libuv loop
+// (libpq is loaded with dlopen when the first check starts, see pq.hpp),
 // and the failover / switchover / failback state machine that repoints pools.
 //
 // Per cluster:  Normal --(active side fails failure_threshold checks)--> Promoting
@@ -6,13 +7,12 @@
 //               Normal --(FAILOVER)--> Promoting
 //               Promoting --(target answers role_query writable)--> Normal (active = target)
 // While not Normal, the cluster's pools hand out no servers: clients wait, as under PAUSE.
-#include <libpq-fe.h>
-
 #include <cinttypes>
 #include <cstring>
 #include <ctime>
 
 #include "pooler/pooler.hpp"
+#include "pooler/pq.hpp"
 
 namespace pgpivot {
 
@@ -46,6 +46,7 @@ struct HealthCheck {
   Pooler* pooler = nullptr;
   ClusterRt* cl = nullptr;
   int side = 0;
+  const PqApi* pq = nullptr;  // set by the first start(); conn is only ever set after it
   PGconn* conn = nullptr;
   enum class St { Idle, Connecting, Querying } st = St::Idle;
   struct PollBox {
@@ -72,14 +73,14 @@ struct HealthCheck {
 
   void drop() {
     stop_poll();
-    if (conn) PQfinish(conn);
+    if (conn) pq->PQfinish(conn);
     conn = nullptr;
     ready_for_query = false;
     st = St::Idle;
   }
 
   void watch(int events) {
-    int fd = PQsocket(conn);
+    int fd = pq->PQsocket(conn);
     if (fd < 0) {
       fail("no socket");
       return;
@@ -127,6 +128,10 @@ struct HealthCheck {
     add("sslrootcert", ps.server_tls_ca_file);
     add("sslcert", ps.server_tls_cert_file);
     add("sslkey", ps.server_tls_key_file);
+    // pgpivot's own server connections never use GSSAPI encryption; libpq's default
+    // (prefer) would look for a Kerberos credential cache on every connect, which
+    // initializes Kerberos (~0.5 MB of resident pages) for nothing.
+    if (!n.options.count("gssencmode")) ci += " gssencmode=disable";
     if (!has_user) ci += " user=postgres";
     if (!has_db) ci += " dbname=postgres";
     ci += " application_name='pgpivot health check'";
@@ -137,38 +142,46 @@ struct HealthCheck {
   void start() {
     if (st != St::Idle) return;
     start_us = uv_hrtime() / 1000;
-    if (conn && ready_for_query && PQstatus(conn) == CONNECTION_OK) {
+    if (!pq) {
+      std::string err;
+      pq = libpq(&err);
+      if (!pq) {
+        unavailable(err);
+        return;
+      }
+    }
+    if (conn && ready_for_query && pq->PQstatus(conn) == CONNECTION_OK) {
       send_query();
       return;
     }
     drop();
     start_us = uv_hrtime() / 1000;
-    conn = PQconnectStart(conninfo().c_str());
-    if (!conn || PQstatus(conn) == CONNECTION_BAD) {
-      fail(conn ? PQerrorMessage(conn) : "out of memory");
+    conn = pq->PQconnectStart(conninfo().c_str());
+    if (!conn || pq->PQstatus(conn) == CONNECTION_BAD) {
+      fail(conn ? pq->PQerrorMessage(conn) : "out of memory");
       return;
     }
-    PQsetnonblocking(conn, 1);
+    pq->PQsetnonblocking(conn, 1);
     st = St::Connecting;
     drive();
   }
 
   void send_query() {
-    if (!PQsendQuery(conn, cl->cfg->failover.role_query.c_str())) {
-      fail(PQerrorMessage(conn));
+    if (!pq->PQsendQuery(conn, cl->cfg->failover.role_query.c_str())) {
+      fail(pq->PQerrorMessage(conn));
       return;
     }
     st = St::Querying;
-    int f = PQflush(conn);
+    int f = pq->PQflush(conn);
     watch(f == 1 ? (UV_READABLE | UV_WRITABLE) : UV_READABLE);
   }
 
   void drive() {
     if (st == St::Connecting) {
-      switch (PQconnectPoll(conn)) {
+      switch (pq->PQconnectPoll(conn)) {
         case PGRES_POLLING_READING: watch(UV_READABLE); return;
         case PGRES_POLLING_WRITING: watch(UV_WRITABLE); return;
-        case PGRES_POLLING_FAILED: fail(PQerrorMessage(conn)); return;
+        case PGRES_POLLING_FAILED: fail(pq->PQerrorMessage(conn)); return;
         case PGRES_POLLING_OK:
           ready_for_query = true;
           send_query();
@@ -177,28 +190,28 @@ struct HealthCheck {
       }
     }
     if (st != St::Querying) return;
-    if (PQflush(conn) == 1) {
+    if (pq->PQflush(conn) == 1) {
       watch(UV_READABLE | UV_WRITABLE);
       return;
     }
-    if (!PQconsumeInput(conn)) {
-      fail(PQerrorMessage(conn));
+    if (!pq->PQconsumeInput(conn)) {
+      fail(pq->PQerrorMessage(conn));
       return;
     }
     std::optional<bool> writable;
     std::string err;
-    while (!PQisBusy(conn)) {
-      PGresult* r = PQgetResult(conn);
+    while (!pq->PQisBusy(conn)) {
+      PGresult* r = pq->PQgetResult(conn);
       if (!r) break;
-      if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0 && PQnfields(r) > 0) {
-        std::string v = PQgetvalue(r, 0, 0);
+      if (pq->PQresultStatus(r) == PGRES_TUPLES_OK && pq->PQntuples(r) > 0 && pq->PQnfields(r) > 0) {
+        std::string v = pq->PQgetvalue(r, 0, 0);
         writable = v == "t" || v == "true" || v == "1" || v == "on";
-      } else if (PQresultStatus(r) != PGRES_TUPLES_OK && PQresultStatus(r) != PGRES_COMMAND_OK) {
-        err = PQresultErrorMessage(r);
+      } else if (pq->PQresultStatus(r) != PGRES_TUPLES_OK && pq->PQresultStatus(r) != PGRES_COMMAND_OK) {
+        err = pq->PQresultErrorMessage(r);
       }
-      PQclear(r);
+      pq->PQclear(r);
     }
-    if (PQisBusy(conn)) {
+    if (pq->PQisBusy(conn)) {
       watch(UV_READABLE);
       return;
     }
@@ -218,6 +231,20 @@ struct HealthCheck {
     last_error = msg;
     drop();
     pooler->check_result(cl, side, NodeState::Down, uv_hrtime() / 1000 - start_us, msg);
+  }
+
+  // No check possible at all (libpq missing): the node is reported as unknown, which
+  // does not count as a failed check, so that a broken installation cannot start a
+  // failover; the ERROR is logged once per process.
+  void unavailable(const std::string& why) {
+    static bool logged = false;
+    if (!logged) {
+      logged = true;
+      LOG_ERROR("health checks disabled: %s (cluster states stay unknown and no automatic failover happens)",
+                why.c_str());
+    }
+    last_error = why;
+    pooler->check_result(cl, side, NodeState::Unknown, 0, why);
   }
 
   void check_timeout(std::uint64_t now_us, double timeout_s) {
@@ -305,8 +332,9 @@ void Pooler::check_result(ClusterRt* cl, int side, NodeState st, std::uint64_t l
   }
   bool active = (side == 1) == cl->active_standby;
   if (active) {
-    // A read-only answer counts as a failure: never send writes to a standby.
-    cl->failures = st == NodeState::Up ? 0 : cl->failures + 1;
+    // A read-only answer counts as a failure: never send writes to a standby. Unknown
+    // (no check could be made: libpq cannot be loaded) is neither success nor failure.
+    if (st != NodeState::Unknown) cl->failures = st == NodeState::Up ? 0 : cl->failures + 1;
     const auto& fo = cl->cfg->failover;
     bool may_auto = cl->active_standby ? fo.auto_failback : fo.auto_failover;
     if (cl->mode == ClusterMode::Normal && cl->failures >= fo.failure_threshold && may_auto && cl->cfg->standby) {

@@ -2,7 +2,6 @@
 // config check and conversion, daemon mode and pidfile, `pgpivot ctl`, run.
 #include <fcntl.h>
 #include <grp.h>
-#include <libpq-fe.h>
 #include <pwd.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -17,6 +16,7 @@
 
 #include "config/load.hpp"
 #include "pooler/pooler.hpp"
+#include "pooler/pq.hpp"
 
 namespace {
 
@@ -98,51 +98,57 @@ int ctl(int argc, char** argv) {
     std::fprintf(stderr, "pgpivot ctl: unknown command %s (status, switchover, failover, failback)\n", verb.c_str());
     return 2;
   }
-  PGconn* conn = PQconnectdb(admin.c_str());
-  if (PQstatus(conn) != CONNECTION_OK) {
+  std::string load_err;
+  const pgpivot::PqApi* pq = pgpivot::libpq(&load_err);
+  if (!pq) {
+    std::fprintf(stderr, "pgpivot ctl: %s\n", load_err.c_str());
+    return 1;
+  }
+  PGconn* conn = pq->PQconnectdb(admin.c_str());
+  if (pq->PQstatus(conn) != CONNECTION_OK) {
     // Name the console without its password.
     std::string shown;
-    if (PQconninfoOption* opts = PQconninfo(conn)) {
+    if (PQconninfoOption* opts = pq->PQconninfo(conn)) {
       for (PQconninfoOption* o = opts; o->keyword; o++) {
         std::string k = o->keyword;
         if (!o->val || !*o->val || k == "password") continue;
         if (k == "host" || k == "port" || k == "dbname" || k == "user") shown += (shown.empty() ? "" : " ") + k + "=" + o->val;
       }
-      PQconninfoFree(opts);
+      pq->PQconninfoFree(opts);
     }
-    std::fprintf(stderr, "pgpivot ctl: cannot reach the pgpivot console (%s): %s", shown.c_str(), PQerrorMessage(conn));
-    PQfinish(conn);
+    std::fprintf(stderr, "pgpivot ctl: cannot reach the pgpivot console (%s): %s", shown.c_str(), pq->PQerrorMessage(conn));
+    pq->PQfinish(conn);
     return 1;
   }
   int rc = 0;
-  auto print = [](PGresult* r) {
-    int n = PQnfields(r);
+  auto print = [pq](PGresult* r) {
+    int n = pq->PQnfields(r);
     std::vector<std::size_t> w(std::size_t(n), 0);
-    for (int c = 0; c < n; c++) w[std::size_t(c)] = std::strlen(PQfname(r, c));
-    for (int row = 0; row < PQntuples(r); row++) {
-      for (int c = 0; c < n; c++) w[std::size_t(c)] = std::max(w[std::size_t(c)], std::strlen(PQgetvalue(r, row, c)));
+    for (int c = 0; c < n; c++) w[std::size_t(c)] = std::strlen(pq->PQfname(r, c));
+    for (int row = 0; row < pq->PQntuples(r); row++) {
+      for (int c = 0; c < n; c++) w[std::size_t(c)] = std::max(w[std::size_t(c)], std::strlen(pq->PQgetvalue(r, row, c)));
     }
-    for (int c = 0; c < n; c++) std::printf("%-*s%s", int(w[std::size_t(c)]), PQfname(r, c), c + 1 < n ? "  " : "\n");
-    for (int row = 0; row < PQntuples(r); row++) {
+    for (int c = 0; c < n; c++) std::printf("%-*s%s", int(w[std::size_t(c)]), pq->PQfname(r, c), c + 1 < n ? "  " : "\n");
+    for (int row = 0; row < pq->PQntuples(r); row++) {
       for (int c = 0; c < n; c++) {
-        std::printf("%-*s%s", int(w[std::size_t(c)]), PQgetvalue(r, row, c), c + 1 < n ? "  " : "\n");
+        std::printf("%-*s%s", int(w[std::size_t(c)]), pq->PQgetvalue(r, row, c), c + 1 < n ? "  " : "\n");
       }
     }
   };
-  PGresult* r = PQexec(conn, sql.c_str());
-  if (PQresultStatus(r) != PGRES_TUPLES_OK && PQresultStatus(r) != PGRES_COMMAND_OK) {
-    std::fprintf(stderr, "pgpivot ctl %s failed: %s", verb.c_str(), PQresultErrorMessage(r));
+  PGresult* r = pq->PQexec(conn, sql.c_str());
+  if (pq->PQresultStatus(r) != PGRES_TUPLES_OK && pq->PQresultStatus(r) != PGRES_COMMAND_OK) {
+    std::fprintf(stderr, "pgpivot ctl %s failed: %s", verb.c_str(), pq->PQresultErrorMessage(r));
     rc = 1;
   } else if (verb == "status") {
     print(r);
   } else {
     std::printf("%s%s%s complete\n", verb.c_str(), cluster.empty() ? "" : " of cluster ", cluster.c_str());
-    PQclear(r);
-    r = PQexec(conn, "SHOW CLUSTERS");
-    if (PQresultStatus(r) == PGRES_TUPLES_OK) print(r);
+    pq->PQclear(r);
+    r = pq->PQexec(conn, "SHOW CLUSTERS");
+    if (pq->PQresultStatus(r) == PGRES_TUPLES_OK) print(r);
   }
-  PQclear(r);
-  PQfinish(conn);
+  pq->PQclear(r);
+  pq->PQfinish(conn);
   return rc;
 }
 

@@ -621,7 +621,9 @@ class Pooler {
   bool setup_tls(std::string& err);
   void free_tls();
   SSL_CTX* client_tls_ctx() const { return client_ctx_; }
+  // Built on first use: OpenSSL is initialized only when some connection needs TLS.
   SSL_CTX* server_tls_ctx(const config::Node& node, std::string& err);
+  SSL_CTX* new_server_ctx(std::string& err) const;
 
   // Admin console (admin.cpp)
   void admin_login(Client* c);

@@ -1,15 +1,16 @@
-// MD5 and SCRAM-SHA-256 password authentication math (RFC 5802 / RFC 7677) over OpenSSL.
+// MD5 and SCRAM-SHA-256 password authentication math (RFC 5802 / RFC 7677) over the
+// hashes in protocol/digest.cpp, and random bytes from getrandom(2).
 #include "protocol/auth.hpp"
 
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
-#include <openssl/rand.h>
+#include <sys/random.h>
 
+#include <cerrno>
 #include <charconv>
 #include <climits>
 #include <cstdlib>
 #include <vector>
+
+#include "protocol/digest.hpp"
 
 namespace pgpivot::proto {
 
@@ -28,30 +29,13 @@ constexpr int kFailed = 4;
 const std::uint8_t* u8p(std::string_view s) { return reinterpret_cast<const std::uint8_t*>(s.data()); }
 std::string_view as_sv(const Key32& k) { return {reinterpret_cast<const char*>(k.data()), k.size()}; }
 
-Key32 sha256(std::string_view data) {
-  Key32 out{};
-  unsigned int len = 0;
-  if (EVP_Digest(data.data(), data.size(), out.data(), &len, EVP_sha256(), nullptr) != 1 || len != out.size())
-    std::abort();  // only on OpenSSL internal failure (out of memory, broken provider)
-  return out;
-}
-
-Key32 hmac256(std::string_view key, std::string_view data) {
-  Key32 out{};
-  unsigned int len = 0;
-  if (HMAC(EVP_sha256(), key.data(), int(key.size()), u8p(data), data.size(), out.data(), &len) == nullptr ||
-      len != out.size())
-    std::abort();
-  return out;
-}
+Key32 hmac256(std::string_view key, std::string_view data) { return hmac_sha256(key, data); }
 
 Key32 salted_password(std::string_view password, std::string_view salt, int iterations) {
   // SASLprep is skipped: it leaves ASCII passwords unchanged, and PostgreSQL itself
   // falls back to the raw bytes when a password is not valid for SASLprep.
   Key32 out{};
-  if (PKCS5_PBKDF2_HMAC(password.data(), int(password.size()), u8p(salt), int(salt.size()), iterations,
-                        EVP_sha256(), int(out.size()), out.data()) != 1)
-    std::abort();
+  pbkdf2_hmac_sha256(password, salt, std::uint32_t(iterations < 1 ? 1 : iterations), out.data(), out.size());
   return out;
 }
 
@@ -148,10 +132,8 @@ int b64_value(char c) {
 // ---- MD5 ----
 
 std::string md5_hex(std::string_view data) {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  if (EVP_Digest(data.data(), data.size(), md, &len, EVP_md5(), nullptr) != 1 || len != 16) std::abort();
-  return hex(md, len);
+  const Md5Digest md = md5(data);
+  return hex(md.data(), md.size());
 }
 
 std::string md5_password_hash(std::string_view user, std::string_view password) {
@@ -177,16 +159,24 @@ bool is_md5_hash(std::string_view s) {
 
 bool constant_time_equal(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) return false;  // lengths are not secret here
-  if (a.empty()) return true;
-  return CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
+  // Every byte is looked at whatever the others are; volatile keeps the compiler
+  // from turning the loop into an early-exit comparison.
+  volatile unsigned char diff = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) diff = diff | (static_cast<unsigned char>(a[i]) ^ static_cast<unsigned char>(b[i]));
+  return diff == 0;
 }
 
 void random_bytes(std::uint8_t* out, std::size_t n) {
+  // The kernel's CSPRNG; blocks only until it is seeded at boot. Requests over
+  // 256 bytes may come back short, and a signal may interrupt one: loop.
   while (n > 0) {
-    const int chunk = n > (1u << 30) ? (1 << 30) : int(n);
-    if (RAND_bytes(out, chunk) != 1) std::abort();
-    out += chunk;
-    n -= std::size_t(chunk);
+    const ssize_t r = getrandom(out, n, 0);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      std::abort();  // ENOSYS (kernel older than 3.17) or EFAULT: nothing safe to fall back to
+    }
+    out += r;
+    n -= std::size_t(r);
   }
 }
 

@@ -1,6 +1,7 @@
 // Password authentication math: MD5 (PostgreSQL's "md5" + md5(password + user))
 // and SCRAM-SHA-256 (RFC 5802 / RFC 7677) for both sides of the exchange.
-// Pure functions over strings; randomness comes from OpenSSL's RAND_bytes.
+// Pure functions over strings (hashes in protocol/digest.hpp); randomness comes
+// from getrandom(2).
 #pragma once
 
 #include <array>
@@ -22,7 +23,7 @@ namespace pgpivot::proto {
 [[nodiscard]] bool is_md5_hash(std::string_view s);
 
 [[nodiscard]] bool constant_time_equal(std::string_view a, std::string_view b);
-void random_bytes(std::uint8_t* out, std::size_t n);  // OpenSSL RAND_bytes; aborts on failure
+void random_bytes(std::uint8_t* out, std::size_t n);  // getrandom(2); aborts on failure
 [[nodiscard]] std::string base64_encode(std::string_view raw);
 [[nodiscard]] std::optional<std::string> base64_decode(std::string_view b64);
 

@@ -32,7 +32,9 @@ namespace {
   X(SSL_set_connect_state) X(SSL_set_verify) X(SSL_set1_host) X(SSL_do_handshake) X(SSL_get_error) \
   X(SSL_get_verify_result) X(SSL_read) X(SSL_write) X(SSL_pending) X(SSL_get_version)              \
   X(SSL_get_current_cipher) X(SSL_CIPHER_get_name)                                                 \
-  X(BIO_new) X(BIO_s_mem) X(BIO_ctrl) X(BIO_ctrl_pending) X(BIO_read) X(BIO_write)
+  X(BIO_new) X(BIO_s_mem) X(BIO_ctrl) X(BIO_ctrl_pending) X(BIO_read) X(BIO_write)                \
+  X(SSL_get0_peer_certificate) X(X509_get_subject_name) X(X509_NAME_get_index_by_NID)              \
+  X(X509_NAME_get_entry) X(X509_NAME_ENTRY_get_data) X(ASN1_STRING_to_UTF8) X(CRYPTO_free)
 
 struct SslApi {
 #define PGPIVOT_SSL_MEMBER(name) decltype(&::name) name = nullptr;
@@ -117,6 +119,13 @@ bool load_ssl(std::string& err) {
 #define BIO_ctrl_pending (g_ssl->BIO_ctrl_pending)
 #define BIO_read (g_ssl->BIO_read)
 #define BIO_write (g_ssl->BIO_write)
+#define SSL_get0_peer_certificate (g_ssl->SSL_get0_peer_certificate)
+#define X509_get_subject_name (g_ssl->X509_get_subject_name)
+#define X509_NAME_get_index_by_NID (g_ssl->X509_NAME_get_index_by_NID)
+#define X509_NAME_get_entry (g_ssl->X509_NAME_get_entry)
+#define X509_NAME_ENTRY_get_data (g_ssl->X509_NAME_ENTRY_get_data)
+#define ASN1_STRING_to_UTF8 (g_ssl->ASN1_STRING_to_UTF8)
+#define CRYPTO_free (g_ssl->CRYPTO_free)
 
 struct TlsConn {
   SSL* ssl = nullptr;
@@ -441,12 +450,7 @@ std::string Conn::tls_description() const {
 
 std::optional<std::string> Conn::tls_peer_common_name() const {
   if (!tls || tls->handshaking) return std::nullopt;
-#if OPENSSL_VERSION_NUMBER >= 0x30000000L
-  X509* cert = SSL_get0_peer_certificate(tls->ssl);
-#else
-  X509* cert = SSL_get_peer_certificate(tls->ssl);
-  if (cert) X509_free(cert);  // the session keeps its own reference
-#endif
+  X509* cert = SSL_get0_peer_certificate(tls->ssl);  // OpenSSL 3 (Debian 12); the session keeps the reference
   if (!cert || SSL_get_verify_result(tls->ssl) != X509_V_OK) return std::nullopt;
   X509_NAME* subject = X509_get_subject_name(cert);
   int at = X509_NAME_get_index_by_NID(subject, NID_commonName, -1);

@@ -41,11 +41,6 @@ std::string getenv_or(const char* name, const char* fallback) {
   return v && *v ? v : fallback;
 }
 
-bool file_exists(const std::string& path) {
-  struct stat st{};
-  return ::stat(path.c_str(), &st) == 0;
-}
-
 std::string read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   std::ostringstream ss;
@@ -581,6 +576,28 @@ bool contains_icase(const std::string& haystack, const std::string& needle) {
     return s;
   };
   return lower(haystack).find(lower(needle)) != std::string::npos;
+}
+
+bool file_exists(const std::string& path) {
+  struct stat st{};
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+std::string repo_root() {
+  if (const char* r = std::getenv("PGPIVOT_ROOT"); r && *r) return r;
+  std::vector<std::string> starts;
+  char buf[4096];
+  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n > 0) starts.emplace_back(buf, static_cast<size_t>(n));
+  if (::getcwd(buf, sizeof buf)) starts.emplace_back(std::string(buf) + "/x");
+  for (std::string dir : starts) {
+    while (dir.size() > 1) {
+      dir = dir.substr(0, dir.find_last_of('/'));
+      if (dir.empty()) break;
+      if (file_exists(dir + "/scripts/lib.sh") && file_exists(dir + "/pooler")) return dir;
+    }
+  }
+  return ".";
 }
 
 }  // namespace itest

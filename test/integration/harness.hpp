@@ -180,6 +180,11 @@ int free_port();
 // True when something accepts TCP connections on 127.0.0.1:port.
 bool tcp_port_accepts(int port);
 
+bool file_exists(const std::string& path);
+// The repository: PGPIVOT_ROOT, else the first ancestor of the test binary (or of
+// the working directory) holding scripts/lib.sh and pooler/.
+std::string repo_root();
+
 double seconds_since(std::chrono::steady_clock::time_point t0);
 void sleep_s(double s);
 // Replaces every occurrence of `from` in `s` by `to`.

@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "harness.hpp"
+#include "wire_client.hpp"
 
 using namespace itest;
 
@@ -89,20 +90,6 @@ bool tcp_port_free(int port) {
   bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
   ::close(fd);
   return ok;
-}
-
-int connect_tcp(int port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -1;
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(static_cast<uint16_t>(port));
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
 }
 
 class TomlPooler {
@@ -204,114 +191,6 @@ class TomlPooler {
   bool exited_ = false;
   std::string dir_, config_path_, log_path_;
 };
-
-// ---------------------------------------------------------------------------
-// Raw protocol on a socket, for what libpq never sends.
-
-struct RawSocket {
-  int fd = -1;
-  explicit RawSocket(int port) : fd(connect_tcp(port)) {}
-  ~RawSocket() { close(); }
-  RawSocket(RawSocket&& o) noexcept : fd(o.fd) { o.fd = -1; }
-  RawSocket(const RawSocket&) = delete;
-  RawSocket& operator=(const RawSocket&) = delete;
-  void close() {
-    if (fd >= 0) ::close(fd);
-    fd = -1;
-  }
-
-  bool send_all(const std::string& bytes) {
-    size_t off = 0;
-    while (off < bytes.size()) {
-      ssize_t n = ::send(fd, bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL);
-      if (n <= 0) return false;
-      off += static_cast<size_t>(n);
-    }
-    return true;
-  }
-
-  // Reads exactly n bytes; false on EOF, error or timeout (eof set on EOF / reset).
-  bool read_exact(std::string& out, size_t n, double timeout_s, bool* eof = nullptr) {
-    if (eof) *eof = false;
-    out.clear();
-    double deadline = now_s() + timeout_s;
-    while (out.size() < n) {
-      int left_ms = static_cast<int>((deadline - now_s()) * 1000);
-      if (left_ms <= 0) return false;
-      pollfd pfd{fd, POLLIN, 0};
-      if (::poll(&pfd, 1, left_ms) <= 0) continue;
-      char buf[65536];
-      ssize_t r = ::recv(fd, buf, std::min(sizeof buf, n - out.size()), 0);
-      if (r <= 0) {
-        if (eof) *eof = true;
-        return false;
-      }
-      out.append(buf, static_cast<size_t>(r));
-    }
-    return true;
-  }
-
-  // One typed backend message; false on EOF/timeout.
-  bool read_message(char& type, std::string& payload, double timeout_s, bool* eof = nullptr) {
-    std::string head;
-    if (!read_exact(head, 5, timeout_s, eof)) return false;
-    type = head[0];
-    uint32_t len_be = 0;
-    std::memcpy(&len_be, head.data() + 1, 4);  // unaligned: copy, don't cast
-    uint32_t len = ntohl(len_be);
-    if (len < 4 || len > (64u << 20)) return false;
-    return read_exact(payload, len - 4, timeout_s, eof);
-  }
-
-  // True when the peer closes the connection within timeout_s; whatever arrived
-  // before the close goes to `rest`.
-  bool wait_closed(double timeout_s, std::string* rest = nullptr) {
-    double deadline = now_s() + timeout_s;
-    for (;;) {
-      int left_ms = static_cast<int>((deadline - now_s()) * 1000);
-      if (left_ms <= 0) return false;
-      pollfd pfd{fd, POLLIN, 0};
-      if (::poll(&pfd, 1, left_ms) <= 0) continue;
-      char buf[4096];
-      ssize_t r = ::recv(fd, buf, sizeof buf, 0);
-      if (r <= 0) return true;
-      if (rest) rest->append(buf, static_cast<size_t>(r));
-    }
-  }
-};
-
-void put_u32(std::string& s, uint32_t v) {
-  uint32_t n = htonl(v);
-  s.append(reinterpret_cast<const char*>(&n), 4);
-}
-
-std::string startup_packet(uint32_t version, const std::vector<std::pair<std::string, std::string>>& params) {
-  std::string body;
-  put_u32(body, version);
-  for (const auto& [k, v] : params) {
-    body += k;
-    body += '\0';
-    body += v;
-    body += '\0';
-  }
-  body += '\0';
-  std::string pkt;
-  put_u32(pkt, static_cast<uint32_t>(body.size() + 4));
-  return pkt + body;
-}
-
-// Field `code` ('C' = SQLSTATE, 'M' = message) of an ErrorResponse payload.
-std::string error_field(const std::string& payload, char code) {
-  size_t i = 0;
-  while (i < payload.size() && payload[i] != '\0') {
-    char f = payload[i++];
-    size_t end = payload.find('\0', i);
-    if (end == std::string::npos) break;
-    if (f == code) return payload.substr(i, end - i);
-    i = end + 1;
-  }
-  return "";
-}
 
 // Sends `bytes` and expects one ErrorResponse followed by the server closing.
 void expect_error_then_close(int port, const std::string& bytes, const std::string& sqlstate) {
@@ -548,10 +427,10 @@ TEST_CASE("bad startup packets get a clear error while other clients keep workin
   REQUIRE(other.value("SELECT 'before'") == "before");
 
   SECTION("protocol 2.0 -> 0A000") {
-    expect_error_then_close(p.port(), startup_packet(0x00020000, {{"user", "app"}, {"database", "appdb"}}), "0A000");
+    expect_error_then_close(p.port(), startup_packet({{"user", "app"}, {"database", "appdb"}}, 0x00020000), "0A000");
   }
   SECTION("no user -> 08P01") {
-    expect_error_then_close(p.port(), startup_packet(0x00030000, {{"database", "appdb"}}), "08P01");
+    expect_error_then_close(p.port(), startup_packet({{"database", "appdb"}}, 0x00030000), "08P01");
   }
   SECTION("length field 3 -> closed") {
     RawSocket s(p.port());
@@ -577,7 +456,7 @@ TEST_CASE("bad startup packets get a clear error while other clients keep workin
     std::string answer;
     REQUIRE(s.read_exact(answer, 1, 5));
     CHECK(answer == "N");
-    REQUIRE(s.send_all(startup_packet(0x00030000, {{"user", "app"}, {"database", "appdb"}})));
+    REQUIRE(s.send_all(startup_packet({{"user", "app"}, {"database", "appdb"}}, 0x00030000)));
     char type = 0;
     std::string payload;
     REQUIRE(s.read_message(type, payload, 5));
@@ -683,7 +562,7 @@ TEST_CASE("idle clients cost little memory and leave the pooler serving", "[extr
   // Raw trust logins up to ReadyForQuery.
   auto login = [&](RawSocket& s) {
     if (s.fd < 0) return std::string("connect failed");
-    if (!s.send_all(startup_packet(0x00030000, {{"user", "app"}, {"database", "appdb"}})))
+    if (!s.send_all(startup_packet({{"user", "app"}, {"database", "appdb"}}, 0x00030000)))
       return std::string("send failed");
     for (;;) {
       char type = 0;

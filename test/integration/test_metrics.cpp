@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "harness.hpp"
+#include "wire_client.hpp"
 
 using namespace itest;
 
@@ -53,11 +54,6 @@ bool wait_for(const std::function<bool()>& cond, double timeout_s, double step_s
   }
 }
 
-bool file_exists(const std::string& p) {
-  struct stat st{};
-  return ::stat(p.c_str(), &st) == 0;
-}
-
 std::string read_text(const std::string& p) {
   std::ifstream in(p, std::ios::binary);
   std::stringstream ss;
@@ -74,30 +70,6 @@ std::string sh_quote(const std::string& s) { return "'" + replace_all(s, "'", "'
 
 // ---------------------------------------------------------------------------
 // A raw HTTP client
-
-int connect_to(int port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -1;
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(static_cast<uint16_t>(port));
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
-}
-
-bool send_all(int fd, const std::string& data) {
-  size_t off = 0;
-  while (off < data.size()) {
-    ssize_t n = ::send(fd, data.data() + off, data.size() - off, MSG_NOSIGNAL);
-    if (n <= 0) return false;
-    off += static_cast<size_t>(n);
-  }
-  return true;
-}
 
 struct HttpReply {
   int status = 0;  // 0: no status line arrived
@@ -134,9 +106,9 @@ HttpReply read_reply(int fd, double timeout_s) {
 }
 
 HttpReply http_raw(int port, const std::string& request, double timeout_s = 10) {
-  int fd = connect_to(port);
+  int fd = connect_tcp(port);
   if (fd < 0) return {};
-  send_all(fd, request);
+  send_all_fd(fd, request);
   HttpReply r = read_reply(fd, timeout_s);
   ::close(fd);
   return r;
@@ -342,19 +314,6 @@ void check_self_contained(const std::string& html) {
 
 // ---------------------------------------------------------------------------
 // A primary and its streaming standby (scripts/lib.sh), as in test_failover.cpp.
-
-std::string repo_root() {
-  if (const char* r = std::getenv("PGPIVOT_ROOT"); r && *r) return r;
-  char buf[4096];
-  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
-  std::string dir = n > 0 ? std::string(buf, static_cast<size_t>(n)) : ".";
-  while (dir.size() > 1) {
-    dir = dir.substr(0, dir.find_last_of('/'));
-    if (dir.empty()) break;
-    if (file_exists(dir + "/scripts/lib.sh")) return dir;
-  }
-  return ".";
-}
 
 const std::string kPgBin = "/usr/lib/postgresql/15/bin";
 
@@ -650,9 +609,9 @@ TEST_CASE("metrics: bad requests get 4xx; slow, silent and surplus HTTP clients 
   sleep_s(0.5);  // the connections above are all closed on the server side too
   std::vector<int> slow;
   for (int i = 0; i < kCap; i++) {
-    int fd = connect_to(hport);
+    int fd = connect_tcp(hport);
     REQUIRE(fd >= 0);
-    REQUIRE(send_all(fd, "GET /metrics HTTP/1.1\r\n"));
+    REQUIRE(send_all_fd(fd, "GET /metrics HTTP/1.1\r\n"));
     slow.push_back(fd);
   }
   double t_slow = mono_s();
@@ -686,13 +645,13 @@ TEST_CASE("metrics: bad requests get 4xx; slow, silent and surplus HTTP clients 
   CHECK(took < 8);
 
   {
-    int fd = connect_to(hport);
+    int fd = connect_tcp(hport);
     REQUIRE(fd >= 0);
     std::string req = "GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: " + std::string(200, 'z') + "\r\n\r\n";
     double t0 = mono_s();
     bool refused = false;
     for (char ch : req) {
-      if (!send_all(fd, std::string(1, ch))) {
+      if (!send_all_fd(fd, std::string(1, ch))) {
         refused = true;
         break;
       }
@@ -709,11 +668,11 @@ TEST_CASE("metrics: bad requests get 4xx; slow, silent and surplus HTTP clients 
   // Clients that send a request and never read: the pooler does not care.
   std::vector<int> deaf;
   for (int i = 0; i < 20; i++) {
-    int fd = connect_to(hport);
+    int fd = connect_tcp(hport);
     REQUIRE(fd >= 0);
     int small = 1024;
     ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
-    send_all(fd, "GET /stats HTTP/1.1\r\n\r\n");
+    send_all_fd(fd, "GET /stats HTTP/1.1\r\n\r\n");
     deaf.push_back(fd);
   }
   CHECK(c.value("SELECT 'still fine'") == "still fine");

@@ -30,34 +30,10 @@ using namespace itest;
 
 namespace {
 
-bool file_exists(const std::string& p) {
-  struct stat st{};
-  return ::stat(p.c_str(), &st) == 0;
-}
-
 std::string sh_quote(const std::string& s) { return "'" + replace_all(s, "'", "'\\''") + "'"; }
 
 std::string toml_str(const std::string& s) {
   return "\"" + replace_all(replace_all(s, "\\", "\\\\"), "\"", "\\\"") + "\"";
-}
-
-// The repository: PGPIVOT_ROOT, else the first ancestor of the test binary (or of
-// the working directory) holding scripts/lib.sh.
-std::string repo_root() {
-  if (const char* r = std::getenv("PGPIVOT_ROOT"); r && *r) return r;
-  std::vector<std::string> starts;
-  char buf[4096];
-  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
-  if (n > 0) starts.emplace_back(buf, static_cast<size_t>(n));
-  if (::getcwd(buf, sizeof buf)) starts.emplace_back(std::string(buf) + "/x");
-  for (std::string dir : starts) {
-    while (dir.size() > 1) {
-      dir = dir.substr(0, dir.find_last_of('/'));
-      if (dir.empty()) break;
-      if (file_exists(dir + "/scripts/lib.sh") && file_exists(dir + "/pooler")) return dir;
-    }
-  }
-  return ".";
 }
 
 CommandResult lib_sh(const std::string& script) {

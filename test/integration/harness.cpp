@@ -133,11 +133,6 @@ std::string render_pgbouncer_ini(const PoolerConfig& cfg, int port, const std::s
   return o.str();
 }
 
-double now_s() {
-  using namespace std::chrono;
-  return duration<double>(steady_clock::now().time_since_epoch()).count();
-}
-
 }  // namespace
 
 const Env& env() {
@@ -598,6 +593,29 @@ std::string repo_root() {
     }
   }
   return ".";
+}
+
+double now_s() {
+  using namespace std::chrono;
+  return duration<double>(steady_clock::now().time_since_epoch()).count();
+}
+
+long proc_status_kb(pid_t pid, const std::string& field) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(field, 0) == 0) return std::atol(line.c_str() + field.size());
+  }
+  return -1;
+}
+
+bool wait_for(const std::function<bool()>& cond, double timeout_s, double step_s) {
+  double deadline = now_s() + timeout_s;
+  for (;;) {
+    if (cond()) return true;
+    if (now_s() >= deadline) return false;
+    sleep_s(step_s);
+  }
 }
 
 }  // namespace itest

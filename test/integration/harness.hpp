@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <map>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -184,6 +185,12 @@ bool file_exists(const std::string& path);
 // The repository: PGPIVOT_ROOT, else the first ancestor of the test binary (or of
 // the working directory) holding scripts/lib.sh and pooler/.
 std::string repo_root();
+
+double now_s();  // steady clock, seconds
+// A field of /proc/PID/status in KiB ("VmRSS:", "VmHWM:"), -1 when unknown.
+long proc_status_kb(pid_t pid, const std::string& field);
+// Polls `cond` every step_s until it holds (true) or timeout_s passed (false).
+bool wait_for(const std::function<bool()>& cond, double timeout_s, double step_s = 0.1);
 
 double seconds_since(std::chrono::steady_clock::time_point t0);
 void sleep_s(double s);

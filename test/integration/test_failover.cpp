@@ -103,15 +103,6 @@ std::string node_value(int port, const std::string& sql, bool* ok = nullptr) {
   return r.ok() ? r.value() : "";
 }
 
-bool wait_for(const std::function<bool()>& cond, double timeout_s, double step_s = 0.1) {
-  double deadline = mono_s() + timeout_s;
-  for (;;) {
-    if (cond()) return true;
-    if (mono_s() >= deadline) return false;
-    sleep_s(step_s);
-  }
-}
-
 using Row = std::map<std::string, std::string>;
 
 std::vector<std::string> columns_of(const Result& r) {

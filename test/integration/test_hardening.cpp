@@ -48,21 +48,6 @@ using namespace itest;
 
 namespace {
 
-double now_s() {
-  using namespace std::chrono;
-  return duration<double>(steady_clock::now().time_since_epoch()).count();
-}
-
-// A field of /proc/PID/status in KiB ("VmRSS:"), -1 when unknown.
-long proc_status_kb(pid_t pid, const std::string& field) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind(field, 0) == 0) return std::atol(line.c_str() + field.size());
-  }
-  return -1;
-}
-
 int open_fds(pid_t pid) {
   std::string dir = "/proc/" + std::to_string(pid) + "/fd";
   DIR* d = ::opendir(dir.c_str());
@@ -73,15 +58,6 @@ int open_fds(pid_t pid) {
   }
   ::closedir(d);
   return n;
-}
-
-bool wait_for(const std::function<bool()>& cond, double timeout_s, double step_s = 0.1) {
-  double deadline = now_s() + timeout_s;
-  for (;;) {
-    if (cond()) return true;
-    if (now_s() > deadline) return false;
-    sleep_s(step_s);
-  }
 }
 
 std::string app_startup(const std::string& user = "app", const std::string& db = "appdb") {

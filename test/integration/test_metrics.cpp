@@ -45,15 +45,6 @@ double mono_s() {
   return duration<double>(steady_clock::now().time_since_epoch()).count();
 }
 
-bool wait_for(const std::function<bool()>& cond, double timeout_s, double step_s = 0.1) {
-  double deadline = mono_s() + timeout_s;
-  for (;;) {
-    if (cond()) return true;
-    if (mono_s() >= deadline) return false;
-    sleep_s(step_s);
-  }
-}
-
 std::string read_text(const std::string& p) {
   std::ifstream in(p, std::ios::binary);
   std::stringstream ss;

@@ -48,11 +48,6 @@ PoolerConfig cfg_for(const std::string& mode, int pool_size, int max_prepared = 
   return cfg;
 }
 
-double now_s() {
-  using namespace std::chrono;
-  return duration<double>(steady_clock::now().time_since_epoch()).count();
-}
-
 // Collects every result of what was sent (like PQexec: an error wins), with a deadline.
 Result collect(Conn& c, double timeout_s = 10) {
   Result last;

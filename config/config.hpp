@@ -65,6 +65,7 @@ struct Pooler {
   std::string pidfile;
   std::string user;              // Unix user to switch to (PgBouncer's -u)
   int listen_backlog = 128;
+  int workers = 1;  // reactor threads
   bool server_round_robin = false;
   bool tcp_keepalive = true;
   bool log_pooler_errors = true;

@@ -248,6 +248,7 @@ const std::vector<PoolerKey>& pooler_keys() {
         key("pidfile", &P::pidfile),
         key("user", &P::user),
         int_key("listen_backlog", &P::listen_backlog, 1),
+        int_key("workers", &P::workers, 1, 64),
         key("server_round_robin", &P::server_round_robin),
         key("tcp_keepalive", &P::tcp_keepalive),
         key("log_pooler_errors", &P::log_pooler_errors),

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <ctime>
 #include <functional>
+#include <set>
 #include <variant>
 
 #include "config/load.hpp"
@@ -159,7 +160,7 @@ const Key kKeys[] = {
     K(application_name_add_host, true), K(log_connections, true), K(log_disconnections, true),
     K(stats_period, true), K(pkt_buf, false), K(max_packet_size, true), K(logfile, false),
     K(stats_listen, false), K(max_prepared_statements, true), K(client_tls_sslmode, false),
-    K(server_tls_sslmode, true),
+    K(server_tls_sslmode, true), K(workers, false),
 };
 #undef K
 
@@ -271,15 +272,17 @@ void Pooler::admin_login(Client* c) {
     admin_db_->cfg.dbname = "pgbouncer";
     admin_db_->cfg.pool_mode = config::PoolMode::Statement;
     admin_db_->cfg.pool_size = 2;
+    admin_db_->counts = hub_->db_count(std::string("\x01console"));  // no configured name can match
     admin_user_ = std::make_unique<UserEntry>();
     admin_user_->cfg.name = "pgbouncer";
+    admin_user_->counts = hub_->user_count(std::string("\x01console"));
     admin_pool_ = get_pool(admin_db_.get(), "pgbouncer", admin_user_.get(), "pgbouncer");
     admin_pool_->admin = true;
   }
   c->admin = true;
   c->pool = admin_pool_;
-  admin_db_->client_count++;
-  admin_user_->client_count++;
+  admin_db_->counts->clients.fetch_add(1, std::memory_order_relaxed);
+  admin_user_->counts->clients.fetch_add(1, std::memory_order_relaxed);
   admin_pool_->stats.client_login_count++;
   register_cancel_key(c);
   std::string buf;
@@ -317,7 +320,10 @@ void Pooler::admin_error(Client* c, const std::string& sqlstate, const std::stri
   c->queue(buf);
 }
 
+// With several workers every console command runs with the world stopped and
+// covers all of them (see hub.hpp); the answer goes to the console's own client.
 void Pooler::admin_query(Client* c, std::string_view sql) {
+  WorldLock world_lock(hub_, shard_);
   auto w = words(sql);
   if (w.empty()) {
     std::string buf;
@@ -379,16 +385,17 @@ void Pooler::admin_query(Client* c, std::string_view sql) {
   if (cmd == "SWITCHOVER" || cmd == "FAILOVER" || cmd == "FAILBACK") {
     // The argument names a cluster; without one, the only cluster that has a standby.
     ClusterRt* target = nullptr;
+    auto& clusters = control()->clusters_;
     if (!db.empty()) {
-      auto it = clusters_.find(db);
-      if (it != clusters_.end() && !it->second->removed) target = it->second.get();
+      auto it = clusters.find(db);
+      if (it != clusters.end() && !it->second->removed) target = it->second.get();
       if (!target) {
         admin_error(c, "42704", "no such cluster: " + db);
         return;
       }
     } else {
       int n = 0;
-      for (auto& [name, cl] : clusters_) {
+      for (auto& [name, cl] : clusters) {
         if (!cl->removed && cl->cfg->standby) {
           target = cl.get();
           n++;
@@ -400,7 +407,7 @@ void Pooler::admin_query(Client* c, std::string_view sql) {
       }
     }
     std::string kind = lower(cmd);
-    std::string err = begin_cluster_op(target, kind, cmd == "FAILOVER");
+    std::string err = control()->begin_cluster_op(target, kind, cmd == "FAILOVER");
     if (!err.empty()) {
       admin_error(c, "55000", err);
       return;
@@ -415,58 +422,64 @@ void Pooler::admin_query(Client* c, std::string_view sql) {
     return;
   }
   if (cmd == "PAUSE") {
-    if (db.empty()) {
-      paused_all_ = true;
-    } else {
-      dbs_[db]->paused = true;
+    for (Pooler* x : world()) {
+      if (db.empty()) {
+        x->paused_all_ = true;
+      } else {
+        x->dbs_[db]->paused = true;
+      }
     }
     LOG_INFO("PAUSE command issued%s%s", db.empty() ? "" : " for database ", db.c_str());
     pending_admin_.push_back({c, "PAUSE", db});
-    pause_sweep();
+    for (Pooler* x : world()) x->pause_sweep();
   } else if (cmd == "RESUME") {
-    if (suspended_) suspend(false);
-    if (db.empty()) {
-      paused_all_ = false;
-      for (auto& [n, d] : dbs_) d->paused = false;
-    } else {
-      dbs_[db]->paused = false;
+    for (Pooler* x : world()) {
+      if (x->suspended_) x->suspend(false);
+      if (db.empty()) {
+        x->paused_all_ = false;
+        for (auto& [n, d] : x->dbs_) d->paused = false;
+      } else {
+        x->dbs_[db]->paused = false;
+      }
     }
     LOG_INFO("RESUME command issued%s%s", db.empty() ? "" : " for database ", db.c_str());
-    for (auto& [k, p] : pools_) pool_service(p.get());
+    for (Pool* p : world_pools()) p->owner->pool_service(p);
     admin_command_done(c, "RESUME");
   } else if (cmd == "SUSPEND") {
-    suspend(true);
+    for (Pooler* x : world()) x->suspend(true);
     admin_command_done(c, "SUSPEND");
   } else if (cmd == "DISABLE" || cmd == "ENABLE") {
     if (!need_db()) return;
-    dbs_[db]->disabled = cmd == "DISABLE";
+    for (Pooler* x : world()) x->dbs_[db]->disabled = cmd == "DISABLE";
     admin_command_done(c, cmd);
   } else if (cmd == "RECONNECT") {
-    for (auto& [k, p] : pools_) {
+    for (Pool* p : world_pools()) {
       if (p->admin || (!db.empty() && p->db_name != db)) continue;
       for (ListHead* l : {&p->sv_login, &p->sv_idle, &p->sv_active, &p->sv_used, &p->sv_tested}) {
         l->for_each<Server>([](Server* s) { s->close_needed = true; });
       }
-      p->sv_idle.for_each<Server>([&](Server* s) { disconnect_server(s, "RECONNECT"); });
+      p->sv_idle.for_each<Server>([&](Server* s) { p->owner->disconnect_server(s, "RECONNECT"); });
     }
     admin_command_done(c, "RECONNECT");
   } else if (cmd == "KILL") {
-    for (auto& [k, p] : pools_) {
+    for (Pool* p : world_pools()) {
       if (p->admin || (!db.empty() && p->db_name != db)) continue;
       for (ListHead* l : {&p->cl_login, &p->cl_idle, &p->cl_waiting, &p->cl_active}) {
-        l->for_each<Client>([&](Client* x) { disconnect_client(x, "08P01", "database removed", true); });
+        l->for_each<Client>([&](Client* x) { p->owner->disconnect_client(x, "08P01", "database removed", true); });
       }
       for (ListHead* l : {&p->sv_login, &p->sv_idle, &p->sv_active, &p->sv_used, &p->sv_tested}) {
-        l->for_each<Server>([&](Server* s) { disconnect_server(s, "KILL"); });
+        l->for_each<Server>([&](Server* s) { p->owner->disconnect_server(s, "KILL"); });
       }
     }
-    if (!db.empty()) dbs_[db]->paused = true;  // as PgBouncer: KILL leaves the database paused
+    if (!db.empty()) {
+      for (Pooler* x : world()) x->dbs_[db]->paused = true;  // as PgBouncer: KILL leaves the database paused
+    }
     admin_command_done(c, "KILL");
   } else if (cmd == "KILL_CLIENT") {
     char* end = nullptr;
     unsigned long long id = std::strtoull(arg1.c_str(), &end, 10);
     Client* victim = nullptr;
-    for (auto& [k, p] : pools_) {
+    for (Pool* p : world_pools()) {
       for (ListHead* l : {&p->cl_login, &p->cl_idle, &p->cl_waiting, &p->cl_active}) {
         l->for_each<Client>([&](Client* x) {
           if (x->id == id) victim = x;
@@ -481,7 +494,7 @@ void Pooler::admin_query(Client* c, std::string_view sql) {
       admin_error(c, "42601", "cannot kill the console's own connection");
       return;
     }
-    disconnect_client(victim, "08P01", "client killed by admin", true);
+    victim->pooler->disconnect_client(victim, "08P01", "client killed by admin", true);
     admin_command_done(c, "KILL_CLIENT");
   } else if (cmd == "WAIT_CLOSE") {
     pending_admin_.push_back({c, "WAIT_CLOSE", db});
@@ -504,13 +517,13 @@ void Pooler::admin_query(Client* c, std::string_view sql) {
     if (mode.empty()) {
       admin_command_done(c, "SHUTDOWN");
       c->flush();
-      shutdown_now();
+      shutdown_all();
     } else if (mode == "WAIT_FOR_SERVERS") {
       admin_command_done(c, "SHUTDOWN");
-      begin_safe_shutdown();
+      for (Pooler* x : world()) x->begin_safe_shutdown();
     } else if (mode == "WAIT_FOR_CLIENTS") {
       admin_command_done(c, "SHUTDOWN");
-      begin_wait_for_clients();
+      for (Pooler* x : world()) x->begin_wait_for_clients();
     } else {
       admin_error(c, "42601", "SHUTDOWN takes WAIT_FOR_SERVERS or WAIT_FOR_CLIENTS");
     }
@@ -539,8 +552,11 @@ void Pooler::admin_query(Client* c, std::string_view sql) {
         admin_error(c, "22023", err);
         return;
       }
+      for (Pooler* x : world()) {
+        if (x != this) set_key(x->cfg_.pooler, k, value);
+      }
       LOG_INFO("SET %s = %s by admin", k.name, key_value(cfg_.pooler, k).c_str());
-      for (auto& [kk, p] : pools_) pool_service(p.get());
+      for (Pool* p : world_pools()) p->owner->pool_service(p);
       admin_command_done(c, "SET");
       return;
     }
@@ -552,10 +568,11 @@ void Pooler::admin_show(Client* c, const std::string& what, const std::string& a
   (void)arg;
   std::string buf;
   std::uint64_t wall_now = std::uint64_t(time(nullptr));
+  std::vector<Pool*> pools = world_pools();  // every worker's pools (rows of one pool add up below)
   auto all_clients = [&](const std::function<void(Client*, Pool*)>& f) {
-    for (auto& [k, p] : pools_) {
+    for (Pool* p : pools) {
       for (ListHead* l : {&p->cl_active, &p->cl_idle, &p->cl_waiting, &p->cl_login}) {
-        l->for_each<Client>([&](Client* x) { f(x, p.get()); });
+        l->for_each<Client>([&](Client* x) { f(x, p); });
       }
     }
   };
@@ -565,14 +582,30 @@ void Pooler::admin_show(Client* c, const std::string& what, const std::string& a
              {"sv_active_cancel", true}, {"sv_being_canceled", true}, {"sv_idle", true}, {"sv_used", true},
              {"sv_tested", true}, {"sv_login", true}, {"maxwait", true}, {"maxwait_us", true}, {"pool_mode", false},
              {"load_balance_hosts", false}});
-    Ms tnow = now();
-    for (auto& [k, p] : pools_) {
+    struct Agg {
+      std::size_t cl_active = 0, cl_waiting = 0, sv_active = 0, sv_idle = 0, sv_used = 0, sv_tested = 0, sv_login = 0;
       Ms maxwait = 0;
-      if (Client* oldest = p->cl_waiting.front<Client>()) maxwait = tnow - oldest->wait_start;
-      t.row({str(p->db_name), str(p->user_name), num(p->cl_active.size() + p->cl_idle.size()),
-             num(p->cl_waiting.size() + p->cl_login.size()), num(0), num(0), num(p->sv_active.size()), num(0), num(0),
-             num(p->sv_idle.size()), num(p->sv_used.size()), num(p->sv_tested.size()), num(p->sv_login.size()),
-             num(maxwait / 1000), num((maxwait % 1000) * 1000), str(config::to_string(pool_mode(p.get()))),
+      Pool* first = nullptr;
+    };
+    std::map<std::pair<std::string, std::string>, Agg> agg;  // one row per pool over all workers
+    for (Pool* p : pools) {
+      Agg& a = agg[{p->db_name, p->user_name}];
+      if (!a.first) a.first = p;
+      if (Client* oldest = p->cl_waiting.front<Client>()) {
+        a.maxwait = std::max(a.maxwait, std::max(p->owner->now(), oldest->wait_start) - oldest->wait_start);
+      }
+      a.cl_active += p->cl_active.size() + p->cl_idle.size();
+      a.cl_waiting += p->cl_waiting.size() + p->cl_login.size();
+      a.sv_active += p->sv_active.size();
+      a.sv_idle += p->sv_idle.size();
+      a.sv_used += p->sv_used.size();
+      a.sv_tested += p->sv_tested.size();
+      a.sv_login += p->sv_login.size();
+    }
+    for (auto& [key, a] : agg) {
+      t.row({str(key.first), str(key.second), num(a.cl_active), num(a.cl_waiting), num(0), num(0), num(a.sv_active),
+             num(0), num(0), num(a.sv_idle), num(a.sv_used), num(a.sv_tested), num(a.sv_login),
+             num(a.maxwait / 1000), num((a.maxwait % 1000) * 1000), str(config::to_string(pool_mode(a.first))),
              std::nullopt});
     }
     t.emit(buf);
@@ -582,25 +615,28 @@ void Pooler::admin_show(Client* c, const std::string& what, const std::string& a
              {"request_time", false}, {"wait", true}, {"wait_us", true}, {"close_needed", true}, {"ptr", false},
              {"link", false}, {"remote_pid", true}, {"tls", false}, {"application_name", false},
              {"prepared_statements", true}, {"id", true}});
-    Ms tnow = now();
-    auto wall = [&](Ms t0) { return fmt_time(wall_now - (tnow - t0) / 1000); };
+    // Times of a connection are read against its own worker's loop clock.
+    auto wall = [&](const Conn* x, Ms t0) {
+      Ms tnow = std::max(x->pooler->now(), t0);
+      return fmt_time(wall_now - (tnow - t0) / 1000);
+    };
     if (what == "CLIENTS") {
       all_clients([&](Client* x, Pool* p) {
-        Ms wait = x->state == ClientState::Waiting ? tnow - x->wait_start : 0;
+        Ms wait = x->state == ClientState::Waiting ? std::max(x->pooler->now(), x->wait_start) - x->wait_start : 0;
         int ai = tracked_index("application_name");
         t.row({str("C"), str(x->user_name), str(p->db_name), str("no"),
                str(x->state == ClientState::Waiting ? "waiting" : x->state == ClientState::Login ? "login" : "active"),
-               str(x->remote.host()), inum(x->remote.port), str(x->local_addr().host()), inum(x->local_addr().port), str(wall(x->connect_time)), str(wall(x->request_time)),
+               str(x->remote.host()), inum(x->remote.port), str(x->local_addr().host()), inum(x->local_addr().port), str(wall(x, x->connect_time)), str(wall(x, x->request_time)),
                num(wait / 1000), num((wait % 1000) * 1000), num(0), str(fmt_ptr(x)), str(fmt_ptr(x->server)), num(0),
                str(x->tls_description()), str(x->params.get(ai).value_or("")), num(x->prepared_count()), num(x->id)});
       });
     } else {
-      for (auto& [k, p] : pools_) {
+      for (Pool* p : pools) {
         for (ListHead* l : {&p->sv_active, &p->sv_idle, &p->sv_used, &p->sv_tested, &p->sv_login}) {
           l->for_each<Server>([&](Server* s) {
             int ai = tracked_index("application_name");
             t.row({str("S"), str(p->user_name), str(p->db_name), str("no"), str(to_string(s->state)), str(s->host),
-                   inum(s->server_port), str(s->local.host()), inum(s->local.port), str(wall(s->connect_time)), str(wall(s->request_time)),
+                   inum(s->server_port), str(s->local.host()), inum(s->local.port), str(wall(s, s->connect_time)), str(wall(s, s->request_time)),
                    num(0), num(0), num(s->close_needed ? 1 : 0), str(fmt_ptr(s)), str(fmt_ptr(s->client)),
                    num(s->pid), str(s->tls_description()), str(s->params.get(ai).value_or("")), num(s->prepared_on.size()), num(s->id)});
           });
@@ -610,10 +646,16 @@ void Pooler::admin_show(Client* c, const std::string& what, const std::string& a
     t.emit(buf);
   } else if (what == "STATS" || what == "STATS_TOTALS" || what == "STATS_AVERAGES" || what == "TOTALS") {
     // PgBouncer reports statistics per database.
+    // Totals and rates add up over pools (and workers); average times are
+    // weighted by their counts.
     std::map<std::string, std::pair<Pool::Stats, Pool::Stats>> per_db;
-    for (auto& [k, p] : pools_) {
+    for (Pool* p : pools) {
       auto& [tot, avg] = per_db[p->db_name];
-      const Pool::Stats* src[2] = {&p->stats, &p->averages};
+      Pool::Stats weighted = p->averages;
+      weighted.xact_time *= p->averages.xact_count;
+      weighted.query_time *= p->averages.query_count;
+      weighted.wait_time *= p->averages.server_assignment_count;
+      const Pool::Stats* src[2] = {&p->stats, &weighted};
       Pool::Stats* dst[2] = {&tot, &avg};
       for (int i = 0; i < 2; i++) {
         dst[i]->server_assignment_count += src[i]->server_assignment_count;
@@ -629,6 +671,12 @@ void Pooler::admin_show(Client* c, const std::string& what, const std::string& a
         dst[i]->bind_count += src[i]->bind_count;
         dst[i]->client_login_count += src[i]->client_login_count;
       }
+    }
+    for (auto& [db, pr] : per_db) {
+      Pool::Stats& avg = pr.second;
+      avg.xact_time = avg.xact_count ? avg.xact_time / avg.xact_count : 0;
+      avg.query_time = avg.query_count ? avg.query_time / avg.query_count : 0;
+      avg.wait_time = avg.server_assignment_count ? avg.wait_time / avg.server_assignment_count : 0;
     }
     auto vals = [](const Pool::Stats& s) {
       return std::vector<std::uint64_t>{s.server_assignment_count, s.xact_count,   s.query_count,
@@ -707,12 +755,12 @@ void Pooler::admin_show(Client* c, const std::string& what, const std::string& a
              inum(d->cfg.reserve_pool_size >= 0 ? d->cfg.reserve_pool_size : ps.reserve_pool_size),
              inum((long long)ps.server_lifetime),
              d->cfg.pool_mode ? str(config::to_string(*d->cfg.pool_mode)) : std::nullopt, std::nullopt, inum(maxc),
-             inum(d->server_count), inum(d->cfg.max_db_client_connections), inum(d->client_count),
+             inum(d->counts->servers.load()), inum(d->cfg.max_db_client_connections), inum(d->counts->clients.load()),
              num(d->paused || paused_all_ ? 1 : 0), num(d->disabled ? 1 : 0)});
     }
     t.row({str("pgbouncer"), std::nullopt, inum(ps.listen_port), str("pgbouncer"), str("pgbouncer"), inum(2),
            inum(0), inum(0), inum(0), str("statement"), std::nullopt, inum(0), inum(0), inum(0),
-           inum(admin_db_ ? admin_db_->client_count : 0), num(0), num(0)});
+           inum(hub_->db_count(std::string("\x01console"))->clients.load()), num(0), num(0)});
     t.emit(buf);
   } else if (what == "USERS") {
     Table t({{"name", false}, {"pool_size", true}, {"reserve_pool_size", true}, {"pool_mode", false},
@@ -724,15 +772,18 @@ void Pooler::admin_show(Client* c, const std::string& what, const std::string& a
              u->cfg.reserve_pool_size >= 0 ? inum(u->cfg.reserve_pool_size) : std::nullopt,
              u->cfg.pool_mode ? str(config::to_string(*u->cfg.pool_mode)) : std::nullopt,
              inum(u->cfg.max_user_connections >= 0 ? u->cfg.max_user_connections : cfg_.pooler.max_user_connections),
-             inum(u->server_count), inum(u->cfg.max_user_client_connections), inum(u->client_count)});
+             inum(u->counts->servers.load()), inum(u->cfg.max_user_client_connections), inum(u->counts->clients.load())});
     }
     t.emit(buf);
   } else if (what == "LISTS") {
-    std::size_t used_clients = 0, used_servers = 0, login = cl_login_.size();
-    for (auto& [k, p] : pools_) {
+    std::size_t used_clients = 0, used_servers = 0, login = 0;
+    std::set<std::pair<std::string, std::string>> pool_keys;
+    for (Pooler* x : world()) login += x->cl_login_.size();
+    for (Pool* p : pools) {
       used_clients += std::size_t(p->client_total());
       used_servers += std::size_t(p->server_total());
       login += p->cl_login.size();
+      pool_keys.insert({p->db_name, p->user_name});
     }
     std::size_t ndb = 0, nuser = 0;
     for (auto& [n, d] : dbs_) ndb += d->removed ? 0 : 1;
@@ -741,7 +792,7 @@ void Pooler::admin_show(Client* c, const std::string& what, const std::string& a
     t.row({str("databases"), num(ndb)});
     t.row({str("users"), num(nuser)});
     t.row({str("peers"), num(0)});
-    t.row({str("pools"), num(pools_.size())});
+    t.row({str("pools"), num(pool_keys.size())});
     t.row({str("peer_pools"), num(0)});
     t.row({str("free_clients"), num(0)});
     t.row({str("used_clients"), num(used_clients)});
@@ -761,24 +812,34 @@ void Pooler::admin_show(Client* c, const std::string& what, const std::string& a
     }
     t.emit(buf);
   } else if (what == "MEM") {
-    std::size_t nclients = std::size_t(client_count_), nservers = 0;
-    for (auto& [k, p] : pools_) nservers += std::size_t(p->server_total());
+    // Summed over the workers.
+    std::size_t nclients = 0, nservers = 0, npools = pools.size();
+    std::size_t buf_used = 0, buf_free = 0, sbuf_used = 0, sbuf_free = 0, oq_used = 0, oq_free = 0;
+    for (Pooler* x : world()) {
+      nclients += std::size_t(std::max(x->client_count_, 0));
+      buf_used += x->bufs_.in_use();
+      buf_free += x->bufs_.free_count();
+      sbuf_used += x->stream_bufs_.in_use();
+      sbuf_free += x->stream_bufs_.free_count();
+      oq_used += x->outq_in_use_;
+      oq_free += x->free_outq_.size();
+    }
+    for (Pool* p : pools) nservers += std::size_t(p->server_total());
     Table t({{"name", false}, {"size", true}, {"used", true}, {"free", true}, {"memtotal", true}});
     t.row({str("client"), num(sizeof(Client)), num(nclients), num(0), num(sizeof(Client) * nclients)});
     t.row({str("server"), num(sizeof(Server)), num(nservers), num(0), num(sizeof(Server) * nservers)});
-    t.row({str("pool"), num(sizeof(Pool)), num(pools_.size()), num(0), num(sizeof(Pool) * pools_.size())});
-    t.row({str("iobuf"), num(bufs_.size()), num(bufs_.in_use()), num(bufs_.free_count()),
-           num(bufs_.size() * (bufs_.in_use() + bufs_.free_count()))});
-    t.row({str("stream_iobuf"), num(stream_bufs_.size()), num(stream_bufs_.in_use()), num(stream_bufs_.free_count()),
-           num(stream_bufs_.size() * (stream_bufs_.in_use() + stream_bufs_.free_count()))});
-    t.row({str("outq"), num(sizeof(Conn::OutQ)), num(outq_in_use_), num(free_outq_.size()),
-           num(sizeof(Conn::OutQ) * (outq_in_use_ + free_outq_.size()))});
+    t.row({str("pool"), num(sizeof(Pool)), num(npools), num(0), num(sizeof(Pool) * npools)});
+    t.row({str("iobuf"), num(bufs_.size()), num(buf_used), num(buf_free), num(bufs_.size() * (buf_used + buf_free))});
+    t.row({str("stream_iobuf"), num(stream_bufs_.size()), num(sbuf_used), num(sbuf_free),
+           num(stream_bufs_.size() * (sbuf_used + sbuf_free))});
+    t.row({str("outq"), num(sizeof(Conn::OutQ)), num(oq_used), num(oq_free),
+           num(sizeof(Conn::OutQ) * (oq_used + oq_free))});
     t.emit(buf);
   } else if (what == "CLUSTERS") {
     Table t({{"name", false}, {"active", false}, {"mode", false}, {"primary", false}, {"primary_state", false},
              {"standby", false}, {"standby_state", false}, {"last_check_ms", false}, {"failovers", true},
              {"last_failover", false}, {"last_failover_ms", true}});
-    for (auto& [name, cl] : clusters_) {
+    for (auto& [name, cl] : control()->clusters_) {
       if (cl->removed) continue;
       const auto& pc = cl->cfg->primary;
       auto ms = [](std::uint64_t us) {
@@ -801,7 +862,7 @@ void Pooler::admin_show(Client* c, const std::string& what, const std::string& a
   } else if (what == "FAILOVERS") {
     Table t({{"cluster", false}, {"kind", false}, {"started", false}, {"duration_ms", true}, {"moved_to", false},
              {"clients_held", true}, {"client_errors", true}, {"result", false}});
-    for (const auto& ev : failover_log_) {
+    for (const auto& ev : control()->failover_log_) {
       t.row({str(ev.cluster), str(ev.kind), str(fmt_time(ev.start_wall)), num(ev.duration_ms), str(ev.to),
              inum(ev.clients_held), inum(ev.client_errors), str(ev.result)});
     }
@@ -838,10 +899,11 @@ void Pooler::admin_show(Client* c, const std::string& what, const std::string& a
 
 bool Pooler::pending_done(const PendingAdmin& pa) {
   if (pa.command == "SWITCHOVER" || pa.command == "FAILOVER" || pa.command == "FAILBACK") {
-    auto it = clusters_.find(pa.db);
-    return it == clusters_.end() || it->second->mode == ClusterMode::Normal || it->second->timeout_reported;
+    auto& clusters = control()->clusters_;
+    auto it = clusters.find(pa.db);
+    return it == clusters.end() || it->second->mode == ClusterMode::Normal || it->second->timeout_reported;
   }
-  for (auto& [k, p] : pools_) {
+  for (Pool* p : world_pools()) {
     if (p->admin || (!pa.db.empty() && p->db_name != pa.db)) continue;
     if (pa.command == "PAUSE") {
       if (p->server_total() > 0) return false;
@@ -861,8 +923,9 @@ void Pooler::finish_pending_admin() {
     PendingAdmin pa = pending_admin_[i];
     if (pending_done(pa)) {
       pending_admin_.erase(pending_admin_.begin() + std::ptrdiff_t(i));
-      auto it = clusters_.find(pa.db);
-      if (it != clusters_.end() && it->second->mode != ClusterMode::Normal &&
+      auto& clusters = control()->clusters_;
+      auto it = clusters.find(pa.db);
+      if (it != clusters.end() && it->second->mode != ClusterMode::Normal &&
           (pa.command == "SWITCHOVER" || pa.command == "FAILOVER" || pa.command == "FAILBACK")) {
         admin_error(pa.client, "08006",
                     "cluster " + pa.db + ": " + it->second->op + " did not complete within failover_timeout; still trying");
@@ -905,7 +968,24 @@ void Pooler::suspend(bool on) {
   LOG_INFO("%s", on ? "SUSPEND: all connections stop reading" : "RESUME after SUSPEND");
 }
 
+// Worker 0 ticks for all workers (world stopped): each pool part gets its
+// averages, and log_stats writes one line per pool with the parts added up.
 void Pooler::stats_tick() {
+  WorldLock wl(hub_, shard_);
+  std::map<std::pair<std::string, std::string>, Pool::Stats> lines;
+  for (Pooler* w : world()) w->update_averages(lines);
+  for (auto& [key, avg] : lines) {
+    if (!cfg_.pooler.log_stats || (avg.xact_count == 0 && avg.query_count == 0 && avg.received == 0)) continue;
+    LOG_INFO("[%s/%s] stats: %" PRIu64 " xacts/s, %" PRIu64 " queries/s, in %" PRIu64 " B/s, out %" PRIu64
+             " B/s, xact %" PRIu64 " us, query %" PRIu64 " us, wait %" PRIu64 " us",
+             key.first.c_str(), key.second.c_str(), avg.xact_count, avg.query_count, avg.received, avg.sent,
+             avg.xact_count ? avg.xact_time / avg.xact_count : 0, avg.query_count ? avg.query_time / avg.query_count : 0,
+             avg.server_assignment_count ? avg.wait_time / avg.server_assignment_count : 0);
+  }
+}
+
+// `lines` gets each pool's rates added up and its average times weighted by count.
+void Pooler::update_averages(std::map<std::pair<std::string, std::string>, Pool::Stats>& lines) {
   double period = cfg_.pooler.stats_period > 0 ? cfg_.pooler.stats_period : 60;
   for (auto& [k, p] : pools_) {
     const Pool::Stats& a = p->stats;
@@ -928,11 +1008,16 @@ void Pooler::stats_tick() {
     avg.bind_count = rate(a.bind_count, b.bind_count);
     avg.client_login_count = rate(a.client_login_count, b.client_login_count);
     p->period_start = a;
-    if (!cfg_.pooler.log_stats || p->admin || (avg.xact_count == 0 && avg.query_count == 0 && avg.received == 0)) continue;
-    LOG_INFO("[%s/%s] stats: %" PRIu64 " xacts/s, %" PRIu64 " queries/s, in %" PRIu64 " B/s, out %" PRIu64
-             " B/s, xact %" PRIu64 " us, query %" PRIu64 " us, wait %" PRIu64 " us",
-             p->db_name.c_str(), p->user_name.c_str(), avg.xact_count, avg.query_count, avg.received, avg.sent,
-             avg.xact_time, avg.query_time, avg.wait_time);
+    if (p->admin) continue;
+    Pool::Stats& l = lines[{p->db_name, p->user_name}];
+    l.xact_count += avg.xact_count;
+    l.query_count += avg.query_count;
+    l.received += avg.received;
+    l.sent += avg.sent;
+    l.server_assignment_count += avg.server_assignment_count;
+    l.xact_time += avg.xact_time * avg.xact_count;
+    l.query_time += avg.query_time * avg.query_count;
+    l.wait_time += avg.wait_time * avg.server_assignment_count;
   }
 }
 

@@ -7,6 +7,7 @@
 #include <cctype>
 #include <cstdio>
 #include <cstring>
+#include <mutex>
 
 #include "pooler/pooler.hpp"
 #include "protocol/startup.hpp"
@@ -68,6 +69,10 @@ struct TrackedParams::Rep {
 
 namespace {
 
+// The intern tables and reference counts are shared by the workers; they change
+// at logins and parameter changes, not per message.
+std::mutex g_intern_mu;
+
 std::unordered_map<std::string_view, TrackedParams::Rep*>& param_sets() {
   static std::unordered_map<std::string_view, TrackedParams::Rep*> table;
   return table;
@@ -78,18 +83,24 @@ const std::optional<std::string> kNoValue;
 }  // namespace
 
 TrackedParams::TrackedParams(const TrackedParams& o) : rep_(o.rep_) {
+  std::lock_guard lk(g_intern_mu);
   if (rep_) rep_->refs++;
 }
 
 TrackedParams& TrackedParams::operator=(const TrackedParams& o) {
+  std::lock_guard lk(g_intern_mu);
   if (o.rep_) o.rep_->refs++;
   assign(o.rep_);
   return *this;
 }
 
-TrackedParams::~TrackedParams() { assign(nullptr); }
+TrackedParams::~TrackedParams() {
+  if (!rep_) return;
+  std::lock_guard lk(g_intern_mu);
+  assign(nullptr);
+}
 
-// Takes `r` (already counted) in place of the current set.
+// Takes `r` (already counted) in place of the current set; g_intern_mu held.
 void TrackedParams::assign(Rep* r) {
   if (rep_ && --rep_->refs == 0) {
     param_sets().erase(rep_->key);
@@ -114,6 +125,7 @@ void TrackedParams::set(int i, std::optional<std::string> value) {
       key += '0';
     }
   }
+  std::lock_guard lk(g_intern_mu);
   auto& table = param_sets();
   Rep* r;
   if (auto it = table.find(key); it != table.end()) {
@@ -147,6 +159,7 @@ const std::string kEmptyName;
 
 Name::Name(std::string_view s) {
   if (s.empty()) return;
+  std::lock_guard lk(g_intern_mu);
   auto& table = name_table();
   if (auto it = table.find(s); it != table.end()) {
     rep_ = it->second;
@@ -159,18 +172,25 @@ Name::Name(std::string_view s) {
 }
 
 Name::Name(const Name& o) : rep_(o.rep_) {
-  if (rep_) rep_->refs++;
+  if (!rep_) return;
+  std::lock_guard lk(g_intern_mu);
+  rep_->refs++;
 }
 
 Name& Name::operator=(const Name& o) {
-  if (o.rep_) o.rep_->refs++;
+  if (o.rep_) {
+    std::lock_guard lk(g_intern_mu);
+    o.rep_->refs++;
+  }
   this->~Name();
   rep_ = o.rep_;
   return *this;
 }
 
 Name::~Name() {
-  if (rep_ && --rep_->refs == 0) {
+  if (!rep_) return;
+  std::lock_guard lk(g_intern_mu);
+  if (--rep_->refs == 0) {
     name_table().erase(rep_->s);
     delete rep_;
   }
@@ -331,7 +351,7 @@ Step Client::on_startup(const char* data, std::uint32_t len) {
     int ai = tracked_index("application_name");
     params.set(ai, params.get(ai).value_or("") + " - " + remote.str());
   }
-  if (pooler->client_count() > set.max_client_conn) {
+  if (pooler->hub()->clients.load(std::memory_order_relaxed) > set.max_client_conn) {
     pooler->disconnect_client(this, "53300", "no more connections allowed (max_client_conn)", true);
     return Step::Stop;
   }
@@ -492,7 +512,10 @@ Step Client::handle_password(const char* body, std::uint32_t len) {
       proto::auth_sasl_final(buf, *reply);
       queue(buf);
       // Keep ClientKey: it lets pgpivot log in to servers storing this secret.
-      if (UserEntry* user = pooler->find_user(user_name)) user->client_key = scram->client_key();
+      if (UserEntry* user = pooler->find_user(user_name)) {
+        user->client_key = scram->client_key();
+        if (pooler->hub()->threaded()) pooler->hub()->set_client_key(user_name, *user->client_key);
+      }
       scram.reset();
       break;
     }

@@ -256,7 +256,18 @@ void HealthCheckDeleter::operator()(HealthCheck* h) const { delete h; }
 
 // ---------------------------------------------------------------------------
 
+// Cluster state lives in worker 0, which runs the health checks and moves; the
+// other workers' databases point at worker 0's clusters. Their fields are changed
+// only with the world stopped (see hub.hpp), so workers read them without a lock.
 void Pooler::sync_clusters() {
+  if (shard_ != 0) {
+    auto& cls = control()->clusters_;
+    for (auto& [name, db] : dbs_) {
+      auto it = cls.find(db->cfg.cluster);
+      db->crt = it == cls.end() || it->second->removed ? nullptr : it->second.get();
+    }
+    return;
+  }
   for (auto& [name, cl] : clusters_) cl->removed = true;
   for (auto& [name, cc] : cfg_.clusters) {
     auto& rt = clusters_[name];
@@ -303,6 +314,10 @@ const config::Node& Pooler::active_node(const DbEntry* db) const {
 }
 
 void Pooler::health_tick() {
+  bool any = false;
+  for (auto& [name, cl] : clusters_) any = any || (!cl->removed && cl->cfg->standby);
+  if (!any) return;
+  WorldLock wl(hub_, shard_);
   Ms t = now();
   std::uint64_t t_us = uv_hrtime() / 1000;
   for (auto& [name, cl] : clusters_) {
@@ -322,6 +337,7 @@ void Pooler::health_tick() {
 }
 
 void Pooler::check_result(ClusterRt* cl, int side, NodeState st, std::uint64_t latency_us, const std::string& err) {
+  WorldLock wl(hub_, shard_);
   NodeState before = cl->state[side];
   cl->state[side] = st;
   cl->last_check_us[side] = latency_us;
@@ -362,7 +378,7 @@ std::string Pooler::begin_cluster_op(ClusterRt* cl, const std::string& kind, boo
   cl->clients_held = 0;
   cl->mode = forced ? ClusterMode::Promoting : ClusterMode::Draining;
   // Count the clients that are going to wait: every logged-in client of the cluster.
-  for (auto& [k, p] : pools_) {
+  for (Pool* p : world_pools()) {
     if (p->db->crt != cl) continue;
     cl->clients_held += p->client_total();
   }
@@ -371,10 +387,10 @@ std::string Pooler::begin_cluster_op(ClusterRt* cl, const std::string& kind, boo
   if (forced) {
     // The old side gets no more traffic: close what is idle; busy servers end with
     // the errors the failover contract promises.
-    for (auto& [k, p] : pools_) {
+    for (Pool* p : world_pools()) {
       if (p->db->crt != cl) continue;
       for (ListHead* l : {&p->sv_login, &p->sv_idle, &p->sv_used, &p->sv_tested, &p->sv_active}) {
-        l->for_each<Server>([&](Server* s) { disconnect_server(s, kind + ": leaving the old primary"); });
+        l->for_each<Server>([&](Server* s) { p->owner->disconnect_server(s, kind + ": leaving the old primary"); });
       }
     }
   }
@@ -388,11 +404,11 @@ void Pooler::cluster_progress(ClusterRt* cl) {
   if (cl->mode == ClusterMode::Draining) {
     // Careful moves wait for transactions in flight; sessions move at a transaction boundary.
     bool busy = false;
-    for (auto& [k, p] : pools_) {
+    for (Pool* p : world_pools()) {
       if (p->db->crt != cl) continue;
       p->sv_active.for_each<Server>([&](Server* s) {
         if (s->expect_z == 0 && s->internal_z == 0 && s->txn == 'I' && !s->unsynced) {
-          disconnect_server(s, cl->op + ": moving the session at a transaction boundary");
+          p->owner->disconnect_server(s, cl->op + ": moving the session at a transaction boundary");
         } else {
           busy = true;
         }
@@ -402,10 +418,10 @@ void Pooler::cluster_progress(ClusterRt* cl) {
     bool timed_out = now() - cl->op_start > Ms(fo.failover_timeout * 1000);
     if (busy && !timed_out) return;
     if (busy) LOG_WARN("cluster %s: %s drain timed out; cutting remaining transactions", cl->name.c_str(), cl->op.c_str());
-    for (auto& [k, p] : pools_) {
+    for (Pool* p : world_pools()) {
       if (p->db->crt != cl) continue;
       for (ListHead* l : {&p->sv_login, &p->sv_idle, &p->sv_used, &p->sv_tested, &p->sv_active}) {
-        l->for_each<Server>([&](Server* s) { disconnect_server(s, cl->op + ": leaving the old node"); });
+        l->for_each<Server>([&](Server* s) { p->owner->disconnect_server(s, cl->op + ": leaving the old node"); });
       }
     }
     LOG_INFO("cluster %s: %s drained in %llu ms", cl->name.c_str(), cl->op.c_str(),
@@ -429,11 +445,11 @@ void Pooler::cluster_progress(ClusterRt* cl) {
       LOG_WARN("cluster %s: %s: target not writable after failover_timeout (%g s); waiting clients are released "
                "with an error",
                cl->name.c_str(), cl->op.c_str(), fo.failover_timeout);
-      for (auto& [k, p] : pools_) {
+      for (Pool* p : world_pools()) {
         if (p->db->crt != cl) continue;
         p->cl_waiting.for_each<Client>([&](Client* c) {
           cl->client_errors++;
-          disconnect_client(c, "08006", "failover_timeout: no writable server in cluster " + cl->name, true);
+          p->owner->disconnect_client(c, "08006", "failover_timeout: no writable server in cluster " + cl->name, true);
         });
       }
     }
@@ -459,26 +475,26 @@ void Pooler::complete_cluster_op(ClusterRt* cl, const std::string& result) {
   ev.result = result;
   ev.to = cl->active_standby ? "standby" : "primary";
   failover_log_.push_back(ev);
-  cl->client_errors = 0;
+  cl->client_errors.store(0);
   if (failover_log_.size() > 100) failover_log_.erase(failover_log_.begin());
   const config::Node& n = cl->active_standby ? *cl->cfg->standby : cl->cfg->primary;
   LOG_INFO("cluster %s: %s complete in %llu ms: pools now use the %s %s:%d (%d clients held, %d errors)",
            cl->name.c_str(), cl->op.c_str(), (unsigned long long)took, ev.to.c_str(), n.host.c_str(), n.port,
            ev.clients_held, ev.client_errors);
   if (!cl->cfg->failover.on_failover_command.empty()) run_hook(cl, cl->cfg->failover.on_failover_command, "on_failover_command");
-  for (auto& [k, p] : pools_) {
+  for (Pool* p : world_pools()) {
     if (p->db->crt != cl) continue;
     p->last_login_failure = 0;
     for (ListHead* l : {&p->sv_login, &p->sv_idle, &p->sv_active, &p->sv_used, &p->sv_tested}) {
       l->for_each<Server>([](Server* s) { s->close_needed = true; });
     }
-    p->sv_idle.for_each<Server>([&](Server* s) { disconnect_server(s, "repointed"); });
+    p->sv_idle.for_each<Server>([&](Server* s) { p->owner->disconnect_server(s, "repointed"); });
   }
-  for (auto& [k, p] : pools_) {
+  for (Pool* p : world_pools()) {
     if (p->db->crt != cl) continue;
     // Clients that logged in during the outage still wait for the pool's parameters.
-    if (!p->have_welcome && !p->cl_login.empty() && p->sv_login.empty()) launch_server(p.get());
-    pool_service(p.get());
+    if (!p->have_welcome && !p->cl_login.empty() && p->sv_login.empty()) p->owner->try_launch(p, false);
+    p->owner->pool_service(p);
   }
 }
 

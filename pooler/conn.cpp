@@ -64,9 +64,9 @@ void give_buffer(Pooler* pooler, char* p, std::uint32_t cap) {
   }
 }
 
-// Ciphertext is read into one shared buffer: it is handed to OpenSSL before the
-// read returns, so no TLS connection holds a read buffer of its own.
-char g_cipher_buf[32768];
+// Ciphertext is read into one buffer per reactor thread: it is handed to OpenSSL
+// before the read returns, so no TLS connection holds a read buffer of its own.
+thread_local char g_cipher_buf[32768];
 
 static_assert(sizeof(uv_buf_t) == sizeof(iovec) && offsetof(uv_buf_t, base) == offsetof(iovec, iov_base) &&
               offsetof(uv_buf_t, len) == offsetof(iovec, iov_len));

@@ -205,6 +205,7 @@ void handle_request(HttpConn* c, std::string_view head) {
   if (method != "GET") return respond_error(c, 405, "Method Not Allowed", "Allow: GET\r\n");
   try {
     Pooler* p = c->srv->pooler;
+    WorldLock world_lock(p->hub(), p->shard());  // the figures of every worker
     if (metrics) {
       respond(c, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", p->render_metrics());
     } else {
@@ -591,18 +592,30 @@ void Pooler::close_http(bool connections) {
 // ---------------------------------------------------------------------------
 // /metrics
 
+// The pools of every worker, grouped by (database, user): one series per pool.
+std::map<std::pair<std::string, std::string>, std::vector<Pool*>> Pooler::pool_groups() {
+  std::map<std::pair<std::string, std::string>, std::vector<Pool*>> g;
+  for (Pool* p : world_pools()) g[{p->db_name, p->user_name}].push_back(p);
+  return g;
+}
+
 std::string Pooler::render_metrics() {
+  auto& clusters_ = control()->clusters_;
+  auto groups = pool_groups();
   std::string out;
-  out.reserve(8192 + pools_.size() * 1600 + clusters_.size() * 1200);
+  out.reserve(8192 + groups.size() * 1600 + clusters_.size() * 1200);
   Prom m(out);
-  Ms tnow = now();
+  int client_count_ = 0;
+  for (Pooler* w : world()) client_count_ += w->client_count_;
 
   m.family("pgpivot_info", "gauge", "pgpivot's version; always 1.");
   m.sample({{"version", PGPIVOT_VERSION}}, 1);
 
   // Process-wide (SHOW STATE, SHOW LISTS).
   std::uint64_t servers = 0;
-  for (auto& [k, p] : pools_) servers += std::uint64_t(p->server_total());
+  for (auto& [k, g] : groups) {
+    for (Pool* p : g) servers += std::uint64_t(p->server_total());
+  }
   m.family("pgpivot_client_connections", "gauge", "Client connections, including those still logging in.");
   m.sample({}, std::uint64_t(std::max(client_count_, 0)));
   m.family("pgpivot_max_client_connections", "gauge", "max_client_conn.");
@@ -615,9 +628,14 @@ std::string Pooler::render_metrics() {
   m.sample({}, suspended_ ? 1 : 0);
 
   // Pools: the columns of SHOW POOLS, one series per (database, user).
+  // Counts add up over the workers' parts of a pool.
   auto pool_family = [&](const char* name, const char* help, auto value) {
     m.family(name, "gauge", help);
-    for (auto& [k, p] : pools_) m.sample({{"database", p->db_name}, {"user", p->user_name}}, value(p.get()));
+    for (auto& [k, g] : groups) {
+      std::uint64_t v = 0;
+      for (Pool* p : g) v += value(p);
+      m.sample({{"database", k.first}, {"user", k.second}}, v);
+    }
   };
   pool_family("pgpivot_pool_client_active",
               "Clients linked to a server or idle between transactions (SHOW POOLS cl_active).",
@@ -637,14 +655,19 @@ std::string Pooler::render_metrics() {
               [](Pool* p) { return std::uint64_t(p->sv_tested.size()); });
   pool_family("pgpivot_pool_server_login", "Server connections logging in (SHOW POOLS sv_login).",
               [](Pool* p) { return std::uint64_t(p->sv_login.size()); });
-  pool_family("pgpivot_pool_maxwait_seconds",
-              "How long the oldest waiting client has waited (SHOW POOLS maxwait + maxwait_us).",
-              [&](Pool* p) {
-                Client* oldest = p->cl_waiting.front<Client>();
-                return ms_to_s(oldest ? tnow - oldest->wait_start : 0);
-              });
-  pool_family("pgpivot_pool_size", "Configured server connections for the pool (pool_size).",
-              [&](Pool* p) { return std::uint64_t(std::max(pool_size(p), 0)); });
+  m.family("pgpivot_pool_maxwait_seconds", "gauge",
+           "How long the oldest waiting client has waited (SHOW POOLS maxwait + maxwait_us).");
+  for (auto& [k, g] : groups) {
+    Ms wait = 0;
+    for (Pool* p : g) {
+      if (Client* oldest = p->cl_waiting.front<Client>()) wait = std::max(wait, p->owner->now() - oldest->wait_start);
+    }
+    m.sample({{"database", k.first}, {"user", k.second}}, ms_to_s(wait));
+  }
+  m.family("pgpivot_pool_size", "gauge", "Configured server connections for the pool (pool_size).");
+  for (auto& [k, g] : groups) {
+    m.sample({{"database", k.first}, {"user", k.second}}, std::uint64_t(std::max(pool_size(g.front()), 0)));
+  }
 
   // Databases: SHOW DATABASES.
   auto db_family = [&](const char* name, const char* help, auto value) {
@@ -656,7 +679,7 @@ std::string Pooler::render_metrics() {
   };
   db_family("pgpivot_database_current_connections",
             "Server connections of the database, all users (SHOW DATABASES current_connections).",
-            [](DbEntry* d) { return std::uint64_t(std::max(d->server_count, 0)); });
+            [](DbEntry* d) { return std::uint64_t(std::max(d->counts->servers.load(), 0)); });
   db_family("pgpivot_database_max_connections",
             "max_db_connections of the database; 0 = no limit (SHOW DATABASES max_connections).",
             [&](DbEntry* d) {
@@ -665,7 +688,7 @@ std::string Pooler::render_metrics() {
             });
   db_family("pgpivot_database_current_client_connections",
             "Client connections of the database (SHOW DATABASES current_client_connections).",
-            [](DbEntry* d) { return std::uint64_t(std::max(d->client_count, 0)); });
+            [](DbEntry* d) { return std::uint64_t(std::max(d->counts->clients.load(), 0)); });
   db_family("pgpivot_database_paused", "1 while the database is paused (SHOW DATABASES paused).",
             [&](DbEntry* d) { return std::uint64_t(d->paused || paused_all_ ? 1 : 0); });
   db_family("pgpivot_database_disabled", "1 while the database is disabled (SHOW DATABASES disabled).",
@@ -673,7 +696,9 @@ std::string Pooler::render_metrics() {
 
   // Statistics: SHOW STATS' totals, per database.
   std::map<std::string, Pool::Stats> per_db;
-  for (auto& [k, p] : pools_) add_stats(per_db[p->db_name], p->stats);
+  for (auto& [k, g] : groups) {
+    for (Pool* p : g) add_stats(per_db[p->db_name], p->stats);
+  }
   auto stat_family = [&](const char* name, const char* help, auto value) {
     m.family(name, "counter", help);
     for (auto& [db, s] : per_db) m.sample({{"database", db}}, value(s));
@@ -765,10 +790,14 @@ std::string Pooler::render_metrics() {
 // /stats
 
 std::string Pooler::render_stats_page() {
+  auto& clusters_ = control()->clusters_;
+  auto& failover_log_ = control()->failover_log_;
+  auto groups = pool_groups();
   std::string out;
-  out.reserve(16384 + pools_.size() * 600 + clusters_.size() * 600);
+  out.reserve(16384 + groups.size() * 600 + clusters_.size() * 600);
   Html h(out);
-  Ms tnow = now();
+  int client_count_ = 0;
+  for (Pooler* w : world()) client_count_ += w->client_count_;
   std::uint64_t wall = std::uint64_t(time(nullptr));
   h.raw("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         "<meta http-equiv=\"refresh\" content=\"" + std::to_string(kPageRefreshS) + "\">"
@@ -782,9 +811,11 @@ std::string Pooler::render_stats_page() {
 
   // Summary cards.
   std::uint64_t servers = 0, waiting = 0;
-  for (auto& [k, p] : pools_) {
-    servers += std::uint64_t(p->server_total());
-    waiting += p->cl_waiting.size();
+  for (auto& [k, g] : groups) {
+    for (Pool* p : g) {
+      servers += std::uint64_t(p->server_total());
+      waiting += p->cl_waiting.size();
+    }
   }
   auto card = [&](const char* label, const std::string& value, bool warn = false) {
     h.raw("<div class=\"card\"><span>");
@@ -797,7 +828,7 @@ std::string Pooler::render_stats_page() {
   card("clients", std::to_string(client_count_) + " / " + std::to_string(cfg_.pooler.max_client_conn));
   card("waiting clients", std::to_string(waiting), waiting > 0);
   card("server connections", std::to_string(servers));
-  card("pools", std::to_string(pools_.size()));
+  card("pools", std::to_string(groups.size()));
   card("state", suspended_ ? "suspended" : paused_all_ ? "paused" : "running", suspended_ || paused_all_);
   h.raw("</div>\n");
 
@@ -806,34 +837,41 @@ std::string Pooler::render_stats_page() {
   h.head({"database", "user", "pool_mode", "cl_active", "cl_waiting", "sv_active", "sv_idle", "sv_used", "sv_tested",
           "sv_login", "pool_size", "maxwait (s)"},
          3);
-  for (auto& [k, pp] : pools_) {
-    Pool* p = pp.get();
-    Client* oldest = p->cl_waiting.front<Client>();
+  for (auto& [k, g] : groups) {
+    Pool* p = g.front();
+    std::size_t n[7] = {};
+    Ms wait = 0;
+    for (Pool* q : g) {
+      if (Client* oldest = q->cl_waiting.front<Client>()) wait = std::max(wait, q->owner->now() - oldest->wait_start);
+      n[0] += q->cl_active.size() + q->cl_idle.size();
+      n[1] += q->cl_waiting.size() + q->cl_login.size();
+      n[2] += q->sv_active.size();
+      n[3] += q->sv_idle.size();
+      n[4] += q->sv_used.size();
+      n[5] += q->sv_tested.size();
+      n[6] += q->sv_login.size();
+    }
     h.raw("<tr class=\"pool\" data-pool=\"");
     h.text(p->db_name + "/" + p->user_name);
     h.raw("\">");
     h.td(p->db_name);
     h.td(p->user_name);
     h.td(config::to_string(pool_mode(p)));
-    h.tdn(p->cl_active.size() + p->cl_idle.size());
-    h.tdn(p->cl_waiting.size() + p->cl_login.size());
-    h.tdn(p->sv_active.size());
-    h.tdn(p->sv_idle.size());
-    h.tdn(p->sv_used.size());
-    h.tdn(p->sv_tested.size());
-    h.tdn(p->sv_login.size());
+    for (std::size_t v : n) h.tdn(v);
     h.tdn(std::uint64_t(std::max(pool_size(p), 0)));
-    h.tdn(ms_to_s(oldest ? tnow - oldest->wait_start : 0));
+    h.tdn(ms_to_s(wait));
     h.raw("</tr>\n");
   }
-  if (pools_.empty()) h.empty_row(12, "no pools yet: a pool appears when its first client logs in");
+  if (groups.empty()) h.empty_row(12, "no pools yet: a pool appears when its first client logs in");
   h.end_table();
 
   // Statistics per database, as SHOW STATS.
   std::map<std::string, std::pair<Pool::Stats, Pool::Stats>> per_db;
-  for (auto& [k, p] : pools_) {
-    add_stats(per_db[p->db_name].first, p->stats);
-    add_stats(per_db[p->db_name].second, p->averages);
+  for (auto& [k, g] : groups) {
+    for (Pool* p : g) {
+      add_stats(per_db[p->db_name].first, p->stats);
+      add_stats(per_db[p->db_name].second, p->averages);
+    }
   }
   h.raw("<h2>Statistics</h2>");
   h.head({"database", "transactions", "queries", "xacts/s", "queries/s", "avg xact (ms)", "avg query (ms)",

@@ -11,7 +11,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "config/load.hpp"
@@ -260,18 +262,40 @@ int main(int argc, char** argv) {
   LOG_INFO("pgpivot %s starting with %s", PGPIVOT_VERSION, path.c_str());
   for (const auto& w : res.warnings) LOG_WARN("%s", w.to_string().c_str());
   raise_fd_limit();
-  uv_loop_t* loop = uv_default_loop();
+  // One reactor per worker: worker 0 on this thread (default loop, signals, Unix
+  // socket, HTTP, health checks), the others on their own threads and loops.
+  int workers = std::max(1, res.config.pooler.workers);
+  if (workers > 1) LOG_INFO("%d workers", workers);
   {
-    pgpivot::Pooler pooler(std::move(res.config), loop);
-    if (!pooler.start()) {
-      LOG_ERROR("could not start; exiting");
-      if (!pidfile.empty()) unlink(pidfile.c_str());
-      std::fflush(stderr);
-      std::_Exit(1);
+    pgpivot::Hub hub(workers);
+    std::vector<std::unique_ptr<uv_loop_t>> loops;
+    std::vector<std::unique_ptr<pgpivot::Pooler>> shards;
+    for (int i = 0; i < workers; i++) {
+      uv_loop_t* loop = uv_default_loop();
+      if (i > 0) {
+        loops.push_back(std::make_unique<uv_loop_t>());
+        loop = loops.back().get();
+        uv_loop_init(loop);
+      }
+      pgpivot::config::Config copy = i + 1 < workers ? res.config : std::move(res.config);
+      shards.push_back(std::make_unique<pgpivot::Pooler>(std::move(copy), loop, &hub, i));
     }
-    pooler.run();
+    for (auto& s : shards) {
+      if (!s->start()) {
+        LOG_ERROR("could not start; exiting");
+        if (!pidfile.empty()) unlink(pidfile.c_str());
+        std::fflush(stderr);
+        std::_Exit(1);
+      }
+    }
+    std::vector<std::thread> threads;
+    for (int i = 1; i < workers; i++) threads.emplace_back([&shards, i] { shards[std::size_t(i)]->run(); });
+    shards[0]->run();
+    for (auto& t : threads) t.join();
+    shards.clear();
+    for (auto& l : loops) uv_loop_close(l.get());
   }
-  uv_loop_close(loop);
+  uv_loop_close(uv_default_loop());
   if (!pidfile.empty()) unlink(pidfile.c_str());
   LOG_INFO("pgpivot stopped");
   return 0;

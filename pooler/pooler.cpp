@@ -74,12 +74,36 @@ Ms secs(double s) { return s <= 0 ? 0 : Ms(s * 1000.0); }
 }  // namespace
 
 // ---------------------------------------------------------------------------
-Pooler::Pooler(config::Config cfg, uv_loop_t* loop)
-    : loop_(loop), bufs_(std::uint32_t(std::max(cfg.pooler.pkt_buf, 1024)), 256), stream_bufs_(65536, 16) {
-  std::string k(32, '\0');
-  proto::random_bytes(reinterpret_cast<std::uint8_t*>(k.data()), k.size());
-  fake_salt_key_ = k;
+Pooler::Pooler(config::Config cfg, uv_loop_t* loop, Hub* hub, int shard)
+    : loop_(loop),
+      hub_(hub),
+      shard_(shard),
+      bufs_(std::uint32_t(std::max(cfg.pooler.pkt_buf, 1024)), 256),
+      stream_bufs_(65536, 16) {
+  if (!hub_) {
+    own_hub_ = std::make_unique<Hub>(1);
+    hub_ = own_hub_.get();
+  }
+  hub_->set_shard(shard_, this);
+  fake_salt_key_ = hub_->fake_salt_key();  // the same fake salts in every worker
   apply_config(std::move(cfg));
+}
+
+std::vector<Pool*> Pooler::world_pools() {
+  std::vector<Pool*> v;
+  for (Pooler* w : world()) {
+    for (auto& [k, p] : w->pools_) v.push_back(p.get());
+  }
+  return v;
+}
+
+std::vector<Pooler*> Pooler::world() {
+  if (!hub_->threaded() || !Hub::world_stopped_here()) return {this};
+  std::vector<Pooler*> v;
+  for (int i = 0; i < hub_->size(); i++) {
+    if (hub_->live(i)) v.push_back(hub_->shard(i));
+  }
+  return v;
 }
 
 Pooler::~Pooler() {
@@ -100,6 +124,7 @@ void Pooler::apply_config(config::Config cfg) {
   for (auto& [name, dbc] : cfg_.databases) {
     auto& e = dbs_[name];
     if (!e) e = std::make_unique<DbEntry>();
+    if (!e->counts) e->counts = hub_->db_count(name);
     bool changed = e->cfg.cluster != dbc.cluster || e->cfg.dbname != dbc.dbname || e->cfg.user != dbc.user ||
                    e->cfg.password != dbc.password;
     e->cfg = dbc;
@@ -125,8 +150,10 @@ void Pooler::apply_config(config::Config cfg) {
   for (auto& [name, uc] : cfg_.users) {
     auto& e = users_[name];
     if (!e) e = std::make_unique<UserEntry>();
+    if (!e->counts) e->counts = hub_->user_count(name);
     if (e->cfg.password != uc.password) {
       e->secret.reset();
+      if (e->client_key && shard_ == 0) hub_->forget_client_key(name);
       e->client_key.reset();
     }
     e->cfg = uc;
@@ -135,31 +162,45 @@ void Pooler::apply_config(config::Config cfg) {
   sync_clusters();
 }
 
+// Reads the file once and applies it in every worker (the world is stopped by
+// the callers, SIGHUP and RELOAD, when there are several); worker 0 first, whose
+// clusters the others point at.
 bool Pooler::reload() {
   auto res = config::load_file(cfg_.path);
   if (!res.ok()) {
     for (const auto& e : res.errors) LOG_ERROR("reload failed: %s", e.to_string().c_str());
     return false;
   }
-  auto& np = res.config.pooler;
+  bool ok = true;
+  for (Pooler* w : world()) ok = w->apply_reload(res.config) && ok;
+  return ok;
+}
+
+bool Pooler::apply_reload(config::Config next) {
+  bool talk = shard_ == 0;  // one worker logs what all do
+  auto& np = next.pooler;
   const auto& op = cfg_.pooler;
   if (np.listen_addr != op.listen_addr || np.listen_port != op.listen_port || np.unix_socket_dir != op.unix_socket_dir) {
-    LOG_WARN("reload: listen_addr, listen_port and unix_socket_dir need a restart; keeping the old values");
+    if (talk) LOG_WARN("reload: listen_addr, listen_port and unix_socket_dir need a restart; keeping the old values");
     np.listen_addr = op.listen_addr;
     np.listen_port = op.listen_port;
     np.unix_socket_dir = op.unix_socket_dir;
   }
   if (np.stats_listen != op.stats_listen) {
-    LOG_WARN("reload: stats_listen needs a restart; keeping %s", op.stats_listen.empty() ? "it off" : op.stats_listen.c_str());
+    if (talk) LOG_WARN("reload: stats_listen needs a restart; keeping %s", op.stats_listen.empty() ? "it off" : op.stats_listen.c_str());
     np.stats_listen = op.stats_listen;
   }
   if (np.pkt_buf != op.pkt_buf) {
-    LOG_WARN("reload: pkt_buf needs a restart; keeping %d", op.pkt_buf);
+    if (talk) LOG_WARN("reload: pkt_buf needs a restart; keeping %d", op.pkt_buf);
     np.pkt_buf = op.pkt_buf;
   }
-  res.config.path = cfg_.path;
+  if (np.workers != op.workers) {
+    if (talk) LOG_WARN("reload: workers needs a restart; keeping %d", op.workers);
+    np.workers = op.workers;
+  }
+  next.path = cfg_.path;
   config::Config old = cfg_;
-  apply_config(std::move(res.config));
+  apply_config(std::move(next));
   std::string tls_err;
   if (!setup_tls(tls_err)) {
     LOG_ERROR("reload: TLS: %s; keeping the previous configuration", tls_err.c_str());
@@ -168,7 +209,7 @@ bool Pooler::reload() {
     if (!setup_tls(again)) LOG_ERROR("TLS: %s", again.c_str());
     return false;
   }
-  LOG_INFO("configuration reloaded from %s", cfg_.path.c_str());
+  if (talk) LOG_INFO("configuration reloaded from %s", cfg_.path.c_str());
   for (auto& [key, pool] : pools_) pool_service(pool.get());
   return true;
 }
@@ -208,6 +249,8 @@ Pool* Pooler::get_pool(DbEntry* db, const std::string& db_name, UserEntry* user,
   auto& p = pools_[key];
   if (!p) {
     p = std::make_unique<Pool>();
+    p->owner = this;
+    p->shared = hub_->pool_count(db_name, user_name);
     p->db = db;
     p->user = user;
     p->db_name = db_name;
@@ -269,11 +312,18 @@ void on_listener_ready(uv_poll_t* p, int, int) {
 }
 
 // Binds and listens; 0 or a libuv (negative errno) error code.
-int open_listener(Listener* l, uv_loop_t* loop, const sockaddr* sa, socklen_t len, int backlog) {
+// With several workers each binds its own TCP socket with SO_REUSEPORT and the
+// kernel spreads new connections over them.
+int open_listener(Listener* l, uv_loop_t* loop, const sockaddr* sa, socklen_t len, int backlog, bool reuseport) {
   int fd = new_socket(sa->sa_family);
   if (fd < 0) return fd;
   int one = 1;
   if (sa->sa_family != AF_UNIX) ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (reuseport && ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) {
+    int e = -errno;
+    ::close(fd);
+    return e;
+  }
   if (::bind(fd, sa, len) != 0 || ::listen(fd, backlog) != 0) {
     int e = -errno;
     ::close(fd);
@@ -303,7 +353,13 @@ void Pooler::accept_ready(Listener* l) {
   for (int i = 0; i < 256 && !l->closed; i++) {
     int fd = ::accept4(l->fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd >= 0) {
-      on_accept(l, fd);
+      if (l->unix_socket && hub_->threaded()) {
+        // One worker listens on the Unix socket (SO_REUSEPORT is for TCP): it hands
+        // the connections round-robin to all workers.
+        int to = int(unix_rr_++ % std::uint32_t(hub_->size()));
+        if (to != shard_ && hub_->post(to, {Hub::MsgKind::Accept, std::uint32_t(fd), 1})) continue;
+      }
+      on_accept(l->unix_socket, fd);
       continue;
     }
     if (errno == EINTR || errno == ECONNABORTED) continue;
@@ -349,16 +405,16 @@ bool Pooler::start() {
     auto l = std::make_unique<Listener>();
     l->pooler = this;
     int rc = open_listener(l.get(), loop_, reinterpret_cast<sockaddr*>(&ss), sockaddr_len(ss),
-                           std::max(set.listen_backlog, 1));
+                           std::max(set.listen_backlog, 1), hub_->threaded());
     if (rc != 0) {
       LOG_ERROR("cannot listen on %s:%d: %s", a.c_str(), set.listen_port, uv_strerror(rc));
       return false;
     }
-    LOG_INFO("listening on %s:%d", a.c_str(), set.listen_port);
+    if (shard_ == 0) LOG_INFO("listening on %s:%d", a.c_str(), set.listen_port);
     listeners_.push_back(std::move(l));
     any = true;
   }
-  if (!set.unix_socket_dir.empty()) {
+  if (!set.unix_socket_dir.empty() && shard_ == 0) {
     auto l = std::make_unique<Listener>();
     l->pooler = this;
     l->unix_socket = true;
@@ -372,7 +428,7 @@ bool Pooler::start() {
     }
     std::memcpy(sun.sun_path, l->path.c_str(), l->path.size() + 1);
     int rc = open_listener(l.get(), loop_, reinterpret_cast<sockaddr*>(&sun), socklen_t(sizeof sun),
-                           std::max(set.listen_backlog, 1));
+                           std::max(set.listen_backlog, 1), false);
     if (rc != 0) {
       LOG_ERROR("cannot listen on unix socket %s: %s", l->path.c_str(), uv_strerror(rc));
       return false;
@@ -382,11 +438,17 @@ bool Pooler::start() {
     listeners_.push_back(std::move(l));
     any = true;
   }
-  if (!any) {
+  if (!any && shard_ == 0) {
     LOG_ERROR("nothing to listen on: set listen_addr or unix_socket_dir");
     return false;
   }
-  if (!start_http()) return false;
+  if (shard_ == 0 && !start_http()) return false;
+  if (hub_->threaded()) {
+    uv_async_init(loop_, &hub_async_, [](uv_async_t* a) { static_cast<Pooler*>(a->data)->hub_message(); });
+    hub_async_.data = this;
+    hub_async_on_ = true;
+    hub_->attach(shard_, &hub_async_);
+  }
 
   uv_timer_init(loop_, &janitor_);
   janitor_.data = this;
@@ -398,6 +460,7 @@ bool Pooler::start() {
   uv_idle_init(loop_, &flush_idle_);
   flush_idle_.data = this;
 
+  if (shard_ != 0) return true;  // worker 0 watches the signals for all
   auto sig = [](uv_signal_t* h, int signum) { static_cast<Pooler*>(h->data)->on_signal(signum); };
   for (auto [h, num] : {std::pair{&sig_hup_, SIGHUP}, {&sig_int_, SIGINT}, {&sig_term_, SIGTERM}, {&sig_quit_, SIGQUIT},
                         {&sig_usr1_, SIGUSR1}, {&sig_usr2_, SIGUSR2}}) {
@@ -410,19 +473,19 @@ bool Pooler::start() {
 
 int Pooler::run() { return uv_run(loop_, UV_RUN_DEFAULT); }
 
-void Pooler::on_accept(Listener* l, int fd) {
+void Pooler::on_accept(bool unix_socket, int fd) {
   auto* c = new Client();
   c->pooler = this;
   c->is_client = true;
   c->id = next_id();
   c->node.owner = c;
-  c->unix_socket = c->unix_sock = l->unix_socket;
+  c->unix_socket = c->unix_sock = unix_socket;
   if (!c->attach(fd)) {
     LOG_WARN("cannot watch a new connection; closed it");
     delete c;
     return;
   }
-  if (!l->unix_socket) {
+  if (!unix_socket) {
     int one = 1;
     ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     if (cfg_.pooler.tcp_keepalive) set_keepalive(fd);
@@ -435,6 +498,7 @@ void Pooler::on_accept(Listener* l, int fd) {
   c->connect_time = c->request_time = now();
   if (suspended_) c->want_read = false;
   client_count_++;
+  hub_->clients.fetch_add(1, std::memory_order_relaxed);
   cl_login_.push_back(&c->node);
   c->update_reading();
 }
@@ -479,13 +543,15 @@ void Pooler::register_cancel_key(Client* c) {
     cancel_slots_.push_back(nullptr);
   }
   cancel_slots_[slot] = c;
-  c->cancel_pid = slot + 1;
+  // The worker's number in the high bits: a CancelRequest reaching another worker
+  // is passed on to this one.
+  c->cancel_pid = std::uint32_t(shard_) << kCancelShardShift | (slot + 1);
   proto::random_bytes(reinterpret_cast<std::uint8_t*>(&c->cancel_key), sizeof c->cancel_key);
 }
 
 void Pooler::unregister_cancel_key(Client* c) {
   if (!c->cancel_pid) return;
-  std::uint32_t slot = c->cancel_pid - 1;
+  std::uint32_t slot = (c->cancel_pid & kCancelSlotMask) - 1;
   if (slot < cancel_slots_.size() && cancel_slots_[slot] == c) {
     cancel_slots_[slot] = nullptr;
     free_cancel_slots_.push_back(slot);
@@ -520,6 +586,7 @@ void Pooler::client_login_done(Client* c) {
     if (!fu) {
       // Forced user known only from the database entry.
       fu = std::make_unique<UserEntry>();
+      fu->counts = hub_->user_count(server_user);
       fu->cfg.name = server_user;
       fu->cfg.password = db->cfg.password;
     }
@@ -533,22 +600,23 @@ void Pooler::client_login_done(Client* c) {
     disconnect_client(c, "57P03", "database does not allow connections: " + c->db_name.str(), true);
     return;
   }
-  if (db->cfg.max_db_client_connections > 0 && db->client_count >= db->cfg.max_db_client_connections) {
+  if (!user->counts) user->counts = hub_->user_count(server_user);
+  auto limit = [](int n) { return n > 0 ? n : -1; };
+  if (!reserve_slot(db->counts->clients, limit(db->cfg.max_db_client_connections))) {
     disconnect_client(c, "53300", "no more connections allowed (max_db_client_connections)", true);
     return;
   }
-  if (user->cfg.max_user_client_connections > 0 && user->client_count >= user->cfg.max_user_client_connections) {
+  if (!reserve_slot(user->counts->clients, limit(user->cfg.max_user_client_connections))) {
+    db->counts->clients.fetch_sub(1, std::memory_order_relaxed);
     disconnect_client(c, "53300", "no more connections allowed (max_user_client_connections)", true);
     return;
   }
   if (user->cfg.name.empty()) user->cfg.name = server_user;
   Pool* p = get_pool(db, c->db_name, user, server_user);
   c->pool = p;
-  db->client_count++;
-  user->client_count++;
   p->stats.client_login_count++;
   register_cancel_key(c);
-  if (p->have_welcome) {
+  if (p->have_welcome || adopt_welcome(p)) {
     send_welcome(c);
     client_change_state(c, ClientState::Idle);
     return;
@@ -562,7 +630,7 @@ void Pooler::client_login_done(Client* c) {
   }
   c->login = LoginStep::WaitWelcome;
   client_change_state(c, ClientState::Login);
-  if (p->sv_login.empty() && !pool_paused(p) && can_launch(p, false)) launch_server(p);
+  if (p->sv_login.empty() && !pool_paused(p)) try_launch(p, false);
 }
 
 void Pooler::send_welcome(Client* c) {
@@ -638,10 +706,11 @@ void Pooler::disconnect_client(Client* c, const char* sqlstate, const std::strin
   }
   unregister_cancel_key(c);
   if (p) {
-    p->db->client_count--;
-    if (p->user) p->user->client_count--;
+    p->db->counts->clients.fetch_sub(1, std::memory_order_relaxed);
+    if (p->user) p->user->counts->clients.fetch_sub(1, std::memory_order_relaxed);
   }
   client_count_--;
+  hub_->clients.fetch_sub(1, std::memory_order_relaxed);
   client_change_state(c, ClientState::Closing);
   c->start_close();
   if (p) pool_service(p);
@@ -675,8 +744,14 @@ void on_cancel_connect(uv_connect_t* req, int status) {
 }  // namespace
 
 void Pooler::handle_cancel(std::uint32_t pid, std::uint32_t key) {
-  if (pid == 0 || pid > cancel_slots_.size()) return;
-  Client* c = cancel_slots_[pid - 1];
+  int owner = int(pid >> kCancelShardShift);
+  if (owner != shard_) {
+    if (owner < hub_->size()) hub_->post(owner, {Hub::MsgKind::Cancel, pid, key});
+    return;
+  }
+  std::uint32_t slot = pid & kCancelSlotMask;
+  if (slot == 0 || slot > cancel_slots_.size()) return;
+  Client* c = cancel_slots_[slot - 1];
   if (!c || c->cancel_key != key) return;
   Server* s = c->server;
   if (!s || !s->connected) return;
@@ -836,8 +911,6 @@ void Pooler::launch_server(Pool* p) {
   s->server_port = node.port;
   s->addr = s->host + ":" + std::to_string(node.port);
   s->connect_time = s->request_time = now();
-  p->db->server_count++;
-  if (p->user) p->user->server_count++;
   server_change_state(s, ServerState::Login);
   if (!s->host.empty() && s->host[0] == '/') {
     // A directory: PostgreSQL's Unix socket in it.
@@ -897,6 +970,16 @@ void Pooler::server_ready(Server* s) {
   if (!p->have_welcome) {
     p->welcome = s->all_params;
     p->have_welcome = true;
+    if (hub_->threaded()) {
+      {
+        std::lock_guard lk(p->shared->mu);
+        if (!p->shared->have_welcome) {
+          p->shared->welcome = p->welcome;
+          p->shared->have_welcome = true;
+        }
+      }
+      hub_->post_all_but(shard_, {Hub::MsgKind::Service, 0, 0});  // their clients may wait for it
+    }
   }
   if (cfg_.pooler.log_connections) {
     LOG_INFO("S-%llu: %s/%s@%s new connection to server (from %s, backend pid %u)", (unsigned long long)s->id,
@@ -918,6 +1001,17 @@ void Pooler::server_ready(Server* s) {
   p->cl_idle.for_each<Client>([](Client* c) {
     if (c->rbuf && c->rend > c->rparse) c->process();
   });
+}
+
+// Takes the welcome another worker's server login published; false when there is none yet.
+bool Pooler::adopt_welcome(Pool* p) {
+  if (p->have_welcome) return true;
+  if (!hub_->threaded()) return false;
+  std::lock_guard lk(p->shared->mu);
+  if (!p->shared->have_welcome) return false;
+  p->welcome = p->shared->welcome;
+  p->have_welcome = true;
+  return true;
 }
 
 void Pooler::run_internal_query(Server* s, const std::string& sql) {
@@ -1045,8 +1139,13 @@ void Pooler::server_release(Server* s) {
     disconnect_client(c, "57P01", "pgpivot is shutting down", true);
     c = nullptr;
   }
+  // Other workers wait for this pool's slots: keep no more than a fair share.
+  if (hub_->threaded() && s->state == ServerState::Idle) give_back_servers(p);
   // A switchover waiting for transactions to end can go on as soon as the last one does.
-  if (p->db->crt && p->db->crt->mode == ClusterMode::Draining) cluster_progress(p->db->crt);
+  if (p->db->crt && p->db->crt->mode == ClusterMode::Draining) {
+    WorldLock wl(hub_, shard_);
+    control()->cluster_progress(p->db->crt);
+  }
   pool_service(p);
   if (c && !c->closing && c->rbuf && c->rend > c->rparse) c->process();
 }
@@ -1083,28 +1182,175 @@ void Pooler::disconnect_server(Server* s, const std::string& reason) {
     s->queue(buf);
     s->flush();
   }
-  p->db->server_count--;
-  if (p->user) p->user->server_count--;
+  // Free the slot try_launch reserved; a worker waiting for one gets a nudge.
+  p->shared->servers.fetch_sub(1, std::memory_order_relaxed);
+  p->db->counts->servers.fetch_sub(1, std::memory_order_relaxed);
+  if (p->user) p->user->counts->servers.fetch_sub(1, std::memory_order_relaxed);
   server_change_state(s, ServerState::Closing);
   s->start_close();
   pool_service(p);
-  if (!pending_admin_.empty()) finish_pending_admin();
+  if (hub_->threaded()) {
+    std::uint64_t others = p->shared->wanted.load(std::memory_order_relaxed) & ~(std::uint64_t(1) << shard_);
+    for (int i = 0; others; i++, others >>= 1) {
+      if (others & 1) hub_->post(i, {Hub::MsgKind::Service, 0, 0});
+    }
+  }
+  if (!pending_admin_.empty()) {
+    WorldLock wl(hub_, shard_);
+    finish_pending_admin();
+  }
 }
 
 // ---------------------------------------------------------------------------
 // Assignment
 
-bool Pooler::can_launch(Pool* p, bool use_reserve) {
+bool Pooler::may_launch(Pool* p) const {
   if (shutting_down_ || pool_paused(p)) return false;
+  if (p->last_login_failure && uv_now(loop_) - p->last_login_failure < secs(cfg_.pooler.server_login_retry)) {
+    return false;
+  }
+  return true;
+}
+
+// The limits count servers of every worker: a slot is taken with a compare-and-swap
+// before the server is opened and given back in disconnect_server, so no
+// interleaving of workers can exceed pool_size (+ reserve_pool_size),
+// max_db_connections or max_user_connections.
+bool Pooler::try_launch(Pool* p, bool use_reserve) {
+  if (!may_launch(p)) return false;
+  if (hub_->threaded() && (p->shared->wanted.load(std::memory_order_relaxed) & ~(std::uint64_t(1) << shard_)) &&
+      p->server_total() >= std::max(fair_share(p, true), 1)) {
+    // Others wait for this pool's slots: a slot freed here is theirs.
+    want_servers(p);
+    return false;
+  }
   int limit = pool_size(p) + (use_reserve ? reserve_size(p) : 0);
-  if (p->server_total() >= limit) return false;
   int maxdb = p->db->cfg.max_db_connections >= 0 ? p->db->cfg.max_db_connections : cfg_.pooler.max_db_connections;
-  if (maxdb > 0 && p->db->server_count >= maxdb) return false;
   int maxuser = p->user && p->user->cfg.max_user_connections >= 0 ? p->user->cfg.max_user_connections
                                                                     : cfg_.pooler.max_user_connections;
-  if (maxuser > 0 && p->user && p->user->server_count >= maxuser) return false;
-  if (p->last_login_failure && now() - p->last_login_failure < secs(cfg_.pooler.server_login_retry)) return false;
+  if (!reserve_slot(p->shared->servers, std::max(limit, 0))) {
+    want_servers(p);
+    return false;
+  }
+  if (!reserve_slot(p->db->counts->servers, maxdb > 0 ? maxdb : -1)) {
+    p->shared->servers.fetch_sub(1, std::memory_order_relaxed);
+    want_servers(p);
+    return false;
+  }
+  if (p->user && !reserve_slot(p->user->counts->servers, maxuser > 0 ? maxuser : -1)) {
+    p->shared->servers.fetch_sub(1, std::memory_order_relaxed);
+    p->db->counts->servers.fetch_sub(1, std::memory_order_relaxed);
+    want_servers(p);
+    return false;
+  }
+  launch_server(p);
   return true;
+}
+
+// ---------------------------------------------------------------------------
+// Workers share each pool's slots. A worker whose clients wait while the others
+// hold all of them sets its bit in `wanted`; the others then keep at most a fair
+// share and close the rest as they become idle, and the closing nudges the
+// waiting worker. The share is the pool's size divided among the workers that
+// have clients of the pool: rounded up while the holder has clients waiting
+// itself, down when it has none (so a pool smaller than the number of workers
+// still moves to where it is needed), nothing when it has no clients. A worker
+// whose oldest waiting client has waited kStarvingMs is "starving": the others then
+// round down even while their own clients wait, so a small pool alternates
+// between busy workers instead of staying with one of them.
+namespace {
+constexpr Ms kStarvingMs = 100;
+}
+
+int Pooler::fair_share(const Pool* p, bool round_up) const {
+  if (p->client_total() == 0) return 0;
+  std::uint64_t w = p->shared->wanted.load(std::memory_order_relaxed) | std::uint64_t(1) << shard_;
+  int sharers = std::max(1, __builtin_popcountll(w));
+  // The slots: pool_size, or a smaller max_db_connections / max_user_connections.
+  int slots = std::max(pool_size(p), 0);
+  int maxdb = p->db->cfg.max_db_connections >= 0 ? p->db->cfg.max_db_connections : cfg_.pooler.max_db_connections;
+  int maxuser = p->user && p->user->cfg.max_user_connections >= 0 ? p->user->cfg.max_user_connections
+                                                                    : cfg_.pooler.max_user_connections;
+  if (maxdb > 0) slots = std::min(slots, maxdb);
+  if (maxuser > 0) slots = std::min(slots, maxuser);
+  return round_up ? (slots + sharers - 1) / sharers : slots / sharers;
+}
+
+void Pooler::want_servers(Pool* p) {
+  if (!hub_->threaded() || (p->cl_waiting.empty() && p->cl_login.empty())) return;
+  p->wanted_recently = true;
+  std::uint64_t bit = std::uint64_t(1) << shard_;
+  Client* oldest = p->cl_waiting.front<Client>();
+  if (oldest && now() - oldest->wait_start >= kStarvingMs &&
+      !(p->shared->starving.fetch_or(bit, std::memory_order_relaxed) & bit)) {
+    hub_->post_all_but(shard_, {Hub::MsgKind::Rebalance, 0, 0});
+  }
+  if (p->shared->wanted.fetch_or(bit, std::memory_order_relaxed) & bit) return;
+  hub_->post_all_but(shard_, {Hub::MsgKind::Rebalance, 0, 0});
+}
+
+void Pooler::give_back_servers(Pool* p) {
+  std::uint64_t others = p->shared->wanted.load(std::memory_order_relaxed) & ~(std::uint64_t(1) << shard_);
+  if (!others) return;
+  bool starving_others = p->shared->starving.load(std::memory_order_relaxed) & others;
+  int keep = fair_share(p, !p->cl_waiting.empty() && !starving_others);
+  for (ListHead* l : {&p->sv_idle, &p->sv_used}) {
+    l->for_each<Server>([&](Server* s) {
+      if (p->server_total() > keep) disconnect_server(s, "slot given to another worker");
+    });
+  }
+}
+
+void Pooler::on_service_message() {
+  std::uint64_t bit = std::uint64_t(1) << shard_;
+  for (auto& [k, p] : pools_) {
+    // Clients waiting for the pool's parameters get them from another worker's login.
+    if (!p->have_welcome && !p->cl_login.empty() && adopt_welcome(p.get())) {
+      Pool* pp = p.get();
+      pp->cl_login.for_each<Client>([&](Client* c) {
+        send_welcome(c);
+        client_change_state(c, ClientState::Idle);
+      });
+      pp->cl_idle.for_each<Client>([](Client* c) {
+        if (c->rbuf && c->rend > c->rparse) c->process();
+      });
+    }
+  }
+  for (auto& [k, p] : pools_) {
+    if (!(p->shared->wanted.load(std::memory_order_relaxed) & bit)) continue;
+    p->shared->wanted.fetch_and(~bit, std::memory_order_relaxed);
+    pool_service(p.get());  // sets the bit again when the slots are still taken
+  }
+}
+
+void Pooler::hub_message() {
+  std::vector<Hub::Msg> msgs;
+  hub_->drain(shard_, msgs);  // parks here first when another worker stopped the world
+  bool service = false, rebalance = false;
+  for (const auto& m : msgs) {
+    switch (m.kind) {
+      case Hub::MsgKind::Cancel:
+        handle_cancel(m.a, m.b);
+        break;
+      case Hub::MsgKind::Accept:
+        if (stopping_ || shutting_down_ || wait_for_clients_) {
+          ::close(int(m.a));
+        } else {
+          on_accept(m.b != 0, int(m.a));
+        }
+        break;
+      case Hub::MsgKind::Service:
+        service = true;
+        break;
+      case Hub::MsgKind::Rebalance:
+        rebalance = true;
+        break;
+    }
+  }
+  if (rebalance) {
+    for (auto& [k, p] : pools_) give_back_servers(p.get());
+  }
+  if (service) on_service_message();
 }
 
 void Pooler::pool_service(Pool* p) {
@@ -1137,8 +1383,7 @@ void Pooler::pool_service(Pool* p) {
       if (int(p->cl_waiting.size()) <= starting) break;
       Client* oldest = p->cl_waiting.front<Client>();
       bool reserve = now() - oldest->wait_start >= secs(cfg_.pooler.reserve_pool_timeout);
-      if (!can_launch(p, reserve)) break;
-      launch_server(p);
+      if (!try_launch(p, reserve)) break;
     }
   } while (p->service_again);
   p->servicing = false;
@@ -1201,30 +1446,49 @@ void Pooler::janitor() {
         server_login_failed(s, "08006", "server_connect_timeout: could not log in to " + s->addr + " in time");
       }
     });
+    // The claim on other workers' slots lapses after a janitor period without a
+    // client left waiting for lack of one (not at once: a claim that came and
+    // went with every transaction would make the workers trade servers back and
+    // forth, each trade a new server login).
+    if (hub_->threaded()) {
+      std::uint64_t bit = std::uint64_t(1) << shard_;
+      if ((p->shared->wanted.load(std::memory_order_relaxed) & bit) && !p->wanted_recently && p->cl_waiting.empty() &&
+          p->cl_login.empty()) {
+        p->shared->wanted.fetch_and(~bit, std::memory_order_relaxed);
+      }
+      p->wanted_recently = false;
+      if (p->cl_waiting.empty() && (p->shared->starving.load(std::memory_order_relaxed) & bit)) {
+        p->shared->starving.fetch_and(~bit, std::memory_order_relaxed);
+      }
+    }
+    // min_pool_size counts the pool's servers in every worker.
     int min = min_pool_size(p);
+    auto total = [&] { return p->shared->servers.load(std::memory_order_relaxed); };
     p->sv_idle.for_each<Server>([&](Server* s) {
       if (s->close_needed) {
         disconnect_server(s, "configuration changed");
-      } else if (secs(set.server_lifetime) && t - s->connect_time > secs(set.server_lifetime) &&
-                 p->server_total() > min) {
+      } else if (secs(set.server_lifetime) && t - s->connect_time > secs(set.server_lifetime) && total() > min) {
         disconnect_server(s, "server_lifetime");
-      } else if (secs(set.server_idle_timeout) && t - s->last_used > secs(set.server_idle_timeout) &&
-                 p->server_total() > min) {
+      } else if (secs(set.server_idle_timeout) && t - s->last_used > secs(set.server_idle_timeout) && total() > min) {
         disconnect_server(s, "server_idle_timeout");
       }
     });
     if (p->have_welcome && !shutting_down_) {
-      while (p->server_total() < min && can_launch(p, false)) launch_server(p);
+      while (total() < min && try_launch(p, false)) {
+      }
     }
     pool_service(p);
   }
-  health_tick();
+  if (shard_ == 0) health_tick();
   if (!last_stats_tick_) last_stats_tick_ = t;
-  if (t - last_stats_tick_ >= secs(set.stats_period > 0 ? set.stats_period : 60)) {
+  if (shard_ == 0 && t - last_stats_tick_ >= secs(set.stats_period > 0 ? set.stats_period : 60)) {
     last_stats_tick_ = t;
     stats_tick();
   }
-  if (!pending_admin_.empty()) finish_pending_admin();
+  if (!pending_admin_.empty()) {
+    WorldLock wl(hub_, shard_);
+    finish_pending_admin();
+  }
   if (wait_for_clients_ && client_count_ == 0) shutdown_now();
   if (shutting_down_ && !wait_for_clients_) check_shutdown_done();
 }
@@ -1232,7 +1496,9 @@ void Pooler::janitor() {
 // ---------------------------------------------------------------------------
 // Signals and shutdown
 
+// Signals are watched by worker 0 and act on every worker.
 void Pooler::on_signal(int signum) {
+  WorldLock wl(hub_, shard_);
   switch (signum) {
     case SIGHUP:
       LOG_INFO("got SIGHUP, re-reading config %s", cfg_.path.c_str());
@@ -1240,29 +1506,37 @@ void Pooler::on_signal(int signum) {
       break;
     case SIGINT:
       LOG_INFO("got SIGINT, shutting down, waiting for all servers connections to be released");
-      begin_safe_shutdown();
+      for (Pooler* w : world()) w->begin_safe_shutdown();
       break;
     case SIGTERM:
       LOG_INFO("got SIGTERM, shutting down, waiting for all clients disconnect");
-      begin_wait_for_clients();
+      for (Pooler* w : world()) w->begin_wait_for_clients();
       break;
     case SIGUSR1:
       LOG_INFO("got SIGUSR1, pausing all activity");
-      paused_all_ = true;
-      pause_sweep();
+      for (Pooler* w : world()) w->paused_all_ = true;
+      for (Pooler* w : world()) w->pause_sweep();
       break;
     case SIGUSR2:
       LOG_INFO("got SIGUSR2, continuing");
-      paused_all_ = false;
-      if (suspended_) suspend(false);
-      for (auto& [n, d] : dbs_) d->paused = false;
-      for (auto& [k, p] : pools_) pool_service(p.get());
+      for (Pooler* w : world()) {
+        w->paused_all_ = false;
+        if (w->suspended_) w->suspend(false);
+        for (auto& [n, d] : w->dbs_) d->paused = false;
+      }
+      for (Pooler* w : world()) {
+        for (auto& [k, p] : w->pools_) w->pool_service(p.get());
+      }
       break;
     default:
       LOG_INFO("got SIGQUIT, fast exit");
-      shutdown_now();
+      shutdown_all();
       break;
   }
+}
+
+void Pooler::shutdown_all() {
+  for (Pooler* w : world()) w->shutdown_now();
 }
 
 void Pooler::close_listeners() {
@@ -1331,10 +1605,20 @@ void Pooler::shutdown_now() {
     }
   }
   close_health_checks();
+  if (hub_async_on_) {
+    // From here on this worker no longer parks: the others stop waiting for it.
+    hub_async_on_ = false;
+    hub_->exited(shard_);
+    uv_close(reinterpret_cast<uv_handle_t*>(&hub_async_), nullptr);
+  }
   uv_close(reinterpret_cast<uv_handle_t*>(&janitor_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&flush_check_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&flush_idle_), nullptr);
-  for (uv_signal_t* h : {&sig_hup_, &sig_int_, &sig_term_, &sig_quit_, &sig_usr1_, &sig_usr2_}) uv_close(reinterpret_cast<uv_handle_t*>(h), nullptr);
+  if (shard_ == 0) {
+    for (uv_signal_t* h : {&sig_hup_, &sig_int_, &sig_term_, &sig_quit_, &sig_usr1_, &sig_usr2_}) {
+      uv_close(reinterpret_cast<uv_handle_t*>(h), nullptr);
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------

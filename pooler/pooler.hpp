@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "config/config.hpp"
+#include "pooler/hub.hpp"
 #include "pooler/list.hpp"
 #include "protocol/auth.hpp"
 #include "protocol/messages.hpp"
@@ -33,6 +34,10 @@ struct Client;
 struct Server;
 
 using Ms = std::uint64_t;  // uv_now() milliseconds
+
+// BackendKeyData "pid" = worker << kCancelShardShift | (cancel slot + 1).
+inline constexpr unsigned kCancelShardShift = 24;
+inline constexpr std::uint32_t kCancelSlotMask = (1u << kCancelShardShift) - 1;
 
 // ---------------------------------------------------------------------------
 // Read buffers: fixed-size blocks on a free list, taken when bytes arrive and
@@ -462,7 +467,7 @@ struct ClusterRt {
   bool promote_started = false;
   bool timeout_reported = false;
   int clients_held = 0;
-  int client_errors = 0;        // errors given to clients around the current/last move
+  std::atomic<int> client_errors{0};  // errors given to clients around the current/last move (any worker)
   std::uint64_t failovers = 0;
   std::uint64_t last_failover_wall = 0, last_failover_ms = 0;
 };
@@ -482,20 +487,20 @@ struct DbEntry {
   bool removed = false;
   bool paused = false;    // PAUSE db: no server is handed out
   bool disabled = false;  // DISABLE db: no new client logins
-  int server_count = 0;
-  int client_count = 0;
+  SharedCount* counts = nullptr;  // servers and clients of the database over all workers
 };
 
 struct UserEntry {
   config::User cfg;
   std::optional<proto::ScramSecret> secret;  // cached SCRAM secret for SCRAM auth
   std::optional<proto::Key32> client_key;    // from the last successful client SCRAM (pass-through)
-  int server_count = 0;
-  int client_count = 0;
+  SharedCount* counts = nullptr;             // servers and clients of the user over all workers
   bool removed = false;
 };
 
 struct Pool {
+  Pooler* owner = nullptr;         // the worker whose loop runs this pool's connections
+  SharedCount* shared = nullptr;   // the pool's server count over all workers (pool_size)
   DbEntry* db = nullptr;
   UserEntry* user = nullptr;       // the user servers log in as
   std::string db_name, user_name;  // the names clients used
@@ -514,6 +519,7 @@ struct Pool {
   std::string last_login_sqlstate;
 
   bool servicing = false, service_again = false;
+  bool wanted_recently = false;  // workers: this worker asked for more of the pool's slots since the last janitor run
   bool admin = false;  // the console's pseudo pool (database "pgbouncer")
 
   // Counters for SHOW STATS (times in microseconds, bytes as seen by clients).
@@ -569,7 +575,8 @@ class Pooler {
     std::string db;       // "" = all
   };
 
-  Pooler(config::Config cfg, uv_loop_t* loop);
+  // `hub` is shared by the workers (nullptr: a single worker with its own hub).
+  Pooler(config::Config cfg, uv_loop_t* loop, Hub* hub = nullptr, int shard = 0);
   ~Pooler();
   [[nodiscard]] bool start();  // bind listeners, timers, signals
   int run();                   // runs the loop until shutdown
@@ -578,6 +585,7 @@ class Pooler {
   const config::Pooler& settings() const { return cfg_.pooler; }
   const config::Config& cfg() const { return cfg_; }
   bool reload();
+  bool apply_reload(config::Config next);
 
   // Lookups
   DbEntry* find_db(const std::string& name);
@@ -592,7 +600,7 @@ class Pooler {
   int min_pool_size(const Pool* p) const;
 
   // Client lifecycle
-  void on_accept(Listener* l, int fd);
+  void on_accept(bool unix_socket, int fd);
   void accept_ready(Listener* l);
   void defer_free(Conn* c);                  // a connection without a socket: freed after this loop turn
   void client_login_done(Client* c);         // authenticated: send welcome or wait for it
@@ -605,7 +613,10 @@ class Pooler {
   void unregister_cancel_key(Client* c);
 
   // Server lifecycle
-  void launch_server(Pool* p);
+  // Reserves a server slot (pool_size, max_db_connections, max_user_connections over
+  // all workers) and opens a server; false when a limit or a pause stops it.
+  bool try_launch(Pool* p, bool use_reserve);
+  void launch_server(Pool* p);  // the slot is reserved
   void server_ready(Server* s);              // login finished or internal query done
   void server_release(Server* s);            // client finished a transaction/session
   void link(Client* c, Server* s);
@@ -657,8 +668,10 @@ class Pooler {
   bool start_http();                         // false when stats_listen is set but cannot be bound
   void close_http(bool connections);         // stop accepting; with `connections`, drop open requests too
   std::string render_metrics();
+  std::map<std::pair<std::string, std::string>, std::vector<Pool*>> pool_groups();
   std::string render_stats_page();
   void stats_tick();
+  void update_averages(std::map<std::pair<std::string, std::string>, Pool::Stats>& lines);
   void suspend(bool on);
   void free_conn(Conn* c);                   // close callback
   void mark_dirty(Conn* c);                  // output to flush at the end of this loop turn
@@ -670,8 +683,17 @@ class Pooler {
   Conn::OutQ* take_outq();
   void give_outq(Conn::OutQ* q);
   uv_loop_t* loop() { return loop_; }
+  Hub* hub() { return hub_; }
+  [[nodiscard]] int shard() const { return shard_; }
+  // The workers whose state control-plane code covers: every live worker while the
+  // world is stopped (see hub.hpp), else this one.
+  std::vector<Pooler*> world();
+  std::vector<Pool*> world_pools();  // the pools of world()
+  Pooler* control() { return hub_->shard(0); }  // the worker that runs health checks and failover
+  void hub_message();                           // this worker's mailbox has mail (or a stop is pending)
   Ms now() const { return uv_now(loop_); }
-  std::uint64_t next_id() { return ++id_seq_; }
+  // Unique over the workers (worker i of N hands out i, N + i, 2N + i, ...; 1, 2, 3 with one).
+  std::uint64_t next_id() { return ++id_seq_ * std::uint64_t(hub_->size()) + std::uint64_t(shard_); }
 
   int client_count() const { return client_count_; }
   std::map<std::pair<std::string, std::string>, std::unique_ptr<Pool>>& pools() { return pools_; }
@@ -690,11 +712,24 @@ class Pooler {
   void begin_wait_for_clients();
   bool check_shutdown_done();
   void close_listeners();
-  bool can_launch(Pool* p, bool use_reserve);
+  bool may_launch(Pool* p) const;
+  bool adopt_welcome(Pool* p);
+  void want_servers(Pool* p);          // another worker holds the pool's slots: ask for some back
+  void give_back_servers(Pool* p);     // hold at most a fair share of a pool others wait for
+  [[nodiscard]] int fair_share(const Pool* p, bool round_up) const;
+  void on_service_message();
+  void finish_pending_everywhere();
+  void shutdown_all();                 // shutdown_now on every worker (world stopped)
   void apply_config(config::Config cfg);
 
   config::Config cfg_;
   uv_loop_t* loop_;
+  std::unique_ptr<Hub> own_hub_;  // workers = 1
+  Hub* hub_;
+  int shard_;
+  uv_async_t hub_async_{};
+  bool hub_async_on_ = false;
+  std::uint32_t unix_rr_ = 0;     // round-robin of Unix-socket clients over the workers
   BufferPool bufs_;         // pkt_buf-sized blocks for messages
   BufferPool stream_bufs_;  // 64 kB blocks for connections streaming large results or COPY
   std::vector<std::unique_ptr<Listener>> listeners_;

@@ -245,6 +245,11 @@ Step Server::login_message(char type, std::string_view body) {
           }
           if (stored_scram) {
             auto secret = proto::ScramSecret::parse(password);
+            if (!pool->user->client_key && pooler->hub()->threaded()) {
+              // The client login that taught the key may have happened in another worker.
+              proto::Key32 k{};
+              if (pooler->hub()->client_key(pool->user->cfg.name, k)) pool->user->client_key = k;
+            }
             if (!secret || !pool->user->client_key) {
               pooler->server_login_failed(this, "28P01", "no SCRAM keys to log in to the server as \"" + pool->user->cfg.name + "\": a client must first log in with SCRAM");
               return Step::Stop;

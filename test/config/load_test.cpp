@@ -135,10 +135,12 @@ pkt_buf = 8192
 max_packet_size = 1048576
 logfile = "/var/log/pgpivot.log"
 stats_listen = "127.0.0.1:8404"
+workers = 4
 )toml");
   INFO(dump(r.errors));
   REQUIRE(r.ok());
   const Pooler& p = r.config.pooler;
+  CHECK(p.workers == 4);
   CHECK(p.listen_addr == "*");
   CHECK(p.listen_port == 7000);
   CHECK(p.unix_socket_dir.empty());
@@ -305,6 +307,10 @@ max_db_connections = -5
   CHECK(the_error(r, "clusters.main.standby.port").line == 17);
   CHECK(the_error(r, "databases.d.max_db_connections").line == 19);
   CHECK(r.errors.size() == 14);
+  auto w = load("[pooler]\nworkers = 65\n");
+  CHECK(the_error(w, "pooler.workers").message == "must be between 1 and 64, got 65");
+  CHECK(the_error(w, "pooler.workers").line == 2);
+  CHECK(load("").config.pooler.workers == 1);  // one reactor thread unless asked
 }
 
 TEST_CASE("bad enum values list the allowed ones", "[config][errors]") {

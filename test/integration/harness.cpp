@@ -167,6 +167,10 @@ std::string render_toml(const PoolerConfig& cfg, int port) {
     << "admin_users = " << toml_array(cfg.admin_users) << "\n";
   if (!cfg.stats_users.empty()) o << "stats_users = " << toml_array(cfg.stats_users) << "\n";
   for (const auto& [k, v] : cfg.extra) o << k << " = " << v << "\n";
+  // PGPIVOT_TEST_WORKERS=N runs every test's pooler with N reactor threads.
+  if (!cfg.extra.count("workers") && !env().use_pgbouncer) {
+    if (const char* w = std::getenv("PGPIVOT_TEST_WORKERS"); w && *w) o << "workers = " << std::atoi(w) << "\n";
+  }
   o << "\n[users]\n";
   for (const auto& [user, password] : cfg.users)
     o << user << " = { password = " << quote_toml(password) << " }\n";

@@ -1257,7 +1257,8 @@ bool Pooler::try_launch(Pool* p, bool use_reserve) {
 // still moves to where it is needed), nothing when it has no clients. A worker
 // whose oldest waiting client has waited kStarvingMs is "starving": the others then
 // round down even while their own clients wait, so a small pool alternates
-// between busy workers instead of staying with one of them.
+// between busy workers instead of staying with one of them, and a worker with no
+// client waiting gives it all its idle servers.
 namespace {
 constexpr Ms kStarvingMs = 100;
 }
@@ -1293,7 +1294,12 @@ void Pooler::give_back_servers(Pool* p) {
   std::uint64_t others = p->shared->wanted.load(std::memory_order_relaxed) & ~(std::uint64_t(1) << shard_);
   if (!others) return;
   bool starving_others = p->shared->starving.load(std::memory_order_relaxed) & others;
-  int keep = fair_share(p, !p->cl_waiting.empty() && !starving_others);
+  int keep;
+  if (!p->cl_waiting.empty()) {
+    keep = fair_share(p, !starving_others);
+  } else {
+    keep = starving_others ? 0 : fair_share(p, false);  // idle servers are no use here while others starve
+  }
   for (ListHead* l : {&p->sv_idle, &p->sv_used}) {
     l->for_each<Server>([&](Server* s) {
       if (p->server_total() > keep) disconnect_server(s, "slot given to another worker");

@@ -1257,8 +1257,9 @@ bool Pooler::try_launch(Pool* p, bool use_reserve) {
 // still moves to where it is needed), nothing when it has no clients. A worker
 // whose oldest waiting client has waited kStarvingMs is "starving": the others then
 // round down even while their own clients wait, so a small pool alternates
-// between busy workers instead of staying with one of them, and a worker with no
-// client waiting gives it all its idle servers.
+// between busy workers instead of staying with one of them, and a worker that is
+// not short of servers itself (no client waiting now, none left waiting for lack
+// of a slot in the last janitor period) gives it all its idle servers.
 namespace {
 constexpr Ms kStarvingMs = 100;
 }
@@ -1297,8 +1298,13 @@ void Pooler::give_back_servers(Pool* p) {
   int keep;
   if (!p->cl_waiting.empty()) {
     keep = fair_share(p, !starving_others);
+  } else if (starving_others &&
+             !(p->shared->wanted.load(std::memory_order_relaxed) & (std::uint64_t(1) << shard_))) {
+    // Nobody here waits or lacked a server lately: the idle servers serve the
+    // starving worker better (busy ones stay until released).
+    keep = 0;
   } else {
-    keep = starving_others ? 0 : fair_share(p, false);  // idle servers are no use here while others starve
+    keep = fair_share(p, false);
   }
   for (ListHead* l : {&p->sv_idle, &p->sv_used}) {
     l->for_each<Server>([&](Server* s) {
@@ -1466,6 +1472,7 @@ void Pooler::janitor() {
       if (p->cl_waiting.empty() && (p->shared->starving.load(std::memory_order_relaxed) & bit)) {
         p->shared->starving.fetch_and(~bit, std::memory_order_relaxed);
       }
+      give_back_servers(p);  // a request may have come while every server here was busy
     }
     // min_pool_size counts the pool's servers in every worker.
     int min = min_pool_size(p);

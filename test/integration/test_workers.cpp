@@ -315,3 +315,30 @@ TEST_CASE("workers: Unix-socket clients are served by every worker", "[workers]"
   for (auto& c : conns) c.finish();
   CHECK(busy_threads(before, thread_cpu_ticks(p.pid()), 3) >= 2);
 }
+
+TEST_CASE("workers: a full pool's idle servers move to the worker whose clients need them", "[workers]") {
+  // Pool of 3 over 2 workers, 8 clients placed by the kernel: every round puts
+  // 3 of them in a transaction at once. Whichever workers they are on, the third
+  // BEGIN must get a server (an idle one held by the other worker is handed over)
+  // well before query_wait_timeout.
+  PoolerConfig cfg = workers_config(2, 3);
+  cfg.extra["query_wait_timeout"] = "20";
+  Pooler p(cfg);
+  std::vector<Conn> conns;
+  for (int i = 0; i < 8; i++) {
+    conns.emplace_back(p.conninfo());
+    REQUIRE(conns.back().ok());
+  }
+  for (auto& c : conns) c.exec_ok("SELECT 1");  // servers on both workers
+  const int picks[][3] = {{0, 1, 2}, {3, 4, 5}, {5, 6, 7}, {0, 3, 6}, {1, 4, 7}, {2, 5, 0}, {7, 6, 1}};
+  for (const auto& pick : picks) {
+    auto t0 = now_s();
+    for (int i : pick) {
+      Result r = conns[std::size_t(i)].exec("BEGIN; SELECT 1", 10);
+      INFO("client " << i << ": " << r.message());
+      REQUIRE(r.ok());
+    }
+    CHECK(now_s() - t0 < 5);
+    for (int i : pick) conns[std::size_t(i)].exec_ok("COMMIT");
+  }
+}

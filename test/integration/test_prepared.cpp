@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "harness.hpp"
+#include "wire_client.hpp"
 
 using namespace itest;
 
@@ -197,9 +198,6 @@ std::string be32(unsigned v) {
   return {char((v >> 24) & 0xff), char((v >> 16) & 0xff), char((v >> 8) & 0xff), char(v & 0xff)};
 }
 std::string cstr(const std::string& s) { return s + std::string(1, '\0'); }
-std::string message(char type, const std::string& body) {
-  return std::string(1, type) + be32(unsigned(body.size() + 4)) + body;
-}
 std::string parse_msg(const std::string& name, const std::string& sql) {
   return message('P', cstr(name) + cstr(sql) + be16(0));
 }
@@ -221,17 +219,7 @@ struct Msg {
 };
 
 // Field `code` ('C' SQLSTATE, 'M' message) of an ErrorResponse.
-std::string error_field(const Msg& m, char code) {
-  std::size_t i = 0;
-  while (i < m.body.size() && m.body[i] != '\0') {
-    char f = m.body[i++];
-    std::size_t end = m.body.find('\0', i);
-    if (end == std::string::npos) break;
-    if (f == code) return m.body.substr(i, end - i);
-    i = end + 1;
-  }
-  return "";
-}
+std::string error_field(const Msg& m, char code) { return itest::error_field(m.body, code); }
 
 // First column of a DataRow.
 std::string datarow_value(const Msg& m) {
@@ -244,19 +232,8 @@ std::string datarow_value(const Msg& m) {
 
 class RawConn {
  public:
-  RawConn(int port, const std::string& user, const std::string& db) {
-    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(static_cast<uint16_t>(port));
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-      ::close(fd_);
-      fd_ = -1;
-      return;
-    }
-    std::string body = be32(196608) + cstr("user") + cstr(user) + cstr("database") + cstr(db) + cstr("");
-    send(be32(unsigned(body.size() + 4)) + body);
+  RawConn(int port, const std::string& user, const std::string& db) : fd_(connect_tcp(port)) {
+    if (fd_ >= 0) send(startup_packet({{"user", user}, {"database", db}}));
   }
   ~RawConn() {
     if (fd_ >= 0) ::close(fd_);
@@ -267,12 +244,7 @@ class RawConn {
   bool connected() const { return fd_ >= 0; }
 
   void send(const std::string& bytes) {
-    std::size_t off = 0;
-    while (fd_ >= 0 && off < bytes.size()) {
-      ssize_t n = ::send(fd_, bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL);
-      if (n <= 0) return;
-      off += std::size_t(n);
-    }
+    if (fd_ >= 0) send_all_fd(fd_, bytes);
   }
 
   Msg next(double timeout_s = 10) {

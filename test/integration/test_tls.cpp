@@ -282,6 +282,15 @@ std::string last_pg_ssl_failure() {
 
 const char* kSslOfBackend = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
 
+// Whether the server connection behind a plain client of `p` uses TLS, as
+// PostgreSQL's pg_stat_ssl says ("t" or "f").
+std::string backend_ssl(const Pooler& p) {
+  Conn c(p.conninfo());
+  INFO("connect: " << c.error());
+  REQUIRE(c.ok());
+  return c.value(kSslOfBackend);
+}
+
 }  // namespace
 
 TEST_CASE("TLS: a libpq client with sslmode=verify-full connects to client_tls_sslmode=require", "[tls]") {
@@ -498,17 +507,11 @@ TEST_CASE("TLS: server_tls_sslmode against a PostgreSQL without TLS", "[tls]") {
     PoolerConfig cfg;
     cfg.extra["server_tls_sslmode"] = q("prefer");
     Pooler p(cfg);
-    Conn c(p.conninfo());
-    INFO("connect: " << c.error());
-    REQUIRE(c.ok());
-    CHECK(c.value(kSslOfBackend) == "f");
+    CHECK(backend_ssl(p) == "f");
   }
   SECTION("the default (prefer) falls back to plain") {
     Pooler p;
-    Conn c(p.conninfo());
-    INFO("connect: " << c.error());
-    REQUIRE(c.ok());
-    CHECK(c.value(kSslOfBackend) == "f");
+    CHECK(backend_ssl(p) == "f");
   }
 }
 
@@ -519,10 +522,7 @@ TEST_CASE("TLS: a cluster node's own sslmode/sslrootcert override server_tls_*",
     cfg.main_cluster = tls_cluster("sslmode = \"verify-full\", sslrootcert = " + q(w.ca()));
     cfg.extra["server_tls_sslmode"] = q("disable");
     Pooler p(cfg);
-    Conn c(p.conninfo());
-    INFO("connect: " << c.error());
-    REQUIRE(c.ok());
-    CHECK(c.value(kSslOfBackend) == "t");
+    CHECK(backend_ssl(p) == "t");
   }
   SECTION("the node's sslrootcert wins over server_tls_ca_file") {
     PoolerConfig cfg;
@@ -540,10 +540,7 @@ TEST_CASE("TLS: a cluster node's own sslmode/sslrootcert override server_tls_*",
     cfg.extra["server_tls_sslmode"] = q("verify-full");
     cfg.extra["server_tls_ca_file"] = q(w.other_ca());
     Pooler p(cfg);
-    Conn c(p.conninfo());
-    INFO("connect: " << c.error());
-    REQUIRE(c.ok());
-    CHECK(c.value(kSslOfBackend) == "f");
+    CHECK(backend_ssl(p) == "f");
   }
 }
 
@@ -569,10 +566,7 @@ TEST_CASE("TLS: sslmode allow", "[tls]") {
     cfg.main_cluster = tls_cluster();
     cfg.extra["server_tls_sslmode"] = q("allow");
     Pooler p(cfg);
-    Conn c(p.conninfo());
-    INFO("connect: " << c.error());
-    REQUIRE(c.ok());
-    CHECK(c.value(kSslOfBackend) == "t");
+    CHECK(backend_ssl(p) == "t");
   }
   SECTION("server_tls_sslmode=allow connects in plain text to a PostgreSQL with ssl = off") {
     {
@@ -584,10 +578,7 @@ TEST_CASE("TLS: sslmode allow", "[tls]") {
     PoolerConfig cfg;
     cfg.extra["server_tls_sslmode"] = q("allow");
     Pooler p(cfg);
-    Conn c(p.conninfo());
-    INFO("connect: " << c.error());
-    REQUIRE(c.ok());
-    CHECK(c.value(kSslOfBackend) == "f");
+    CHECK(backend_ssl(p) == "f");
     CHECK(p.running());
   }
   SECTION("a node's own sslmode = allow does the same") {
@@ -595,10 +586,7 @@ TEST_CASE("TLS: sslmode allow", "[tls]") {
     cfg.main_cluster = tls_cluster("sslmode = \"allow\"");
     cfg.extra["server_tls_sslmode"] = q("disable");
     Pooler p(cfg);
-    Conn c(p.conninfo());
-    INFO("connect: " << c.error());
-    REQUIRE(c.ok());
-    CHECK(c.value(kSslOfBackend) == "t");
+    CHECK(backend_ssl(p) == "t");
   }
 }
 

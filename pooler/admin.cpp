@@ -8,7 +8,6 @@
 #include <cstring>
 #include <ctime>
 #include <functional>
-#include <set>
 #include <variant>
 
 #include "config/load.hpp"
@@ -587,22 +586,21 @@ void Pooler::admin_show(Client* c, const std::string& what, const std::string& a
       Ms maxwait = 0;
       Pool* first = nullptr;
     };
-    std::map<std::pair<std::string, std::string>, Agg> agg;  // one row per pool over all workers
-    for (Pool* p : pools) {
-      Agg& a = agg[{p->db_name, p->user_name}];
-      if (!a.first) a.first = p;
-      if (Client* oldest = p->cl_waiting.front<Client>()) {
-        a.maxwait = std::max(a.maxwait, std::max(p->owner->now(), oldest->wait_start) - oldest->wait_start);
+    for (auto& [key, parts] : pool_groups()) {  // one row per pool over all workers
+      Agg a;
+      a.first = parts.front();
+      for (Pool* p : parts) {
+        if (Client* oldest = p->cl_waiting.front<Client>()) {
+          a.maxwait = std::max(a.maxwait, std::max(p->owner->now(), oldest->wait_start) - oldest->wait_start);
+        }
+        a.cl_active += p->cl_active.size() + p->cl_idle.size();
+        a.cl_waiting += p->cl_waiting.size() + p->cl_login.size();
+        a.sv_active += p->sv_active.size();
+        a.sv_idle += p->sv_idle.size();
+        a.sv_used += p->sv_used.size();
+        a.sv_tested += p->sv_tested.size();
+        a.sv_login += p->sv_login.size();
       }
-      a.cl_active += p->cl_active.size() + p->cl_idle.size();
-      a.cl_waiting += p->cl_waiting.size() + p->cl_login.size();
-      a.sv_active += p->sv_active.size();
-      a.sv_idle += p->sv_idle.size();
-      a.sv_used += p->sv_used.size();
-      a.sv_tested += p->sv_tested.size();
-      a.sv_login += p->sv_login.size();
-    }
-    for (auto& [key, a] : agg) {
       t.row({str(key.first), str(key.second), num(a.cl_active), num(a.cl_waiting), num(0), num(0), num(a.sv_active),
              num(0), num(0), num(a.sv_idle), num(a.sv_used), num(a.sv_tested), num(a.sv_login),
              num(a.maxwait / 1000), num((a.maxwait % 1000) * 1000), str(config::to_string(pool_mode(a.first))),
@@ -777,13 +775,11 @@ void Pooler::admin_show(Client* c, const std::string& what, const std::string& a
     t.emit(buf);
   } else if (what == "LISTS") {
     std::size_t used_clients = 0, used_servers = 0, login = 0;
-    std::set<std::pair<std::string, std::string>> pool_keys;
     for (Pooler* x : world()) login += x->cl_login_.size();
     for (Pool* p : pools) {
       used_clients += std::size_t(p->client_total());
       used_servers += std::size_t(p->server_total());
       login += p->cl_login.size();
-      pool_keys.insert({p->db_name, p->user_name});
     }
     std::size_t ndb = 0, nuser = 0;
     for (auto& [n, d] : dbs_) ndb += d->removed ? 0 : 1;
@@ -792,7 +788,7 @@ void Pooler::admin_show(Client* c, const std::string& what, const std::string& a
     t.row({str("databases"), num(ndb)});
     t.row({str("users"), num(nuser)});
     t.row({str("peers"), num(0)});
-    t.row({str("pools"), num(pool_keys.size())});
+    t.row({str("pools"), num(pool_groups().size())});
     t.row({str("peer_pools"), num(0)});
     t.row({str("free_clients"), num(0)});
     t.row({str("used_clients"), num(used_clients)});

@@ -280,6 +280,16 @@ int Pooler::reserve_size(const Pool* p) const {
   return cfg_.pooler.reserve_pool_size;
 }
 
+// 0 = no limit.
+int Pooler::max_db_connections(const Pool* p) const {
+  return p->db->cfg.max_db_connections >= 0 ? p->db->cfg.max_db_connections : cfg_.pooler.max_db_connections;
+}
+
+int Pooler::max_user_connections(const Pool* p) const {
+  return p->user && p->user->cfg.max_user_connections >= 0 ? p->user->cfg.max_user_connections
+                                                             : cfg_.pooler.max_user_connections;
+}
+
 int Pooler::min_pool_size(const Pool* p) const {
   if (p->db->cfg.min_pool_size >= 0) return p->db->cfg.min_pool_size;
   return cfg_.pooler.min_pool_size;
@@ -987,17 +997,26 @@ void Pooler::server_ready(Server* s) {
   }
   s->last_used = now();
   server_change_state(s, ServerState::Idle);
-  p->cl_login.for_each<Client>([&](Client* c) {
-    send_welcome(c);
-    client_change_state(c, ClientState::Idle);
-  });
+  welcome_login_clients(p);
   if (!p->db->cfg.connect_query.empty()) {
     server_change_state(s, ServerState::Tested);
     run_internal_query(s, p->db->cfg.connect_query);
     return;
   }
   pool_service(p);
-  // Clients that sent queries while waiting for the welcome can go on now.
+  resume_idle_clients(p);
+}
+
+// Clients waiting for the pool's parameters get them (the pool has them now).
+void Pooler::welcome_login_clients(Pool* p) {
+  p->cl_login.for_each<Client>([&](Client* c) {
+    send_welcome(c);
+    client_change_state(c, ClientState::Idle);
+  });
+}
+
+// Clients that sent queries while waiting for the welcome can go on now.
+void Pooler::resume_idle_clients(Pool* p) {
   p->cl_idle.for_each<Client>([](Client* c) {
     if (c->rbuf && c->rend > c->rparse) c->process();
   });
@@ -1225,9 +1244,7 @@ bool Pooler::try_launch(Pool* p, bool use_reserve) {
     return false;
   }
   int limit = pool_size(p) + (use_reserve ? reserve_size(p) : 0);
-  int maxdb = p->db->cfg.max_db_connections >= 0 ? p->db->cfg.max_db_connections : cfg_.pooler.max_db_connections;
-  int maxuser = p->user && p->user->cfg.max_user_connections >= 0 ? p->user->cfg.max_user_connections
-                                                                    : cfg_.pooler.max_user_connections;
+  int maxdb = max_db_connections(p), maxuser = max_user_connections(p);
   if (!reserve_slot(p->shared->servers, std::max(limit, 0))) {
     want_servers(p);
     return false;
@@ -1270,9 +1287,7 @@ int Pooler::fair_share(const Pool* p, bool round_up) const {
   int sharers = std::max(1, __builtin_popcountll(w));
   // The slots: pool_size, or a smaller max_db_connections / max_user_connections.
   int slots = std::max(pool_size(p), 0);
-  int maxdb = p->db->cfg.max_db_connections >= 0 ? p->db->cfg.max_db_connections : cfg_.pooler.max_db_connections;
-  int maxuser = p->user && p->user->cfg.max_user_connections >= 0 ? p->user->cfg.max_user_connections
-                                                                    : cfg_.pooler.max_user_connections;
+  int maxdb = max_db_connections(p), maxuser = max_user_connections(p);
   if (maxdb > 0) slots = std::min(slots, maxdb);
   if (maxuser > 0) slots = std::min(slots, maxuser);
   return round_up ? (slots + sharers - 1) / sharers : slots / sharers;
@@ -1318,14 +1333,8 @@ void Pooler::on_service_message() {
   for (auto& [k, p] : pools_) {
     // Clients waiting for the pool's parameters get them from another worker's login.
     if (!p->have_welcome && !p->cl_login.empty() && adopt_welcome(p.get())) {
-      Pool* pp = p.get();
-      pp->cl_login.for_each<Client>([&](Client* c) {
-        send_welcome(c);
-        client_change_state(c, ClientState::Idle);
-      });
-      pp->cl_idle.for_each<Client>([](Client* c) {
-        if (c->rbuf && c->rend > c->rparse) c->process();
-      });
+      welcome_login_clients(p.get());
+      resume_idle_clients(p.get());
     }
   }
   for (auto& [k, p] : pools_) {

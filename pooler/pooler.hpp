@@ -598,6 +598,8 @@ class Pooler {
   int pool_size(const Pool* p) const;
   int reserve_size(const Pool* p) const;
   int min_pool_size(const Pool* p) const;
+  int max_db_connections(const Pool* p) const;    // 0 = no limit
+  int max_user_connections(const Pool* p) const;  // 0 = no limit
 
   // Client lifecycle
   void on_accept(bool unix_socket, int fd);
@@ -714,6 +716,8 @@ class Pooler {
   void close_listeners();
   bool may_launch(Pool* p) const;
   bool adopt_welcome(Pool* p);
+  void welcome_login_clients(Pool* p);
+  void resume_idle_clients(Pool* p);
   void want_servers(Pool* p);          // another worker holds the pool's slots: ask for some back
   void give_back_servers(Pool* p);     // hold at most a fair share of a pool others wait for
   [[nodiscard]] int fair_share(const Pool* p, bool round_up) const;

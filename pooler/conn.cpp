@@ -128,22 +128,10 @@ void Conn::do_read() {
     if (tls) {
       n = ::recv(fd, g_cipher_buf, sizeof g_cipher_buf, 0);
     } else {
-      if (!rbuf) {
-        // Large results and COPY data come in 64 kB reads: a sixteenth of the
-        // syscalls per megabyte; only connections that are streaming hold one.
-        BufferPool& bp = stream_hint ? pooler->stream_buffers() : pooler->buffers();
-        rbuf = bp.take();
-        rcap = bp.size();
-        rpos = rparse = rend = 0;
-      }
-      if (rend == rcap && rpos > 0 && !borrowed_by) {
-        std::memmove(rbuf, rbuf + rpos, rend - rpos);
-        rparse -= rpos;
-        rend -= rpos;
-        rpos = 0;
-      }
-      if (rend == rcap) {  // full: wait until the bytes are handled
-        update_reading();
+      // Large results and COPY data come in 64 kB reads: a sixteenth of the
+      // syscalls per megabyte; only connections that are streaming hold one.
+      if (!read_room(stream_hint ? pooler->stream_buffers() : pooler->buffers())) {
+        update_reading();  // full: wait until the bytes are handled
         return;
       }
       n = ::recv(fd, rbuf + rend, rcap - rend, 0);
@@ -398,6 +386,24 @@ void Conn::release_rbuf_if_empty() {
 }
 
 // Make room so that `need` bytes starting at rpos fit in the buffer.
+// Room to read into: a buffer from `bp` when none is held, the unhandled bytes
+// moved to the front when it is full (unless a peer's write still borrows them).
+// False when it stays full.
+bool Conn::read_room(BufferPool& bp) {
+  if (!rbuf) {
+    rbuf = bp.take();
+    rcap = bp.size();
+    rpos = rparse = rend = 0;
+  }
+  if (rend == rcap && rpos > 0 && !borrowed_by) {
+    std::memmove(rbuf, rbuf + rpos, rend - rpos);
+    rparse -= rpos;
+    rend -= rpos;
+    rpos = 0;
+  }
+  return rend < rcap;
+}
+
 void Conn::ensure_room(std::uint32_t need) {
   if (borrowed_by) return;  // cannot move bytes a peer still writes; retried in borrow_done
   if (rpos > 0) {

@@ -219,6 +219,7 @@ struct Conn {
   void process_once();
   void update_reading();
   void release_rbuf_if_empty();
+  bool read_room(BufferPool& bp);                // a buffer with room to read into; false when full
   void ensure_room(std::uint32_t need);
   void free_buffers();
   [[nodiscard]] std::uint32_t max_packet() const;

@@ -386,21 +386,7 @@ bool Conn::tls_pump() {
   TlsConn* t = tls.get();
   bool got = false;
   for (;;) {
-    if (!rbuf) {
-      rbuf = pooler->buffers().take();
-      rcap = pooler->buffers().size();
-      rpos = rparse = rend = 0;
-    }
-    if (rend == rcap) {
-      if (rpos > 0 && !borrowed_by) {
-        std::memmove(rbuf, rbuf + rpos, rend - rpos);
-        rparse -= rpos;
-        rend -= rpos;
-        rpos = 0;
-      } else {
-        break;  // full: the rest waits in OpenSSL until the buffer drains
-      }
-    }
+    if (!read_room(pooler->buffers())) break;  // full: the rest waits in OpenSSL until the buffer drains
     int r = SSL_read(t->ssl, rbuf + rend, int(rcap - rend));
     if (r > 0) {
       rend += std::uint32_t(r);

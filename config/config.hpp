@@ -107,6 +107,26 @@ struct Failover {
   double failover_timeout = 60.0;
   std::string on_failover_command;
   bool auto_failback = false;
+  // Safety (issue 14): an automatic promotion is refused when the standby is further
+  // behind than this many bytes of WAL (Patroni's maximum_lag_on_failover).
+  long long max_lag_on_failover = 1048576;
+  // Run on the writable node at each check: its current WAL position ("" = none).
+  std::string position_query = "SELECT pg_current_wal_lsn()";
+  // Run on the other node at each check: its received position, an LSN "X/Y" (or a
+  // number of bytes of lag already computed); "" = no lag bound.
+  std::string lag_query = "SELECT pg_last_wal_receive_lsn()";
+  // Run on the other node: does it still hear from its upstream? One row per WAL
+  // receiver: status, seconds since the last message, sender host, sender port. No row
+  // = not receiving. "" = no witness.
+  std::string witness_query =
+      "SELECT status, extract(epoch FROM now() - last_msg_receipt_time), sender_host, sender_port "
+      "FROM pg_stat_wal_receiver";
+  // Startup `options` for the witness/lag connection ("" = the health check's own
+  // connection); "-ccluster=system" for a CockroachDB PCR standby.
+  std::string witness_options;
+  double promote_timeout = 30.0;  // a promote_command running longer is killed
+  std::string fence_command;      // run against the old node after a completed move
+  std::string state_file;         // active node + epoch of every cluster; "" = none
 
   friend bool operator==(const Failover&, const Failover&) = default;
 };

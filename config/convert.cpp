@@ -139,6 +139,14 @@ void write_failover(std::ostringstream& o, const std::string& cluster, const Fai
   put("failover_timeout", f.failover_timeout, d.failover_timeout);
   put("on_failover_command", f.on_failover_command, d.on_failover_command);
   put("auto_failback", f.auto_failback, d.auto_failback);
+  put("max_lag_on_failover", f.max_lag_on_failover, d.max_lag_on_failover);
+  put("position_query", f.position_query, d.position_query);
+  put("lag_query", f.lag_query, d.lag_query);
+  put("witness_query", f.witness_query, d.witness_query);
+  put("witness_options", f.witness_options, d.witness_options);
+  put("promote_timeout", f.promote_timeout, d.promote_timeout);
+  put("fence_command", f.fence_command, d.fence_command);
+  put("state_file", f.state_file, d.state_file);
   if (!body.str().empty()) o << "\n[clusters." << key(cluster) << ".failover]\n" << body.str();
 }
 

@@ -66,7 +66,9 @@ const std::vector<IgnoredKey>& ignored_keys() {
 bool is_toml_only(std::string_view key) {
   for (const char* k : {"health_check_interval", "health_check_timeout", "failure_threshold",
                         "role_query", "auto_failover", "promote_command", "failover_timeout",
-                        "on_failover_command", "auto_failback"})
+                        "on_failover_command", "auto_failback", "max_lag_on_failover", "position_query",
+                        "lag_query", "witness_query", "witness_options", "promote_timeout",
+                        "fence_command", "state_file"})
     if (key == k) return true;
   return false;
 }

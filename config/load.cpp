@@ -587,6 +587,14 @@ const std::vector<Field<Failover>>& failover_fields() {
       duration_field("failover_timeout", &F::failover_timeout),
       string_field("on_failover_command", &F::on_failover_command),
       bool_field("auto_failback", &F::auto_failback),
+      int_field("max_lag_on_failover", &F::max_lag_on_failover, 0, LLONG_MAX),
+      string_field("position_query", &F::position_query),
+      string_field("lag_query", &F::lag_query),
+      string_field("witness_query", &F::witness_query),
+      string_field("witness_options", &F::witness_options),
+      duration_field("promote_timeout", &F::promote_timeout, true),
+      string_field("fence_command", &F::fence_command),
+      string_field("state_file", &F::state_file),
   };
   return f;
 }

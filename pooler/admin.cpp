@@ -257,6 +257,7 @@ const char* kHelp[] = {
     "\tSWITCHOVER [<cluster>]",
     "\tFAILOVER [<cluster>]",
     "\tFAILBACK [<cluster>]",
+    "\tABORT [<cluster>]",
 };
 
 }  // namespace
@@ -344,7 +345,7 @@ void Pooler::admin_query(Client* c, std::string_view sql) {
   static const char* kControl[] = {"PAUSE",      "RESUME",   "SUSPEND",  "DISABLE",  "ENABLE",
                                    "RECONNECT",  "KILL",     "KILL_CLIENT", "WAIT_CLOSE", "RELOAD",
                                    "SHUTDOWN",   "SET",      "SELECT",   "SWITCHOVER", "FAILOVER",
-                                   "FAILBACK"};
+                                   "FAILBACK",   "ABORT"};
   bool known = false;
   for (const char* k : kControl) known = known || cmd == k;
   if (!known) {
@@ -381,7 +382,7 @@ void Pooler::admin_query(Client* c, std::string_view sql) {
     }
     return true;
   };
-  if (cmd == "SWITCHOVER" || cmd == "FAILOVER" || cmd == "FAILBACK") {
+  if (cmd == "SWITCHOVER" || cmd == "FAILOVER" || cmd == "FAILBACK" || cmd == "ABORT") {
     // The argument names a cluster; without one, the only cluster that has a standby.
     ClusterRt* target = nullptr;
     auto& clusters = control()->clusters_;
@@ -406,13 +407,22 @@ void Pooler::admin_query(Client* c, std::string_view sql) {
       }
     }
     std::string kind = lower(cmd);
-    std::string err = control()->begin_cluster_op(target, kind, cmd == "FAILOVER");
+    std::uint64_t ended = target->moves_ended;
+    std::string err = control()->cluster_request(target, kind);
     if (!err.empty()) {
       admin_error(c, "55000", err);
       return;
     }
-    // Answered when the move completes (or fails), so scripts can wait on it.
-    pending_admin_.push_back({c, cmd, target->name});
+    if (target->moves_ended != ended && !target->moving()) {
+      // It ended at once (ABORT; a node chosen that already is writable).
+      if (cmd == "ABORT" || target->last_end == "ok")
+        admin_command_done(c, cmd);
+      else
+        admin_error(c, "08006", "cluster " + target->name + ": " + target->last_end);
+      return;
+    }
+    // Answered when the move ends (completes or is aborted), so scripts can wait on it.
+    pending_admin_.push_back({c, cmd, target->name, ended});
     finish_pending_admin();
     return;
   }
@@ -834,7 +844,9 @@ void Pooler::admin_show(Client* c, const std::string& what, const std::string& a
   } else if (what == "CLUSTERS") {
     Table t({{"name", false}, {"active", false}, {"mode", false}, {"primary", false}, {"primary_state", false},
              {"standby", false}, {"standby_state", false}, {"last_check_ms", false}, {"failovers", true},
-             {"last_failover", false}, {"last_failover_ms", true}});
+             {"last_failover", false}, {"last_failover_ms", true}, {"epoch", true}, {"lag_bytes", true},
+             {"witness", false}, {"primary_error", false}, {"standby_error", false}});
+    double now_s = double(uv_hrtime()) / 1e9;
     for (auto& [name, cl] : control()->clusters_) {
       if (cl->removed) continue;
       const auto& pc = cl->cfg->primary;
@@ -843,16 +855,18 @@ void Pooler::admin_show(Client* c, const std::string& what, const std::string& a
         std::snprintf(b, sizeof b, "%.1f", double(us) / 1000.0);
         return std::string(b);
       };
-      std::string mode = cl->mode == ClusterMode::Normal ? "normal" : cl->op + (cl->mode == ClusterMode::Draining ? " (draining)" : " (promoting)");
+      bool sb = cl->has_standby();
       std::string checks = ms(cl->last_check_us[0]);
-      if (cl->cfg->standby) checks += "/" + ms(cl->last_check_us[1]);
-      t.row({str(name), str(cl->active_standby ? "standby" : "primary"), str(mode),
-             str(pc.host + ":" + std::to_string(pc.port)),
-             str(cl->cfg->standby ? to_string(cl->state[0]) : "unchecked"),
-             cl->cfg->standby ? str(cl->cfg->standby->host + ":" + std::to_string(cl->cfg->standby->port)) : std::nullopt,
-             cl->cfg->standby ? str(to_string(cl->state[1])) : std::nullopt, str(checks), num(cl->failovers),
-             cl->last_failover_wall ? str(fmt_time(cl->last_failover_wall)) : std::nullopt,
-             num(cl->last_failover_ms)});
+      if (sb) checks += "/" + ms(cl->last_check_us[1]);
+      auto lag = sb ? cl->fsm.lag_bytes() : std::nullopt;
+      t.row({str(name), str(cl->active_standby() ? "standby" : "primary"), str(sb ? cl->fsm.mode_name() : "normal"),
+             str(pc.host + ":" + std::to_string(pc.port)), str(sb ? to_string(cl->state(0)) : "unchecked"),
+             sb ? str(cl->cfg->standby->host + ":" + std::to_string(cl->cfg->standby->port)) : std::nullopt,
+             sb ? str(to_string(cl->state(1))) : std::nullopt, str(checks), num(cl->failovers),
+             cl->last_failover_wall ? str(fmt_time(cl->last_failover_wall)) : std::nullopt, num(cl->last_failover_ms),
+             num(sb ? cl->fsm.epoch() : 0), lag ? num(std::uint64_t(*lag)) : std::nullopt,
+             sb ? str(failover::to_string(cl->fsm.witness(now_s))) : std::nullopt, str(cl->fsm.view(0).error),
+             sb ? str(cl->fsm.view(1).error) : std::nullopt});
     }
     t.emit(buf);
   } else if (what == "FAILOVERS") {
@@ -897,7 +911,7 @@ bool Pooler::pending_done(const PendingAdmin& pa) {
   if (pa.command == "SWITCHOVER" || pa.command == "FAILOVER" || pa.command == "FAILBACK") {
     auto& clusters = control()->clusters_;
     auto it = clusters.find(pa.db);
-    return it == clusters.end() || it->second->mode == ClusterMode::Normal || it->second->timeout_reported;
+    return it == clusters.end() || it->second->removed || it->second->moves_ended != pa.moves_ended;
   }
   for (Pool* p : world_pools()) {
     if (p->admin || (!pa.db.empty() && p->db_name != pa.db)) continue;
@@ -921,10 +935,9 @@ void Pooler::finish_pending_admin() {
       pending_admin_.erase(pending_admin_.begin() + std::ptrdiff_t(i));
       auto& clusters = control()->clusters_;
       auto it = clusters.find(pa.db);
-      if (it != clusters.end() && it->second->mode != ClusterMode::Normal &&
+      if (it != clusters.end() && it->second->last_end != "ok" &&
           (pa.command == "SWITCHOVER" || pa.command == "FAILOVER" || pa.command == "FAILBACK")) {
-        admin_error(pa.client, "08006",
-                    "cluster " + pa.db + ": " + it->second->op + " did not complete within failover_timeout; still trying");
+        admin_error(pa.client, "08006", "cluster " + pa.db + ": " + it->second->last_end);
         continue;
       }
       admin_command_done(pa.client, pa.command);

@@ -744,7 +744,7 @@ std::string Pooler::render_metrics() {
   for (ClusterRt* cl : cls) {
     if (!cl->cfg->standby) continue;
     for (int side = 0; side < 2; side++) {
-      NodeState st = cl->state[side];
+      NodeState st = cl->state(side);
       m.sample({{"cluster", cl->name}, {"node", node_name(side)}, {"state", to_string(st)}},
                std::uint64_t(st == NodeState::Up || st == NodeState::ReadOnly ? 1 : 0));
     }
@@ -752,7 +752,7 @@ std::string Pooler::render_metrics() {
   m.family("pgpivot_cluster_node_active", "gauge", "1 for the node the cluster's pools connect to (SHOW CLUSTERS active).");
   for (ClusterRt* cl : cls) {
     for (int side = 0; side < (cl->cfg->standby ? 2 : 1); side++) {
-      m.sample({{"cluster", cl->name}, {"node", node_name(side)}}, std::uint64_t(cl->active_standby == (side == 1)));
+      m.sample({{"cluster", cl->name}, {"node", node_name(side)}}, std::uint64_t(cl->active_standby() == (side == 1)));
     }
   }
   m.family("pgpivot_cluster_health_check_duration_seconds", "gauge",
@@ -764,13 +764,36 @@ std::string Pooler::render_metrics() {
     }
   }
   m.family("pgpivot_cluster_mode", "gauge",
-           "1 for the cluster's current mode: normal, draining (switchover/failback waits for transactions) or "
-           "promoting (SHOW CLUSTERS mode).");
+           "1 for the cluster's current mode: normal, draining (switchover/failback waits for transactions), "
+           "promoting, no_writable_node, two_writable_nodes or starting (SHOW CLUSTERS mode).");
   for (ClusterRt* cl : cls) {
-    for (auto [mode, name] : {std::pair{ClusterMode::Normal, "normal"}, {ClusterMode::Draining, "draining"},
-                              {ClusterMode::Promoting, "promoting"}}) {
-      m.sample({{"cluster", cl->name}, {"mode", name}}, std::uint64_t(cl->mode == mode ? 1 : 0));
+    using failover::Mode;
+    Mode cur = cl->has_standby() ? cl->fsm.mode() : Mode::Normal;
+    for (auto [mode, name] : {std::pair{Mode::Normal, "normal"}, {Mode::Draining, "draining"},
+                              {Mode::Promoting, "promoting"}, {Mode::NoWritable, "no_writable_node"},
+                              {Mode::TwoWritable, "two_writable_nodes"}, {Mode::Starting, "starting"}}) {
+      m.sample({{"cluster", cl->name}, {"mode", name}}, std::uint64_t(cur == mode ? 1 : 0));
     }
+  }
+  m.family("pgpivot_cluster_epoch", "gauge",
+           "The cluster's epoch: 1 + completed moves since the state file began (SHOW CLUSTERS epoch).");
+  for (ClusterRt* cl : cls)
+    if (cl->has_standby()) m.sample({{"cluster", cl->name}}, cl->fsm.epoch());
+  m.family("pgpivot_cluster_lag_bytes", "gauge",
+           "WAL bytes the node that is not active lags behind the active one, from the last checks "
+           "(SHOW CLUSTERS lag_bytes); absent while unknown.");
+  for (ClusterRt* cl : cls) {
+    if (!cl->has_standby()) continue;
+    if (auto lag = cl->fsm.lag_bytes()) m.sample({{"cluster", cl->name}}, std::uint64_t(*lag));
+  }
+  m.family("pgpivot_cluster_witness_receiving", "gauge",
+           "1 when the node that is not active still receives from the active one (SHOW CLUSTERS witness), "
+           "labelled with the witness state.");
+  for (ClusterRt* cl : cls) {
+    if (!cl->has_standby()) continue;
+    auto w = cl->fsm.witness(double(uv_hrtime()) / 1e9);
+    m.sample({{"cluster", cl->name}, {"witness", failover::to_string(w)}},
+             std::uint64_t(w == failover::Witness::Receiving ? 1 : 0));
   }
   m.family("pgpivot_failovers_total", "counter",
            "Completed moves of the cluster to the other node: failovers, switchovers and failbacks "
@@ -910,15 +933,13 @@ std::string Pooler::render_stats_page() {
     h.text(name);
     h.raw("\">");
     h.td(name);
-    h.td(cl->active_standby ? "standby" : "primary");
-    h.td(cl->mode == ClusterMode::Normal
-             ? std::string("normal")
-             : cl->op + (cl->mode == ClusterMode::Draining ? " (draining)" : " (promoting)"));
+    h.td(cl->active_standby() ? "standby" : "primary");
+    h.td(cc.standby ? cl->fsm.mode_name() : std::string("normal"));
     h.td(cc.primary.host + ":" + std::to_string(cc.primary.port));
-    h.td_badge(cc.standby ? to_string(cl->state[0]) : "unchecked");
+    h.td_badge(cc.standby ? to_string(cl->state(0)) : "unchecked");
     if (cc.standby) {
       h.td(cc.standby->host + ":" + std::to_string(cc.standby->port));
-      h.td_badge(to_string(cl->state[1]));
+      h.td_badge(to_string(cl->state(1)));
     } else {
       h.td("");
       h.td("");

@@ -977,6 +977,7 @@ void Pooler::server_ready(Server* s) {
   Pool* p = s->pool;
   s->ready = true;
   p->last_login_failure = 0;
+  if (p->db->crt) p->db->crt->note_datapath_ok(now());
   if (!p->have_welcome) {
     p->welcome = s->all_params;
     p->have_welcome = true;
@@ -1161,7 +1162,7 @@ void Pooler::server_release(Server* s) {
   // Other workers wait for this pool's slots: keep no more than a fair share.
   if (hub_->threaded() && s->state == ServerState::Idle) give_back_servers(p);
   // A switchover waiting for transactions to end can go on as soon as the last one does.
-  if (p->db->crt && p->db->crt->mode == ClusterMode::Draining) {
+  if (p->db->crt && p->db->crt->fsm.mode() == failover::Mode::Draining) {
     WorldLock wl(hub_, shard_);
     control()->cluster_progress(p->db->crt);
   }
@@ -1434,10 +1435,17 @@ void Pooler::janitor() {
         disconnect_client(c, "08P01", "client_login_timeout", true);
       }
     });
-    bool moving = p->db->crt && p->db->crt->mode != ClusterMode::Normal;  // failover_timeout applies instead
+    ClusterRt* crt = p->db->crt;
+    bool moving = crt && crt->moving();  // failover_timeout applies instead
     p->cl_waiting.for_each<Client>([&](Client* c) {
       if (!moving && secs(set.query_wait_timeout) && t - c->wait_start > secs(set.query_wait_timeout)) {
-        disconnect_client(c, "57014", "query_wait_timeout", true);
+        if (crt && crt->refusing()) {
+          // No writable node, or two: say so, in a way the application can act on.
+          crt->client_errors++;
+          disconnect_client(c, "08006", "cluster " + crt->name + ": " + crt->fsm.refusal(), true);
+        } else {
+          disconnect_client(c, "57014", "query_wait_timeout", true);
+        }
       }
     });
     if (secs(set.client_idle_timeout)) {

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "config/config.hpp"
+#include "pooler/failover/machine.hpp"
 #include "pooler/hub.hpp"
 #include "pooler/list.hpp"
 #include "protocol/auth.hpp"
@@ -435,10 +436,9 @@ struct Server final : Conn {
 };
 
 // ---------------------------------------------------------------------------
-// Clusters and failover (cluster.cpp).
-enum class NodeState { Unknown, Up, ReadOnly, Down };
-[[nodiscard]] const char* to_string(NodeState s);
-enum class ClusterMode { Normal, Draining, Promoting };
+// Clusters and failover (failover/cluster.cpp drives failover/machine.hpp).
+using NodeState = failover::Verdict;
+using failover::to_string;
 
 struct HealthCheck;
 struct HealthCheckDeleter {
@@ -454,23 +454,38 @@ struct ClusterRt {
   std::string name;
   const config::Cluster* cfg = nullptr;  // points into Pooler::cfg_
   bool removed = false;
-  bool active_standby = false;  // pools connect to the standby
-  ClusterMode mode = ClusterMode::Normal;
-  std::string op;               // "failover", "switchover" or "failback" while not Normal
-  int target = 1;               // side being moved to (0 primary, 1 standby)
-  NodeState state[2] = {NodeState::Unknown, NodeState::Unknown};
+  failover::Machine fsm;                 // what decides a failover
+  failover::NodeView obs[2];             // what the checks learned of each node
   std::uint64_t last_check_us[2] = {0, 0};
-  int failures = 0;             // consecutive failed checks of the active side
-  std::unique_ptr<HealthCheck, HealthCheckDeleter> hc[2];
+  Ms check_started[2] = {0, 0};
+  // The role check (role_query, position_query; witness and lag too unless
+  // witness_options asks for a connection of their own) and that witness check.
+  std::unique_ptr<HealthCheck, HealthCheckDeleter> hc[2], wc[2];
   Ms next_check = 0;
-  Ms op_start = 0;
+  // Last time (uv_now of any worker) the active node served the pools: a server login
+  // or a ReadyForQuery. While it does, a failed health check does not count.
+  std::atomic<Ms> datapath_ok{0};
+  uv_process_t* promote_proc = nullptr;   // the running promote_command, if any
   std::uint64_t op_start_wall = 0;
-  bool promote_started = false;
-  bool timeout_reported = false;
   int clients_held = 0;
   std::atomic<int> client_errors{0};  // errors given to clients around the current/last move (any worker)
   std::uint64_t failovers = 0;
   std::uint64_t last_failover_wall = 0, last_failover_ms = 0;
+  std::string fence_result;  // of the last fence_command
+  std::uint64_t moves_ended = 0;  // moves that ended (completed or aborted); console commands wait on it
+  std::string last_end;           // how the last one ended: "ok" or "aborted: why"
+  bool state_loaded = false;
+
+  bool has_standby() const { return cfg && cfg->standby.has_value(); }
+  bool active_standby() const { return has_standby() && fsm.active() == 1; }
+  // Pools may hand out servers (a cluster without standby always may).
+  bool routes() const { return !has_standby() || fsm.routes(); }
+  bool moving() const { return has_standby() && fsm.moving(); }
+  bool refusing() const { return has_standby() && fsm.refusing(); }
+  NodeState state(int side) const { return fsm.view(side).verdict; }
+  void note_datapath_ok(Ms t) {
+    if (datapath_ok.load(std::memory_order_relaxed) != t) datapath_ok.store(t, std::memory_order_relaxed);
+  }
 };
 
 struct FailoverEvent {
@@ -574,6 +589,7 @@ class Pooler {
     Client* client;
     std::string command;  // "PAUSE" or "WAIT_CLOSE"
     std::string db;       // "" = all
+    std::uint64_t moves_ended = 0;  // SWITCHOVER/FAILOVER/FAILBACK/ABORT: the cluster's count at the start
   };
 
   // `hub` is shared by the workers (nullptr: a single worker with its own hub).
@@ -646,19 +662,29 @@ class Pooler {
   std::shared_ptr<PreparedStmt> prepared_stmt(std::string_view parse_rest);
   bool is_admin_db(const std::string& name) const { return name == "pgbouncer" || name == "pgpivot"; }
   bool pool_paused(const Pool* p) const {
-    return suspended_ || paused_all_ || p->db->paused || (p->db->crt && p->db->crt->mode != ClusterMode::Normal);
+    return suspended_ || paused_all_ || p->db->paused || (p->db->crt && !p->db->crt->routes());
   }
 
   // Clusters and failover (cluster.cpp)
   void sync_clusters();
   [[nodiscard]] const config::Node& active_node(const DbEntry* db) const;
   void health_tick();
-  void check_result(ClusterRt* cl, int side, NodeState st, std::uint64_t latency_us, const std::string& err);
-  // Starts a failover ("failover", forced) or a careful move ("switchover", "failback"); "" or why not.
-  std::string begin_cluster_op(ClusterRt* cl, const std::string& kind, bool forced);
+  // A role check of `side` ended with obs[side] filled in.
+  void check_result(ClusterRt* cl, int side, std::uint64_t latency_us);
+  // Console SWITCHOVER / FAILOVER / FAILBACK / ABORT; "" or why not.
+  std::string cluster_request(ClusterRt* cl, const std::string& kind);
   void cluster_progress(ClusterRt* cl);
-  void complete_cluster_op(ClusterRt* cl, const std::string& result);
-  void run_hook(ClusterRt* cl, const std::string& command, const char* what);
+  void apply_effects(ClusterRt* cl, failover::Effects&& e);
+  void close_old_servers(ClusterRt* cl, const std::string& why);
+  void repoint_pools(ClusterRt* cl);
+  void wake_pools(ClusterRt* cl);
+  void record_move(ClusterRt* cl, const std::string& result);
+  void finish_cluster_admin(ClusterRt* cl, const std::string& result);
+  bool write_state_file(const std::string& path);
+  void load_state_file(ClusterRt* cl);
+  // Runs a hook through /bin/sh in its own process group; promote_command's exit
+  // reaches the cluster's machine.
+  void run_hook(ClusterRt* cl, const std::string& command, const char* what, int fence_side = -1);
   void close_health_checks();
   // A client's server died: tell the client what it may do, keep it connected.
   void client_server_lost(Client* c, Server* s);

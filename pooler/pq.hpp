@@ -27,6 +27,9 @@ namespace pgpivot {
   X(PQexec)                     \
   X(PQresultStatus)             \
   X(PQresultErrorMessage)       \
+  X(PQresultErrorField)         \
+  X(PQsetErrorVerbosity)        \
+  X(PQgetisnull)                \
   X(PQntuples)                  \
   X(PQnfields)                  \
   X(PQfname)                    \

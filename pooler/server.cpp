@@ -146,6 +146,7 @@ Step Server::on_message(const char* data, std::uint32_t wire_size) {
       if (expect_z > 0) expect_z--;
       if (tracking) track_ready_for_query();
       Pool* p = pool;
+      if (p->db->crt) p->db->crt->note_datapath_ok(pooler->now());  // the node serves: checks corroborate
       std::uint64_t t = uv_hrtime() / 1000;
       p->stats.query_count++;
       if (query_start_us) p->stats.query_time += t - query_start_us;

@@ -1,0 +1,485 @@
+// Clusters: the glue between a cluster's failover machine (machine.hpp: what decides)
+// and the pooler (what is done): health-check scheduling, the effects of a decision
+// on the pools (close the old node's servers, repoint, wake waiting clients), the
+// hooks (promote_command with promote_timeout, fence_command, on_failover_command)
+// and the state file that keeps the active node and epoch across restarts.
+//
+// Cluster state lives in worker 0, which runs the health checks and moves; the
+// other workers' databases point at worker 0's clusters. Their fields are changed
+// only with the world stopped (see hub.hpp), so workers read them without a lock.
+#include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cinttypes>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <fstream>
+#include <sstream>
+
+#include "pooler/failover/health.hpp"
+#include "pooler/pooler.hpp"
+
+namespace pgpivot {
+
+namespace {
+
+failover::Settings settings_of(const config::Cluster& c) {
+  const auto& f = c.failover;
+  failover::Settings s;
+  s.failure_threshold = f.failure_threshold;
+  s.check_interval = f.health_check_interval;
+  s.check_timeout = f.health_check_timeout;
+  s.failover_timeout = f.failover_timeout;
+  s.promote_timeout = f.promote_timeout;
+  s.max_lag = f.max_lag_on_failover;
+  s.auto_failover = f.auto_failover;
+  s.auto_failback = f.auto_failback;
+  s.has_promote = !f.promote_command.empty();
+  s.witness = !f.witness_query.empty();
+  s.lag = !f.lag_query.empty();
+  return s;
+}
+
+double mono_s() { return double(uv_hrtime()) / 1e9; }
+
+std::string node_addr(const config::Node& n) { return n.host + ":" + std::to_string(n.port); }
+
+}  // namespace
+
+void Pooler::sync_clusters() {
+  if (shard_ != 0) {
+    auto& cls = control()->clusters_;
+    for (auto& [name, db] : dbs_) {
+      auto it = cls.find(db->cfg.cluster);
+      db->crt = it == cls.end() || it->second->removed ? nullptr : it->second.get();
+    }
+    return;
+  }
+  for (auto& [name, cl] : clusters_) cl->removed = true;
+  for (auto& [name, cc] : cfg_.clusters) {
+    auto& rt = clusters_[name];
+    bool fresh = !rt;
+    if (!rt) {
+      rt = std::make_unique<ClusterRt>();
+      rt->name = name;
+    }
+    rt->cfg = &cc;
+    rt->removed = false;
+    rt->fsm.set_settings(settings_of(cc));
+    if (fresh && cc.standby) {
+      load_state_file(rt.get());
+      rt->fsm.start(mono_s());
+    }
+    for (int side = 0; side < 2; side++) {
+      if (side == 1 && !cc.standby) {
+        rt->hc[1].reset();
+        rt->wc[1].reset();
+        continue;
+      }
+      if (!rt->hc[side]) {
+        rt->hc[side].reset(new_health_check(this, rt.get(), side, false));
+      } else {
+        health_check_drop(rt->hc[side].get());  // settings may have changed: reconnect on the next check
+      }
+      bool own_witness = cc.standby && !cc.failover.witness_options.empty() &&
+                         (!cc.failover.witness_query.empty() || !cc.failover.lag_query.empty());
+      if (!own_witness) {
+        rt->wc[side].reset();
+      } else if (!rt->wc[side]) {
+        rt->wc[side].reset(new_health_check(this, rt.get(), side, true));
+      } else {
+        health_check_drop(rt->wc[side].get());
+      }
+    }
+    rt->next_check = 0;  // check at once: credentials may have been rotated
+  }
+  for (auto& [name, cl] : clusters_) {
+    if (!cl->removed) continue;
+    // Its config is gone: no check may call back into it.
+    cl->hc[0].reset();
+    cl->hc[1].reset();
+    cl->wc[0].reset();
+    cl->wc[1].reset();
+    cl->cfg = nullptr;
+  }
+  for (auto& [name, db] : dbs_) {
+    auto it = clusters_.find(db->cfg.cluster);
+    db->crt = it == clusters_.end() || it->second->removed ? nullptr : it->second.get();
+  }
+}
+
+const config::Node& Pooler::active_node(const DbEntry* db) const {
+  const ClusterRt* cl = db->crt;
+  if (cl && cl->cfg && cl->active_standby()) return *cl->cfg->standby;
+  return db->cluster->primary;
+}
+
+void Pooler::health_tick() {
+  bool any = false;
+  for (auto& [name, cl] : clusters_) any = any || (!cl->removed && cl->cfg->standby);
+  if (!any) return;
+  WorldLock wl(hub_, shard_);
+  Ms t = now();
+  std::uint64_t t_us = uv_hrtime() / 1000;
+  for (auto& [name, cl] : clusters_) {
+    if (cl->removed || !cl->cfg->standby) continue;  // single-node clusters have nothing to fail over to
+    const auto& fo = cl->cfg->failover;
+    for (int side = 0; side < 2; side++) {
+      if (cl->hc[side]) health_check_timeout(cl->hc[side].get(), t_us, fo.health_check_timeout);
+      if (cl->wc[side]) health_check_timeout(cl->wc[side].get(), t_us, fo.health_check_timeout);
+    }
+    if (t >= cl->next_check) {
+      cl->next_check = t + Ms(fo.health_check_interval * 1000);
+      for (int side = 0; side < 2; side++) {
+        cl->check_started[side] = t;
+        if (cl->hc[side]) health_check_start(cl->hc[side].get());
+        // The witness connection asks the node that is not active.
+        if (cl->wc[side] && side != cl->fsm.active()) health_check_start(cl->wc[side].get());
+      }
+    }
+    cluster_progress(cl.get());
+  }
+}
+
+void Pooler::check_result(ClusterRt* cl, int side, std::uint64_t latency_us) {
+  WorldLock wl(hub_, shard_);
+  NodeState before = cl->fsm.view(side).verdict;
+  const failover::NodeView& v = cl->obs[side];
+  cl->last_check_us[side] = latency_us;
+  const char* which = failover::side_name(side);
+  if (v.verdict != before && (before != NodeState::Unknown || v.verdict == NodeState::Misconfigured)) {
+    log_line(v.verdict == NodeState::Misconfigured ? "WARNING" : "LOG", "cluster %s: %s is now %s%s%s",
+             cl->name.c_str(), which, to_string(v.verdict), v.error.empty() ? "" : ": ", v.error.c_str());
+  }
+  // The pools' own traffic to the active node since this check started.
+  bool datapath_ok = side == cl->fsm.active() && cl->check_started[side] &&
+                     cl->datapath_ok.load(std::memory_order_relaxed) >= cl->check_started[side];
+  apply_effects(cl, cl->fsm.on_check(side, v, mono_s(), datapath_ok));
+}
+
+std::string Pooler::cluster_request(ClusterRt* cl, const std::string& kind) {
+  if (!cl->cfg->standby) return "cluster " + cl->name + " has no standby";
+  std::string refused;
+  failover::Effects e;
+  if (kind == "abort") {
+    e = cl->fsm.abort("ABORT from the console", mono_s(), &refused);
+  } else {
+    failover::Op op = kind == "failover" ? failover::Op::Failover
+                      : kind == "failback" ? failover::Op::Failback
+                                           : failover::Op::Switchover;
+    e = cl->fsm.request(op, mono_s(), &refused);
+  }
+  if (!refused.empty()) return "cluster " + cl->name + ": " + refused;
+  apply_effects(cl, std::move(e));
+  return "";
+}
+
+void Pooler::cluster_progress(ClusterRt* cl) {
+  if (!cl->cfg || !cl->cfg->standby) return;
+  bool busy = false;
+  if (cl->fsm.mode() == failover::Mode::Draining) {
+    // Careful moves wait for transactions in flight; sessions move at a transaction boundary.
+    for (Pool* p : world_pools()) {
+      if (p->db->crt != cl) continue;
+      p->sv_active.for_each<Server>([&](Server* s) {
+        if (s->expect_z == 0 && s->internal_z == 0 && s->txn == 'I' && !s->unsynced) {
+          p->owner->disconnect_server(s, cl->fsm.mode_name() + ": moving the session at a transaction boundary");
+        } else {
+          busy = true;
+        }
+      });
+      if (!p->sv_tested.empty()) busy = true;
+    }
+  }
+  apply_effects(cl, cl->fsm.on_tick(mono_s(), busy));
+}
+
+// Carries out what the machine decided, in the order machine.hpp gives.
+void Pooler::apply_effects(ClusterRt* cl, failover::Effects&& e) {
+  for (const auto& l : e.log) {
+    log_line(l.level == 0 ? "LOG" : l.level == 1 ? "WARNING" : "ERROR", "cluster %s: %s", cl->name.c_str(),
+             l.text.c_str());
+  }
+  const auto& fo = cl->cfg->failover;
+  if (e.started) {
+    cl->op_start_wall = std::uint64_t(time(nullptr));
+    cl->clients_held = 0;
+    for (Pool* p : world_pools())
+      if (p->db->crt == cl) cl->clients_held += p->client_total();
+  }
+  if (e.close_servers) {
+    close_old_servers(cl, std::string(failover::to_string(cl->fsm.op())) + ": leaving the old node");
+  }
+  if (e.kill_promote && cl->promote_proc) {
+    // The hook runs in its own process group: kill all of it.
+    int pid = cl->promote_proc->pid;
+    if (pid > 0) ::kill(-pid, SIGKILL);
+    LOG_WARN("cluster %s: promote_command (pid %d) killed", cl->name.c_str(), pid);
+  }
+  if (e.persist && !fo.state_file.empty()) write_state_file(fo.state_file);
+  if (e.completed) record_move(cl, "ok");
+  if (e.repoint) repoint_pools(cl);
+  if (e.run_promote) run_hook(cl, fo.promote_command, "promote_command");
+  if (e.run_fence && !fo.fence_command.empty()) run_hook(cl, fo.fence_command, "fence_command", e.fence_side);
+  if (e.run_on_failover && !fo.on_failover_command.empty()) run_hook(cl, fo.on_failover_command, "on_failover_command");
+  if (e.check_now) cl->next_check = now();
+  if (e.wake_pools) wake_pools(cl);
+  if (e.finished) {
+    if (e.finished->rfind("aborted", 0) == 0) record_move(cl, *e.finished);
+    finish_cluster_admin(cl, *e.finished);
+  }
+}
+
+void Pooler::finish_cluster_admin(ClusterRt* cl, const std::string& result) {
+  cl->moves_ended++;
+  cl->last_end = result;
+  for (Pooler* w : world()) w->finish_pending_admin();
+}
+
+// Leaves the old node: what is idle closes, busy servers end with the errors the
+// failover contract promises.
+void Pooler::close_old_servers(ClusterRt* cl, const std::string& why) {
+  for (Pool* p : world_pools()) {
+    if (p->db->crt != cl) continue;
+    for (ListHead* l : {&p->sv_login, &p->sv_idle, &p->sv_used, &p->sv_tested, &p->sv_active}) {
+      l->for_each<Server>([&](Server* s) { p->owner->disconnect_server(s, why); });
+    }
+  }
+}
+
+void Pooler::repoint_pools(ClusterRt* cl) {
+  for (Pool* p : world_pools()) {
+    if (p->db->crt != cl) continue;
+    p->last_login_failure = 0;
+    for (ListHead* l : {&p->sv_login, &p->sv_idle, &p->sv_active, &p->sv_used, &p->sv_tested}) {
+      l->for_each<Server>([](Server* s) { s->close_needed = true; });
+    }
+    p->sv_idle.for_each<Server>([&](Server* s) { p->owner->disconnect_server(s, "repointed"); });
+  }
+}
+
+// The active node answers (again): log in at once instead of waiting out
+// server_login_retry, and serve whoever waits.
+void Pooler::wake_pools(ClusterRt* cl) {
+  if (!cl->routes()) return;
+  for (Pool* p : world_pools()) {
+    if (p->db->crt != cl) continue;
+    p->last_login_failure = 0;
+    // Clients that logged in during the outage still wait for the pool's parameters.
+    if (!p->have_welcome && !p->cl_login.empty() && p->sv_login.empty()) p->owner->try_launch(p, false);
+    p->owner->pool_service(p);
+  }
+}
+
+void Pooler::record_move(ClusterRt* cl, const std::string& result) {
+  Ms took = Ms((mono_s() - cl->fsm.op_start()) * 1000);
+  if (result == "ok") {
+    cl->failovers++;
+    cl->last_failover_wall = cl->op_start_wall;
+    cl->last_failover_ms = took;
+  }
+  FailoverEvent ev;
+  ev.cluster = cl->name;
+  ev.kind = failover::to_string(cl->fsm.op());
+  ev.start_wall = cl->op_start_wall;
+  ev.duration_ms = took;
+  ev.clients_held = cl->clients_held;
+  ev.client_errors = cl->client_errors;
+  ev.result = result;
+  ev.to = failover::side_name(cl->fsm.active());
+  failover_log_.push_back(ev);
+  cl->client_errors.store(0);
+  if (failover_log_.size() > 100) failover_log_.erase(failover_log_.begin());
+  const config::Node& n = cl->active_standby() ? *cl->cfg->standby : cl->cfg->primary;
+  LOG_INFO("cluster %s: %s %s in %llu ms: pools use the %s %s (epoch %llu, %d clients held, %d errors)",
+           cl->name.c_str(), ev.kind.c_str(), result == "ok" ? "complete" : result.c_str(), (unsigned long long)took,
+           ev.to.c_str(), node_addr(n).c_str(), (unsigned long long)cl->fsm.epoch(), ev.clients_held,
+           ev.client_errors);
+}
+
+// ---------------------------------------------------------------------------
+// The state file: one line per cluster, "cluster NAME active SIDE epoch N primary
+// HOST:PORT standby HOST:PORT". Written whole (temp file, fsync, rename, fsync of the
+// directory) before the pools move; a line whose addresses no longer match the config
+// is ignored at start.
+
+bool Pooler::write_state_file(const std::string& path) {
+  std::ostringstream o;
+  o << "# pgpivot cluster state: the active node of each cluster and its epoch. Written by pgpivot.\n";
+  for (auto& [name, cl] : clusters_) {
+    if (cl->removed || !cl->cfg->standby || cl->cfg->failover.state_file != path) continue;
+    o << "cluster " << name << " active " << failover::side_name(cl->fsm.active()) << " epoch " << cl->fsm.epoch()
+      << " primary " << node_addr(cl->cfg->primary) << " standby " << node_addr(*cl->cfg->standby) << "\n";
+  }
+  std::string data = o.str();
+  std::string tmp = path + ".tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  bool ok = fd >= 0;
+  const char* what = "open";
+  if (ok) {
+    ok = ::write(fd, data.data(), data.size()) == ssize_t(data.size());
+    what = "write";
+    if (ok) {
+      ok = ::fsync(fd) == 0;
+      what = "fsync";
+    }
+    ::close(fd);
+  }
+  if (ok) {
+    ok = ::rename(tmp.c_str(), path.c_str()) == 0;
+    what = "rename";
+  }
+  if (ok) {
+    std::string dir = path.find('/') == std::string::npos ? "." : path.substr(0, path.rfind('/'));
+    if (dir.empty()) dir = "/";
+    int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+      ::fsync(dfd);
+      ::close(dfd);
+    }
+  }
+  if (!ok) {
+    LOG_ERROR("state_file %s: cannot %s: %s (the decision holds in memory only; a restart may not know it)",
+              path.c_str(), what, std::strerror(errno));
+    ::unlink(tmp.c_str());
+  }
+  return ok;
+}
+
+void Pooler::load_state_file(ClusterRt* cl) {
+  const std::string& path = cl->cfg->failover.state_file;
+  if (path.empty()) return;
+  std::ifstream in(path);
+  if (!in) {
+    if (errno != ENOENT) LOG_WARN("state_file %s: cannot read: %s", path.c_str(), std::strerror(errno));
+    return;
+  }
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream ls(line);
+    std::string k1, name, k2, active, k3, k4, primary, k5, standby;
+    unsigned long long epoch = 0;
+    if (!(ls >> k1 >> name >> k2 >> active >> k3 >> epoch >> k4 >> primary >> k5 >> standby)) continue;
+    if (k1 != "cluster" || name != cl->name) continue;
+    if (primary != node_addr(cl->cfg->primary) || standby != node_addr(*cl->cfg->standby)) {
+      LOG_WARN("cluster %s: state_file %s names other nodes (%s, %s); ignored", cl->name.c_str(), path.c_str(),
+               primary.c_str(), standby.c_str());
+      return;
+    }
+    int side = active == "standby" ? 1 : 0;
+    cl->fsm.restore(side, epoch);
+    cl->state_loaded = true;
+    LOG_INFO("cluster %s: state_file %s: the %s is active, epoch %llu", cl->name.c_str(), path.c_str(),
+             active.c_str(), epoch);
+    return;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Hooks
+
+namespace {
+struct HookCtx {
+  Pooler* pooler;
+  std::string cluster;
+  std::string what;
+  ClusterRt* cl;  // valid while the cluster exists (hooks of removed clusters report nothing)
+};
+}  // namespace
+
+void Pooler::run_hook(ClusterRt* cl, const std::string& command, const char* what, int fence_side) {
+  auto* req = new uv_process_t();
+  auto* ctx = new HookCtx{this, cl->name, what, cl};
+  req->data = ctx;
+  std::vector<std::string> env_strings;
+  for (char** e = environ; *e; e++) env_strings.emplace_back(*e);
+  const config::Node& p = cl->cfg->primary;
+  const config::Node& s = *cl->cfg->standby;
+  // The target: the node being moved to (promote), or the active node after a move.
+  int target_side = std::string(what) == "promote_command" ? cl->fsm.target() : cl->fsm.active();
+  const config::Node& t = target_side == 1 ? s : p;
+  env_strings.push_back("PGPIVOT_CLUSTER=" + cl->name);
+  env_strings.push_back(std::string("PGPIVOT_ACTION=") + failover::to_string(cl->fsm.op()));
+  env_strings.push_back("PGPIVOT_PRIMARY_HOST=" + p.host);
+  env_strings.push_back("PGPIVOT_PRIMARY_PORT=" + std::to_string(p.port));
+  env_strings.push_back("PGPIVOT_STANDBY_HOST=" + s.host);
+  env_strings.push_back("PGPIVOT_STANDBY_PORT=" + std::to_string(s.port));
+  env_strings.push_back("PGPIVOT_TARGET_HOST=" + t.host);
+  env_strings.push_back("PGPIVOT_TARGET_PORT=" + std::to_string(t.port));
+  env_strings.push_back("PGPIVOT_EPOCH=" + std::to_string(cl->fsm.epoch()));
+  if (fence_side >= 0) {
+    const config::Node& f = fence_side == 1 ? s : p;
+    env_strings.push_back("PGPIVOT_FENCE_HOST=" + f.host);
+    env_strings.push_back("PGPIVOT_FENCE_PORT=" + std::to_string(f.port));
+  }
+  std::vector<char*> envp;
+  for (auto& e : env_strings) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  std::string cmd = command;
+  char sh[] = "/bin/sh", dash_c[] = "-c";
+  char* args[] = {sh, dash_c, cmd.data(), nullptr};
+  uv_stdio_container_t stdio[3];
+  stdio[0].flags = UV_IGNORE;
+  stdio[1].flags = UV_INHERIT_FD;
+  stdio[1].data.fd = 2;  // hook output goes to pgpivot's log stream
+  stdio[2].flags = UV_INHERIT_FD;
+  stdio[2].data.fd = 2;
+  uv_process_options_t opt{};
+  opt.file = "/bin/sh";
+  opt.args = args;
+  opt.env = envp.data();
+  opt.stdio = stdio;
+  opt.stdio_count = 3;
+  // Its own process group (setsid): promote_timeout kills the whole group.
+  opt.flags = UV_PROCESS_DETACHED;
+  opt.exit_cb = [](uv_process_t* proc, int64_t status, int sig) {
+    auto* ctx = static_cast<HookCtx*>(proc->data);
+    bool ok = status == 0 && sig == 0;
+    char why[64];
+    if (sig)
+      std::snprintf(why, sizeof why, "killed by signal %d", sig);
+    else
+      std::snprintf(why, sizeof why, "exit status %" PRId64, status);
+    if (ok)
+      LOG_INFO("cluster %s: %s finished", ctx->cluster.c_str(), ctx->what.c_str());
+    else
+      LOG_WARN("cluster %s: %s failed (%s)", ctx->cluster.c_str(), ctx->what.c_str(), why);
+    Pooler* pooler = ctx->pooler;
+    auto it = pooler->clusters_.find(ctx->cluster);
+    ClusterRt* cl = it != pooler->clusters_.end() && it->second.get() == ctx->cl && !ctx->cl->removed ? ctx->cl : nullptr;
+    if (cl) {
+      WorldLock wl(pooler->hub_, pooler->shard_);
+      if (ctx->what == "promote_command" && cl->promote_proc == proc) {
+        cl->promote_proc = nullptr;
+        pooler->apply_effects(cl, cl->fsm.on_promote_exit(ok, why, mono_s()));
+      } else if (ctx->what == "fence_command") {
+        cl->fence_result = ok ? "ok" : std::string("failed: ") + why;
+        if (!ok) LOG_WARN("cluster %s: fence_command failed (%s): the old node may still take writes", ctx->cluster.c_str(), why);
+      }
+    }
+    if (cl && cl->promote_proc == proc) cl->promote_proc = nullptr;
+    delete ctx;
+    uv_close(reinterpret_cast<uv_handle_t*>(proc), [](uv_handle_t* h) { delete reinterpret_cast<uv_process_t*>(h); });
+  };
+  LOG_INFO("cluster %s: running %s: %s", cl->name.c_str(), what, command.c_str());
+  int rc = uv_spawn(loop_, req, &opt);
+  if (rc != 0) {
+    LOG_ERROR("cluster %s: cannot run %s: %s", cl->name.c_str(), what, uv_strerror(rc));
+    delete ctx;
+    uv_close(reinterpret_cast<uv_handle_t*>(req), [](uv_handle_t* h) { delete reinterpret_cast<uv_process_t*>(h); });
+    if (std::string(what) == "promote_command") apply_effects(cl, cl->fsm.on_promote_exit(false, uv_strerror(rc), mono_s()));
+    return;
+  }
+  if (std::string(what) == "promote_command") cl->promote_proc = req;
+}
+
+void Pooler::close_health_checks() {
+  for (auto& [name, cl] : clusters_) {
+    for (auto& hc : cl->hc) hc.reset();
+    for (auto& wc : cl->wc) wc.reset();
+  }
+}
+
+}  // namespace pgpivot

@@ -69,6 +69,10 @@ void Pooler::sync_clusters() {
     rt->removed = false;
     rt->fsm.set_settings(settings_of(cc));
     if (fresh && cc.standby) {
+      if (cc.failover.state_file.empty() && cc.failover.auto_failover)
+        LOG_INFO("cluster %s: no state_file: after a restart the active node is found again from the nodes' "
+                 "answers (two writable nodes refuse writes until one is chosen)",
+                 name.c_str());
       load_state_file(rt.get());
       rt->fsm.start(mono_s());
     }

@@ -512,6 +512,52 @@ primary = { host = "c1" }
   CHECK(c.failover_timeout == 60.0);
 }
 
+TEST_CASE("[failover] safety settings: defaults, overrides, ranges", "[config]") {
+  auto r = load(R"toml([failover]
+max_lag_on_failover = 4096
+promote_timeout = 5
+state_file = "/var/lib/pgpivot/state"
+fence_command = "fence.sh"
+
+[clusters.a]
+primary = { host = "a1" }
+standby = { host = "a2" }
+[clusters.a.failover]
+witness_query = ""
+witness_options = "-ccluster=system"
+lag_query = ""
+
+[clusters.b]
+primary = { host = "b1" }
+standby = { host = "b2" }
+)toml");
+  INFO(dump(r.errors));
+  REQUIRE(r.ok());
+  const Failover& a = r.config.clusters.at("a").failover;
+  CHECK(a.max_lag_on_failover == 4096);
+  CHECK(a.promote_timeout == 5.0);
+  CHECK(a.state_file == "/var/lib/pgpivot/state");
+  CHECK(a.fence_command == "fence.sh");
+  CHECK(a.witness_query.empty());
+  CHECK(a.lag_query.empty());
+  CHECK(a.witness_options == "-ccluster=system");
+  const Failover& b = r.config.clusters.at("b").failover;
+  CHECK(contains(b.witness_query, "pg_stat_wal_receiver"));
+  CHECK(b.lag_query == "SELECT pg_last_wal_receive_lsn()");
+  CHECK(b.position_query == "SELECT pg_current_wal_lsn()");
+  const Failover d;
+  CHECK(d.max_lag_on_failover == 1048576);
+  CHECK(d.promote_timeout == 30.0);
+  CHECK(d.state_file.empty());
+
+  auto bad = load(R"toml([failover]
+max_lag_on_failover = -1
+promote_timeout = 0
+)toml");
+  CHECK(the_error(bad, "failover.max_lag_on_failover").line == 2);
+  CHECK(the_error(bad, "failover.promote_timeout").line == 3);
+}
+
 TEST_CASE("[users] settings", "[config]") {
   const std::string md5 = "md5" + std::string(32, 'a');
   auto r = load_toml_string(R"toml([users]

@@ -307,6 +307,8 @@ struct HealthCheck {
   }
 
   static std::string trim(std::string m) {
+    // Verbose messages end with the server's source location: not for operators.
+    if (auto at = m.find("\nLOCATION:"); at != std::string::npos) m.resize(at);
     while (!m.empty() && (m.back() == '\n' || m.back() == ' ')) m.pop_back();
     return m;
   }
@@ -352,12 +354,15 @@ struct HealthCheck {
         witness_row(rows, err);
         if (!fo().lag_query.empty()) return next(Step::Lag);
         return finish();
-      case Step::Lag:
+      case Step::Lag: {
+        std::optional<std::uint64_t> prev_lsn = o.receive_lsn;
         o.receive_lsn.reset();
         o.lag_direct.reset();
         if (err.empty() && !rows.empty() && !rows[0].empty() && rows[0][0]) {
           const std::string& v = *rows[0][0];
           if (auto lsn = failover::parse_lsn(v)) {
+            if (prev_lsn && *lsn > *prev_lsn) o.lsn_advanced_at = double(uv_hrtime()) / 1e9;
+            prev_lsn = lsn;
             o.receive_lsn = lsn;
           } else {
             char* end = nullptr;
@@ -366,6 +371,7 @@ struct HealthCheck {
           }
         }
         return finish();
+      }
     }
   }
 

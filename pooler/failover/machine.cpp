@@ -91,6 +91,12 @@ Witness Machine::witness(double now) const {
     double age = f.heard_age + (f.witness_at >= 0 ? now - f.witness_at : 0);
     return age < window() ? Witness::Receiving : Witness::NotReceiving;
   }
+  if (f.witness == Witness::Unknown && f.lsn_advanced_at >= 0) {
+    // WAL still arrives: the primary is alive. A crashed primary's last WAL arrives
+    // with the crash, at least (failure_threshold - 1) intervals before the decision.
+    double w = (s_.failure_threshold - 1) * s_.check_interval;
+    return now - f.lsn_advanced_at < w ? Witness::Receiving : Witness::Unknown;
+  }
   return f.witness;
 }
 

@@ -82,6 +82,9 @@ struct NodeView {
   // position (as the writable node); lag_direct when lag_query returned bytes.
   std::optional<std::uint64_t> receive_lsn, position;
   std::optional<long long> lag_direct;
+  // Last time its received position was seen to advance: the witness when
+  // witness_query cannot tell (a check user without pg_read_all_stats).
+  double lsn_advanced_at = -1;
 };
 
 struct LogLine {

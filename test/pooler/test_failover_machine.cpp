@@ -272,6 +272,20 @@ TEST_CASE("machine: a stale 'receiving' answer ages", "[failover-unit]") {
   CHECK(f.m.witness(f.t + 10) == Witness::NotReceiving);
 }
 
+TEST_CASE("machine: without witness_query's columns, advancing WAL is the witness", "[failover-unit]") {
+  Fixture f;
+  NodeView sb = standby(6000, Witness::Unknown);
+  sb.lsn_advanced_at = f.t + 2.5;  // WAL arrived just before the third failed check
+  Effects e = f.fail_primary(3, sb);
+  CHECK(!e.close_servers);
+  CHECK(has_log(e, "still receives"));
+  // Nothing arrives any more: (failure_threshold - 1) intervals after the last WAL it fails over.
+  e = f.fail_primary(1, sb);
+  CHECK(!e.close_servers);
+  e = f.fail_primary(1, sb);
+  CHECK(e.close_servers);
+}
+
 TEST_CASE("machine: lag beyond max_lag_on_failover refuses; console FAILOVER forces it", "[failover-unit]") {
   Fixture f;
   f.m.on_check(0, up(10000), f.t, false);   // primary at 10000

@@ -161,6 +161,16 @@ void Pooler::check_result(ClusterRt* cl, int side, std::uint64_t latency_us) {
   bool datapath_ok = side == cl->fsm.active() && cl->check_started[side] &&
                      cl->datapath_ok.load(std::memory_order_relaxed) >= cl->check_started[side];
   apply_effects(cl, cl->fsm.on_check(side, v, mono_s(), datapath_ok));
+  if (side == cl->fsm.active() && v.verdict == NodeState::Up && cl->routes()) {
+    // A restart shorter than one check: pools whose logins failed because the node
+    // was away log in again now, not after server_login_retry.
+    for (Pool* p : world_pools()) {
+      if (p->db->crt != cl || !p->last_login_failure) continue;
+      if (p->last_login_sqlstate.rfind("08", 0) != 0 && p->last_login_sqlstate.rfind("57P", 0) != 0) continue;
+      p->last_login_failure = 0;
+      p->owner->pool_service(p);
+    }
+  }
 }
 
 std::string Pooler::cluster_request(ClusterRt* cl, const std::string& kind) {

@@ -29,7 +29,7 @@ void usage(FILE* out) {
                "  pgpivot [-d] [-q] [-v] [-u USER] CONFIG   run (CONFIG: pgpivot.toml or pgbouncer.ini)\n"
                "  pgpivot --check CONFIG                   validate the config and print every problem\n"
                "  pgpivot --convert pgbouncer.ini          print the equivalent TOML config\n"
-               "  pgpivot ctl status|switchover|failover|failback [--cluster NAME] [--admin CONNINFO]\n"
+               "  pgpivot ctl status|switchover|failover|failback|abort [--cluster NAME] [--admin CONNINFO]\n"
                "                                           talk to a running pgpivot's console\n"
                "  pgpivot -V | --version                   print the version\n"
                "  pgpivot -h | --help                      this text\n\n"
@@ -75,7 +75,7 @@ bool switch_user(const std::string& name) {
 
 int ctl(int argc, char** argv) {
   if (argc < 1) {
-    std::fprintf(stderr, "pgpivot ctl: say status, switchover, failover or failback\n");
+    std::fprintf(stderr, "pgpivot ctl: say status, switchover, failover, failback or abort\n");
     return 2;
   }
   std::string verb = argv[0], cluster, admin;
@@ -93,11 +93,11 @@ int ctl(int argc, char** argv) {
   std::string sql;
   if (verb == "status") {
     sql = "SHOW CLUSTERS";
-  } else if (verb == "switchover" || verb == "failover" || verb == "failback") {
+  } else if (verb == "switchover" || verb == "failover" || verb == "failback" || verb == "abort") {
     for (char& ch : verb) sql += char(std::toupper(static_cast<unsigned char>(ch)));
     if (!cluster.empty()) sql += " \"" + cluster + "\"";
   } else {
-    std::fprintf(stderr, "pgpivot ctl: unknown command %s (status, switchover, failover, failback)\n", verb.c_str());
+    std::fprintf(stderr, "pgpivot ctl: unknown command %s (status, switchover, failover, failback, abort)\n", verb.c_str());
     return 2;
   }
   std::string load_err;

@@ -678,7 +678,7 @@ class Pooler {
   void close_old_servers(ClusterRt* cl, const std::string& why);
   void repoint_pools(ClusterRt* cl);
   void wake_pools(ClusterRt* cl);
-  void record_move(ClusterRt* cl, const std::string& result);
+  void record_move(ClusterRt* cl, failover::Op op, const std::string& result);
   void finish_cluster_admin(ClusterRt* cl, const std::string& result);
   bool write_state_file(const std::string& path);
   void load_state_file(ClusterRt* cl);

@@ -233,7 +233,7 @@ void Pooler::apply_effects(ClusterRt* cl, failover::Effects&& e) {
     LOG_WARN("cluster %s: promote_command (pid %d) killed", cl->name.c_str(), pid);
   }
   if (e.persist && !fo.state_file.empty()) write_state_file(fo.state_file);
-  if (e.completed) record_move(cl, "ok");
+  if (e.completed) record_move(cl, e.ended_op, "ok");
   if (e.repoint) repoint_pools(cl);
   if (e.run_promote) run_hook(cl, fo.promote_command, "promote_command");
   if (e.run_fence && !fo.fence_command.empty()) run_hook(cl, fo.fence_command, "fence_command", e.fence_side);
@@ -241,7 +241,7 @@ void Pooler::apply_effects(ClusterRt* cl, failover::Effects&& e) {
   if (e.check_now) cl->next_check = now();
   if (e.wake_pools) wake_pools(cl);
   if (e.finished) {
-    if (e.finished->rfind("aborted", 0) == 0) record_move(cl, *e.finished);
+    if (e.finished->rfind("aborted", 0) == 0) record_move(cl, e.ended_op, *e.finished);
     finish_cluster_admin(cl, *e.finished);
   }
 }
@@ -249,7 +249,7 @@ void Pooler::apply_effects(ClusterRt* cl, failover::Effects&& e) {
 void Pooler::finish_cluster_admin(ClusterRt* cl, const std::string& result) {
   cl->moves_ended++;
   cl->last_end = result;
-  for (Pooler* w : world()) w->finish_pending_admin();
+  finish_pending_admin();  // the other workers' janitors see it at their next round
 }
 
 // Leaves the old node: what is idle closes, busy servers end with the errors the
@@ -287,7 +287,7 @@ void Pooler::wake_pools(ClusterRt* cl) {
   }
 }
 
-void Pooler::record_move(ClusterRt* cl, const std::string& result) {
+void Pooler::record_move(ClusterRt* cl, failover::Op op, const std::string& result) {
   Ms took = Ms((mono_s() - cl->fsm.op_start()) * 1000);
   if (result == "ok") {
     cl->failovers++;
@@ -296,7 +296,7 @@ void Pooler::record_move(ClusterRt* cl, const std::string& result) {
   }
   FailoverEvent ev;
   ev.cluster = cl->name;
-  ev.kind = failover::to_string(cl->fsm.op());
+  ev.kind = failover::to_string(op);
   ev.start_wall = cl->op_start_wall;
   ev.duration_ms = took;
   ev.clients_held = cl->clients_held;

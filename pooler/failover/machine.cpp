@@ -53,7 +53,10 @@ void Effects::merge(Effects&& o) {
   check_now |= o.check_now;
   completed |= o.completed;
   started |= o.started;
-  if (o.finished) finished = std::move(o.finished);
+  if (o.finished) {
+    finished = std::move(o.finished);
+    ended_op = o.ended_op;
+  }
   for (auto& l : o.log) log.push_back(std::move(l));
 }
 
@@ -369,6 +372,7 @@ Effects Machine::complete(double now, const char* how) {
   e.run_on_failover = true;
   e.completed = true;
   e.finished = "ok";
+  e.ended_op = op_;
   char took[32];
   std::snprintf(took, sizeof took, "%.0f", (now - op_start_) * 1000);
   e.log.push_back({0, std::string(to_string(op_)) + " complete in " + took + " ms (" + how + "): the " +
@@ -443,6 +447,7 @@ Effects Machine::abort(const std::string& why, double now, std::string* refused)
   }
   std::string what = std::string(to_string(op_)) + " aborted: " + why;
   e.finished = "aborted: " + why;
+  e.ended_op = op_;
   int target = target_;
   if (view_[active_].verdict == Verdict::Up) {
     e.log.push_back({1, what});
@@ -453,7 +458,6 @@ Effects Machine::abort(const std::string& why, double now, std::string* refused)
     op_ = Op::None;
     e.log.push_back({2, what + "; no writable node: waiting clients get an error after query_wait_timeout"});
   }
-  e.finished = "aborted: " + why;
   return e;
 }
 
@@ -497,6 +501,7 @@ Effects Machine::request(Op op, double now, std::string* refused) {
       promote_running_ = false;
     }
     e.finished = std::string("aborted: replaced by ") + to_string(op);
+    e.ended_op = op_;
     // A replacement starts from the node that was active before the move.
   }
   if (target == active_) return no(std::string("the ") + side_name(target) + " is already active");
@@ -507,8 +512,10 @@ Effects Machine::request(Op op, double now, std::string* refused) {
                               "; writes acknowledged on the old node in that range may be lost"});
   }
   std::optional<std::string> replaced = e.finished;
+  Op replaced_op = e.ended_op;
   e.merge(begin(op, op == Op::Failover, target, now));
   e.finished = replaced;
+  e.ended_op = replaced_op;
   return e;
 }
 

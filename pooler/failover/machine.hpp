@@ -108,6 +108,7 @@ struct Effects {
   bool started = false;        // a move started
   bool completed = false;      // a move completed (record it in SHOW FAILOVERS)
   std::optional<std::string> finished;  // a move ended: "ok" or "aborted: why"
+  Op ended_op = Op::None;               // which move `finished` is about
   std::vector<LogLine> log;
 
   void merge(Effects&& o);

@@ -310,7 +310,14 @@ struct HealthCheck {
     // Verbose messages end with the server's source location: not for operators.
     if (auto at = m.find("\nLOCATION:"); at != std::string::npos) m.resize(at);
     while (!m.empty() && (m.back() == '\n' || m.back() == ' ')) m.pop_back();
-    return m;
+    // One line for SHOW CLUSTERS and the log.
+    std::string out;
+    for (char c : m) {
+      if (c == '\n' || c == '\t') c = ' ';
+      if (c == ' ' && !out.empty() && out.back() == ' ') continue;
+      out += c;
+    }
+    return out;
   }
 
   // One query of the check answered (or failed without losing the connection).
@@ -437,7 +444,7 @@ struct HealthCheck {
       // The node answered its role query; a later query failed with the connection.
       verdict = Verdict::Down;
     } else {
-      verdict = login ? failover::login_failure_verdict(msg) : Verdict::Down;
+      verdict = login ? failover::login_failure_verdict(why) : Verdict::Down;  // the raw text: "FATAL:  XXXXX:"
     }
     error = msg;
     finish();

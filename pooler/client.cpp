@@ -10,6 +10,7 @@
 #include <mutex>
 
 #include "pooler/pooler.hpp"
+#include "protocol/sql_class.hpp"
 #include "protocol/startup.hpp"
 #include "protocol/wire.hpp"
 
@@ -256,8 +257,13 @@ Step Client::answer_lost_transaction(char type) {
   std::string buf;
   proto::ErrorFields e;
   e.sqlstate = pending_error[0] ? pending_error : "40001";
-  e.message = "server connection lost; the transaction was rolled back and can be retried";
-  e.hint = "pgpivot keeps this connection open; the next statement runs on a healthy server";
+  if (pending_message.empty()) {
+    e.message = "server connection lost; the transaction was rolled back and can be retried";
+    e.hint = "pgpivot keeps this connection open; the next statement runs on a healthy server";
+  } else {
+    e.message = std::move(pending_message);
+    pending_message.clear();
+  }
   bool owe_error = pending_error[0] != 0;
   pending_error[0] = 0;
   if (owe_error) proto::error_response(buf, e);
@@ -598,14 +604,7 @@ Step Client::on_header(char type, std::uint32_t wire_size) {
     case 'B':
       mark_query_start();
       server->unsynced = true;
-      if (server->tracking) return Step::Inspect;  // statement names are rewritten
-      if (type == 'P') {
-        pool->stats.client_parse_count++;
-        pool->stats.server_parse_count++;
-      } else {
-        pool->stats.bind_count++;
-      }
-      return Step::Forward;
+      return Step::Inspect;  // the statement's text (and, when tracked, its name is rewritten)
     case 'D':
     case 'C':
       server->unsynced = true;
@@ -613,8 +612,7 @@ Step Client::on_header(char type, std::uint32_t wire_size) {
       return Step::Forward;
     case 'E':
       server->unsynced = true;
-      if (server->tracking) server->push_slot(Slot::Execute);
-      return Step::Forward;
+      return Step::Inspect;  // which portal: may it commit?
     case 'H':
       server->unsynced = true;
       return Step::Forward;
@@ -625,7 +623,7 @@ Step Client::on_header(char type, std::uint32_t wire_size) {
 
 Step Client::on_message(const char* data, std::uint32_t wire_size) {
   if (state == ClientState::Login) return handle_password(data + 5, wire_size - 5);
-  if (data[0] != 'Q') return prepared_message(data, wire_size);
+  if (data[0] != 'Q') return extended_message(data, wire_size);
   auto sql = proto::parse_query(std::string_view(data + 5, wire_size - 5));
   if (!sql) {
     pooler->disconnect_client(this, "08P01", "invalid Query message", true);
@@ -636,6 +634,17 @@ Step Client::on_message(const char* data, std::uint32_t wire_size) {
     return closing ? Step::Stop : Step::Skip;
   }
   mark_query_start();
+  std::uint8_t bits = proto::sql_class_bits(*sql);
+  Server* s = server;
+  if ((bits & proto::kSqlBeginOnly) && s->expect_z == 0 && !s->unsynced && s->txn == 'I') {
+    // Nothing else in flight, outside a transaction: if the server dies before
+    // answering, the next one gets the same BEGIN and the client never knows.
+    replay.assign(data, wire_size);
+    s->begin_in_flight = true;
+    s->answered = false;
+  } else {
+    note_statement(bits);
+  }
   server->expect_z++;
   if (server->tracking) server->push_slot(Slot::Query);
   // Only a few statements matter here; the first letter rules out most queries cheaply.
@@ -644,8 +653,57 @@ Step Client::on_message(const char* data, std::uint32_t wire_size) {
   char first = i < sql->size() ? char(std::toupper(static_cast<unsigned char>((*sql)[i]))) : '\0';
   if (first == 'D' && server->tracking) note_deallocate(*sql);
   if ((first == 'S' || first == 'R') && changes_session_state(*sql)) server->needs_reset = true;
-  if ((first == 'C' || first == 'E') && (starts_with_word(*sql, "COMMIT") || starts_with_word(*sql, "END"))) {
-    server->commit_in_flight = true;
+  return Step::Forward;
+}
+
+void Client::note_statement(std::uint8_t bits) {
+  if (bits & proto::kSqlMayCommit) server->commit_in_flight = true;
+  server->begin_in_flight = false;  // more than a transaction start is in flight now
+  replay.clear();
+}
+
+std::uint8_t Client::ext_class(char kind, std::string_view name) {
+  if (!ext_class_) return proto::kSqlMayCommit;  // not prepared through us (SQL PREPARE): assume the worst
+  std::string key(1, kind);
+  key += name;
+  auto it = ext_class_->find(key);
+  return it == ext_class_->end() ? proto::kSqlMayCommit : it->second;
+}
+
+void Client::set_ext_class(char kind, std::string_view name, std::uint8_t bits) {
+  if (!ext_class_) ext_class_ = std::make_unique<std::unordered_map<std::string, std::uint8_t>>();
+  std::string key(1, kind);
+  key += name;
+  (*ext_class_)[key] = bits;
+}
+
+// Parse, Bind, Execute (and, when statements are tracked, Describe and Close):
+// remember what each statement's text may do, then pass on or rewrite.
+Step Client::extended_message(const char* data, std::uint32_t wire_size) {
+  char type = data[0];
+  proto::Reader r(std::string_view(data + 5, wire_size - 5));
+  if (type == 'P') {
+    auto name = r.cstr();
+    auto text = r.cstr();
+    if (name && text) set_ext_class('S', *name, proto::sql_class_bits(*text));
+  } else if (type == 'B') {
+    auto portal = r.cstr();
+    auto name = r.cstr();
+    if (portal && name) set_ext_class('P', *portal, ext_class('S', *name));
+  } else if (type == 'E') {
+    auto portal = r.cstr();
+    // An extended-protocol BEGIN is not replayed: its Parse/Bind answers may
+    // already have reached the client. It counts as a statement like any other.
+    note_statement(portal ? ext_class('P', *portal) : proto::kSqlMayCommit);
+    if (server->tracking) server->push_slot(Slot::Execute);
+    return Step::Forward;
+  }
+  if (server->tracking) return prepared_message(data, wire_size);
+  if (type == 'P') {
+    pool->stats.client_parse_count++;
+    pool->stats.server_parse_count++;
+  } else if (type == 'B') {
+    pool->stats.bind_count++;
   }
   return Step::Forward;
 }

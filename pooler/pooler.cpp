@@ -693,6 +693,9 @@ void Pooler::disconnect_client(Client* c, const char* sqlstate, const std::strin
     s->release_after_forward = false;
     bool boundary = s->expect_z == 0 && s->internal_z == 0 && c->fwd_left == 0 && !s->closing;
     if (!boundary) {
+      // The backend may be running for a long time (and holding locks) without
+      // noticing its socket closed: cancel what runs, then close.
+      if (s->expect_z > 0 && s->connected && s->ready && s->pid) send_cancel(s);
       disconnect_server(s, "client disconnected while the server was busy");
     } else {
       bool session = pool_mode(p) == config::PoolMode::Session;
@@ -765,6 +768,10 @@ void Pooler::handle_cancel(std::uint32_t pid, std::uint32_t key) {
   if (!c || c->cancel_key != key) return;
   Server* s = c->server;
   if (!s || !s->connected) return;
+  send_cancel(s);
+}
+
+void Pooler::send_cancel(Server* s) {
   auto* cc = new CancelConn();
   cc->pooler = this;
   proto::cancel_request(cc->packet, s->pid, s->key);
@@ -1062,9 +1069,22 @@ void Pooler::internal_done(Server* s) {
 
 void Pooler::client_server_lost(Client* c, Server* s) {
   ClusterRt* cl = s->pool->db->crt;
+  bool replayable = s->begin_in_flight && !s->answered && s->expect_z == 1 && !s->unsynced && !c->replay.empty();
+  if (replayable && !s->query_timed_out && holds_through_outage(s->pool)) {
+    // Only a BEGIN was in flight, outside a transaction: nothing happened that the
+    // client could see. It waits for the next server, which gets the same BEGIN.
+    LOG_WARN("C-%llu: %s/%s@%s server connection lost with a BEGIN in flight; replayed on the next server",
+             (unsigned long long)c->id, c->db_name.c_str(), c->user_name.c_str(), c->remote.str().c_str());
+    c->wait_start = now();
+    client_change_state(c, ClientState::Waiting);
+    return;
+  }
+  c->replay.clear();
   std::string buf;
   proto::ErrorFields e;
-  bool unknown = s->commit_in_flight || s->txn == 'I';
+  // A commit may have happened: a COMMIT-like statement was in flight, or an
+  // autocommit one (outside a transaction). A BEGIN alone commits nothing.
+  bool unknown = s->commit_in_flight || (s->txn == 'I' && !s->begin_in_flight);
   e.sqlstate = unknown ? "40003" : "40001";
   e.message = unknown ? "server connection lost while the statement was in flight; whether it committed is unknown"
                       : "server connection lost; the transaction was rolled back and can be retried";
@@ -1101,6 +1121,20 @@ void Pooler::client_server_lost(Client* c, Server* s) {
   client_change_state(c, ClientState::Idle);
 }
 
+void Pooler::fail_waiting_client(Client* c, const char* sqlstate, const std::string& msg) {
+  if (c->state != ClientState::Waiting || c->closing) return;
+  // The buffered request is answered as after a lost server (answer_lost_transaction):
+  // the error at its first message, ReadyForQuery at its Query or Sync.
+  std::snprintf(c->pending_error, sizeof c->pending_error, "%s", sqlstate);
+  c->pending_message = msg;
+  c->replay.clear();
+  c->wait_start = 0;
+  client_change_state(c, ClientState::Idle);
+  LOG_WARN("C-%llu: %s/%s@%s request refused: %s %s", (unsigned long long)c->id, c->db_name.c_str(),
+           c->user_name.c_str(), c->remote.str().c_str(), sqlstate, msg.c_str());
+  if (c->rbuf && c->rend > c->rparse) c->process();
+}
+
 void Pooler::link(Client* c, Server* s) {
   c->server = s;
   s->client = c;
@@ -1116,6 +1150,8 @@ void Pooler::link(Client* c, Server* s) {
   s->skip_to_sync = false;
   s->unsynced = false;
   s->commit_in_flight = false;
+  s->begin_in_flight = false;
+  s->answered = false;
   s->query_start = now();
   std::string sets;
   for (int i = 0; i < kTrackedCount; i++) {
@@ -1130,6 +1166,15 @@ void Pooler::link(Client* c, Server* s) {
     sets += ";";
   }
   if (!sets.empty()) run_internal_query(s, sets);
+  if (!c->replay.empty()) {
+    // The BEGIN a lost server never answered (client_server_lost), after the SETs.
+    s->queue(c->replay);
+    c->mark_query_start();
+    s->expect_z++;
+    if (s->tracking) s->push_slot(Slot::Query);
+    s->begin_in_flight = true;
+    s->answered = false;
+  }
 }
 
 void Pooler::server_release(Server* s) {
@@ -1442,7 +1487,7 @@ void Pooler::janitor() {
         if (crt && crt->refusing()) {
           // No writable node, or two: say so, in a way the application can act on.
           crt->client_errors++;
-          disconnect_client(c, "08006", "cluster " + crt->name + ": " + crt->fsm.refusal(), true);
+          fail_waiting_client(c, "08006", "cluster " + crt->name + ": " + crt->fsm.refusal());
         } else {
           disconnect_client(c, "57014", "query_wait_timeout", true);
         }

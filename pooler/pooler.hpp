@@ -320,6 +320,7 @@ struct Client final : Conn {
   // After losing a server: the error owed at the next message, and whether to
   // drop extended-protocol messages until Sync (as PostgreSQL does after an error).
   char pending_error[6]{};    // SQLSTATE, "" for none
+  std::string pending_message;  // its message ("" = the server-loss one)
   bool discard_until_sync = false;
   ClientState state = ClientState::Login;
   LoginStep login = LoginStep::Startup;
@@ -329,6 +330,15 @@ struct Client final : Conn {
   bool peer_admin = false;    // Unix socket, same OS user: console without a password
   bool unix_socket = false;
   bool drop_until_sync = false;  // after pgpivot's own error in a pipeline (PostgreSQL's rule)
+  // What each extended-protocol statement ("S" + name) and portal ("P" + name) may
+  // do (proto::kSqlMayCommit / kSqlBeginOnly), from the Parse text; taken on first use.
+  std::unique_ptr<std::unordered_map<std::string, std::uint8_t>> ext_class_;
+  std::uint8_t ext_class(char kind, std::string_view name);
+  void set_ext_class(char kind, std::string_view name, std::uint8_t bits);
+  // A transaction start in flight outside a transaction: its Query message, re-sent
+  // to the next server if this one dies before answering.
+  std::string replay;
+  void note_statement(std::uint8_t bits);  // a Query/Execute of this class goes to the server
 
   Step on_header(char type, std::uint32_t wire_size) override;
   Step on_message(const char* data, std::uint32_t wire_size) override;
@@ -345,6 +355,7 @@ struct Client final : Conn {
   void count_bytes(std::size_t n) override;
   void mark_query_start();
   Step answer_lost_transaction(char type);
+  Step extended_message(const char* data, std::uint32_t wire_size);
   Step prepared_message(const char* data, std::uint32_t wire_size);
   void note_deallocate(std::string_view sql);
 };
@@ -403,7 +414,9 @@ struct Server final : Conn {
   std::deque<SlotEntry> slots;
   std::unordered_map<std::uint64_t, std::uint64_t> prepared_on;  // statement id -> last use
   std::uint64_t prepared_tick = 0;
-  bool commit_in_flight = false;  // a COMMIT/END is among the queries in flight
+  bool commit_in_flight = false;  // a statement that may commit is among those in flight
+  bool begin_in_flight = false;   // all that is in flight is the client's replayable transaction start
+  bool answered = false;          // some answer to what is in flight reached the client
   bool query_timed_out = false;   // closed by query_timeout: the client hears 57014
 
   void after_forward() override;
@@ -688,6 +701,12 @@ class Pooler {
   void close_health_checks();
   // A client's server died: tell the client what it may do, keep it connected.
   void client_server_lost(Client* c, Server* s);
+  // A waiting client's buffered request is refused: ErrorResponse and
+  // ReadyForQuery('I') for it (the Query, or everything up to its Sync); the
+  // client goes back to idle with its connection open.
+  void fail_waiting_client(Client* c, const char* sqlstate, const std::string& msg);
+  // CancelRequest for the query running on `s`, on a connection of its own.
+  void send_cancel(Server* s);
   // Clusters that can fail over hold clients through connection failures.
   [[nodiscard]] bool holds_through_outage(const Pool* p) const {
     return p->db->crt && p->db->crt->cfg->standby && p->db->crt->cfg->failover.auto_failover;

@@ -123,6 +123,7 @@ Step Server::on_header(char type, std::uint32_t wire_size) {
       return Step::Inspect;  // FATAL errors are not passed on (see on_message)
     default:
       if (!client) return Step::Skip;
+      if (type != 'N' && type != 'A') answered = true;  // a BEGIN in flight can no longer be replayed
       return tracking ? track_response(type) : Step::Forward;
   }
 }
@@ -156,7 +157,11 @@ Step Server::on_message(const char* data, std::uint32_t wire_size) {
         if (xact_start_us) p->stats.xact_time += t - xact_start_us;
         xact_start_us = 0;
       }
-      if (expect_z == 0) commit_in_flight = false;
+      if (expect_z == 0) {
+        commit_in_flight = false;
+        begin_in_flight = false;
+        client->replay.clear();
+      }
       if (expect_z == 0 && client->fwd_left == 0) {
         if (txn == 'I') {
           if (pooler->pool_mode(p) != config::PoolMode::Session) release_after_forward = true;
@@ -199,6 +204,7 @@ Step Server::on_message(const char* data, std::uint32_t wire_size) {
         return Step::Stop;
       }
       if (ours) return Step::Skip;
+      answered = true;
       return tracking ? track_response('E') : Step::Forward;
     }
     default:

@@ -586,6 +586,7 @@ Step Client::on_header(char type, std::uint32_t wire_size) {
     case 'Q':
       if (wire_size <= 16384) return Step::Inspect;  // small enough to look for SET
       mark_query_start();
+      note_statement(proto::kSqlMayCommit);  // not looked at: it may commit
       server->expect_z++;
       if (server->tracking) server->push_slot(Slot::Query);
       return Step::Forward;
@@ -597,6 +598,7 @@ Step Client::on_header(char type, std::uint32_t wire_size) {
       return Step::Forward;
     case 'F':
       mark_query_start();
+      note_statement(0);  // a function call: commits when run outside a transaction
       server->expect_z++;
       if (server->tracking) server->push_slot(Slot::Query);
       return Step::Forward;
@@ -604,12 +606,27 @@ Step Client::on_header(char type, std::uint32_t wire_size) {
     case 'B':
       mark_query_start();
       server->unsynced = true;
+      if (!server->tracking && wire_size > kMaxInspectExt) {
+        // Streamed, not buffered (a Bind with large parameters): what it names is
+        // not known, so what runs from it counts as possibly committing.
+        if (type == 'P') {
+          ext_stmts_unknown = true;
+          pool->stats.client_parse_count++;
+          pool->stats.server_parse_count++;
+        } else {
+          ext_portals_unknown = true;
+          pool->stats.bind_count++;
+        }
+        return Step::Forward;
+      }
       return Step::Inspect;  // the statement's text (and, when tracked, its name is rewritten)
     case 'D':
-    case 'C':
       server->unsynced = true;
       if (server->tracking) return Step::Inspect;
       return Step::Forward;
+    case 'C':
+      server->unsynced = true;
+      return Step::Inspect;  // which statement or portal is closed
     case 'E':
       server->unsynced = true;
       return Step::Inspect;  // which portal: may it commit?
@@ -641,6 +658,7 @@ Step Client::on_message(const char* data, std::uint32_t wire_size) {
     // answering, the next one gets the same BEGIN and the client never knows.
     replay.assign(data, wire_size);
     s->begin_in_flight = true;
+    s->begin_sent = true;
     s->answered = false;
   } else {
     note_statement(bits);
@@ -657,13 +675,21 @@ Step Client::on_message(const char* data, std::uint32_t wire_size) {
 }
 
 void Client::note_statement(std::uint8_t bits) {
-  if (bits & proto::kSqlMayCommit) server->commit_in_flight = true;
-  server->begin_in_flight = false;  // more than a transaction start is in flight now
+  Server* s = server;
+  if (bits & proto::kSqlBeginOnly) {
+    s->begin_sent = true;
+  } else if ((bits & proto::kSqlMayCommit) || (s->txn == 'I' && !s->begin_sent)) {
+    // A COMMIT-like statement, or one that runs in autocommit (outside a
+    // transaction, and no BEGIN ahead of it in flight): it may have committed.
+    s->commit_in_flight = true;
+  }
+  s->begin_in_flight = false;  // more than a replayable transaction start is in flight now
   replay.clear();
 }
 
 std::uint8_t Client::ext_class(char kind, std::string_view name) {
-  if (!ext_class_) return proto::kSqlMayCommit;  // not prepared through us (SQL PREPARE): assume the worst
+  // Not seen (SQL PREPARE, or a message too large to look at): assume the worst.
+  if (!ext_class_ || (kind == 'S' ? ext_stmts_unknown : ext_portals_unknown)) return proto::kSqlMayCommit;
   std::string key(1, kind);
   key += name;
   auto it = ext_class_->find(key);
@@ -672,9 +698,32 @@ std::uint8_t Client::ext_class(char kind, std::string_view name) {
 
 void Client::set_ext_class(char kind, std::string_view name, std::uint8_t bits) {
   if (!ext_class_) ext_class_ = std::make_unique<std::unordered_map<std::string, std::uint8_t>>();
+  if (ext_class_->size() >= kMaxExtClasses) {
+    // A client that never closes its statements: forget them all, and from now
+    // on say 40003 (unknown) rather than guess.
+    ext_class_->clear();
+    ext_stmts_unknown = true;
+  }
   std::string key(1, kind);
   key += name;
   (*ext_class_)[key] = bits;
+}
+
+void Client::forget_ext_class(char kind, std::string_view name) {
+  if (!ext_class_) return;
+  std::string key(1, kind);
+  key += name;
+  ext_class_->erase(key);
+}
+
+// Portals end with their transaction: at ReadyForQuery 'I' the named ones are gone.
+void Client::transaction_ended() {
+  ext_portals_unknown = false;
+  if (!ext_class_ || ext_class_->size() < 16) return;
+  for (auto it = ext_class_->begin(); it != ext_class_->end();) {
+    if (it->first[0] == 'P') it = ext_class_->erase(it);
+    else ++it;
+  }
 }
 
 // Parse, Bind, Execute (and, when statements are tracked, Describe and Close):
@@ -697,6 +746,10 @@ Step Client::extended_message(const char* data, std::uint32_t wire_size) {
     note_statement(portal ? ext_class('P', *portal) : proto::kSqlMayCommit);
     if (server->tracking) server->push_slot(Slot::Execute);
     return Step::Forward;
+  } else if (type == 'C') {
+    auto kind = r.u8();
+    auto name = r.cstr();
+    if (kind && name && (*kind == 'S' || *kind == 'P')) forget_ext_class(char(*kind), *name);
   }
   if (server->tracking) return prepared_message(data, wire_size);
   if (type == 'P') {

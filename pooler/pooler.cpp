@@ -1084,7 +1084,7 @@ void Pooler::client_server_lost(Client* c, Server* s) {
   proto::ErrorFields e;
   // A commit may have happened: a COMMIT-like statement was in flight, or an
   // autocommit one (outside a transaction). A BEGIN alone commits nothing.
-  bool unknown = s->commit_in_flight || (s->txn == 'I' && !s->begin_in_flight);
+  bool unknown = s->commit_in_flight;
   e.sqlstate = unknown ? "40003" : "40001";
   e.message = unknown ? "server connection lost while the statement was in flight; whether it committed is unknown"
                       : "server connection lost; the transaction was rolled back and can be retried";
@@ -1151,6 +1151,7 @@ void Pooler::link(Client* c, Server* s) {
   s->unsynced = false;
   s->commit_in_flight = false;
   s->begin_in_flight = false;
+  s->begin_sent = false;
   s->answered = false;
   s->query_start = now();
   std::string sets;
@@ -1173,6 +1174,7 @@ void Pooler::link(Client* c, Server* s) {
     s->expect_z++;
     if (s->tracking) s->push_slot(Slot::Query);
     s->begin_in_flight = true;
+    s->begin_sent = true;
     s->answered = false;
   }
 }
@@ -1475,12 +1477,18 @@ void Pooler::janitor() {
   });
   for (auto& [key, pp] : pools_) {
     Pool* p = pp.get();
+    ClusterRt* crt = p->db->crt;
     p->cl_login.for_each<Client>([&](Client* c) {
       if (secs(set.client_login_timeout) && t - c->connect_time > secs(set.client_login_timeout)) {
         disconnect_client(c, "08P01", "client_login_timeout", true);
+      } else if (crt && crt->refusing() && secs(set.query_wait_timeout) &&
+                 t - c->connect_time > secs(set.query_wait_timeout)) {
+        // Its login waits for the pool's first server, which no node may give now:
+        // the login cannot complete, and says why.
+        crt->client_errors++;
+        disconnect_client(c, "08006", "cluster " + crt->name + ": " + crt->fsm.refusal(), true);
       }
     });
-    ClusterRt* crt = p->db->crt;
     bool moving = crt && crt->moving();  // failover_timeout applies instead
     p->cl_waiting.for_each<Client>([&](Client* c) {
       if (!moving && secs(set.query_wait_timeout) && t - c->wait_start > secs(set.query_wait_timeout)) {

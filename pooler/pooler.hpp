@@ -333,8 +333,14 @@ struct Client final : Conn {
   // What each extended-protocol statement ("S" + name) and portal ("P" + name) may
   // do (proto::kSqlMayCommit / kSqlBeginOnly), from the Parse text; taken on first use.
   std::unique_ptr<std::unordered_map<std::string, std::uint8_t>> ext_class_;
+  bool ext_stmts_unknown = false;    // a statement was defined unseen: every statement may commit
+  bool ext_portals_unknown = false;  // the same for portals, until the transaction ends
+  static constexpr std::size_t kMaxExtClasses = 4096;
+  static constexpr std::uint32_t kMaxInspectExt = 65536;  // larger Parse/Bind stream unseen
   std::uint8_t ext_class(char kind, std::string_view name);
   void set_ext_class(char kind, std::string_view name, std::uint8_t bits);
+  void forget_ext_class(char kind, std::string_view name);
+  void transaction_ended();  // ReadyForQuery 'I': portals are gone
   // A transaction start in flight outside a transaction: its Query message, re-sent
   // to the next server if this one dies before answering.
   std::string replay;
@@ -416,6 +422,7 @@ struct Server final : Conn {
   std::uint64_t prepared_tick = 0;
   bool commit_in_flight = false;  // a statement that may commit is among those in flight
   bool begin_in_flight = false;   // all that is in flight is the client's replayable transaction start
+  bool begin_sent = false;        // a BEGIN is among what is in flight: what follows it is not autocommit
   bool answered = false;          // some answer to what is in flight reached the client
   bool query_timed_out = false;   // closed by query_timeout: the client hears 57014
 

@@ -160,8 +160,10 @@ Step Server::on_message(const char* data, std::uint32_t wire_size) {
       if (expect_z == 0) {
         commit_in_flight = false;
         begin_in_flight = false;
+        begin_sent = false;
         client->replay.clear();
       }
+      if (txn == 'I') client->transaction_ended();
       if (expect_z == 0 && client->fwd_left == 0) {
         if (txn == 'I') {
           if (pooler->pool_mode(p) != config::PoolMode::Session) release_after_forward = true;

@@ -118,6 +118,12 @@ std::string Machine::mode_name() const {
 std::string Machine::refusal() const {
   if (mode_ == Mode::TwoWritable) return "two writable nodes; refusing writes to both";
   if (mode_ == Mode::NoWritable) return "no writable node";
+  if (active_down()) {
+    std::string why = std::string("the ") + side_name(active_) + " is down";
+    if (!view_[active_].error.empty()) why += " (" + view_[active_].error + ")";
+    if (!last_refusal_.empty()) why += "; not failing over: " + last_refusal_;
+    return why;
+  }
   return "";
 }
 
@@ -471,13 +477,21 @@ Effects Machine::request(Op op, double now, std::string* refused) {
   int target = op == Op::Failback ? 0 : op == Op::Failover ? 1 - active_ : 1 - active_;
   if (op == Op::Switchover) {
     if (mode_ != Mode::Normal) return no("a switchover needs a normal cluster (mode " + mode_name() + "); ABORT first");
-    if (view_[target].verdict == Verdict::Down) return no(std::string("the ") + side_name(target) + " is down");
+    // (FAILBACK during a failover only ends the move: allowed whatever the primary says.)
+  if (!(moving() && target == active_) && view_[target].verdict == Verdict::Down) return no(std::string("the ") + side_name(target) + " is down");
     return begin(op, false, target, now);
   }
   if (op == Op::Failback && active_ == 0 && mode_ == Mode::Normal) return no("it already runs on its primary");
+  if (op == Op::Failover && mode_ == Mode::TwoWritable) target = 1;
+  // Nothing to move to: a node whose checks fail to connect cannot be promoted
+  // or served (as Patroni refuses a failover to a member that is not running).
+  // (FAILBACK during a failover only ends the move: allowed whatever the primary says.)
+  if (!(moving() && target == active_) && view_[target].verdict == Verdict::Down)
+    return no(std::string("the ") + side_name(target) + " is down" +
+              (view_[target].error.empty() ? std::string() : " (" + view_[target].error + ")") +
+              "; nothing to move to");
   if (mode_ == Mode::TwoWritable || mode_ == Mode::NoWritable) {
     // The operator chooses the node; if it is writable already, no promotion.
-    if (op == Op::Failover && mode_ == Mode::TwoWritable) target = 1;
     if (view_[target].verdict == Verdict::Up) {
       op_ = op;
       target_ = target;

@@ -23,8 +23,9 @@
 //              --FAILOVER (standby) / FAILBACK (primary)--> Normal(that node)
 //
 // In NoWritable and TwoWritable no server is handed out and waiting clients get an
-// error after query_wait_timeout; in Draining and Promoting they wait up to
-// failover_timeout.
+// error (08006, the connection kept) after query_wait_timeout, as in Normal while the
+// active node is down and no automatic move is allowed; in Draining and Promoting
+// they wait up to failover_timeout.
 #pragma once
 
 #include <cstdint>
@@ -141,7 +142,15 @@ class Machine {
   int failures() const { return failures_; }
   bool moving() const { return mode_ == Mode::Draining || mode_ == Mode::Promoting; }
   bool routes() const { return mode_ == Mode::Normal; }  // pools may hand out servers
-  bool refusing() const { return mode_ == Mode::NoWritable || mode_ == Mode::TwoWritable; }
+  // Waiting clients get 08006 after query_wait_timeout (and keep their connection):
+  // no writable node, two, or an active node that is down with no move possible.
+  bool refusing() const {
+    return mode_ == Mode::NoWritable || mode_ == Mode::TwoWritable || (mode_ == Mode::Normal && active_down());
+  }
+  bool active_down() const {
+    return failures_ >= s_.failure_threshold &&
+           (view_[active_].verdict == Verdict::Down || view_[active_].verdict == Verdict::ReadOnly);
+  }
   bool promote_running() const { return promote_running_; }
   double op_start() const { return op_start_; }
   const NodeView& view(int side) const { return view_[side]; }

@@ -357,10 +357,12 @@ struct ClientLog {
 
 class Load {
  public:
-  Load(const Pooler& p, int n_auto, int n_tx, const std::string& dbname = "appdb") {
+  // Client ids (the `client` column of fo_log) run from first_id: a second Load on
+  // the same nodes needs its own.
+  Load(const Pooler& p, int n_auto, int n_tx, const std::string& dbname = "appdb", int first_id = 1) {
     for (int i = 0; i < n_auto + n_tx; ++i) {
       auto log = std::make_unique<ClientLog>();
-      log->id = i + 1;
+      log->id = first_id + i;
       log->tx = i >= n_auto;
       auto conn = std::make_unique<Conn>(p.conninfo("app", "app", dbname) + " application_name=fo_load_" +
                                          std::to_string(i + 1));

@@ -442,3 +442,31 @@ TEST_CASE("machine: switchover drains, then promotes; refused during a move", "[
   f.m.request(Op::Switchover, f.t + 2, &why);
   CHECK(!why.empty());
 }
+
+TEST_CASE("machine: FAILOVER to a standby that is down is refused at once; a down primary with no move "
+          "refuses waiting clients",
+          "[failover-unit]") {
+  Fixture f;
+  f.m.on_check(1, verdict(Verdict::Down, "connection refused"), f.t + 0.5, false);
+  std::string why;
+  Effects e = f.m.request(Op::Failover, f.t + 0.6, &why);
+  CHECK(why.find("standby is down") != std::string::npos);
+  CHECK_FALSE(e.run_promote);
+  CHECK(f.m.mode() == Mode::Normal);
+  CHECK_FALSE(f.m.refusing());
+  // The primary dies as well: no automatic move (the standby is down), and the
+  // clients that wait are told so instead of waiting on.
+  for (int i = 1; i <= 3; i++) {
+    f.m.on_check(1, verdict(Verdict::Down, "connection refused"), f.t + i, false);
+    e = f.m.on_check(0, verdict(Verdict::Down, "connection refused"), f.t + i, false);
+    CHECK_FALSE(e.run_promote);
+    CHECK(f.m.refusing() == (i == 3));
+  }
+  CHECK(f.m.mode() == Mode::Normal);
+  CHECK(f.m.refusal().find("primary is down") != std::string::npos);
+  CHECK(f.m.refusal().find("standby is down") != std::string::npos);
+  // It comes back: served again, nothing refused.
+  e = f.m.on_check(0, up(), f.t + 4, false);
+  CHECK_FALSE(f.m.refusing());
+  CHECK(e.wake_pools);
+}

@@ -220,7 +220,6 @@ void Pooler::apply_effects(ClusterRt* cl, failover::Effects&& e) {
   if (e.started) {
     cl->op_start_wall = std::uint64_t(time(nullptr));
     cl->clients_held = 0;
-    cl->client_errors.store(0);  // refusals between moves are not this move's
     for (Pool* p : world_pools())
       if (p->db->crt == cl) cl->clients_held += p->client_total();
   }

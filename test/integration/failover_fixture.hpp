@@ -46,7 +46,7 @@ double mono_s() {
   return duration<double>(steady_clock::now().time_since_epoch()).count();
 }
 
-double wall_s() {
+[[maybe_unused]] double wall_s() {
   using namespace std::chrono;
   return duration<double>(system_clock::now().time_since_epoch()).count();
 }
@@ -325,7 +325,7 @@ std::string failover_toml(const std::string& promote_command, double timeout_s =
   return o.str();
 }
 
-PoolerConfig failover_pooler(PgPair& pair, int pool_size = 10, int primary_port_in_config = 0,
+[[maybe_unused]] PoolerConfig failover_pooler(PgPair& pair, int pool_size = 10, int primary_port_in_config = 0,
                              double check_timeout = 2) {
   PoolerConfig cfg;
   cfg.pool_mode = "transaction";
@@ -560,7 +560,7 @@ class Load {
 
 // No client lost its connection or gave up; with `max_errors` = 1 each client saw at
 // most one error and it was 40001 or 40003; with 0, no errors at all.
-void check_clients(Load& load, int max_errors) {
+[[maybe_unused]] void check_clients(Load& load, int max_errors) {
   std::string closed, too_many, wrong_code, all_errors;
   int n_closed = 0, n_too_many = 0, n_wrong = 0, with_error = 0;
   for (auto& l : load.logs()) {
@@ -589,7 +589,7 @@ void check_clients(Load& load, int max_errors) {
 }
 
 // Every acknowledged write is present on the node at `port`.
-void check_acked_present(const Load& load, int port) {
+[[maybe_unused]] void check_acked_present(const Load& load, int port) {
   Conn c(node_conninfo(port));
   INFO(c.error());
   REQUIRE(c.ok());
@@ -615,7 +615,7 @@ void check_acked_present(const Load& load, int port) {
 }
 
 // The spec's columns of SHOW CLUSTERS, in this order (other columns may come between).
-void check_show_clusters_columns(const Pooler& p) {
+[[maybe_unused]] void check_show_clusters_columns(const Pooler& p) {
   Result r = admin_exec(p, "SHOW CLUSTERS");
   INFO(r.message());
   REQUIRE(r.ok());

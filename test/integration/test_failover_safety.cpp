@@ -53,7 +53,6 @@ long count_rows(int port, const std::string& where = "true") {
 
 bool in_recovery(int port) { return node_value(port, "SELECT pg_is_in_recovery()") == "t"; }
 
-long failovers(const Pooler& p) { return std::atol(cluster_row(p)["failovers"].c_str()); }
 
 // SHOW FAILOVERS as rows.
 std::vector<Row> failover_events(const Pooler& p) {
@@ -694,4 +693,171 @@ TEST_CASE("failover safety: a client that vanishes mid-query releases its row lo
   other.exec_ok("ROLLBACK");
   victim.reset();
   d.exec_ok("DROP TABLE fo_lock");
+}
+
+namespace {
+
+// The postmaster of a data directory and its children (the backends and auxiliary
+// processes running now).
+std::vector<int> node_processes(const std::string& dir) {
+  std::vector<int> pids;
+  std::istringstream in(read_text(dir + "/postmaster.pid"));
+  int pm = 0;
+  in >> pm;
+  if (pm <= 0) return pids;
+  pids.push_back(pm);
+  CommandResult r = run_command("pgrep -P " + std::to_string(pm));
+  std::istringstream kids(r.output);
+  int k = 0;
+  while (kids >> k) pids.push_back(k);
+  return pids;
+}
+
+void signal_all(const std::vector<int>& pids, int sig) {
+  for (int pid : pids) ::kill(pid, sig);
+}
+
+}  // namespace
+
+TEST_CASE("failover safety: a primary frozen for 20 s fails over cleanly and gets no traffic when it thaws",
+          "[failover][safety]") {
+  if (skip_for_pgbouncer()) return;
+  PgPair pair("frozen", port_base() + 40, port_base() + 41);
+  pair.start(/*sync_rep=*/true);
+  Pooler p(failover_pooler(pair, 10));
+  REQUIRE(wait_cluster(p, "standby_state", "read-only", 10)["primary_state"] == "up");
+  Load load(p, 10, 10);
+  load.start();
+  sleep_s(2);
+  REQUIRE(load.error_count() == 0);
+
+  std::vector<int> frozen = node_processes(pair.primary_dir);
+  REQUIRE(frozen.size() > 3);
+  load.event(pair.standby_port);
+  auto t0 = std::chrono::steady_clock::now();
+  signal_all(frozen, SIGSTOP);
+  bool all_moved = load.wait_all_on_target(30);
+  double slowest = load.slowest_on_target();
+  auto runs = pair.promote_runs();
+  REQUIRE(runs.size() == 1);
+  double promote_s = runs[0].end_wall - runs[0].start_wall;
+  // A frozen node is seen down only as its checks time out (2 s each), as a
+  // black-holed one (test_failover.cpp).
+  double bound = kThreshold * (kInterval + 2) + promote_s + 2;
+  INFO("the last client wrote on the new primary " << slowest << " s after the freeze (bound " << bound << " s)");
+  CHECK(all_moved);
+  CHECK(slowest >= 0);
+  CHECK(slowest <= bound);
+  sleep_s(std::max(0.0, 20 - seconds_since(t0)));
+  signal_all(frozen, SIGCONT);  // it thaws, writable, with sessions that pgpivot closed
+  REQUIRE(wait_for([&] { return count_rows(pair.primary_port) >= 0; }, 10));
+  sleep_s(0.5);
+  long on_old_at_thaw = count_rows(pair.primary_port);
+  sleep_s(3);
+  load.stop();
+  long on_old_at_end = count_rows(pair.primary_port);
+
+  Row row = cluster_row(p);
+  INFO("after the thaw: " << row_text(row) << "\n" << events_text(p));
+  CHECK(row["active"] == "standby");
+  CHECK(row["failovers"] == "1");
+  CHECK(pair.promote_runs().size() == 1);
+  check_clients(load, 1);
+  check_acked_present(load, pair.standby_port);
+  auto ports = load.ports_since_event();
+  INFO("writes acknowledged since the freeze, per port: primary " << ports[pair.primary_port] << ", standby "
+                                                                   << ports[pair.standby_port]
+                                                                   << "; rows on the old primary at the thaw "
+                                                                   << on_old_at_thaw << ", 3 s later "
+                                                                   << on_old_at_end);
+  // Only answers already on their way when it froze (at most one per client)
+  // come from the old primary; nothing reaches it after it thaws.
+  CHECK(ports[pair.primary_port] <= 20);
+  CHECK(on_old_at_end == on_old_at_thaw);
+  CHECK(ports[pair.standby_port] > 100);
+  CHECK(p.running());
+}
+
+TEST_CASE("failover safety: three crash/restart cycles of the primary in 14 s give exactly one failover",
+          "[failover][safety]") {
+  if (skip_for_pgbouncer()) return;
+  PgPair pair("cycles", port_base() + 42, port_base() + 43);
+  pair.start(/*sync_rep=*/true);
+  Pooler p(failover_pooler(pair, 10));
+  REQUIRE(wait_cluster(p, "standby_state", "read-only", 10)["primary_state"] == "up");
+  Load load(p, 10, 10);
+  load.start();
+  sleep_s(2);
+  auto t0 = std::chrono::steady_clock::now();
+  for (int cycle = 0; cycle < 3; ++cycle) {
+    pair.kill(pair.primary_dir);
+    sleep_s(2.5);
+    pair.start_again(pair.primary_dir);  // as Restart=always does; it comes back writable
+    // From its first return on, nothing may be acknowledged by the old primary.
+    if (cycle == 0) load.event(pair.standby_port);
+    sleep_s(1.5);
+  }
+  double took = seconds_since(t0);
+  CHECK(took <= 16);
+  sleep_s(2);
+  load.stop();
+
+  Row row = cluster_row(p);
+  INFO("after " << took << " s of cycles: " << row_text(row) << "\n" << events_text(p));
+  CHECK(row["active"] == "standby");
+  CHECK(row["failovers"] == "1");
+  CHECK(pair.promote_runs().size() == 1);
+  CHECK(failover_events(p).size() == 1);
+  check_clients(load, 1);
+  check_acked_present(load, pair.standby_port);
+  auto ports = load.ports_since_event();
+  INFO("writes acknowledged since the old primary first came back: on it " << ports[pair.primary_port]
+                                                                           << ", on the new primary "
+                                                                           << ports[pair.standby_port]);
+  CHECK(ports[pair.primary_port] == 0);
+  CHECK(ports[pair.standby_port] > 100);
+}
+
+TEST_CASE("failover safety: an in-place restart of the primary shorter than the failure window is served "
+          "again at once, with no failover",
+          "[failover][safety]") {
+  if (skip_for_pgbouncer()) return;
+  PgPair pair("inplace", port_base() + 44, port_base() + 45);
+  pair.start(/*sync_rep=*/false);
+  {
+    // The harness runs PostgreSQL with synchronous_commit = off: a crash would lose
+    // acknowledged commits of its own accord.
+    Conn c(node_conninfo(pair.primary_port));
+    REQUIRE(c.ok());
+    c.exec_ok("ALTER SYSTEM SET synchronous_commit = 'on'");
+    c.exec_ok("SELECT pg_reload_conf()");
+  }
+  PoolerConfig cfg = failover_pooler(pair, 10);
+  // A 6 s failure window, as a Patroni-managed leader's restart should not trip.
+  cfg.failover = replace_all(cfg.failover, "failure_threshold = " + std::to_string(kThreshold), "failure_threshold = 12");
+  cfg.extra["server_login_retry"] = "15";
+  Pooler p(cfg);
+  REQUIRE(wait_cluster(p, "standby_state", "read-only", 10)["primary_state"] == "up");
+  Load load(p, 5, 5);
+  load.start();
+  sleep_s(2);
+  pair.kill(pair.primary_dir);
+  sleep_s(1.5);  // the pools' logins fail meanwhile: server_login_retry would be 15 s
+  pair.start_again(pair.primary_dir);
+  load.event(pair.primary_port);
+  bool all_back = load.wait_all_on_target(15);
+  double slowest = load.slowest_on_target();
+  INFO("every client wrote on the restarted primary " << slowest << " s after it was up again");
+  CHECK(all_back);
+  CHECK(slowest >= 0);
+  CHECK(slowest <= kInterval + 1.5);
+  sleep_s(1);
+  load.stop();
+  Row row = cluster_row(p);
+  INFO(row_text(row));
+  CHECK(row["active"] == "primary");
+  CHECK(row["failovers"] == "0");
+  CHECK(pair.promote_runs().empty());
+  check_clients(load, 1);
+  check_acked_present(load, pair.primary_port);
 }

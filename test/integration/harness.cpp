@@ -156,6 +156,12 @@ std::string pg_program(const std::string& name) {
 }
 
 std::string render_toml(const PoolerConfig& cfg, int port) {
+  if (!cfg.raw_toml.empty()) {
+    std::string t = cfg.raw_toml;
+    const std::string from = "listen_port = 6432";
+    if (auto at = t.find(from); at != std::string::npos) t.replace(at, from.size(), "listen_port = " + std::to_string(port));
+    return t;
+  }
   std::ostringstream o;
   o << "# Written by the pgpivot integration tests.\n[pooler]\n"
     << "listen_addr = \"127.0.0.1\"\nlisten_port = " << port << "\n";

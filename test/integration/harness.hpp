@@ -50,6 +50,9 @@ struct PoolerConfig {
   // Console access: admin_users may run every command, stats_users only SHOW.
   std::vector<std::string> admin_users = {"admin"};
   std::vector<std::string> stats_users;  // not written when empty
+  // A whole config file instead of the above (e.g. the README's example), with
+  // "listen_port = 6432" in it replaced by the pooler's port.
+  std::string raw_toml;
 };
 
 // Renders the TOML config file for a pooler listening on `port`.

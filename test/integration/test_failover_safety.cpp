@@ -861,3 +861,42 @@ TEST_CASE("failover safety: an in-place restart of the primary shorter than the 
   check_clients(load, 1);
   check_acked_present(load, pair.primary_port);
 }
+
+TEST_CASE("failover safety: the README's example config, copied as is, keeps a healthy primary that asks "
+          "for passwords",
+          "[failover][safety]") {
+  if (skip_for_pgbouncer()) return;
+  std::string readme = read_text(repo_root() + "/README.md");
+  auto start = readme.find("```toml\n[pooler]");
+  REQUIRE(start != std::string::npos);
+  start += std::string("```toml\n").size();
+  auto end = readme.find("```", start);
+  REQUIRE(end != std::string::npos);
+  std::string example = readme.substr(start, end - start);
+  REQUIRE(contains_icase(example, "port = 55432"));
+  REQUIRE(contains_icase(example, "port = 55433"));
+  REQUIRE(contains_icase(example, "listen_port = 6432"));
+
+  PgPair pair("readme", port_base() + 48, port_base() + 49);
+  pair.start(/*sync_rep=*/false);  // pg_hba: scram-sha-256 for every TCP login
+  PoolerConfig cfg;
+  cfg.raw_toml = replace_all(replace_all(example, "port = 55432", "port = " + std::to_string(pair.primary_port)),
+                             "port = 55433", "port = " + std::to_string(pair.standby_port));
+  Pooler p(cfg);
+  Row row = wait_cluster(p, "standby_state", "read-only", 15);
+  INFO("the README's example: " << row_text(row));
+  CHECK(row["primary_state"] == "up");
+  CHECK(row["standby_state"] == "read-only");
+  Load load(p, 3, 3);
+  load.start();
+  sleep_s(3 * 1.0 * 3);  // three failure windows at the default interval and threshold
+  load.stop();
+  row = cluster_row(p);
+  INFO("after " << 3 * 1.0 * 3 << " s under load: " << row_text(row));
+  CHECK(row["primary_state"] == "up");
+  CHECK(row["active"] == "primary");
+  CHECK(row["failovers"] == "0");
+  CHECK(in_recovery(pair.standby_port));
+  check_clients(load, 0);
+  check_acked_present(load, pair.primary_port);
+}

@@ -477,8 +477,7 @@ Effects Machine::request(Op op, double now, std::string* refused) {
   int target = op == Op::Failback ? 0 : op == Op::Failover ? 1 - active_ : 1 - active_;
   if (op == Op::Switchover) {
     if (mode_ != Mode::Normal) return no("a switchover needs a normal cluster (mode " + mode_name() + "); ABORT first");
-    // (FAILBACK during a failover only ends the move: allowed whatever the primary says.)
-  if (!(moving() && target == active_) && view_[target].verdict == Verdict::Down) return no(std::string("the ") + side_name(target) + " is down");
+    if (view_[target].verdict == Verdict::Down) return no(std::string("the ") + side_name(target) + " is down");
     return begin(op, false, target, now);
   }
   if (op == Op::Failback && active_ == 0 && mode_ == Mode::Normal) return no("it already runs on its primary");

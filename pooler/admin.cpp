@@ -5,6 +5,8 @@
 
 #include <cctype>
 #include <cinttypes>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <functional>
@@ -840,6 +842,23 @@ void Pooler::admin_show(Client* c, const std::string& what, const std::string& a
            num(stream_bufs_.size() * (sbuf_used + sbuf_free))});
     t.row({str("outq"), num(sizeof(Conn::OutQ)), num(oq_used), num(oq_free),
            num(sizeof(Conn::OutQ) * (oq_used + oq_free))});
+    // The whole process, from /proc/self/smaps_rollup: its private memory (what it
+    // costs the host), and its resident size with the shared library pages.
+    auto rollup = [](const char* key) -> std::size_t {
+      FILE* f = std::fopen("/proc/self/smaps_rollup", "r");
+      if (!f) return 0;
+      char line[256];
+      std::size_t kb = 0, n = std::strlen(key);
+      while (std::fgets(line, sizeof line, f))
+        if (std::strncmp(line, key, n) == 0 && line[n] == ':') {
+          kb = std::size_t(std::strtoull(line + n + 1, nullptr, 10));
+          break;
+        }
+      std::fclose(f);
+      return kb * 1024;
+    };
+    t.row({str("process_private"), num(0), num(0), num(0), num(rollup("Anonymous"))});
+    t.row({str("process_rss"), num(0), num(0), num(0), num(rollup("Rss"))});
     t.emit(buf);
   } else if (what == "CLUSTERS") {
     Table t({{"name", false}, {"active", false}, {"mode", false}, {"primary", false}, {"primary_state", false},

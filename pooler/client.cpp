@@ -257,12 +257,12 @@ Step Client::answer_lost_transaction(char type) {
   std::string buf;
   proto::ErrorFields e;
   e.sqlstate = pending_error[0] ? pending_error : "40001";
-  if (pending_message.empty()) {
+  if (!notes_ || notes_->pending_message.empty()) {
     e.message = "server connection lost; the transaction was rolled back and can be retried";
     e.hint = "pgpivot keeps this connection open; the next statement runs on a healthy server";
   } else {
-    e.message = std::move(pending_message);
-    pending_message.clear();
+    e.message = std::move(notes_->pending_message);
+    notes_->pending_message.clear();
   }
   bool owe_error = pending_error[0] != 0;
   pending_error[0] = 0;
@@ -656,7 +656,7 @@ Step Client::on_message(const char* data, std::uint32_t wire_size) {
   if ((bits & proto::kSqlBeginOnly) && s->expect_z == 0 && !s->unsynced && s->txn == 'I') {
     // Nothing else in flight, outside a transaction: if the server dies before
     // answering, the next one gets the same BEGIN and the client never knows.
-    replay.assign(data, wire_size);
+    notes().replay.assign(data, wire_size);
     s->begin_in_flight = true;
     s->begin_sent = true;
     s->answered = false;
@@ -684,44 +684,45 @@ void Client::note_statement(std::uint8_t bits) {
     s->commit_in_flight = true;
   }
   s->begin_in_flight = false;  // more than a replayable transaction start is in flight now
-  replay.clear();
+  clear_replay();
 }
 
 std::uint8_t Client::ext_class(char kind, std::string_view name) {
   // Not seen (SQL PREPARE, or a message too large to look at): assume the worst.
-  if (!ext_class_ || (kind == 'S' ? ext_stmts_unknown : ext_portals_unknown)) return proto::kSqlMayCommit;
+  if (!notes_ || (kind == 'S' ? ext_stmts_unknown : ext_portals_unknown)) return proto::kSqlMayCommit;
   std::string key(1, kind);
   key += name;
-  auto it = ext_class_->find(key);
-  return it == ext_class_->end() ? proto::kSqlMayCommit : it->second;
+  auto it = notes_->ext_class.find(key);
+  return it == notes_->ext_class.end() ? proto::kSqlMayCommit : it->second;
 }
 
 void Client::set_ext_class(char kind, std::string_view name, std::uint8_t bits) {
-  if (!ext_class_) ext_class_ = std::make_unique<std::unordered_map<std::string, std::uint8_t>>();
-  if (ext_class_->size() >= kMaxExtClasses) {
+  auto& map = notes().ext_class;
+  if (map.size() >= kMaxExtClasses) {
     // A client that never closes its statements: forget them all, and from now
     // on say 40003 (unknown) rather than guess.
-    ext_class_->clear();
+    map.clear();
     ext_stmts_unknown = true;
   }
   std::string key(1, kind);
   key += name;
-  (*ext_class_)[key] = bits;
+  map[key] = bits;
 }
 
 void Client::forget_ext_class(char kind, std::string_view name) {
-  if (!ext_class_) return;
+  if (!notes_) return;
   std::string key(1, kind);
   key += name;
-  ext_class_->erase(key);
+  notes_->ext_class.erase(key);
 }
 
 // Portals end with their transaction: at ReadyForQuery 'I' the named ones are gone.
 void Client::transaction_ended() {
   ext_portals_unknown = false;
-  if (!ext_class_ || ext_class_->size() < 16) return;
-  for (auto it = ext_class_->begin(); it != ext_class_->end();) {
-    if (it->first[0] == 'P') it = ext_class_->erase(it);
+  if (!notes_ || notes_->ext_class.size() < 16) return;
+  auto& map = notes_->ext_class;
+  for (auto it = map.begin(); it != map.end();) {
+    if (it->first[0] == 'P') it = map.erase(it);
     else ++it;
   }
 }

@@ -7,6 +7,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <libpq-fe.h>
+
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -18,7 +21,6 @@
 
 #include "config/load.hpp"
 #include "pooler/pooler.hpp"
-#include "pooler/pq.hpp"
 
 namespace {
 
@@ -37,7 +39,8 @@ void usage(FILE* out) {
                "  -d, --daemon   run in the background (needs pidfile and logfile in the config)\n"
                "  -q, --quiet    log nothing to stderr (the logfile still gets everything)\n"
                "  -v, --verbose  more logging\n"
-               "  -u USER        switch to this OS user after reading the config\n\n"
+               "  -u USER        switch to this OS user after reading the config (as root, one\n"
+               "                 of -u or `user` is required; -u root runs as root on purpose)\n\n"
                "Signals: SIGHUP reload, SIGUSR1 pause, SIGUSR2 resume, SIGINT shutdown after\n"
                "in-flight transactions, SIGTERM shutdown once clients leave, SIGQUIT immediate.\n"
                "ctl connects to --admin, else $PGPIVOT_ADMIN, else the console on the Unix socket\n"
@@ -100,58 +103,92 @@ int ctl(int argc, char** argv) {
     std::fprintf(stderr, "pgpivot ctl: unknown command %s (status, switchover, failover, failback, abort)\n", verb.c_str());
     return 2;
   }
-  std::string load_err;
-  const pgpivot::PqApi* pq = pgpivot::libpq(&load_err);
-  if (!pq) {
-    std::fprintf(stderr, "pgpivot ctl: %s\n", load_err.c_str());
-    return 1;
-  }
-  PGconn* conn = pq->PQconnectdb(admin.c_str());
-  if (pq->PQstatus(conn) != CONNECTION_OK) {
+  PGconn* conn = PQconnectdb(admin.c_str());
+  if (PQstatus(conn) != CONNECTION_OK) {
     // Name the console without its password.
     std::string shown;
-    if (PQconninfoOption* opts = pq->PQconninfo(conn)) {
+    if (PQconninfoOption* opts = PQconninfo(conn)) {
       for (PQconninfoOption* o = opts; o->keyword; o++) {
         std::string k = o->keyword;
         if (!o->val || !*o->val || k == "password") continue;
         if (k == "host" || k == "port" || k == "dbname" || k == "user") shown += (shown.empty() ? "" : " ") + k + "=" + o->val;
       }
-      pq->PQconninfoFree(opts);
+      PQconninfoFree(opts);
     }
-    std::fprintf(stderr, "pgpivot ctl: cannot reach the pgpivot console (%s): %s", shown.c_str(), pq->PQerrorMessage(conn));
-    pq->PQfinish(conn);
+    std::fprintf(stderr, "pgpivot ctl: cannot reach the pgpivot console (%s): %s", shown.c_str(), PQerrorMessage(conn));
+    PQfinish(conn);
     return 1;
   }
   int rc = 0;
-  auto print = [pq](PGresult* r) {
-    int n = pq->PQnfields(r);
+  auto print = [](PGresult* r) {
+    int n = PQnfields(r);
     std::vector<std::size_t> w(std::size_t(n), 0);
-    for (int c = 0; c < n; c++) w[std::size_t(c)] = std::strlen(pq->PQfname(r, c));
-    for (int row = 0; row < pq->PQntuples(r); row++) {
-      for (int c = 0; c < n; c++) w[std::size_t(c)] = std::max(w[std::size_t(c)], std::strlen(pq->PQgetvalue(r, row, c)));
+    for (int c = 0; c < n; c++) w[std::size_t(c)] = std::strlen(PQfname(r, c));
+    for (int row = 0; row < PQntuples(r); row++) {
+      for (int c = 0; c < n; c++) w[std::size_t(c)] = std::max(w[std::size_t(c)], std::strlen(PQgetvalue(r, row, c)));
     }
-    for (int c = 0; c < n; c++) std::printf("%-*s%s", int(w[std::size_t(c)]), pq->PQfname(r, c), c + 1 < n ? "  " : "\n");
-    for (int row = 0; row < pq->PQntuples(r); row++) {
+    for (int c = 0; c < n; c++) std::printf("%-*s%s", int(w[std::size_t(c)]), PQfname(r, c), c + 1 < n ? "  " : "\n");
+    for (int row = 0; row < PQntuples(r); row++) {
       for (int c = 0; c < n; c++) {
-        std::printf("%-*s%s", int(w[std::size_t(c)]), pq->PQgetvalue(r, row, c), c + 1 < n ? "  " : "\n");
+        std::printf("%-*s%s", int(w[std::size_t(c)]), PQgetvalue(r, row, c), c + 1 < n ? "  " : "\n");
       }
     }
   };
-  PGresult* r = pq->PQexec(conn, sql.c_str());
-  if (pq->PQresultStatus(r) != PGRES_TUPLES_OK && pq->PQresultStatus(r) != PGRES_COMMAND_OK) {
-    std::fprintf(stderr, "pgpivot ctl %s failed: %s", verb.c_str(), pq->PQresultErrorMessage(r));
+  PGresult* r = PQexec(conn, sql.c_str());
+  if (PQresultStatus(r) != PGRES_TUPLES_OK && PQresultStatus(r) != PGRES_COMMAND_OK) {
+    std::fprintf(stderr, "pgpivot ctl %s failed: %s", verb.c_str(), PQresultErrorMessage(r));
     rc = 1;
   } else if (verb == "status") {
     print(r);
   } else {
     std::printf("%s%s%s complete\n", verb.c_str(), cluster.empty() ? "" : " of cluster ", cluster.c_str());
-    pq->PQclear(r);
-    r = pq->PQexec(conn, "SHOW CLUSTERS");
-    if (pq->PQresultStatus(r) == PGRES_TUPLES_OK) print(r);
+    PQclear(r);
+    r = PQexec(conn, "SHOW CLUSTERS");
+    if (PQresultStatus(r) == PGRES_TUPLES_OK) print(r);
   }
-  pq->PQclear(r);
-  pq->PQfinish(conn);
+  PQclear(r);
+  PQfinish(conn);
   return rc;
+}
+
+// The live process a pidfile names, or 0 (no file, unreadable, stale, or this process).
+pid_t running_pid(const std::string& path) {
+  FILE* f = std::fopen(path.c_str(), "r");
+  if (!f) return 0;
+  long pid = 0;
+  int got = std::fscanf(f, "%ld", &pid);
+  std::fclose(f);
+  if (got != 1 || pid <= 0 || pid == long(getpid())) return 0;
+  if (kill(pid_t(pid), 0) == 0 || errno == EPERM) return pid_t(pid);
+  return 0;
+}
+
+// Written to a temporary file and renamed over a stale one.
+bool write_pidfile(const std::string& path) {
+  std::string tmp = path + ".tmp" + std::to_string(getpid());
+  FILE* f = std::fopen(tmp.c_str(), "w");
+  bool ok = f != nullptr;
+  if (f) {
+    ok = std::fprintf(f, "%d\n", int(getpid())) > 0;
+    ok = std::fclose(f) == 0 && ok;
+  }
+  if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
+    LOG_ERROR("cannot write pidfile %s: %s", path.c_str(), std::strerror(errno));
+    unlink(tmp.c_str());
+    return false;
+  }
+  return true;
+}
+
+// Removes the pidfile only while it still names this process.
+void remove_own_pidfile(const std::string& path) {
+  if (path.empty()) return;
+  FILE* f = std::fopen(path.c_str(), "r");
+  if (!f) return;
+  long pid = 0;
+  int got = std::fscanf(f, "%ld", &pid);
+  std::fclose(f);
+  if (got == 1 && pid == long(getpid())) unlink(path.c_str());
 }
 
 }  // namespace
@@ -229,15 +266,46 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "pgpivot: -d needs pidfile and logfile in the config\n");
     return 1;
   }
+  if (run_as.empty() && geteuid() == 0) {
+    // As PgBouncer: a pooler has no business with root's powers. `-u root` (or
+    // user = "root") says it is meant.
+    std::fprintf(stderr, "pgpivot: refusing to run as root; give -u USER (or `user` in the config)\n");
+    return 1;
+  }
   if (!run_as.empty() && !switch_user(run_as)) return 1;
   std::signal(SIGPIPE, SIG_IGN);
+  // Another pgpivot named in the pidfile and alive: leave it and its pidfile alone.
+  if (!set.pidfile.empty()) {
+    if (pid_t other = running_pid(set.pidfile); other > 0) {
+      std::fprintf(stderr, "pgpivot: pidfile %s names a running process (%d): is pgpivot already running?\n",
+                   set.pidfile.c_str(), int(other));
+      return 1;
+    }
+  }
+  // -d: the parent exits only when the daemon reports how its start went (a byte
+  // on this pipe once it listens; nothing if it failed), with that outcome.
+  int ready_pipe[2] = {-1, -1};
   if (daemon) {
+    if (pipe(ready_pipe) != 0) {
+      std::perror("pgpivot: pipe");
+      return 1;
+    }
     pid_t pid = fork();
     if (pid < 0) {
       std::perror("pgpivot: fork");
       return 1;
     }
-    if (pid > 0) return 0;
+    if (pid > 0) {
+      close(ready_pipe[1]);
+      char b = 0;
+      ssize_t n;
+      do n = read(ready_pipe[0], &b, 1);
+      while (n < 0 && errno == EINTR);
+      if (n == 1 && b == '1') return 0;
+      std::fprintf(stderr, "pgpivot: the daemon did not start (see %s)\n", set.logfile.c_str());
+      return 1;
+    }
+    close(ready_pipe[0]);
     setsid();
     int fd = open("/dev/null", O_RDWR);
     if (fd >= 0) {
@@ -249,15 +317,7 @@ int main(int argc, char** argv) {
     quiet = true;
   }
   pgpivot::log_open(set.logfile, quiet);
-  if (!set.pidfile.empty()) {
-    FILE* f = std::fopen(set.pidfile.c_str(), "w");
-    if (!f) {
-      LOG_ERROR("cannot write pidfile %s: %s", set.pidfile.c_str(), std::strerror(errno));
-      return 1;
-    }
-    std::fprintf(f, "%d\n", int(getpid()));
-    std::fclose(f);
-  }
+  if (!set.pidfile.empty() && !write_pidfile(set.pidfile)) return 1;
   std::string pidfile = set.pidfile;
   LOG_INFO("pgpivot %s starting with %s", PGPIVOT_VERSION, path.c_str());
   for (const auto& w : res.warnings) LOG_WARN("%s", w.to_string().c_str());
@@ -283,11 +343,17 @@ int main(int argc, char** argv) {
     for (auto& s : shards) {
       if (!s->start()) {
         LOG_ERROR("could not start; exiting");
-        if (!pidfile.empty()) unlink(pidfile.c_str());
+        remove_own_pidfile(pidfile);
         std::fflush(stderr);
         std::_Exit(1);
       }
     }
+    // Listening: tell whoever waits (the -d parent, systemd).
+    if (ready_pipe[1] >= 0) {
+      (void)!write(ready_pipe[1], "1", 1);
+      close(ready_pipe[1]);
+    }
+    pgpivot::notify_service("READY=1");
     std::vector<std::thread> threads;
     for (int i = 1; i < workers; i++) threads.emplace_back([&shards, i] { shards[std::size_t(i)]->run(); });
     shards[0]->run();
@@ -296,7 +362,7 @@ int main(int argc, char** argv) {
     for (auto& l : loops) uv_loop_close(l.get());
   }
   uv_loop_close(uv_default_loop());
-  if (!pidfile.empty()) unlink(pidfile.c_str());
+  remove_own_pidfile(pidfile);
   LOG_INFO("pgpivot stopped");
   return 0;
 }

@@ -1069,7 +1069,7 @@ void Pooler::internal_done(Server* s) {
 
 void Pooler::client_server_lost(Client* c, Server* s) {
   ClusterRt* cl = s->pool->db->crt;
-  bool replayable = s->begin_in_flight && !s->answered && s->expect_z == 1 && !s->unsynced && !c->replay.empty();
+  bool replayable = s->begin_in_flight && !s->answered && s->expect_z == 1 && !s->unsynced && c->has_replay();
   if (replayable && !s->query_timed_out && holds_through_outage(s->pool)) {
     // Only a BEGIN was in flight, outside a transaction: nothing happened that the
     // client could see. It waits for the next server, which gets the same BEGIN.
@@ -1079,7 +1079,7 @@ void Pooler::client_server_lost(Client* c, Server* s) {
     client_change_state(c, ClientState::Waiting);
     return;
   }
-  c->replay.clear();
+  c->clear_replay();
   std::string buf;
   proto::ErrorFields e;
   // A commit may have happened: a COMMIT-like statement was in flight, or an
@@ -1126,8 +1126,8 @@ void Pooler::fail_waiting_client(Client* c, const char* sqlstate, const std::str
   // The buffered request is answered as after a lost server (answer_lost_transaction):
   // the error at its first message, ReadyForQuery at its Query or Sync.
   std::snprintf(c->pending_error, sizeof c->pending_error, "%s", sqlstate);
-  c->pending_message = msg;
-  c->replay.clear();
+  c->notes().pending_message = msg;
+  c->clear_replay();
   c->wait_start = 0;
   client_change_state(c, ClientState::Idle);
   LOG_WARN("C-%llu: %s/%s@%s request refused: %s %s", (unsigned long long)c->id, c->db_name.c_str(),
@@ -1167,9 +1167,9 @@ void Pooler::link(Client* c, Server* s) {
     sets += ";";
   }
   if (!sets.empty()) run_internal_query(s, sets);
-  if (!c->replay.empty()) {
+  if (c->has_replay()) {
     // The BEGIN a lost server never answered (client_server_lost), after the SETs.
-    s->queue(c->replay);
+    s->queue(c->notes_->replay);
     c->mark_query_start();
     s->expect_z++;
     if (s->tracking) s->push_slot(Slot::Query);
@@ -1583,15 +1583,25 @@ void Pooler::janitor() {
 void Pooler::on_signal(int signum) {
   WorldLock wl(hub_, shard_);
   switch (signum) {
-    case SIGHUP:
+    case SIGHUP: {
       LOG_INFO("got SIGHUP, re-reading config %s", cfg_.path.c_str());
+      notify_service("RELOADING=1");
       reload();
+      // The log file anew (logrotate moved it away), under its name after the reload.
+      std::string err;
+      if (!log_reopen(cfg_.pooler.logfile, &err))
+        LOG_ERROR("cannot reopen logfile %s: %s; still writing to the old one", cfg_.pooler.logfile.c_str(),
+                  err.c_str());
+      notify_service("READY=1");
       break;
+    }
     case SIGINT:
+      notify_service("STOPPING=1");
       LOG_INFO("got SIGINT, shutting down, waiting for all servers connections to be released");
       for (Pooler* w : world()) w->begin_safe_shutdown();
       break;
     case SIGTERM:
+      notify_service("STOPPING=1");
       LOG_INFO("got SIGTERM, shutting down, waiting for all clients disconnect");
       for (Pooler* w : world()) w->begin_wait_for_clients();
       break;

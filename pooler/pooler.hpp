@@ -320,7 +320,6 @@ struct Client final : Conn {
   // After losing a server: the error owed at the next message, and whether to
   // drop extended-protocol messages until Sync (as PostgreSQL does after an error).
   char pending_error[6]{};    // SQLSTATE, "" for none
-  std::string pending_message;  // its message ("" = the server-loss one)
   bool discard_until_sync = false;
   ClientState state = ClientState::Login;
   LoginStep login = LoginStep::Startup;
@@ -330,9 +329,27 @@ struct Client final : Conn {
   bool peer_admin = false;    // Unix socket, same OS user: console without a password
   bool unix_socket = false;
   bool drop_until_sync = false;  // after pgpivot's own error in a pipeline (PostgreSQL's rule)
-  // What each extended-protocol statement ("S" + name) and portal ("P" + name) may
-  // do (proto::kSqlMayCommit / kSqlBeginOnly), from the Parse text; taken on first use.
-  std::unique_ptr<std::unordered_map<std::string, std::uint8_t>> ext_class_;
+  // What a failover needs to know of this client's requests, allocated on first need
+  // (an extended-protocol statement, a replayable BEGIN, a refusal): an idle client
+  // pays one pointer for it.
+  struct Notes {
+    // What each extended-protocol statement ("S" + name) and portal ("P" + name) may
+    // do (proto::kSqlMayCommit / kSqlBeginOnly), from the Parse text.
+    std::unordered_map<std::string, std::uint8_t> ext_class;
+    // A transaction start in flight outside a transaction: its Query message, re-sent
+    // to the next server if this one dies before answering.
+    std::string replay;
+    std::string pending_message;  // pending_error's message ("" = the server-loss one)
+  };
+  std::unique_ptr<Notes> notes_;
+  Notes& notes() {
+    if (!notes_) notes_ = std::make_unique<Notes>();
+    return *notes_;
+  }
+  [[nodiscard]] bool has_replay() const { return notes_ && !notes_->replay.empty(); }
+  void clear_replay() {
+    if (notes_) notes_->replay.clear();
+  }
   bool ext_stmts_unknown = false;    // a statement was defined unseen: every statement may commit
   bool ext_portals_unknown = false;  // the same for portals, until the transaction ends
   static constexpr std::size_t kMaxExtClasses = 4096;
@@ -341,9 +358,6 @@ struct Client final : Conn {
   void set_ext_class(char kind, std::string_view name, std::uint8_t bits);
   void forget_ext_class(char kind, std::string_view name);
   void transaction_ended();  // ReadyForQuery 'I': portals are gone
-  // A transaction start in flight outside a transaction: its Query message, re-sent
-  // to the next server if this one dies before answering.
-  std::string replay;
   void note_statement(std::uint8_t bits);  // a Query/Execute of this class goes to the server
 
   Step on_header(char type, std::uint32_t wire_size) override;
@@ -836,6 +850,13 @@ class Pooler {
 // Logging: one line per event, to stderr and the optional log file.
 // The file is created at once and written line by line; quiet keeps stderr silent.
 void log_open(const std::string& logfile, bool quiet = false);
+// Opens `logfile` again (after logrotate moved it, or a new name after a reload);
+// on failure the old file stays in use and *error says why.
+bool log_reopen(const std::string& logfile, std::string* error = nullptr);
+// systemd's service notifications (sd_notify) when NOTIFY_SOCKET is set; nothing
+// otherwise: READY=1 once listening, RELOADING=1 / READY=1 around a SIGHUP reload,
+// STOPPING=1 when a shutdown begins.
+void notify_service(const char* state);
 void log_line(const char* level, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
 #define LOG_INFO(...) ::pgpivot::log_line("LOG", __VA_ARGS__)
 #define LOG_WARN(...) ::pgpivot::log_line("WARNING", __VA_ARGS__)

@@ -161,7 +161,7 @@ Step Server::on_message(const char* data, std::uint32_t wire_size) {
         commit_in_flight = false;
         begin_in_flight = false;
         begin_sent = false;
-        client->replay.clear();
+        client->clear_replay();
       }
       if (txn == 'I') client->transaction_ended();
       if (expect_z == 0 && client->fwd_left == 0) {

@@ -3,14 +3,6 @@
 // read buffer, so streaming, backpressure and the memory budget stay the same as
 // for plain connections; output is encrypted at flush time. Handshakes are driven
 // by the reads and writes of the event loop and never block it.
-//
-// libssl (with libcrypto) is loaded with dlopen the first time a TLS context is
-// built: a pooler that never speaks TLS does not map them (issue #5: ~1.7 MB of
-// resident pages). The OpenSSL headers are used for types, constants and macros;
-// each function below is reached through a table filled with dlsym, by
-// redefining its name as a macro after the table (so OpenSSL's own macros, e.g.
-// SSL_CTX_set_mode -> SSL_CTX_ctrl, go through the table too).
-#include <dlfcn.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
@@ -20,112 +12,6 @@
 #include "pooler/pooler.hpp"
 
 namespace pgpivot {
-
-namespace {
-
-#define PGPIVOT_SSL_FUNCTIONS(X)                                                                  \
-  X(ERR_get_error) X(ERR_error_string_n) X(ERR_clear_error) X(X509_verify_cert_error_string)       \
-  X(TLS_server_method) X(TLS_client_method) X(SSL_CTX_new) X(SSL_CTX_free) X(SSL_CTX_ctrl)         \
-  X(SSL_CTX_set_cipher_list) X(SSL_CTX_use_certificate_chain_file) X(SSL_CTX_use_PrivateKey_file)  \
-  X(SSL_CTX_check_private_key) X(SSL_CTX_load_verify_locations) X(SSL_CTX_set_verify)             \
-  X(SSL_new) X(SSL_free) X(SSL_ctrl) X(SSL_set_bio) X(SSL_set_accept_state)                        \
-  X(SSL_set_connect_state) X(SSL_set_verify) X(SSL_set1_host) X(SSL_do_handshake) X(SSL_get_error) \
-  X(SSL_get_verify_result) X(SSL_read) X(SSL_write) X(SSL_pending) X(SSL_get_version)              \
-  X(SSL_get_current_cipher) X(SSL_CIPHER_get_name)                                                 \
-  X(BIO_new) X(BIO_s_mem) X(BIO_ctrl) X(BIO_ctrl_pending) X(BIO_read) X(BIO_write)                \
-  X(SSL_get0_peer_certificate) X(X509_get_subject_name) X(X509_NAME_get_index_by_NID)              \
-  X(X509_NAME_get_entry) X(X509_NAME_ENTRY_get_data) X(ASN1_STRING_to_UTF8) X(CRYPTO_free)
-
-struct SslApi {
-#define PGPIVOT_SSL_MEMBER(name) decltype(&::name) name = nullptr;
-  PGPIVOT_SSL_FUNCTIONS(PGPIVOT_SSL_MEMBER)
-#undef PGPIVOT_SSL_MEMBER
-};
-
-SslApi g_api;
-const SslApi* g_ssl = nullptr;  // set once libssl is loaded
-
-// Loads libssl.so.3 on the first call; false (and err) when it cannot. A failure is
-// remembered: the next call answers the same without trying again.
-bool load_ssl(std::string& err) {
-  static bool tried = false;
-  static std::string failure;
-  if (g_ssl) return true;
-  if (tried) {
-    err = failure;
-    return false;
-  }
-  tried = true;
-  void* h = dlopen("libssl.so.3", RTLD_NOW | RTLD_LOCAL);
-  if (!h) {
-    const char* e = dlerror();
-    failure = std::string("cannot load libssl: ") + (e ? e : "dlopen(\"libssl.so.3\") failed");
-    err = failure;
-    return false;
-  }
-  // dlsym on libssl's handle also finds its dependency libcrypto's functions.
-#define PGPIVOT_SSL_RESOLVE(name)                                              \
-  g_api.name = reinterpret_cast<decltype(&::name)>(dlsym(h, #name));           \
-  if (!g_api.name) {                                                           \
-    failure = "cannot load libssl: libssl.so.3 has no function " #name;       \
-    err = failure;                                                             \
-    dlclose(h);                                                                \
-    return false;                                                              \
-  }
-  PGPIVOT_SSL_FUNCTIONS(PGPIVOT_SSL_RESOLVE)
-#undef PGPIVOT_SSL_RESOLVE
-  g_ssl = &g_api;  // never unloaded: OpenSSL registers atexit handlers
-  return true;
-}
-
-}  // namespace
-
-// From here on every OpenSSL function name means the loaded one.
-#define ERR_get_error (g_ssl->ERR_get_error)
-#define ERR_error_string_n (g_ssl->ERR_error_string_n)
-#define ERR_clear_error (g_ssl->ERR_clear_error)
-#define X509_verify_cert_error_string (g_ssl->X509_verify_cert_error_string)
-#define TLS_server_method (g_ssl->TLS_server_method)
-#define TLS_client_method (g_ssl->TLS_client_method)
-#define SSL_CTX_new (g_ssl->SSL_CTX_new)
-#define SSL_CTX_free (g_ssl->SSL_CTX_free)
-#define SSL_CTX_ctrl (g_ssl->SSL_CTX_ctrl)
-#define SSL_CTX_set_cipher_list (g_ssl->SSL_CTX_set_cipher_list)
-#define SSL_CTX_use_certificate_chain_file (g_ssl->SSL_CTX_use_certificate_chain_file)
-#define SSL_CTX_use_PrivateKey_file (g_ssl->SSL_CTX_use_PrivateKey_file)
-#define SSL_CTX_check_private_key (g_ssl->SSL_CTX_check_private_key)
-#define SSL_CTX_load_verify_locations (g_ssl->SSL_CTX_load_verify_locations)
-#define SSL_CTX_set_verify (g_ssl->SSL_CTX_set_verify)
-#define SSL_new (g_ssl->SSL_new)
-#define SSL_free (g_ssl->SSL_free)
-#define SSL_ctrl (g_ssl->SSL_ctrl)
-#define SSL_set_bio (g_ssl->SSL_set_bio)
-#define SSL_set_accept_state (g_ssl->SSL_set_accept_state)
-#define SSL_set_connect_state (g_ssl->SSL_set_connect_state)
-#define SSL_set_verify (g_ssl->SSL_set_verify)
-#define SSL_set1_host (g_ssl->SSL_set1_host)
-#define SSL_do_handshake (g_ssl->SSL_do_handshake)
-#define SSL_get_error (g_ssl->SSL_get_error)
-#define SSL_get_verify_result (g_ssl->SSL_get_verify_result)
-#define SSL_read (g_ssl->SSL_read)
-#define SSL_write (g_ssl->SSL_write)
-#define SSL_pending (g_ssl->SSL_pending)
-#define SSL_get_version (g_ssl->SSL_get_version)
-#define SSL_get_current_cipher (g_ssl->SSL_get_current_cipher)
-#define SSL_CIPHER_get_name (g_ssl->SSL_CIPHER_get_name)
-#define BIO_new (g_ssl->BIO_new)
-#define BIO_s_mem (g_ssl->BIO_s_mem)
-#define BIO_ctrl (g_ssl->BIO_ctrl)
-#define BIO_ctrl_pending (g_ssl->BIO_ctrl_pending)
-#define BIO_read (g_ssl->BIO_read)
-#define BIO_write (g_ssl->BIO_write)
-#define SSL_get0_peer_certificate (g_ssl->SSL_get0_peer_certificate)
-#define X509_get_subject_name (g_ssl->X509_get_subject_name)
-#define X509_NAME_get_index_by_NID (g_ssl->X509_NAME_get_index_by_NID)
-#define X509_NAME_get_entry (g_ssl->X509_NAME_get_entry)
-#define X509_NAME_ENTRY_get_data (g_ssl->X509_NAME_ENTRY_get_data)
-#define ASN1_STRING_to_UTF8 (g_ssl->ASN1_STRING_to_UTF8)
-#define CRYPTO_free (g_ssl->CRYPTO_free)
 
 struct TlsConn {
   SSL* ssl = nullptr;
@@ -187,7 +73,6 @@ bool Pooler::setup_tls(std::string& err) {
   free_tls();  // connections keep their own references (SSL objects hold the context)
   if (p.client_tls_sslmode != "disable") {
     // pgpivot as a TLS server for its clients.
-    if (!load_ssl(err)) return false;
     SSL_CTX* ctx = SSL_CTX_new(TLS_server_method());
     SSL_CTX_set_min_proto_version(ctx, min_version(p.client_tls_protocols));
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);  // idle connections give their TLS buffers back
@@ -232,7 +117,6 @@ bool Pooler::setup_tls(std::string& err) {
 // The global client context of pgpivot towards PostgreSQL (server_tls_*).
 SSL_CTX* Pooler::new_server_ctx(std::string& err) const {
   const auto& p = cfg_.pooler;
-  if (!load_ssl(err)) return nullptr;
   SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
   if (!ctx) {
     err = "cannot create a TLS context: " + ssl_error_text();
@@ -276,7 +160,6 @@ SSL_CTX* Pooler::server_tls_ctx(const config::Node& node, std::string& err) {
   if (ca.empty()) ca = p.server_tls_ca_file;
   if (cert.empty()) cert = p.server_tls_cert_file;
   if (key.empty()) key = p.server_tls_key_file;
-  if (!load_ssl(err)) return nullptr;
   SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
   SSL_CTX_set_min_proto_version(ctx, min_version(p.server_tls_protocols));
   SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);

@@ -1,18 +1,69 @@
-// MD5 and SCRAM-SHA-256 password authentication math (RFC 5802 / RFC 7677) over the
-// hashes in protocol/digest.cpp, and random bytes from getrandom(2).
+// MD5 and SCRAM-SHA-256 password authentication math (RFC 5802 / RFC 7677), with
+// the digests from OpenSSL's libcrypto (protocol/digest.hpp) and random bytes from
+// getrandom(2).
 #include "protocol/auth.hpp"
 
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <sys/random.h>
 
 #include <cerrno>
 #include <charconv>
 #include <climits>
+#include <cstdio>
 #include <cstdlib>
 #include <vector>
 
 #include "protocol/digest.hpp"
 
 namespace pgpivot::proto {
+
+// ---- digests (OpenSSL) ----
+// libcrypto fails these only when out of memory or when a provider lacks the
+// algorithm (MD5 under a FIPS-only configuration): nothing to go on with.
+
+namespace {
+[[noreturn]] void digest_failed(const char* what) {
+  std::fprintf(stderr, "pgpivot: OpenSSL %s failed\n", what);
+  std::abort();
+}
+}  // namespace
+
+Sha256Digest sha256(std::string_view data) {
+  Sha256Digest d{};
+  unsigned int n = 0;
+  if (EVP_Digest(data.data(), data.size(), d.data(), &n, EVP_sha256(), nullptr) != 1 || n != d.size())
+    digest_failed("SHA-256");
+  return d;
+}
+
+Sha256Digest hmac_sha256(std::string_view key, std::string_view data) {
+  Sha256Digest d{};
+  unsigned int n = 0;
+  if (!HMAC(EVP_sha256(), key.data(), int(key.size()), reinterpret_cast<const unsigned char*>(data.data()),
+            data.size(), d.data(), &n) ||
+      n != d.size())
+    digest_failed("HMAC-SHA-256");
+  return d;
+}
+
+void pbkdf2_hmac_sha256(std::string_view password, std::string_view salt, std::uint32_t iterations,
+                        std::uint8_t* out, std::size_t out_len) {
+  if (iterations < 1) iterations = 1;
+  if (iterations > std::uint32_t(INT_MAX)) iterations = std::uint32_t(INT_MAX);
+  if (PKCS5_PBKDF2_HMAC(password.data(), int(password.size()), reinterpret_cast<const unsigned char*>(salt.data()),
+                        int(salt.size()), int(iterations), EVP_sha256(), int(out_len), out) != 1)
+    digest_failed("PBKDF2-HMAC-SHA-256");
+}
+
+Md5Digest md5(std::string_view data) {
+  Md5Digest d{};
+  unsigned int n = 0;
+  if (EVP_Digest(data.data(), data.size(), d.data(), &n, EVP_md5(), nullptr) != 1 || n != d.size())
+    digest_failed("MD5");
+  return d;
+}
 
 namespace {
 
@@ -159,11 +210,7 @@ bool is_md5_hash(std::string_view s) {
 
 bool constant_time_equal(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) return false;  // lengths are not secret here
-  // Every byte is looked at whatever the others are; volatile keeps the compiler
-  // from turning the loop into an early-exit comparison.
-  volatile unsigned char diff = 0;
-  for (std::size_t i = 0; i < a.size(); ++i) diff = diff | (static_cast<unsigned char>(a[i]) ^ static_cast<unsigned char>(b[i]));
-  return diff == 0;
+  return CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
 }
 
 void random_bytes(std::uint8_t* out, std::size_t n) {

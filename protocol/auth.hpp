@@ -1,7 +1,7 @@
 // Password authentication math: MD5 (PostgreSQL's "md5" + md5(password + user))
 // and SCRAM-SHA-256 (RFC 5802 / RFC 7677) for both sides of the exchange.
-// Pure functions over strings (hashes in protocol/digest.hpp); randomness comes
-// from getrandom(2).
+// Functions over strings, with no I/O (the digests come from OpenSSL, see
+// protocol/digest.hpp); randomness comes from getrandom(2).
 #pragma once
 
 #include <array>

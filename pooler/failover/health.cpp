@@ -1,6 +1,5 @@
-// Health checks: libpq's non-blocking API driven by the libuv loop (libpq is loaded
-// with dlopen when the first check starts, see pq.hpp). A role check runs role_query
-// and, on a writable node, position_query; on a read-only node witness_query and
+// Health checks: libpq's non-blocking API driven by the libuv loop. A role check
+// runs role_query and, on a writable node, position_query; on a read-only node witness_query and
 // lag_query (on their own connection when witness_options is set). What a check
 // learns goes into ClusterRt::obs[side]; a finished role check reaches
 // Pooler::check_result, which feeds the cluster's failover machine.
@@ -9,9 +8,10 @@
 #include <cstdlib>
 #include <cstring>
 
+#include <libpq-fe.h>
+
 #include "pooler/failover/verdict.hpp"
 #include "pooler/pooler.hpp"
-#include "pooler/pq.hpp"
 
 namespace pgpivot {
 
@@ -79,7 +79,6 @@ struct HealthCheck {
   ClusterRt* cl = nullptr;
   int side = 0;
   bool witness_only = false;  // the witness/lag connection of witness_options
-  const PqApi* pq = nullptr;  // set by the first start(); conn is only ever set after it
   PGconn* conn = nullptr;
   enum class St { Idle, Connecting, Querying } st = St::Idle;
   enum class Step { Role, Position, Witness, Lag };
@@ -111,14 +110,14 @@ struct HealthCheck {
 
   void drop() {
     stop_poll();
-    if (conn) pq->PQfinish(conn);
+    if (conn) PQfinish(conn);
     conn = nullptr;
     ready_for_query = false;
     st = St::Idle;
   }
 
   void watch(int events) {
-    int fd = pq->PQsocket(conn);
+    int fd = PQsocket(conn);
     if (fd < 0) {
       fail("no socket");
       return;
@@ -199,28 +198,20 @@ struct HealthCheck {
     error.clear();
     step = witness_only ? Step::Witness : Step::Role;
     if (witness_only && fo().witness_query.empty()) step = Step::Lag;
-    if (!pq) {
-      std::string err;
-      pq = libpq(&err);
-      if (!pq) {
-        unavailable(err);
-        return;
-      }
-    }
-    if (conn && ready_for_query && pq->PQstatus(conn) == CONNECTION_OK) {
+    if (conn && ready_for_query && PQstatus(conn) == CONNECTION_OK) {
       send_query();
       return;
     }
     drop();
     start_us = uv_hrtime() / 1000;
-    conn = pq->PQconnectStart(conninfo().c_str());
-    if (!conn || pq->PQstatus(conn) == CONNECTION_BAD) {
-      fail(conn ? pq->PQerrorMessage(conn) : "out of memory");
+    conn = PQconnectStart(conninfo().c_str());
+    if (!conn || PQstatus(conn) == CONNECTION_BAD) {
+      fail(conn ? PQerrorMessage(conn) : "out of memory");
       return;
     }
     // Verbose errors carry the SQLSTATE: a refused login is not a dead node.
-    pq->PQsetErrorVerbosity(conn, PQERRORS_VERBOSE);
-    pq->PQsetnonblocking(conn, 1);
+    PQsetErrorVerbosity(conn, PQERRORS_VERBOSE);
+    PQsetnonblocking(conn, 1);
     st = St::Connecting;
     drive();
   }
@@ -236,21 +227,21 @@ struct HealthCheck {
   }
 
   void send_query() {
-    if (!pq->PQsendQuery(conn, query_of(step).c_str())) {
-      fail(pq->PQerrorMessage(conn));
+    if (!PQsendQuery(conn, query_of(step).c_str())) {
+      fail(PQerrorMessage(conn));
       return;
     }
     st = St::Querying;
-    int f = pq->PQflush(conn);
+    int f = PQflush(conn);
     watch(f == 1 ? (UV_READABLE | UV_WRITABLE) : UV_READABLE);
   }
 
   void drive() {
     if (st == St::Connecting) {
-      switch (pq->PQconnectPoll(conn)) {
+      switch (PQconnectPoll(conn)) {
         case PGRES_POLLING_READING: watch(UV_READABLE); return;
         case PGRES_POLLING_WRITING: watch(UV_WRITABLE); return;
-        case PGRES_POLLING_FAILED: fail(pq->PQerrorMessage(conn), /*login=*/true); return;
+        case PGRES_POLLING_FAILED: fail(PQerrorMessage(conn), /*login=*/true); return;
         case PGRES_POLLING_OK:
           ready_for_query = true;
           send_query();
@@ -259,46 +250,46 @@ struct HealthCheck {
       }
     }
     if (st != St::Querying) return;
-    if (pq->PQflush(conn) == 1) {
+    if (PQflush(conn) == 1) {
       watch(UV_READABLE | UV_WRITABLE);
       return;
     }
-    if (!pq->PQconsumeInput(conn)) {
-      fail(pq->PQerrorMessage(conn));
+    if (!PQconsumeInput(conn)) {
+      fail(PQerrorMessage(conn));
       return;
     }
     std::vector<std::vector<std::optional<std::string>>> rows;
     std::string err, sqlstate;
     bool got_rows = false;
-    while (!pq->PQisBusy(conn)) {
-      PGresult* r = pq->PQgetResult(conn);
+    while (!PQisBusy(conn)) {
+      PGresult* r = PQgetResult(conn);
       if (!r) break;
-      auto rs = pq->PQresultStatus(r);
+      auto rs = PQresultStatus(r);
       if (rs == PGRES_TUPLES_OK) {
         got_rows = true;
-        for (int i = 0; i < pq->PQntuples(r); i++) {
+        for (int i = 0; i < PQntuples(r); i++) {
           std::vector<std::optional<std::string>> row;
-          for (int j = 0; j < pq->PQnfields(r); j++) {
-            if (pq->PQgetisnull(r, i, j))
+          for (int j = 0; j < PQnfields(r); j++) {
+            if (PQgetisnull(r, i, j))
               row.emplace_back(std::nullopt);
             else
-              row.emplace_back(pq->PQgetvalue(r, i, j));
+              row.emplace_back(PQgetvalue(r, i, j));
           }
           rows.push_back(std::move(row));
         }
       } else if (rs != PGRES_COMMAND_OK) {
-        err = pq->PQresultErrorMessage(r);
-        const char* st5 = pq->PQresultErrorField(r, PG_DIAG_SQLSTATE);
+        err = PQresultErrorMessage(r);
+        const char* st5 = PQresultErrorField(r, PG_DIAG_SQLSTATE);
         sqlstate = st5 ? st5 : "";
       }
-      pq->PQclear(r);
+      PQclear(r);
     }
-    if (pq->PQisBusy(conn)) {
+    if (PQisBusy(conn)) {
       watch(UV_READABLE);
       return;
     }
-    if (pq->PQstatus(conn) != CONNECTION_OK) {
-      fail(err.empty() ? pq->PQerrorMessage(conn) : err);
+    if (PQstatus(conn) != CONNECTION_OK) {
+      fail(err.empty() ? PQerrorMessage(conn) : err);
       return;
     }
     if (poll) uv_poll_stop(&poll->h);
@@ -447,22 +438,6 @@ struct HealthCheck {
       verdict = login ? failover::login_failure_verdict(why) : Verdict::Down;  // the raw text: "FATAL:  XXXXX:"
     }
     error = msg;
-    finish();
-  }
-
-  // No check possible at all (libpq missing): the node is reported as unknown, which
-  // does not count as a failed check, so that a broken installation cannot start a
-  // failover; the ERROR is logged once per process.
-  void unavailable(const std::string& why) {
-    static bool logged = false;
-    if (!logged) {
-      logged = true;
-      LOG_ERROR("health checks disabled: %s (cluster states stay unknown and no automatic failover happens)",
-                why.c_str());
-    }
-    if (witness_only) return;
-    verdict = Verdict::Unknown;
-    error = why;
     finish();
   }
 

@@ -325,6 +325,23 @@ std::string failover_toml(const std::string& promote_command, double timeout_s =
   return o.str();
 }
 
+// fo_slow on the pair's primary (replicated to the standby before it returns): an
+// INSERT into it commits slowly, as a deferred constraint trigger sleeps 20 s in the
+// COMMIT, which is what a test needs to kill the primary with a COMMIT in flight.
+[[maybe_unused]] void create_slow_commit_table(PgPair& pair) {
+  {
+    Conn c(node_conninfo(pair.primary_port));
+    REQUIRE(c.ok());
+    c.exec_ok("CREATE TABLE fo_slow (x int)");
+    c.exec_ok("CREATE FUNCTION fo_sleep() RETURNS trigger LANGUAGE plpgsql AS "
+              "$$ BEGIN PERFORM pg_sleep(20); RETURN NULL; END $$");
+    c.exec_ok("CREATE CONSTRAINT TRIGGER fo_slow_commit AFTER INSERT ON fo_slow DEFERRABLE INITIALLY DEFERRED "
+              "FOR EACH ROW EXECUTE FUNCTION fo_sleep()");
+    c.exec_ok("GRANT ALL ON fo_slow TO app");
+  }
+  REQUIRE(wait_for([&] { return node_value(pair.standby_port, "SELECT to_regclass('fo_slow') IS NOT NULL") == "t"; }, 20));
+}
+
 [[maybe_unused]] PoolerConfig failover_pooler(PgPair& pair, int pool_size = 10, int primary_port_in_config = 0,
                              double check_timeout = 2) {
   PoolerConfig cfg;

@@ -262,6 +262,9 @@ void Pooler::start() {
     if (pw) {
       if (::setgroups(0, nullptr) != 0 || ::setgid(gid) != 0 || ::setuid(uid) != 0) _exit(126);
     }
+    // pgpivot refuses root without -u: the tests run as root, as CI does.
+    if (!env().use_pgbouncer && ::geteuid() == 0)
+      ::execl(bin.c_str(), bin.c_str(), "-u", "root", config_path_.c_str(), static_cast<char*>(nullptr));
     ::execl(bin.c_str(), bin.c_str(), config_path_.c_str(), static_cast<char*>(nullptr));
     ::_exit(127);
   }
@@ -608,6 +611,30 @@ std::string repo_root() {
 double now_s() {
   using namespace std::chrono;
   return duration<double>(steady_clock::now().time_since_epoch()).count();
+}
+
+long private_kb(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/smaps_rollup");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("Anonymous:", 0) == 0) return std::atol(line.c_str() + 10);
+  }
+  return -1;
+}
+
+PeakPrivate::PeakPrivate(pid_t pid) : pid_(pid) {
+  t_ = std::thread([this] {
+    while (!stop_) {
+      long v = private_kb(pid_);
+      if (v > peak_) peak_ = v;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  });
+}
+
+PeakPrivate::~PeakPrivate() {
+  stop_ = true;
+  t_.join();
 }
 
 long proc_status_kb(pid_t pid, const std::string& field) {

@@ -9,7 +9,9 @@
 #include <chrono>
 #include <map>
 #include <functional>
+#include <atomic>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace itest {
@@ -190,6 +192,31 @@ bool file_exists(const std::string& path);
 std::string repo_root();
 
 double now_s();  // steady clock, seconds
+
+// Memory bounds describe the release build: under ASan every allocation carries
+// redzones and the shadow maps terabytes, so those checks are not made there.
+#if defined(__SANITIZE_ADDRESS__)
+inline constexpr bool kSanitizedBuild = true;
+#else
+inline constexpr bool kSanitizedBuild = false;
+#endif
+// Private memory of a process in KiB: `Anonymous` of /proc/PID/smaps_rollup (the
+// heap, stacks and dirty private pages; not the shared library pages RSS also
+// counts). -1 when unknown.
+long private_kb(pid_t pid);
+// The largest private_kb(pid) seen while it lives, sampled every 5 ms.
+class PeakPrivate {
+ public:
+  explicit PeakPrivate(pid_t pid);
+  ~PeakPrivate();
+  long peak() const { return peak_.load(); }
+
+ private:
+  pid_t pid_;
+  std::atomic<long> peak_{-1};
+  std::atomic<bool> stop_{false};
+  std::thread t_;
+};
 // A field of /proc/PID/status in KiB ("VmRSS:", "VmHWM:"), -1 when unknown.
 long proc_status_kb(pid_t pid, const std::string& field);
 // Polls `cond` every step_s until it holds (true) or timeout_s passed (false).

@@ -707,4 +707,12 @@ TEST_CASE("SHOW MEM: idle connections hold no read buffer and no output state", 
   CHECK(to_ll(cell(mem, {{"name", "stream_iobuf"}}, "free")) >= 1);  // used for the large results, given back
   CHECK(to_ll(cell(mem, {{"name", "outq"}}, "used")) == 0);
   CHECK(to_ll(cell(mem, {{"name", "outq"}}, "free")) >= 1);  // the answers went out through one
+  // The process rows agree with what /proc says from outside (within what the
+  // answer itself allocates), and private memory is less than the resident size.
+  long long priv = to_ll(cell(mem, {{"name", "process_private"}}, "memtotal"));
+  long long rss = to_ll(cell(mem, {{"name", "process_rss"}}, "memtotal"));
+  long outside = private_kb(p.pid());
+  CHECK(priv > 0);
+  CHECK(priv < rss);
+  CHECK(std::llabs(priv - outside * 1024LL) < 2LL * 1024 * 1024);
 }

@@ -112,6 +112,8 @@ class TomlPooler {
       sigset_t none;
       sigemptyset(&none);
       ::sigprocmask(SIG_SETMASK, &none, nullptr);
+      // pgpivot refuses root without -u: the tests run as root, as CI does.
+      if (::geteuid() == 0) ::execl(bin.c_str(), bin.c_str(), "-u", "root", config_path_.c_str(), static_cast<char*>(nullptr));
       ::execl(bin.c_str(), bin.c_str(), config_path_.c_str(), static_cast<char*>(nullptr));
       ::_exit(127);
     }
@@ -513,6 +515,7 @@ TEST_CASE("a 50 MB row streams through with bounded memory", "[extra][memory]") 
   Conn c(p.conninfo());
   REQUIRE(c.ok());
   REQUIRE(c.value("SELECT 1") == "1");
+  PeakPrivate sampler(p.pid());
   Result r = c.exec("SELECT repeat('x', 50*1024*1024)", 60);
   INFO("error: " << r.message());
   REQUIRE(r.ok());
@@ -522,10 +525,10 @@ TEST_CASE("a 50 MB row streams through with bounded memory", "[extra][memory]") 
   const char* v = PQgetvalue(r.get(), 0, 0);
   CHECK(v[0] == 'x');
   CHECK(v[len - 1] == 'x');
-  long hwm = p.peak_rss_kb();
-  INFO("pgpivot VmHWM " << hwm << " KiB");
-  REQUIRE(hwm > 0);
-  CHECK(hwm < 32 * 1024);
+  long peak = sampler.peak();
+  INFO("pgpivot peak private memory " << peak << " KiB (VmHWM " << p.peak_rss_kb() << " KiB)");
+  REQUIRE(peak > 0);
+  if (!kSanitizedBuild) CHECK(peak < 8 * 1024);  // streamed: far less than the 50 MB row
   CHECK(c.value("SELECT 'still fine'") == "still fine");
 }
 
@@ -572,7 +575,7 @@ TEST_CASE("idle clients cost little memory and leave the pooler serving", "[extr
     REQUIRE(c.value("SELECT 1") == "1");
   }
   sleep_s(0.3);
-  long before = proc_status_kb(p.pid(), "VmRSS:");
+  long before = private_kb(p.pid());
   REQUIRE(before > 0);
 
   auto t0 = std::chrono::steady_clock::now();
@@ -585,11 +588,11 @@ TEST_CASE("idle clients cost little memory and leave the pooler serving", "[extr
     REQUIRE(e.empty());
   }
   sleep_s(0.3);
-  long after = proc_status_kb(p.pid(), "VmRSS:");
+  long after = private_kb(p.pid());
   double per_client = static_cast<double>(after - before) * 1024 / kClients;
-  INFO(kClients << " idle clients logged in in " << seconds_since(t0) << " s; VmRSS " << before << " KiB -> "
-                << after << " KiB: " << per_client << " bytes per client");
-  CHECK(per_client < 4096);
+  INFO(kClients << " idle clients logged in in " << seconds_since(t0) << " s; private memory " << before
+                << " KiB -> " << after << " KiB: " << per_client << " bytes per client");
+  if (!kSanitizedBuild) CHECK(per_client <= 512);  // issue 17: private memory per idle client
 
   // Still serving while they are connected, and after they leave.
   {

@@ -435,17 +435,7 @@ TEST_CASE("failover: what a client sees depends on what it was doing when the pr
   if (skip_for_pgbouncer()) return;
   PgPair pair("states", port_base() + 13, port_base() + 14);
   pair.start(/*sync_rep=*/false);
-  {
-    Conn c(node_conninfo(pair.primary_port));
-    REQUIRE(c.ok());
-    c.exec_ok("CREATE TABLE fo_slow (x int)");
-    c.exec_ok("CREATE FUNCTION fo_sleep() RETURNS trigger LANGUAGE plpgsql AS "
-              "$$ BEGIN PERFORM pg_sleep(20); RETURN NULL; END $$");
-    c.exec_ok("CREATE CONSTRAINT TRIGGER fo_slow_commit AFTER INSERT ON fo_slow DEFERRABLE INITIALLY DEFERRED "
-              "FOR EACH ROW EXECUTE FUNCTION fo_sleep()");
-    c.exec_ok("GRANT ALL ON fo_slow TO app");
-  }
-  REQUIRE(wait_for([&] { return node_value(pair.standby_port, "SELECT to_regclass('fo_slow') IS NOT NULL") == "t"; }, 20));
+  create_slow_commit_table(pair);
   PoolerConfig cfg = failover_pooler(pair, 10);
   cfg.extra_databases["sessdb"] = "cluster = \"main\"\ndbname = \"appdb\"\npool_mode = \"session\"";
   Pooler p(cfg);

@@ -24,6 +24,7 @@
 #include <thread>
 
 #include "failover_fixture.hpp"
+#include "wire_client.hpp"
 
 namespace {
 
@@ -101,34 +102,14 @@ class PcrStandIn {
     }
     return true;
   }
-  static uint32_t be32(const char* p) {
-    uint32_t v;
-    std::memcpy(&v, p, 4);
-    return ntohl(v);
-  }
-  static void put32(std::string& s, uint32_t v) {
-    v = htonl(v);
-    s.append(reinterpret_cast<const char*>(&v), 4);
-  }
+  static uint32_t be32(const char* p) { return get_u32(std::string(p, 4), 0); }
   static void put16(std::string& s, uint16_t v) {
-    v = htons(v);
-    s.append(reinterpret_cast<const char*>(&v), 2);
+    s += char(v >> 8);
+    s += char(v & 0xff);
   }
-  static std::string msg(char type, const std::string& body) {
-    std::string m(1, type);
-    put32(m, static_cast<uint32_t>(body.size() + 4));
-    return m + body;
-  }
+  static std::string msg(char type, const std::string& body) { return message(type, body); }
   static std::string cstr(const std::string& s) { return s + std::string(1, '\0'); }
-  static bool send_all(int fd, const std::string& s) {
-    size_t off = 0;
-    while (off < s.size()) {
-      ssize_t k = ::send(fd, s.data() + off, s.size() - off, MSG_NOSIGNAL);
-      if (k <= 0) return false;
-      off += static_cast<size_t>(k);
-    }
-    return true;
-  }
+  static bool send_all(int fd, const std::string& s) { return send_all_fd(fd, s); }
   static std::string error(const char* severity, const char* code, const std::string& text) {
     return msg('E', "S" + cstr(severity) + "V" + cstr(severity) + "C" + cstr(code) + "M" + cstr(text) + '\0');
   }
@@ -138,17 +119,17 @@ class PcrStandIn {
     put16(rd, static_cast<uint16_t>(cols.size()));
     for (const auto& c : cols) {
       rd += cstr(c);
-      put32(rd, 0);
+      put_u32(rd, 0);
       put16(rd, 0);
-      put32(rd, 25);  // text
+      put_u32(rd, 25);  // text
       put16(rd, 0xffff);
-      put32(rd, 0xffffffff);
+      put_u32(rd, 0xffffffff);
       put16(rd, 0);
     }
     std::string dr;
     put16(dr, static_cast<uint16_t>(vals.size()));
     for (const auto& v : vals) {
-      put32(dr, static_cast<uint32_t>(v.size()));
+      put_u32(dr, static_cast<uint32_t>(v.size()));
       dr += v;
     }
     return msg('T', rd) + msg('D', dr) + msg('C', cstr("SELECT 1"));
@@ -189,8 +170,8 @@ class PcrStandIn {
                         {"standard_conforming_strings", "on"}, {"application_name", ""}})
       hello += msg('S', cstr(k) + cstr(v));
     std::string key;
-    put32(key, static_cast<uint32_t>(::getpid()));
-    put32(key, static_cast<uint32_t>(fd));
+    put_u32(key, static_cast<uint32_t>(::getpid()));
+    put_u32(key, static_cast<uint32_t>(fd));
     hello += msg('K', key) + msg('Z', "I");
     if (!send_all(fd, hello)) return;
     for (;;) {

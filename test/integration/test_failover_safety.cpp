@@ -529,17 +529,7 @@ TEST_CASE("failover safety: what may have committed is 40003 in every protocol f
   if (skip_for_pgbouncer()) return;
   PgPair pair("forms", port_base() + 35, port_base() + 36);
   pair.start(/*sync_rep=*/false);
-  {
-    Conn c(node_conninfo(pair.primary_port));
-    REQUIRE(c.ok());
-    c.exec_ok("CREATE TABLE fo_slow (x int)");
-    c.exec_ok("CREATE FUNCTION fo_sleep() RETURNS trigger LANGUAGE plpgsql AS "
-              "$$ BEGIN PERFORM pg_sleep(20); RETURN NULL; END $$");
-    c.exec_ok("CREATE CONSTRAINT TRIGGER fo_slow_commit AFTER INSERT ON fo_slow DEFERRABLE INITIALLY DEFERRED "
-              "FOR EACH ROW EXECUTE FUNCTION fo_sleep()");
-    c.exec_ok("GRANT ALL ON fo_slow TO app");
-  }
-  REQUIRE(wait_for([&] { return node_value(pair.standby_port, "SELECT to_regclass('fo_slow') IS NOT NULL") == "t"; }, 20));
+  create_slow_commit_table(pair);
   PoolerConfig cfg = safety_pooler(pair);
   cfg.default_pool_size = 10;  // every case holds a server when the primary dies
   Pooler p(cfg);

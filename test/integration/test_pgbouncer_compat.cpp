@@ -65,6 +65,12 @@ std::vector<pid_t> children_of(pid_t pid) {
 
 // A pooler process started from a command line (PgBouncer under runuser, or pgpivot
 // from an .ini file), logging to a file; stopped and reaped in the destructor.
+// The user pgpivot runs as: -u is required as root (the tests run as root, as CI does).
+std::string run_user() {
+  struct passwd* pw = ::getpwuid(::geteuid());
+  return pw ? pw->pw_name : "root";
+}
+
 class Child {
  public:
   Child(const std::vector<std::string>& argv, const std::string& log_path, int port)
@@ -366,7 +372,7 @@ TEST_CASE("SHOW columns and SHOW POOLS counts match PgBouncer 1.18 on the same w
   }
   Observation from_ini;
   {
-    Child pivot({env().pgpivot_bin, ini}, dir + "/pgpivot-ini.log", port);
+    Child pivot({env().pgpivot_bin, "-u", run_user(), ini}, dir + "/pgpivot-ini.log", port);
     from_ini = observe("pgpivot (pgbouncer.ini)", port);
     INFO("pgpivot log:\n" << pivot.log());
     REQUIRE(pivot.running());
@@ -593,13 +599,13 @@ TEST_CASE("pgpivot --convert: the TOML gives the same SHOW DATABASES and SHOW CO
 
   Snapshot from_ini, from_toml;
   {
-    Child pivot({bin, ini}, dir + "/pgpivot-ini.log", port);
+    Child pivot({bin, "-u", run_user(), ini}, dir + "/pgpivot-ini.log", port);
     from_ini = snapshot("pgpivot from pgbouncer.ini", port);
     INFO("pgpivot log:\n" << pivot.log());
     REQUIRE(pivot.running());
   }
   {
-    Child pivot({bin, toml}, dir + "/pgpivot-toml.log", port);
+    Child pivot({bin, "-u", run_user(), toml}, dir + "/pgpivot-toml.log", port);
     from_toml = snapshot("pgpivot from pgpivot.toml", port);
     INFO("pgpivot log:\n" << pivot.log());
     REQUIRE(pivot.running());

@@ -11,7 +11,7 @@ PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
 # /metrics with promtool (package prometheus; it also installs a prometheus service,
 # which apt starts where systemd runs) and screenshot /stats with headless chromium.
 PGPIVOT_PACKAGES=(g++ pkg-config meson ninja-build libuv1-dev libtomlplusplus-dev libpq-dev
-                  libssl-dev libsystemd-dev catch2 debhelper dpkg-dev postgresql pgbouncer clang libclang-rt-14-dev
+                  libssl-dev libsystemd-dev catch2 build-essential debhelper dpkg-dev man-db postgresql pgbouncer clang libclang-rt-14-dev
                   clang-16 libclang-rt-16-dev llvm prometheus chromium python3-matplotlib)
 
 log() { printf '[pgpivot] %s\n' "$*" >&2; }

@@ -10,8 +10,11 @@ PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
 # llvm brings llvm-symbolizer for readable sanitizer stacks. The [metrics] tests lint
 # /metrics with promtool (package prometheus; it also installs a prometheus service,
 # which apt starts where systemd runs) and screenshot /stats with headless chromium.
+# A fresh Debian 12 also lacks what these bring: build-essential (dpkg-buildpackage
+# checks for it), ca-certificates (PgBouncer's client TLS loads the default CA file
+# and fails without it), man-db (test-package renders the man pages).
 PGPIVOT_PACKAGES=(g++ pkg-config meson ninja-build libuv1-dev libtomlplusplus-dev libpq-dev
-                  libssl-dev libsystemd-dev catch2 build-essential debhelper dpkg-dev man-db postgresql pgbouncer clang libclang-rt-14-dev
+                  libssl-dev libsystemd-dev catch2 build-essential ca-certificates debhelper dpkg-dev man-db postgresql pgbouncer clang libclang-rt-14-dev
                   clang-16 libclang-rt-16-dev llvm prometheus chromium python3-matplotlib)
 
 log() { printf '[pgpivot] %s\n' "$*" >&2; }

@@ -52,7 +52,8 @@ build() {
   ninja -C build
 }
 
-as_postgres() { runuser -u postgres -- "$@"; }
+# From / : the caller's directory may be one postgres cannot enter (a checkout under /root).
+as_postgres() { (cd / && runuser -u postgres -- "$@"); }
 
 # Where scratch directories go: .scratch/ in the repository, unless the postgres
 # user cannot reach it (a checkout under /root, say) or the path is too long for

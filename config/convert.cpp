@@ -91,7 +91,7 @@ std::string node(const Node& n) {
 void write_pooler(std::ostringstream& o, const Pooler& p) {
   static const Pooler defaults;
   o << "[pooler]\n";
-  for (const auto& k : pooler_keys()) {
+  for (const auto& k : settings()) {
     const std::string_view name = k.name;
     const bool essential = name == "listen_addr" || name == "listen_port" ||
                            name == "pool_mode" || name == "auth_type";

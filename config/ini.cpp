@@ -76,7 +76,7 @@ bool is_toml_only(std::string_view key) {
 const std::vector<std::string>& pgbouncer_key_names() {
   static const std::vector<std::string> names = [] {
     std::vector<std::string> v;
-    for (const auto& k : pooler_keys()) v.emplace_back(k.name);
+    for (const auto& k : settings()) v.emplace_back(k.name);
     for (const auto& k : ignored_keys()) v.emplace_back(k.name);
     return v;
   }();
@@ -94,61 +94,6 @@ const std::vector<std::string> kUserKeys = {"pool_mode", "max_user_connections",
 const std::vector<std::string> kSections = {"pgbouncer", "databases", "users"};
 
 bool is_blank(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\f' || c == '\v'; }
-
-// A hint for values that carry a trailing comment, which PgBouncer does not strip either.
-std::string comment_hint(std::string_view v) {
-  if (v.find(" ;") != std::string_view::npos || v.find(" #") != std::string_view::npos ||
-      v.find("\t;") != std::string_view::npos || v.find("\t#") != std::string_view::npos)
-    return " (comments must be on a line of their own)";
-  return {};
-}
-
-// ---------------------------------------------------------------- value parsing
-
-// An integer as PgBouncer reads one (strtol base 0: 10, 0x1F, 017).
-std::optional<long long> parse_integer(std::string_view text) {
-  std::string s = trim(text);
-  if (s.empty()) return std::nullopt;
-  errno = 0;
-  char* end = nullptr;
-  long long v = std::strtoll(s.c_str(), &end, 0);
-  if (errno != 0 || end != s.c_str() + s.size()) return std::nullopt;
-  return v;
-}
-
-std::optional<double> parse_seconds(std::string_view text) {
-  std::string s = trim(text);
-  const char* b = s.data();
-  const char* e = s.data() + s.size();
-  if (b != e && *b == '+') ++b;
-  if (b == e) return std::nullopt;
-  double v = 0;
-  auto [p, ec] = std::from_chars(b, e, v);
-  if (ec != std::errc() || p != e) return std::nullopt;
-  return v;
-}
-
-// 0/1 (any integer, as PgBouncer), yes/no, on/off, true/false.
-std::optional<bool> parse_boolean(std::string_view text) {
-  std::string l = lower(trim(text));
-  if (l == "yes" || l == "on" || l == "true") return true;
-  if (l == "no" || l == "off" || l == "false") return false;
-  if (auto i = parse_integer(l)) return *i != 0;
-  return std::nullopt;
-}
-
-std::vector<std::string> parse_list(std::string_view text) {
-  std::vector<std::string> out;
-  size_t start = 0;
-  while (start <= text.size()) {
-    size_t comma = text.find(',', start);
-    if (comma == std::string_view::npos) comma = text.size();
-    std::string item = trim(text.substr(start, comma - start));
-    if (!item.empty()) out.push_back(std::move(item));
-    start = comma + 1;
-  }
-  return out;
-}
 
 struct Pair {
   std::string key;
@@ -462,9 +407,8 @@ std::optional<long long> Loader::integer(std::string_view value, const Where& w,
 void Loader::pgbouncer_setting(const std::string& raw_key, std::string_view value, const Where& w) {
   const std::string name = lower(raw_key);
   const std::string key = "pgbouncer." + name;
-  const auto& keys = pooler_keys();
-  auto it = std::find_if(keys.begin(), keys.end(), [&](const PoolerKey& k) { return name == k.name; });
-  if (it == keys.end()) {
+  const Setting* it = find_setting(name);
+  if (!it) {
     const auto& ign = ignored_keys();
     auto ig = std::find_if(ign.begin(), ign.end(), [&](const IgnoredKey& k) { return name == k.name; });
     if (ig != ign.end()) {
@@ -483,70 +427,17 @@ void Loader::pgbouncer_setting(const std::string& raw_key, std::string_view valu
     error(w, key, std::move(msg));
     return;
   }
-  const PoolerKey& k = *it;
+  const Setting& k = *it;
   if (auto prev = set_at_.find(name); prev != set_at_.end() && prev->second.file == w.file)
     warning(w, key, name + " is set again; this replaces the value on line " +
                         std::to_string(prev->second.line));
   set_at_[name] = w;
 
-  Pooler& p = cfg_.pooler;
-  const std::string text(value);
-  std::visit(
-      [&](auto m) {
-        auto& field = p.*m;
-        using T = std::remove_cvref_t<decltype(field)>;
-        if constexpr (std::is_same_v<T, int> || std::is_same_v<T, long long>) {
-          if (auto v = integer(value, w, key, k.lo, k.hi)) field = static_cast<T>(*v);
-        } else if constexpr (std::is_same_v<T, double>) {
-          auto v = parse_seconds(value);
-          if (!v) {
-            std::string hint = comment_hint(value);
-            if (hint.empty() && !text.empty() && std::isalpha(static_cast<unsigned char>(text.back())) &&
-                std::isdigit(static_cast<unsigned char>(text.front())))
-              hint = " (PgBouncer takes plain seconds; units are not accepted)";
-            error(w, key, "invalid number of seconds \"" + text + "\"" + hint);
-          } else if (std::string problem = duration_problem(*v, k.positive); !problem.empty()) {
-            error(w, key, std::move(problem));
-          } else {
-            field = *v;
-          }
-        } else if constexpr (std::is_same_v<T, bool>) {
-          if (auto v = parse_boolean(value))
-            field = *v;
-          else
-            error(w, key,
-                  "invalid boolean \"" + text + "\"; expected 0/1, yes/no, on/off or true/false" +
-                      comment_hint(value));
-        } else if constexpr (std::is_same_v<T, std::string>) {
-          if (k.sslmode) {
-            if (valid_sslmode(text))
-              field = lower(text);
-            else
-              error(w, key, "invalid value \"" + text + "\"; expected one of: " + kSslModes);
-          } else if (name == "unix_socket_dir" && !text.empty() && text[0] == '@') {
-            error(w, key, "abstract-namespace Unix sockets (@...) are not supported by pgpivot");
-          } else {
-            field = text;
-            if (name == "auth_file") auth_file_base_ = std::filesystem::path(w.file).parent_path().string();
-          }
-        } else if constexpr (std::is_same_v<T, std::vector<std::string>>) {
-          field = parse_list(value);
-        } else if constexpr (std::is_same_v<T, PoolMode>) {
-          if (auto v = parse_pool_mode(trim(value)))
-            field = *v;
-          else
-            error(w, key, "invalid value \"" + text + "\"; expected one of: session, transaction, statement");
-        } else {
-          std::string l = lower(trim(value));
-          if (auto v = parse_auth_type(l))
-            field = *v;
-          else if (l == "plain" || l == "any" || l == "hba" || l == "pam")
-            error(w, key, "auth_type " + l + " is not supported by pgpivot");
-          else
-            error(w, key, "invalid value \"" + text + "\"; expected one of: " + kAuthTypes);
-        }
-      },
-      k.member);
+  if (std::string why = set_from_text(cfg_.pooler, k, value); !why.empty()) {
+    error(w, key, std::move(why));
+    return;
+  }
+  if (name == "auth_file") auth_file_base_ = std::filesystem::path(w.file).parent_path().string();
 }
 
 void Loader::database(const std::string& name, std::string_view value, const Where& w) {
@@ -717,7 +608,7 @@ void Loader::finish() {
   }
 
   // Stored settings whose value pgpivot cannot honour.
-  for (const auto& k : pooler_keys()) {
+  for (const auto& k : settings()) {
     if (!k.inert) continue;
     auto at = set_at_.find(k.name);
     if (at == set_at_.end()) continue;
@@ -725,15 +616,11 @@ void Loader::finish() {
       warning(at->second, std::string("pgbouncer.") + k.name, std::move(why));
   }
 
-  if (p.listen_addr.empty() && p.unix_socket_dir.empty()) {
-    auto at = set_at_.find("unix_socket_dir");
-    Where w = at != set_at_.end() ? at->second : Where{r_.config.path, 0, 0};
-    error(w, "pgbouncer.unix_socket_dir",
-          "nothing to listen on: listen_addr is not set and unix_socket_dir is empty");
-  }
-  if (std::string why = auth_cert_problem(p); !why.empty()) {
-    auto at = set_at_.find("auth_type");
-    error(at != set_at_.end() ? at->second : Where{r_.config.path, 0, 0}, "pgbouncer.auth_type", why);
+  for (auto& [setting, why] : pooler_problems(p)) {
+    // At the line that set it (unix_socket_dir for "nothing to listen on": its default is what gives up).
+    std::string at_key = setting == "listen_addr" ? "unix_socket_dir" : setting;
+    auto at = set_at_.find(at_key);
+    error(at != set_at_.end() ? at->second : Where{r_.config.path, 0, 0}, "pgbouncer." + at_key, std::move(why));
   }
 
   auto by_seq = [](const auto& a, const auto& b) { return a.first < b.first; };

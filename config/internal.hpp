@@ -1,5 +1,5 @@
 // Internals shared by the TOML loader, the pgbouncer.ini loader and the TOML writer:
-// text helpers, value checks, and the one table of [pooler] settings all three use.
+// text helpers and value checks (the [pooler] settings table is in settings.hpp).
 #pragma once
 
 #include <climits>
@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "config/config.hpp"
+#include "config/settings.hpp"
 
 namespace pgpivot::config::detail {
 
@@ -37,27 +38,17 @@ constexpr long long kMaxMaxPacketSize = 2147483647;
 [[nodiscard]] bool valid_sslmode(std::string_view s);
 inline constexpr const char* kSslModes = "disable, allow, prefer, require, verify-ca, verify-full";
 
-using PoolerMember =
-    std::variant<int Pooler::*, long long Pooler::*, double Pooler::*, bool Pooler::*,
-                 std::string Pooler::*, std::vector<std::string> Pooler::*, PoolMode Pooler::*,
-                 AuthType Pooler::*>;
-
-// One [pooler] setting (named as in PgBouncer's [pgbouncer] section).
-struct PoolerKey {
-  const char* name;
-  PoolerMember member;
-  long long lo = 0;          // integers: allowed range
-  long long hi = INT_MAX;
-  bool positive = false;     // durations: 0 is not allowed
-  bool sslmode = false;      // strings: one of kSslModes (stored lower case)
-  // For settings the pooler does not act on yet: given the loaded settings, why the
-  // value has no effect, or "" when pgpivot already behaves that way. nullptr for
-  // settings the pooler honours.
-  std::string (*inert)(const Pooler&) = nullptr;
-};
-
-// Every [pooler] setting, in documentation order.
-[[nodiscard]] const std::vector<PoolerKey>& pooler_keys();
+// Value parsing as PgBouncer reads pgbouncer.ini (settings.cpp).
+// An integer (strtol base 0: 10, 0x1F, 017).
+[[nodiscard]] std::optional<long long> parse_integer(std::string_view text);
+// Plain seconds, fractions allowed.
+[[nodiscard]] std::optional<double> parse_seconds(std::string_view text);
+// 0/1 (any integer, as PgBouncer), yes/no, on/off, true/false.
+[[nodiscard]] std::optional<bool> parse_boolean(std::string_view text);
+// A comma-separated list, items trimmed, empty items dropped.
+[[nodiscard]] std::vector<std::string> parse_list(std::string_view text);
+// A hint for values that carry a trailing comment, which PgBouncer does not strip either.
+[[nodiscard]] std::string comment_hint(std::string_view v);
 
 // Database settings that are stored but not acted on yet: (key below the database,
 // message) for each one set in `d`.

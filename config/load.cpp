@@ -184,119 +184,6 @@ bool valid_sslmode(std::string_view s) {
   return false;
 }
 
-// ---------------------------------------------------------------- the [pooler] settings
-
-namespace {
-
-// Why a stored-only setting has no effect ("" when pgpivot behaves that way anyway).
-std::string inert_if(bool no_effect, const char* why) { return no_effect ? why : ""; }
-
-PoolerKey key(const char* name, PoolerMember m) { return PoolerKey{name, m}; }
-PoolerKey int_key(const char* name, PoolerMember m, long long lo, long long hi = INT_MAX) {
-  PoolerKey k{name, m};
-  k.lo = lo;
-  k.hi = hi;
-  return k;
-}
-PoolerKey inert_key(PoolerKey k, std::string (*inert)(const Pooler&)) {
-  k.inert = inert;
-  return k;
-}
-
-}  // namespace
-
-const std::vector<PoolerKey>& pooler_keys() {
-  using P = Pooler;
-  static const std::vector<PoolerKey> keys = [] {
-    std::vector<PoolerKey> k = {
-        key("listen_addr", &P::listen_addr),
-        int_key("listen_port", &P::listen_port, 1, 65535),
-        key("unix_socket_dir", &P::unix_socket_dir),
-        key("pool_mode", &P::pool_mode),
-        int_key("default_pool_size", &P::default_pool_size, 0),
-        int_key("min_pool_size", &P::min_pool_size, 0),
-        int_key("reserve_pool_size", &P::reserve_pool_size, 0),
-        key("reserve_pool_timeout", &P::reserve_pool_timeout),
-        int_key("max_client_conn", &P::max_client_conn, 1),
-        int_key("max_db_connections", &P::max_db_connections, 0),
-        int_key("max_user_connections", &P::max_user_connections, 0),
-        key("auth_type", &P::auth_type),
-        key("auth_file", &P::auth_file),
-        key("admin_users", &P::admin_users),
-        key("stats_users", &P::stats_users),
-        key("server_reset_query", &P::server_reset_query),
-        key("server_reset_query_always", &P::server_reset_query_always),
-        key("server_check_query", &P::server_check_query),
-        key("server_check_delay", &P::server_check_delay),
-        key("server_lifetime", &P::server_lifetime),
-        key("server_idle_timeout", &P::server_idle_timeout),
-        key("server_connect_timeout", &P::server_connect_timeout),
-        key("server_login_retry", &P::server_login_retry),
-        key("client_login_timeout", &P::client_login_timeout),
-        key("query_timeout", &P::query_timeout),
-        key("query_wait_timeout", &P::query_wait_timeout),
-        key("idle_transaction_timeout", &P::idle_transaction_timeout),
-        key("client_idle_timeout", &P::client_idle_timeout),
-        key("ignore_startup_parameters", &P::ignore_startup_parameters),
-        key("application_name_add_host", &P::application_name_add_host),
-        key("log_connections", &P::log_connections),
-        key("log_disconnections", &P::log_disconnections),
-        key("stats_period", &P::stats_period),
-        int_key("pkt_buf", &P::pkt_buf, kMinPktBuf, kMaxPktBuf),
-        int_key("max_packet_size", &P::max_packet_size, kMinMaxPacketSize, kMaxMaxPacketSize),
-        key("logfile", &P::logfile),
-        key("pidfile", &P::pidfile),
-        key("user", &P::user),
-        int_key("listen_backlog", &P::listen_backlog, 1),
-        int_key("workers", &P::workers, 1, 64),
-        key("server_round_robin", &P::server_round_robin),
-        key("tcp_keepalive", &P::tcp_keepalive),
-        key("log_pooler_errors", &P::log_pooler_errors),
-        key("log_stats", &P::log_stats),
-        key("stats_listen", &P::stats_listen),
-        // Stored only: the pooler does not act on these yet.
-        inert_key(key("auth_user", &P::auth_user), [](const P& p) {
-          return inert_if(!p.auth_user.empty(),
-                          "auth_user/auth_query lookups are not supported yet; users must be in "
-                          "auth_file; ignored");
-        }),
-        inert_key(key("auth_query", &P::auth_query), [](const P& p) {
-          return inert_if(p.auth_query != Pooler{}.auth_query,
-                          "auth_query lookups are not supported yet; ignored");
-        }),
-        inert_key(key("disable_pqexec", &P::disable_pqexec), [](const P& p) {
-          return inert_if(p.disable_pqexec,
-                          "disable_pqexec is not supported yet (simple queries stay allowed); ignored");
-        }),
-        int_key("max_prepared_statements", &P::max_prepared_statements, 0),
-        key("client_tls_sslmode", &P::client_tls_sslmode),
-        key("client_tls_key_file", &P::client_tls_key_file),
-        key("client_tls_cert_file", &P::client_tls_cert_file),
-        key("client_tls_ca_file", &P::client_tls_ca_file),
-        key("client_tls_protocols", &P::client_tls_protocols),
-        key("client_tls_ciphers", &P::client_tls_ciphers),
-        key("server_tls_sslmode", &P::server_tls_sslmode),
-        key("server_tls_ca_file", &P::server_tls_ca_file),
-        key("server_tls_key_file", &P::server_tls_key_file),
-        key("server_tls_cert_file", &P::server_tls_cert_file),
-        key("server_tls_protocols", &P::server_tls_protocols),
-        key("server_tls_ciphers", &P::server_tls_ciphers),
-        inert_key(key("syslog", &P::syslog), [](const P& p) {
-          return inert_if(p.syslog, "syslog is not supported yet (logs go to stderr and logfile); ignored");
-        }),
-        inert_key(int_key("verbose", &P::verbose, 0), [](const P& p) {
-          return inert_if(p.verbose != 0, "verbose is not supported yet (there is no debug logging); ignored");
-        }),
-    };
-    for (auto& x : k) {
-      if (std::string_view(x.name) == "stats_period") x.positive = true;
-      if (std::string_view(x.name).ends_with("_sslmode")) x.sslmode = true;
-    }
-    return k;
-  }();
-  return keys;
-}
-
 std::vector<std::pair<std::string, std::string>> inert_database_settings(const Database& d) {
   std::vector<std::pair<std::string, std::string>> out;
   if (!d.auth_user.empty())
@@ -544,7 +431,7 @@ Field<S> sslmode_field(const char* name, std::string S::*m) {
 }
 
 // The TOML reader of each [pooler] setting, from the shared table.
-Field<Pooler> pooler_field(const PoolerKey& k) {
+Field<Pooler> pooler_field(const Setting& k) {
   return std::visit(
       [&k](auto m) -> Field<Pooler> {
         using T = std::remove_cvref_t<decltype(Pooler{}.*m)>;
@@ -569,7 +456,7 @@ Field<Pooler> pooler_field(const PoolerKey& k) {
 const std::vector<Field<Pooler>>& pooler_fields() {
   static const std::vector<Field<Pooler>> f = [] {
     std::vector<Field<Pooler>> out;
-    for (const auto& k : pooler_keys()) out.push_back(pooler_field(k));
+    for (const auto& k : settings()) out.push_back(pooler_field(k));
     return out;
   }();
   return f;
@@ -840,7 +727,7 @@ void load_document(const toml::table& root, const std::string& path, LoadResult&
     r.warnings.push_back(Error{path, line_of(n), std::move(key), std::move(message)});
   };
   if (pooler) {
-    for (const auto& k : pooler_keys()) {
+    for (const auto& k : settings()) {
       const toml::node* n = k.inert ? pooler->get(k.name) : nullptr;
       if (!n) continue;
       if (std::string why = k.inert(cfg.pooler); !why.empty())
@@ -878,14 +765,9 @@ void load_document(const toml::table& root, const std::string& path, LoadResult&
   std::stable_sort(r.warnings.begin(), r.warnings.end(),
                    [](const Error& a, const Error& b) { return a.line < b.line; });
 
-  if (cfg.pooler.listen_addr.empty() && cfg.pooler.unix_socket_dir.empty()) {
-    const toml::node* n = pooler ? pooler->get("listen_addr") : nullptr;
-    ctx.error(n ? line_of(*n) : 0, "pooler.listen_addr",
-              "nothing to listen on: listen_addr and unix_socket_dir are both empty");
-  }
-  if (std::string why = auth_cert_problem(cfg.pooler); !why.empty()) {
-    const toml::node* n = pooler ? pooler->get("auth_type") : nullptr;
-    ctx.error(n ? line_of(*n) : 0, "pooler.auth_type", std::move(why));
+  for (auto& [setting, why] : pooler_problems(cfg.pooler)) {
+    const toml::node* n = pooler ? pooler->get(setting) : nullptr;
+    ctx.error(n ? line_of(*n) : 0, "pooler." + setting, std::move(why));
   }
 
   // auth_file: relative to the config file's directory; [users] entries take precedence.

@@ -13,6 +13,7 @@
 #include <variant>
 
 #include "config/load.hpp"
+#include "config/settings.hpp"
 #include "pooler/pooler.hpp"
 #include "protocol/wire.hpp"
 
@@ -80,12 +81,6 @@ std::string fmt_ptr(const void* p) {
   return p ? buf : "";
 }
 
-std::string fmt_double(double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%g", v);
-  return buf;
-}
-
 // Splits "SHOW pools;" into words; quoted identifiers keep their case.
 std::vector<std::string> words(std::string_view sql) {
   std::vector<std::string> out;
@@ -137,107 +132,6 @@ std::string ident(const std::string& w) {
   return lower(w);
 }
 
-// ---- SHOW CONFIG / SET: the [pooler] keys, their types and whether SET may change them.
-using Member = std::variant<int config::Pooler::*, double config::Pooler::*, bool config::Pooler::*,
-                            std::string config::Pooler::*, long long config::Pooler::*,
-                            std::vector<std::string> config::Pooler::*, config::PoolMode config::Pooler::*,
-                            config::AuthType config::Pooler::*>;
-struct Key {
-  const char* name;
-  Member member;
-  bool changeable;
-};
-
-#define K(name, ch) Key{#name, &config::Pooler::name, ch}
-const Key kKeys[] = {
-    K(listen_addr, false), K(listen_port, false), K(unix_socket_dir, false), K(pool_mode, true),
-    K(default_pool_size, true), K(min_pool_size, true), K(reserve_pool_size, true), K(reserve_pool_timeout, true),
-    K(max_client_conn, true), K(max_db_connections, true), K(max_user_connections, true), K(auth_type, true),
-    K(auth_file, true), K(admin_users, true), K(stats_users, true), K(server_reset_query, true),
-    K(server_reset_query_always, true), K(server_check_query, true), K(server_check_delay, true),
-    K(server_lifetime, true), K(server_idle_timeout, true), K(server_connect_timeout, true),
-    K(server_login_retry, true), K(client_login_timeout, true), K(query_timeout, true), K(query_wait_timeout, true),
-    K(idle_transaction_timeout, true), K(client_idle_timeout, true), K(ignore_startup_parameters, true),
-    K(application_name_add_host, true), K(log_connections, true), K(log_disconnections, true),
-    K(stats_period, true), K(pkt_buf, false), K(max_packet_size, true), K(logfile, false),
-    K(stats_listen, false), K(max_prepared_statements, true), K(client_tls_sslmode, false),
-    K(server_tls_sslmode, true), K(workers, false),
-};
-#undef K
-
-std::string join(const std::vector<std::string>& v) {
-  std::string r;
-  for (const auto& s : v) r += (r.empty() ? "" : ",") + s;
-  return r;
-}
-
-std::string key_value(const config::Pooler& p, const Key& k) {
-  return std::visit(
-      [&](auto m) -> std::string {
-        const auto& v = p.*m;
-        using T = std::decay_t<decltype(v)>;
-        if constexpr (std::is_same_v<T, int> || std::is_same_v<T, long long>) return std::to_string(v);
-        if constexpr (std::is_same_v<T, double>) return fmt_double(v);
-        if constexpr (std::is_same_v<T, bool>) return v ? "1" : "0";
-        if constexpr (std::is_same_v<T, std::string>) return v;
-        if constexpr (std::is_same_v<T, std::vector<std::string>>) return join(v);
-        if constexpr (std::is_same_v<T, config::PoolMode> || std::is_same_v<T, config::AuthType>)
-          return config::to_string(v);
-        return "";
-      },
-      k.member);
-}
-
-// Sets a key from text; returns an error message or "".
-std::string set_key(config::Pooler& p, const Key& k, const std::string& text) {
-  return std::visit(
-      [&](auto m) -> std::string {
-        auto& v = p.*m;
-        using T = std::decay_t<decltype(v)>;
-        char* end = nullptr;
-        if constexpr (std::is_same_v<T, int> || std::is_same_v<T, long long>) {
-          long long x = std::strtoll(text.c_str(), &end, 10);
-          if (text.empty() || *end || x < 0) return "invalid value \"" + text + "\" for " + k.name + ": expected a non-negative integer";
-          v = T(x);
-        } else if constexpr (std::is_same_v<T, double>) {
-          double x = std::strtod(text.c_str(), &end);
-          if (text.empty() || *end || x < 0) return "invalid value \"" + text + "\" for " + k.name + ": expected seconds";
-          v = x;
-        } else if constexpr (std::is_same_v<T, bool>) {
-          std::string t = lower(text);
-          if (t == "1" || t == "on" || t == "true" || t == "yes") v = true;
-          else if (t == "0" || t == "off" || t == "false" || t == "no") v = false;
-          else return "invalid value \"" + text + "\" for " + k.name + ": expected a boolean";
-        } else if constexpr (std::is_same_v<T, std::string>) {
-          v = text;
-        } else if constexpr (std::is_same_v<T, std::vector<std::string>>) {
-          v.clear();
-          std::size_t pos = 0;
-          while (pos <= text.size()) {
-            std::size_t c = text.find(',', pos);
-            std::string item = text.substr(pos, c == std::string::npos ? std::string::npos : c - pos);
-            item.erase(0, item.find_first_not_of(" \t"));
-            item.erase(item.find_last_not_of(" \t") + 1);
-            if (!item.empty()) v.push_back(item);
-            if (c == std::string::npos) break;
-            pos = c + 1;
-          }
-        } else if constexpr (std::is_same_v<T, config::PoolMode>) {
-          auto pm = config::parse_pool_mode(text);
-          if (!pm) return "invalid value \"" + text + "\" for pool_mode: expected session, transaction or statement";
-          v = *pm;
-        } else if constexpr (std::is_same_v<T, config::AuthType>) {
-          auto at = config::parse_auth_type(text);
-          if (!at) return "invalid value \"" + text + "\" for auth_type: expected " + config::kAuthTypes;
-          config::Pooler check = p;
-          check.auth_type = *at;
-          if (std::string why = config::auth_cert_problem(check); !why.empty()) return why;
-          v = *at;
-        }
-        return "";
-      },
-      k.member);
-}
 
 const char* kHelp[] = {
     "Console usage",
@@ -312,11 +206,11 @@ void Pooler::admin_command_done(Client* c, const std::string& tag) {
   c->queue(buf);
 }
 
-void Pooler::admin_error(Client* c, const std::string& sqlstate, const std::string& msg) {
+void Pooler::admin_error(Client* c, Reason why, std::initializer_list<std::string_view> args) {
   std::string buf;
   proto::ErrorFields e;
-  e.sqlstate = sqlstate;
-  e.message = msg;
+  e.sqlstate = sqlstate_of(why);
+  e.message = reason_text(why, args);
   proto::error_response(buf, e);
   proto::ready_for_query(buf, 'I');
   c->queue(buf);
@@ -338,7 +232,7 @@ void Pooler::admin_query(Client* c, std::string_view sql) {
   std::string arg1 = w.size() > 1 ? w[1] : "";
   if (cmd == "SHOW") {
     if (w.size() < 2) {
-      admin_error(c, "42601", "SHOW needs an argument; see SHOW HELP");
+      admin_error(c, Reason::AdminShowNeedsArgument);
       return;
     }
     admin_show(c, upper(ident(w[1])), w.size() > 2 ? ident(w[2]) : "");
@@ -351,7 +245,7 @@ void Pooler::admin_query(Client* c, std::string_view sql) {
   bool known = false;
   for (const char* k : kControl) known = known || cmd == k;
   if (!known) {
-    admin_error(c, "42601", "unknown command \"" + std::string(sql.substr(0, 64)) + "\"; try SHOW HELP");
+    admin_error(c, Reason::AdminUnknownCommand, {sql.substr(0, 64)});
     return;
   }
   if (cmd == "SELECT") {
@@ -365,7 +259,7 @@ void Pooler::admin_query(Client* c, std::string_view sql) {
     return;
   }
   if (c->stats_only) {
-    admin_error(c, "42501", "admin access needed for " + cmd + " (stats_users may only SHOW)");
+    admin_error(c, Reason::AdminNotAllowed, {cmd});
     return;
   }
   std::string db = w.size() > 1 ? ident(w[1]) : "";
@@ -375,11 +269,11 @@ void Pooler::admin_query(Client* c, std::string_view sql) {
   };
   auto need_db = [&]() -> bool {
     if (db.empty()) {
-      admin_error(c, "42601", cmd + " needs a database name");
+      admin_error(c, Reason::AdminNeedsDatabase, {cmd});
       return false;
     }
     if (!db_exists(db)) {
-      admin_error(c, "3D000", "no such database: " + db);
+      admin_error(c, Reason::AdminNoSuchDatabase, {db});
       return false;
     }
     return true;
@@ -392,7 +286,7 @@ void Pooler::admin_query(Client* c, std::string_view sql) {
       auto it = clusters.find(db);
       if (it != clusters.end() && !it->second->removed) target = it->second.get();
       if (!target) {
-        admin_error(c, "42704", "no such cluster: " + db);
+        admin_error(c, Reason::AdminNoSuchCluster, {db});
         return;
       }
     } else {
@@ -404,7 +298,7 @@ void Pooler::admin_query(Client* c, std::string_view sql) {
         }
       }
       if (n != 1) {
-        admin_error(c, "42601", cmd + " needs a cluster name (" + std::to_string(n) + " clusters have a standby)");
+        admin_error(c, Reason::AdminNeedsCluster, {cmd, std::to_string(n)});
         return;
       }
     }
@@ -412,7 +306,7 @@ void Pooler::admin_query(Client* c, std::string_view sql) {
     std::uint64_t ended = target->moves_ended;
     std::string err = control()->cluster_request(target, kind);
     if (!err.empty()) {
-      admin_error(c, "55000", err);
+      admin_error(c, Reason::AdminMoveRefused, {err});
       return;
     }
     if (target->moves_ended != ended && !target->moving()) {
@@ -420,7 +314,7 @@ void Pooler::admin_query(Client* c, std::string_view sql) {
       if (cmd == "ABORT" || target->last_end == "ok")
         admin_command_done(c, cmd);
       else
-        admin_error(c, "08006", "cluster " + target->name + ": " + target->last_end);
+        admin_error(c, Reason::AdminMoveEnded, {target->name, target->last_end});
       return;
     }
     // Answered when the move ends (completes or is aborted), so scripts can wait on it.
@@ -429,7 +323,7 @@ void Pooler::admin_query(Client* c, std::string_view sql) {
     return;
   }
   if (!db.empty() && cmd != "SET" && cmd != "SHUTDOWN" && cmd != "KILL_CLIENT" && !db_exists(db)) {
-    admin_error(c, "3D000", "no such database: " + db);
+    admin_error(c, Reason::AdminNoSuchDatabase, {db});
     return;
   }
   if (cmd == "PAUSE") {
@@ -466,21 +360,15 @@ void Pooler::admin_query(Client* c, std::string_view sql) {
   } else if (cmd == "RECONNECT") {
     for (Pool* p : world_pools()) {
       if (p->admin || (!db.empty() && p->db_name != db)) continue;
-      for (ListHead* l : {&p->sv_login, &p->sv_idle, &p->sv_active, &p->sv_used, &p->sv_tested}) {
-        l->for_each<Server>([](Server* s) { s->close_needed = true; });
-      }
+      p->each_server([](Server* s) { s->close_needed = true; });
       p->sv_idle.for_each<Server>([&](Server* s) { p->owner->disconnect_server(s, "RECONNECT"); });
     }
     admin_command_done(c, "RECONNECT");
   } else if (cmd == "KILL") {
     for (Pool* p : world_pools()) {
       if (p->admin || (!db.empty() && p->db_name != db)) continue;
-      for (ListHead* l : {&p->cl_login, &p->cl_idle, &p->cl_waiting, &p->cl_active}) {
-        l->for_each<Client>([&](Client* x) { p->owner->disconnect_client(x, "08P01", "database removed", true); });
-      }
-      for (ListHead* l : {&p->sv_login, &p->sv_idle, &p->sv_active, &p->sv_used, &p->sv_tested}) {
-        l->for_each<Server>([&](Server* s) { p->owner->disconnect_server(s, "KILL"); });
-      }
+      p->each_client([&](Client* x) { p->owner->disconnect_client(x, Reason::DatabaseKilled); });
+      p->each_server([&](Server* s) { p->owner->disconnect_server(s, "KILL"); });
     }
     if (!db.empty()) {
       for (Pooler* x : world()) x->dbs_[db]->paused = true;  // as PgBouncer: KILL leaves the database paused
@@ -491,21 +379,19 @@ void Pooler::admin_query(Client* c, std::string_view sql) {
     unsigned long long id = std::strtoull(arg1.c_str(), &end, 10);
     Client* victim = nullptr;
     for (Pool* p : world_pools()) {
-      for (ListHead* l : {&p->cl_login, &p->cl_idle, &p->cl_waiting, &p->cl_active}) {
-        l->for_each<Client>([&](Client* x) {
-          if (x->id == id) victim = x;
-        });
-      }
+      p->each_client([&](Client* x) {
+        if (x->id == id) victim = x;
+      });
     }
     if (arg1.empty() || *end || !victim) {
-      admin_error(c, "42704", "client not found: " + arg1);
+      admin_error(c, Reason::AdminNoSuchClient, {arg1});
       return;
     }
     if (victim == c) {
-      admin_error(c, "42601", "cannot kill the console's own connection");
+      admin_error(c, Reason::AdminKillSelf);
       return;
     }
-    victim->pooler->disconnect_client(victim, "08P01", "client killed by admin", true);
+    victim->pooler->disconnect_client(victim, Reason::KilledByAdmin);
     admin_command_done(c, "KILL_CLIENT");
   } else if (cmd == "WAIT_CLOSE") {
     pending_admin_.push_back({c, "WAIT_CLOSE", db});
@@ -513,10 +399,11 @@ void Pooler::admin_query(Client* c, std::string_view sql) {
   } else if (cmd == "RELOAD") {
     auto res = config::load_file(cfg_.path);
     if (!res.ok()) {
-      std::string msg = "RELOAD failed, old configuration kept:";
-      for (const auto& e : res.errors) msg += "\n" + e.to_string();
+      std::string errors;
+      for (const auto& e : res.errors) errors += "\n" + e.to_string();
+      std::string msg = reason_text(Reason::AdminReloadFailed, {errors});
       LOG_ERROR("%s", msg.c_str());
-      admin_error(c, "F0000", msg);
+      admin_error(c, Reason::AdminReloadFailed, {errors});
       return;
     }
     LOG_INFO("RELOAD command issued");
@@ -536,42 +423,48 @@ void Pooler::admin_query(Client* c, std::string_view sql) {
       admin_command_done(c, "SHUTDOWN");
       for (Pooler* x : world()) x->begin_wait_for_clients();
     } else {
-      admin_error(c, "42601", "SHUTDOWN takes WAIT_FOR_SERVERS or WAIT_FOR_CLIENTS");
+      admin_error(c, Reason::AdminShutdownMode);
     }
   } else if (cmd == "SET") {
     // SET key = value  |  SET key TO value
     if (w.size() < 3) {
-      admin_error(c, "42601", "usage: SET key = value");
+      admin_error(c, Reason::AdminSetUsage);
       return;
     }
     std::string key = ident(w[1]);
     std::size_t vi = (w[2] == "=" || upper(w[2]) == "TO") ? 3 : 2;
     if (vi >= w.size()) {
-      admin_error(c, "42601", "usage: SET key = value");
+      admin_error(c, Reason::AdminSetUsage);
       return;
     }
     std::string value = ident(w[vi]);
     if (!w[vi].empty() && w[vi][0] != '\'' && w[vi][0] != '"') value = w[vi];
-    for (const Key& k : kKeys) {
-      if (key != k.name) continue;
-      if (!k.changeable) {
-        admin_error(c, "55P02", std::string(k.name) + " cannot be changed at run time; edit the config and restart");
-        return;
-      }
-      std::string err = set_key(cfg_.pooler, k, value);
-      if (!err.empty()) {
-        admin_error(c, "22023", err);
-        return;
-      }
-      for (Pooler* x : world()) {
-        if (x != this) set_key(x->cfg_.pooler, k, value);
-      }
-      LOG_INFO("SET %s = %s by admin", k.name, key_value(cfg_.pooler, k).c_str());
-      for (Pool* p : world_pools()) p->owner->pool_service(p);
-      admin_command_done(c, "SET");
+    const config::Setting* k = config::find_setting(key);
+    if (!k) {
+      admin_error(c, Reason::AdminUnknownSetting, {key});
       return;
     }
-    admin_error(c, "42704", "unknown config key: " + key);
+    if (k->change != config::Change::Online) {
+      admin_error(c, k->change == config::Change::Restart ? Reason::AdminSettingNeedsRestart
+                                                         : Reason::AdminSettingNeedsReload,
+                  {k->name});
+      return;
+    }
+    // The loaders' checks: the value itself, then those across settings.
+    config::Pooler next = cfg_.pooler;
+    std::string err = config::set_from_text(next, *k, value);
+    if (err.empty()) {
+      for (auto& [setting, why] : config::pooler_problems(next)) err = why;
+    }
+    if (!err.empty()) {
+      admin_error(c, Reason::AdminSettingInvalid, {k->name, err});
+      return;
+    }
+    for (Pooler* x : world()) x->cfg_.pooler = next;
+    LOG_INFO("SET %s = %s by admin", k->name, config::value_text(cfg_.pooler, *k).c_str());
+    for (Pool* p : world_pools()) p->owner->pool_service(p);
+    admin_command_done(c, "SET");
+    return;
   }
 }
 
@@ -582,9 +475,7 @@ void Pooler::admin_show(Client* c, const std::string& what, const std::string& a
   std::vector<Pool*> pools = world_pools();  // every worker's pools (rows of one pool add up below)
   auto all_clients = [&](const std::function<void(Client*, Pool*)>& f) {
     for (Pool* p : pools) {
-      for (ListHead* l : {&p->cl_active, &p->cl_idle, &p->cl_waiting, &p->cl_login}) {
-        l->for_each<Client>([&](Client* x) { f(x, p); });
-      }
+      p->each_client([&](Client* x) { f(x, p); });
     }
   };
   if (what == "POOLS") {
@@ -593,30 +484,12 @@ void Pooler::admin_show(Client* c, const std::string& what, const std::string& a
              {"sv_active_cancel", true}, {"sv_being_canceled", true}, {"sv_idle", true}, {"sv_used", true},
              {"sv_tested", true}, {"sv_login", true}, {"maxwait", true}, {"maxwait_us", true}, {"pool_mode", false},
              {"load_balance_hosts", false}});
-    struct Agg {
-      std::size_t cl_active = 0, cl_waiting = 0, sv_active = 0, sv_idle = 0, sv_used = 0, sv_tested = 0, sv_login = 0;
-      Ms maxwait = 0;
-      Pool* first = nullptr;
-    };
     for (auto& [key, parts] : pool_groups()) {  // one row per pool over all workers
-      Agg a;
-      a.first = parts.front();
-      for (Pool* p : parts) {
-        if (Client* oldest = p->cl_waiting.front<Client>()) {
-          a.maxwait = std::max(a.maxwait, std::max(p->owner->now(), oldest->wait_start) - oldest->wait_start);
-        }
-        a.cl_active += p->cl_active.size() + p->cl_idle.size();
-        a.cl_waiting += p->cl_waiting.size() + p->cl_login.size();
-        a.sv_active += p->sv_active.size();
-        a.sv_idle += p->sv_idle.size();
-        a.sv_used += p->sv_used.size();
-        a.sv_tested += p->sv_tested.size();
-        a.sv_login += p->sv_login.size();
-      }
-      t.row({str(key.first), str(key.second), num(a.cl_active), num(a.cl_waiting), num(0), num(0), num(a.sv_active),
-             num(0), num(0), num(a.sv_idle), num(a.sv_used), num(a.sv_tested), num(a.sv_login),
-             num(a.maxwait / 1000), num((a.maxwait % 1000) * 1000), str(config::to_string(pool_mode(a.first))),
-             std::nullopt});
+      PoolCounts n = group_counts(parts);
+      t.row({str(key.first), str(key.second), num(n.cl_active), num(n.cl_waiting), num(0), num(0), num(n.sv_active),
+             num(0), num(0), num(n.sv_idle), num(n.sv_used), num(n.sv_tested), num(n.sv_login),
+             num(n.maxwait_ms / 1000), num((n.maxwait_ms % 1000) * 1000),
+             str(config::to_string(pool_mode(parts.front()))), std::nullopt});
     }
     t.emit(buf);
   } else if (what == "CLIENTS" || what == "SERVERS") {
@@ -642,107 +515,60 @@ void Pooler::admin_show(Client* c, const std::string& what, const std::string& a
       });
     } else {
       for (Pool* p : pools) {
-        for (ListHead* l : {&p->sv_active, &p->sv_idle, &p->sv_used, &p->sv_tested, &p->sv_login}) {
-          l->for_each<Server>([&](Server* s) {
-            int ai = tracked_index("application_name");
-            t.row({str("S"), str(p->user_name), str(p->db_name), str("no"), str(to_string(s->state)), str(s->host),
-                   inum(s->server_port), str(s->local.host()), inum(s->local.port), str(wall(s, s->connect_time)), str(wall(s, s->request_time)),
-                   num(0), num(0), num(s->close_needed ? 1 : 0), str(fmt_ptr(s)), str(fmt_ptr(s->client)),
-                   num(s->pid), str(s->tls_description()), str(s->params.get(ai).value_or("")), num(s->prepared_on.size()), num(s->id)});
-          });
-        }
+        p->each_server([&](Server* s) {
+          int ai = tracked_index("application_name");
+          t.row({str("S"), str(p->user_name), str(p->db_name), str("no"), str(to_string(s->state)), str(s->host),
+                 inum(s->server_port), str(s->local.host()), inum(s->local.port), str(wall(s, s->connect_time)), str(wall(s, s->request_time)),
+                 num(0), num(0), num(s->close_needed ? 1 : 0), str(fmt_ptr(s)), str(fmt_ptr(s->client)),
+                 num(s->pid), str(s->tls_description()), str(s->params.get(ai).value_or("")), num(s->prepared_on.size()), num(s->id)});
+        });
       }
     }
     t.emit(buf);
   } else if (what == "STATS" || what == "STATS_TOTALS" || what == "STATS_AVERAGES" || what == "TOTALS") {
-    // PgBouncer reports statistics per database.
-    // Totals and rates add up over pools (and workers); average times are
-    // weighted by their counts.
-    std::map<std::string, std::pair<Pool::Stats, Pool::Stats>> per_db;
-    for (Pool* p : pools) {
-      auto& [tot, avg] = per_db[p->db_name];
-      Pool::Stats weighted = p->averages;
-      weighted.xact_time *= p->averages.xact_count;
-      weighted.query_time *= p->averages.query_count;
-      weighted.wait_time *= p->averages.server_assignment_count;
-      const Pool::Stats* src[2] = {&p->stats, &weighted};
-      Pool::Stats* dst[2] = {&tot, &avg};
-      for (int i = 0; i < 2; i++) {
-        dst[i]->server_assignment_count += src[i]->server_assignment_count;
-        dst[i]->xact_count += src[i]->xact_count;
-        dst[i]->query_count += src[i]->query_count;
-        dst[i]->received += src[i]->received;
-        dst[i]->sent += src[i]->sent;
-        dst[i]->xact_time += src[i]->xact_time;
-        dst[i]->query_time += src[i]->query_time;
-        dst[i]->wait_time += src[i]->wait_time;
-        dst[i]->client_parse_count += src[i]->client_parse_count;
-        dst[i]->server_parse_count += src[i]->server_parse_count;
-        dst[i]->bind_count += src[i]->bind_count;
-        dst[i]->client_login_count += src[i]->client_login_count;
-      }
-    }
-    for (auto& [db, pr] : per_db) {
-      Pool::Stats& avg = pr.second;
-      avg.xact_time = avg.xact_count ? avg.xact_time / avg.xact_count : 0;
-      avg.query_time = avg.query_count ? avg.query_time / avg.query_count : 0;
-      avg.wait_time = avg.server_assignment_count ? avg.wait_time / avg.server_assignment_count : 0;
-    }
-    auto vals = [](const Pool::Stats& s) {
-      return std::vector<std::uint64_t>{s.server_assignment_count, s.xact_count,   s.query_count,
-                                        s.received,                s.sent,         s.xact_time,
-                                        s.query_time,              s.wait_time,    s.client_parse_count,
-                                        s.server_parse_count,      s.bind_count,   s.client_login_count};
-    };
-    const char* names[] = {"server_assignment_count", "xact_count",   "query_count", "received",
-                           "sent",                    "xact_time",    "query_time",  "wait_time",
-                           "client_parse_count",      "server_parse_count", "bind_count", "client_login_count"};
-    const char* avg_names[] = {"server_assignment_count", "xact_count", "query_count", "recv",
-                               "sent",                    "xact_time",  "query_time",  "wait_time",
-                               "client_parse_count",      "server_parse_count", "bind_count"};
+    // PgBouncer reports statistics per database: totals and rates add up over pools
+    // (and workers), average times are weighted by their events (control/stats.hpp).
+    std::map<std::string, StatsSum> per_db = stats_by_database();
     // PgBouncer names the byte counters differently in each view.
-    const char* plain_names[] = {"server_assignment_count", "xact_count", "query_count", "bytes_received",
-                                 "bytes_sent",              "xact_time",  "query_time",  "wait_time",
-                                 "client_parse_count",      "server_parse_count", "bind_count",
-                                 "client_login_count"};
-    const char* totals_names[] = {"server_assignment_count", "xact_count", "query_count", "client_bytes",
-                                  "server_bytes",            "xact_time",  "query_time",  "wait_time",
-                                  "client_parse_count",      "server_parse_count", "bind_count",
-                                  "client_login_count"};
+    auto name_in = [&](const StatCounter& k, const char* view) -> std::string {
+      std::string n = k.name, v = view;
+      if (k.member == &PoolStats::received) n = v == "TOTALS" ? "client_bytes" : v == "AVG" ? "recv" : "bytes_received";
+      if (k.member == &PoolStats::sent) n = v == "TOTALS" ? "server_bytes" : v == "AVG" ? "sent" : "bytes_sent";
+      return n;
+    };
+    // Averages have no client_login_count column.
+    auto has_average = [](const StatCounter& k) { return k.member != &PoolStats::client_login_count; };
     if (what == "TOTALS") {
       // Rows of (name, value) over all databases, as PgBouncer's SHOW TOTALS.
-      Pool::Stats tot, avg;
-      for (auto& [db, pr] : per_db) {
-        auto a = vals(pr.first), b = vals(pr.second);
-        auto add = [](Pool::Stats& s, const std::vector<std::uint64_t>& v) {
-          s.server_assignment_count += v[0]; s.xact_count += v[1]; s.query_count += v[2]; s.received += v[3];
-          s.sent += v[4]; s.xact_time += v[5]; s.query_time += v[6]; s.wait_time += v[7];
-          s.client_parse_count += v[8]; s.server_parse_count += v[9]; s.bind_count += v[10];
-          s.client_login_count += v[11];
-        };
-        add(tot, a);
-        add(avg, b);
-      }
+      StatsSum all;
+      for (auto& [db, sum] : per_db) all.add(sum);
+      PoolStats avg = all.averages();
       Table t({{"name", false}, {"value", true}});
-      auto tv = vals(tot), av = vals(avg);
-      for (int i = 0; i < 12; i++) t.row({str(std::string("total_") + totals_names[i]), num(tv[std::size_t(i)])});
-      for (int i = 0; i < 11; i++) t.row({str(std::string("avg_") + totals_names[i]), num(av[std::size_t(i)])});
+      for (const StatCounter& k : stat_counters()) t.row({str("total_" + name_in(k, "TOTALS")), num(all.totals().*k.member)});
+      for (const StatCounter& k : stat_counters()) {
+        if (has_average(k)) t.row({str("avg_" + name_in(k, "TOTALS")), num(avg.*k.member)});
+      }
       t.emit(buf);
     } else {
       std::vector<Table::Col> cols{{"database", false}};
       bool totals = what != "STATS_AVERAGES", avgs = what != "STATS_TOTALS";
-      for (int i = 0; totals && i < 12; i++) {
-        cols.push_back({what == "STATS" ? std::string("total_") + names[i] : std::string(plain_names[i]), true});
+      for (const StatCounter& k : stat_counters()) {
+        if (totals) cols.push_back({what == "STATS" ? "total_" + std::string(k.name) : name_in(k, "PLAIN"), true});
       }
-      for (int i = 0; avgs && i < 11; i++) {
-        cols.push_back({what == "STATS" ? std::string("avg_") + avg_names[i] : std::string(plain_names[i]), true});
+      for (const StatCounter& k : stat_counters()) {
+        if (avgs && has_average(k))
+          cols.push_back({what == "STATS" ? "avg_" + name_in(k, "AVG") : name_in(k, "PLAIN"), true});
       }
       Table t(cols);
-      for (auto& [db, pr] : per_db) {
+      for (auto& [db, sum] : per_db) {
         std::vector<Cell> r{str(db)};
-        auto tv = vals(pr.first), av = vals(pr.second);
-        for (int i = 0; totals && i < 12; i++) r.push_back(num(tv[std::size_t(i)]));
-        for (int i = 0; avgs && i < 11; i++) r.push_back(num(av[std::size_t(i)]));
+        PoolStats avg = sum.averages();
+        for (const StatCounter& k : stat_counters()) {
+          if (totals) r.push_back(num(sum.totals().*k.member));
+        }
+        for (const StatCounter& k : stat_counters()) {
+          if (avgs && has_average(k)) r.push_back(num(avg.*k.member));
+        }
         t.row(r);
       }
       t.emit(buf);
@@ -815,8 +641,9 @@ void Pooler::admin_show(Client* c, const std::string& what, const std::string& a
   } else if (what == "CONFIG") {
     Table t({{"key", false}, {"value", false}, {"default", false}, {"changeable", false}});
     config::Pooler defaults;
-    for (const Key& k : kKeys) {
-      t.row({str(k.name), str(key_value(cfg_.pooler, k)), str(key_value(defaults, k)), str(k.changeable ? "yes" : "no")});
+    for (const config::Setting& k : config::settings()) {
+      t.row({str(k.name), str(config::value_text(cfg_.pooler, k)), str(config::value_text(defaults, k)),
+             str(k.change == config::Change::Online ? "yes" : "no")});
     }
     t.emit(buf);
   } else if (what == "MEM") {
@@ -916,7 +743,7 @@ void Pooler::admin_show(Client* c, const std::string& what, const std::string& a
     }
     proto::command_complete(buf, "SHOW");
   } else {
-    admin_error(c, "42601", "unknown SHOW item \"" + what + "\"; try SHOW HELP");
+    admin_error(c, Reason::AdminUnknownShow, {what});
     return;
   }
   proto::ready_for_query(buf, 'I');
@@ -938,9 +765,7 @@ bool Pooler::pending_done(const PendingAdmin& pa) {
       if (p->server_total() > 0) return false;
     } else {  // WAIT_CLOSE: no server marked for closing remains
       bool any = false;
-      for (ListHead* l : {&p->sv_login, &p->sv_idle, &p->sv_active, &p->sv_used, &p->sv_tested}) {
-        l->for_each<Server>([&](Server* s) { any = any || s->close_needed; });
-      }
+      p->each_server([&](Server* s) { any = any || s->close_needed; });
       if (any) return false;
     }
   }
@@ -956,7 +781,7 @@ void Pooler::finish_pending_admin() {
       auto it = clusters.find(pa.db);
       if (it != clusters.end() && it->second->last_end != "ok" &&
           (pa.command == "SWITCHOVER" || pa.command == "FAILOVER" || pa.command == "FAILBACK")) {
-        admin_error(pa.client, "08006", "cluster " + pa.db + ": " + it->second->last_end);
+        admin_error(pa.client, Reason::AdminMoveEnded, {pa.db, it->second->last_end});
         continue;
       }
       admin_command_done(pa.client, pa.command);
@@ -980,73 +805,16 @@ void Pooler::suspend(bool on) {
   suspended_ = on;
   for (auto& [k, p] : pools_) {
     if (p->admin) continue;
-    for (ListHead* l : {&p->cl_login, &p->cl_idle, &p->cl_waiting, &p->cl_active}) {
-      l->for_each<Client>([&](Client* x) {
-        x->want_read = !on;
-        x->update_reading();
-      });
-    }
-    for (ListHead* l : {&p->sv_idle, &p->sv_active, &p->sv_used, &p->sv_tested}) {
-      l->for_each<Server>([&](Server* s) {
-        s->want_read = !on;
-        s->update_reading();
-      });
-    }
+    p->each_client([&](Client* x) {
+      x->want_read = !on;
+      x->update_reading();
+    });
+    p->each_server([&](Server* s) {
+      s->want_read = !on;
+      s->update_reading();
+    }, {ServerState::Idle, ServerState::Active, ServerState::Used, ServerState::Tested});
   }
   LOG_INFO("%s", on ? "SUSPEND: all connections stop reading" : "RESUME after SUSPEND");
-}
-
-// Worker 0 ticks for all workers (world stopped): each pool part gets its
-// averages, and log_stats writes one line per pool with the parts added up.
-void Pooler::stats_tick() {
-  WorldLock wl(hub_, shard_);
-  std::map<std::pair<std::string, std::string>, Pool::Stats> lines;
-  for (Pooler* w : world()) w->update_averages(lines);
-  for (auto& [key, avg] : lines) {
-    if (!cfg_.pooler.log_stats || (avg.xact_count == 0 && avg.query_count == 0 && avg.received == 0)) continue;
-    LOG_INFO("[%s/%s] stats: %" PRIu64 " xacts/s, %" PRIu64 " queries/s, in %" PRIu64 " B/s, out %" PRIu64
-             " B/s, xact %" PRIu64 " us, query %" PRIu64 " us, wait %" PRIu64 " us",
-             key.first.c_str(), key.second.c_str(), avg.xact_count, avg.query_count, avg.received, avg.sent,
-             avg.xact_count ? avg.xact_time / avg.xact_count : 0, avg.query_count ? avg.query_time / avg.query_count : 0,
-             avg.server_assignment_count ? avg.wait_time / avg.server_assignment_count : 0);
-  }
-}
-
-// `lines` gets each pool's rates added up and its average times weighted by count.
-void Pooler::update_averages(std::map<std::pair<std::string, std::string>, Pool::Stats>& lines) {
-  double period = cfg_.pooler.stats_period > 0 ? cfg_.pooler.stats_period : 60;
-  for (auto& [k, p] : pools_) {
-    const Pool::Stats& a = p->stats;
-    const Pool::Stats& b = p->period_start;
-    Pool::Stats& avg = p->averages;
-    auto rate = [&](std::uint64_t x, std::uint64_t y) { return std::uint64_t(double(x - y) / period); };
-    auto per = [&](std::uint64_t t, std::uint64_t t0, std::uint64_t n, std::uint64_t n0) {
-      return n > n0 ? (t - t0) / (n - n0) : 0;
-    };
-    avg.server_assignment_count = rate(a.server_assignment_count, b.server_assignment_count);
-    avg.xact_count = rate(a.xact_count, b.xact_count);
-    avg.query_count = rate(a.query_count, b.query_count);
-    avg.received = rate(a.received, b.received);
-    avg.sent = rate(a.sent, b.sent);
-    avg.xact_time = per(a.xact_time, b.xact_time, a.xact_count, b.xact_count);
-    avg.query_time = per(a.query_time, b.query_time, a.query_count, b.query_count);
-    avg.wait_time = per(a.wait_time, b.wait_time, a.server_assignment_count, b.server_assignment_count);
-    avg.client_parse_count = rate(a.client_parse_count, b.client_parse_count);
-    avg.server_parse_count = rate(a.server_parse_count, b.server_parse_count);
-    avg.bind_count = rate(a.bind_count, b.bind_count);
-    avg.client_login_count = rate(a.client_login_count, b.client_login_count);
-    p->period_start = a;
-    if (p->admin) continue;
-    Pool::Stats& l = lines[{p->db_name, p->user_name}];
-    l.xact_count += avg.xact_count;
-    l.query_count += avg.query_count;
-    l.received += avg.received;
-    l.sent += avg.sent;
-    l.server_assignment_count += avg.server_assignment_count;
-    l.xact_time += avg.xact_time * avg.xact_count;
-    l.query_time += avg.query_time * avg.query_count;
-    l.wait_time += avg.wait_time * avg.server_assignment_count;
-  }
 }
 
 }  // namespace pgpivot

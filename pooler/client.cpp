@@ -200,18 +200,6 @@ Name::~Name() {
 
 const std::string& Name::str() const { return rep_ ? rep_->s : kEmptyName; }
 
-const char* to_string(ClientState s) {
-  switch (s) {
-    case ClientState::Login: return "login";
-    case ClientState::Idle: return "active";
-    case ClientState::Waiting: return "waiting";
-    case ClientState::Active: return "active";
-    case ClientState::Cancel: return "cancel";
-    case ClientState::Closing: return "closing";
-  }
-  return "?";
-}
-
 Conn* Client::peer() { return server; }
 
 void Client::count_bytes(std::size_t n) {
@@ -226,14 +214,14 @@ void Client::mark_query_start() {
   }
 }
 
-void Client::on_closed() { pooler->disconnect_client(this, nullptr, "client closed the connection", false); }
+void Client::on_closed() { pooler->disconnect_client(this, Reason::ClientClosed); }
 
 void Client::on_tls_error(const std::string& why) {
-  pooler->disconnect_client(this, "08P01", "TLS error: " + why, false);
+  pooler->disconnect_client(this, Reason::ClientTlsError, {why});
 }
 
 void Client::on_protocol_error(const char* what) {
-  pooler->disconnect_client(this, "08P01", std::string("protocol violation: ") + what, true);
+  pooler->disconnect_client(this, Reason::ProtocolViolation, {what});
 }
 
 void Client::send_error(const char* severity, const char* sqlstate, const std::string& msg) {
@@ -247,7 +235,7 @@ void Client::send_error(const char* severity, const char* sqlstate, const std::s
 }
 
 void Client::auth_failed() {
-  pooler->disconnect_client(this, "28P01", "password authentication failed for user \"" + user_name.str() + "\"", true);
+  pooler->disconnect_client(this, Reason::PasswordFailed, {user_name.str()});
 }
 
 // The server holding this client's transaction died: answer the next message
@@ -256,9 +244,9 @@ void Client::auth_failed() {
 Step Client::answer_lost_transaction(char type) {
   std::string buf;
   proto::ErrorFields e;
-  e.sqlstate = pending_error[0] ? pending_error : "40001";
+  e.sqlstate = pending_error[0] ? pending_error : sqlstate_of(Reason::TransactionLost);
   if (!notes_ || notes_->pending_message.empty()) {
-    e.message = "server connection lost; the transaction was rolled back and can be retried";
+    e.message = reason_text(Reason::TransactionLost);
     e.hint = "pgpivot keeps this connection open; the next statement runs on a healthy server";
   } else {
     e.message = std::move(notes_->pending_message);
@@ -284,12 +272,12 @@ Step Client::on_startup(const char* data, std::uint32_t len) {
     case proto::StartupKind::SSLRequest:
       if (SSL_CTX* ctx = pooler->client_tls_ctx(); ctx && !tls) {
         if (rparse + len != rend) {
-          pooler->disconnect_client(this, "08P01", "received unencrypted data after SSL request", true);
+          pooler->disconnect_client(this, Reason::UnencryptedAfterSsl);
           return Step::Stop;
         }
         // 'S' goes out in plain text before the handshake, so it is written now.
         if (::send(fd, "S", 1, MSG_NOSIGNAL) != 1) {
-          pooler->disconnect_client(this, nullptr, "could not answer SSLRequest", false);
+          pooler->disconnect_client(this, Reason::SslAnswerFailed);
           return Step::Stop;
         }
         rparse += len;
@@ -303,19 +291,18 @@ Step Client::on_startup(const char* data, std::uint32_t len) {
       queue("N");
       return Step::Skip;
     case proto::StartupKind::CancelRequest:
-      state = ClientState::Cancel;
+      pooler->client_change_state(this, ClientState::Cancel);
       pooler->handle_cancel(sp.cancel_pid, sp.cancel_key);
-      pooler->disconnect_client(this, nullptr, "cancel request", false);
+      pooler->disconnect_client(this, Reason::CancelRequestDone);
       return Step::Stop;
     case proto::StartupKind::BadVersion: {
-      char msg[128];
-      std::snprintf(msg, sizeof msg, "unsupported frontend protocol %u.%u: server supports 3.0 to 3.0",
-                    sp.version >> 16, sp.version & 0xffff);
-      pooler->disconnect_client(this, "0A000", msg, true);
+      char version[32];
+      std::snprintf(version, sizeof version, "%u.%u", sp.version >> 16, sp.version & 0xffff);
+      pooler->disconnect_client(this, Reason::UnsupportedProtocol, {version});
       return Step::Stop;
     }
     case proto::StartupKind::Invalid:
-      pooler->disconnect_client(this, "08P01", sp.error.empty() ? "invalid startup packet" : sp.error, true);
+      pooler->disconnect_client(this, Reason::InvalidStartup, {sp.error.empty() ? "invalid startup packet" : sp.error});
       return Step::Stop;
     case proto::StartupKind::Startup:
       break;
@@ -323,7 +310,7 @@ Step Client::on_startup(const char* data, std::uint32_t len) {
   {
     const std::string& mode = set.client_tls_sslmode;
     if (!tls && (mode == "require" || mode == "verify-ca" || mode == "verify-full")) {
-      pooler->disconnect_client(this, "28000", "SSL required", true);
+      pooler->disconnect_client(this, Reason::SslRequired);
       return Step::Stop;
     }
   }
@@ -342,7 +329,7 @@ Step Client::on_startup(const char* data, std::uint32_t len) {
     for (auto allowed : kAllowedStartup) ok = ok || iequals(name, allowed);
     for (const auto& ign : set.ignore_startup_parameters) ok = ok || iequals(name, ign);
     if (!ok) {
-      pooler->disconnect_client(this, "08P01", "unsupported startup parameter: " + name, true);
+      pooler->disconnect_client(this, Reason::UnsupportedStartupParameter, {name});
       return Step::Stop;
     }
     int ti = tracked_index(name);
@@ -358,7 +345,7 @@ Step Client::on_startup(const char* data, std::uint32_t len) {
     params.set(ai, params.get(ai).value_or("") + " - " + remote.str());
   }
   if (pooler->hub()->clients.load(std::memory_order_relaxed) > set.max_client_conn) {
-    pooler->disconnect_client(this, "53300", "no more connections allowed (max_client_conn)", true);
+    pooler->disconnect_client(this, Reason::TooManyClients);
     return Step::Stop;
   }
   if (set.log_connections) {
@@ -382,7 +369,7 @@ Step Client::on_startup(const char* data, std::uint32_t len) {
     }
   }
   if (!db && !pooler->is_admin_db(db_name)) {
-    pooler->disconnect_client(this, "3D000", "database \"" + db_name.str() + "\" does not exist", true);
+    pooler->disconnect_client(this, Reason::NoSuchDatabase, {db_name.str()});
     return Step::Stop;
   }
   UserEntry* user = pooler->find_user(user_name);
@@ -409,9 +396,7 @@ Step Client::on_startup(const char* data, std::uint32_t len) {
     if (why) {
       LOG_WARN("C-%llu: %s/%s@%s certificate login failed: %s (certificate CN \"%s\")", (unsigned long long)id,
                db_name.c_str(), user_name.c_str(), remote.str().c_str(), why, cn ? cn->c_str() : "");
-      std::string msg = "certificate authentication failed";
-      if (user) msg += std::string(": ") + why;
-      pooler->disconnect_client(this, "28000", msg, true);
+      pooler->disconnect_client(this, Reason::CertificateFailed, {user ? std::string(": ") + why : std::string()});
       return Step::Stop;
     }
     login = LoginStep::Done;
@@ -473,7 +458,7 @@ Step Client::handle_password(const char* body, std::uint32_t len) {
     case LoginStep::Md5: {
       auto pw = proto::parse_password_message(b);
       if (!pw) {
-        pooler->disconnect_client(this, "08P01", "invalid password packet", true);
+        pooler->disconnect_client(this, Reason::BadPasswordPacket);
         return Step::Stop;
       }
       // An unknown user goes through the same hashing and comparison (against the
@@ -492,16 +477,16 @@ Step Client::handle_password(const char* body, std::uint32_t len) {
     case LoginStep::SaslFirst: {
       auto init = proto::parse_sasl_initial_response(b);
       if (!init) {
-        pooler->disconnect_client(this, "08P01", "malformed SASLInitialResponse message", true);
+        pooler->disconnect_client(this, Reason::BadSaslInitial);
         return Step::Stop;
       }
       if (init->mechanism != "SCRAM-SHA-256") {
-        pooler->disconnect_client(this, "08P01", "client selected an invalid SASL authentication mechanism", true);
+        pooler->disconnect_client(this, Reason::BadSaslMechanism);
         return Step::Stop;
       }
       auto reply = scram->client_first(init->data);
       if (!reply) {
-        pooler->disconnect_client(this, "08P01", "malformed SCRAM message: " + scram->error(), true);
+        pooler->disconnect_client(this, Reason::BadScramMessage, {scram->error()});
         return Step::Stop;
       }
       proto::auth_sasl_continue(buf, *reply);
@@ -529,7 +514,7 @@ Step Client::handle_password(const char* body, std::uint32_t len) {
     case LoginStep::Cleartext:
     case LoginStep::WaitWelcome:
     case LoginStep::Done:
-      pooler->disconnect_client(this, "08P01", "unexpected password message", true);
+      pooler->disconnect_client(this, Reason::UnexpectedPassword);
       return Step::Stop;
   }
   login = LoginStep::Done;
@@ -541,12 +526,11 @@ Step Client::on_header(char type, std::uint32_t wire_size) {
   if (state == ClientState::Login) {
     if (login == LoginStep::Md5 || login == LoginStep::SaslFirst || login == LoginStep::SaslFinal) {
       if (type != 'p') {
-        pooler->disconnect_client(this, "08P01",
-                                  std::string("expected password response, got message type ") + type, true);
+        pooler->disconnect_client(this, Reason::ExpectedPassword, {std::string_view(&type, 1)});
         return Step::Stop;
       }
       if (wire_size > 8192) {
-        pooler->disconnect_client(this, "08P01", "password packet too long", true);
+        pooler->disconnect_client(this, Reason::PasswordTooLong);
         return Step::Stop;
       }
       return Step::Inspect;
@@ -555,21 +539,19 @@ Step Client::on_header(char type, std::uint32_t wire_size) {
     return Step::Hold;
   }
   if (type == 'X') {
-    pooler->disconnect_client(this, nullptr, "client sent Terminate", false);
+    pooler->disconnect_client(this, Reason::ClientTerminate);
     return Step::Stop;
   }
   if (admin) {
     if (type == 'Q' && wire_size <= 65536) return Step::Inspect;
-    pooler->disconnect_client(this, "08P01", "the admin console supports only the simple query protocol", true);
+    pooler->disconnect_client(this, Reason::ConsoleSimpleOnly);
     return Step::Stop;
   }
   if (type == '\0' || !std::strchr("QPBEDCHSFdcf", type)) {
     // What PostgreSQL says to a message type it does not know. Forwarding it would
     // only get the server's FATAL, which is not passed on, so the client would wait
     // for an answer forever while the server connection is thrown away.
-    char msg[64];
-    std::snprintf(msg, sizeof msg, "invalid frontend message type %d", static_cast<unsigned char>(type));
-    pooler->disconnect_client(this, "08P01", msg, true);
+    pooler->disconnect_client(this, Reason::BadMessageType, {std::to_string(static_cast<unsigned char>(type))});
     return Step::Stop;
   }
   if (pending_error[0] || discard_until_sync) return answer_lost_transaction(type);
@@ -643,7 +625,7 @@ Step Client::on_message(const char* data, std::uint32_t wire_size) {
   if (data[0] != 'Q') return extended_message(data, wire_size);
   auto sql = proto::parse_query(std::string_view(data + 5, wire_size - 5));
   if (!sql) {
-    pooler->disconnect_client(this, "08P01", "invalid Query message", true);
+    pooler->disconnect_client(this, Reason::BadQuery);
     return Step::Stop;
   }
   if (admin) {

@@ -407,21 +407,6 @@ std::string ms_to_s(std::uint64_t ms) {
 
 const char* node_name(int side) { return side ? "standby" : "primary"; }
 
-// SHOW STATS sums the pools' counters per database.
-void add_stats(Pool::Stats& d, const Pool::Stats& s) {
-  d.server_assignment_count += s.server_assignment_count;
-  d.xact_count += s.xact_count;
-  d.query_count += s.query_count;
-  d.received += s.received;
-  d.sent += s.sent;
-  d.xact_time += s.xact_time;
-  d.query_time += s.query_time;
-  d.wait_time += s.wait_time;
-  d.client_parse_count += s.client_parse_count;
-  d.server_parse_count += s.server_parse_count;
-  d.bind_count += s.bind_count;
-  d.client_login_count += s.client_login_count;
-}
 
 // ---------------------------------------------------------------------------
 // HTML
@@ -592,12 +577,6 @@ void Pooler::close_http(bool connections) {
 // ---------------------------------------------------------------------------
 // /metrics
 
-// The pools of every worker, grouped by (database, user): one series per pool.
-std::map<std::pair<std::string, std::string>, std::vector<Pool*>> Pooler::pool_groups() {
-  std::map<std::pair<std::string, std::string>, std::vector<Pool*>> g;
-  for (Pool* p : world_pools()) g[{p->db_name, p->user_name}].push_back(p);
-  return g;
-}
 
 std::string Pooler::render_metrics() {
   auto& clusters_ = control()->clusters_;
@@ -612,9 +591,11 @@ std::string Pooler::render_metrics() {
   m.sample({{"version", PGPIVOT_VERSION}}, 1);
 
   // Process-wide (SHOW STATE, SHOW LISTS).
+  std::map<std::pair<std::string, std::string>, PoolCounts> counts;
   std::uint64_t servers = 0;
   for (auto& [k, g] : groups) {
-    for (Pool* p : g) servers += std::uint64_t(p->server_total());
+    counts[k] = group_counts(g);
+    servers += counts[k].servers();
   }
   m.family("pgpivot_client_connections", "gauge", "Client connections, including those still logging in.");
   m.sample({}, std::uint64_t(std::max(client_count_, 0)));
@@ -631,39 +612,29 @@ std::string Pooler::render_metrics() {
   // Counts add up over the workers' parts of a pool.
   auto pool_family = [&](const char* name, const char* help, auto value) {
     m.family(name, "gauge", help);
-    for (auto& [k, g] : groups) {
-      std::uint64_t v = 0;
-      for (Pool* p : g) v += value(p);
-      m.sample({{"database", k.first}, {"user", k.second}}, v);
-    }
+    for (auto& [k, n] : counts) m.sample({{"database", k.first}, {"user", k.second}}, value(n));
   };
   pool_family("pgpivot_pool_client_active",
               "Clients linked to a server or idle between transactions (SHOW POOLS cl_active).",
-              [](Pool* p) { return std::uint64_t(p->cl_active.size() + p->cl_idle.size()); });
+              [](const PoolCounts& n) { return n.cl_active; });
   pool_family("pgpivot_pool_client_waiting",
               "Clients waiting for a server connection or for the login to finish (SHOW POOLS cl_waiting).",
-              [](Pool* p) { return std::uint64_t(p->cl_waiting.size() + p->cl_login.size()); });
+              [](const PoolCounts& n) { return n.cl_waiting; });
   pool_family("pgpivot_pool_server_active", "Server connections linked to a client (SHOW POOLS sv_active).",
-              [](Pool* p) { return std::uint64_t(p->sv_active.size()); });
+              [](const PoolCounts& n) { return n.sv_active; });
   pool_family("pgpivot_pool_server_idle", "Server connections ready for use (SHOW POOLS sv_idle).",
-              [](Pool* p) { return std::uint64_t(p->sv_idle.size()); });
+              [](const PoolCounts& n) { return n.sv_idle; });
   pool_family("pgpivot_pool_server_used",
               "Released server connections not checked yet (SHOW POOLS sv_used).",
-              [](Pool* p) { return std::uint64_t(p->sv_used.size()); });
+              [](const PoolCounts& n) { return n.sv_used; });
   pool_family("pgpivot_pool_server_tested",
               "Server connections running the reset or check query (SHOW POOLS sv_tested).",
-              [](Pool* p) { return std::uint64_t(p->sv_tested.size()); });
+              [](const PoolCounts& n) { return n.sv_tested; });
   pool_family("pgpivot_pool_server_login", "Server connections logging in (SHOW POOLS sv_login).",
-              [](Pool* p) { return std::uint64_t(p->sv_login.size()); });
+              [](const PoolCounts& n) { return n.sv_login; });
   m.family("pgpivot_pool_maxwait_seconds", "gauge",
            "How long the oldest waiting client has waited (SHOW POOLS maxwait + maxwait_us).");
-  for (auto& [k, g] : groups) {
-    Ms wait = 0;
-    for (Pool* p : g) {
-      if (Client* oldest = p->cl_waiting.front<Client>()) wait = std::max(wait, p->owner->now() - oldest->wait_start);
-    }
-    m.sample({{"database", k.first}, {"user", k.second}}, ms_to_s(wait));
-  }
+  for (auto& [k, n] : counts) m.sample({{"database", k.first}, {"user", k.second}}, ms_to_s(n.maxwait_ms));
   m.family("pgpivot_pool_size", "gauge", "Configured server connections for the pool (pool_size).");
   for (auto& [k, g] : groups) {
     m.sample({{"database", k.first}, {"user", k.second}}, std::uint64_t(std::max(pool_size(g.front()), 0)));
@@ -695,43 +666,39 @@ std::string Pooler::render_metrics() {
             [](DbEntry* d) { return std::uint64_t(d->disabled ? 1 : 0); });
 
   // Statistics: SHOW STATS' totals, per database.
-  std::map<std::string, Pool::Stats> per_db;
-  for (auto& [k, g] : groups) {
-    for (Pool* p : g) add_stats(per_db[p->db_name], p->stats);
-  }
-  auto stat_family = [&](const char* name, const char* help, auto value) {
-    m.family(name, "counter", help);
-    for (auto& [db, s] : per_db) m.sample({{"database", db}}, value(s));
+  std::map<std::string, StatsSum> per_db = stats_by_database();
+  struct StatHelp {
+    const char* metric;
+    const char* help;
   };
-  stat_family("pgpivot_stats_server_assignment_count_total",
-              "Times a server connection was assigned to a client (SHOW STATS total_server_assignment_count).",
-              [](const Pool::Stats& s) { return std::to_string(s.server_assignment_count); });
-  stat_family("pgpivot_stats_xact_count_total", "Transactions pooled (SHOW STATS total_xact_count).",
-              [](const Pool::Stats& s) { return std::to_string(s.xact_count); });
-  stat_family("pgpivot_stats_query_count_total", "Queries pooled (SHOW STATS total_query_count).",
-              [](const Pool::Stats& s) { return std::to_string(s.query_count); });
-  stat_family("pgpivot_stats_received_bytes_total", "Bytes received from clients (SHOW STATS total_received).",
-              [](const Pool::Stats& s) { return std::to_string(s.received); });
-  stat_family("pgpivot_stats_sent_bytes_total", "Bytes sent to clients (SHOW STATS total_sent).",
-              [](const Pool::Stats& s) { return std::to_string(s.sent); });
-  stat_family("pgpivot_stats_xact_time_seconds_total",
-              "Time spent in transactions, idle in transaction included (SHOW STATS total_xact_time).",
-              [](const Pool::Stats& s) { return us_to_s(s.xact_time); });
-  stat_family("pgpivot_stats_query_time_seconds_total", "Time spent in queries (SHOW STATS total_query_time).",
-              [](const Pool::Stats& s) { return us_to_s(s.query_time); });
-  stat_family("pgpivot_stats_wait_time_seconds_total",
-              "Time clients waited for a server connection (SHOW STATS total_wait_time).",
-              [](const Pool::Stats& s) { return us_to_s(s.wait_time); });
-  stat_family("pgpivot_stats_client_parse_count_total",
-              "Prepared statements created by clients (SHOW STATS total_client_parse_count).",
-              [](const Pool::Stats& s) { return std::to_string(s.client_parse_count); });
-  stat_family("pgpivot_stats_server_parse_count_total",
-              "Prepared statements created on servers (SHOW STATS total_server_parse_count).",
-              [](const Pool::Stats& s) { return std::to_string(s.server_parse_count); });
-  stat_family("pgpivot_stats_bind_count_total", "Prepared statements bound (SHOW STATS total_bind_count).",
-              [](const Pool::Stats& s) { return std::to_string(s.bind_count); });
-  stat_family("pgpivot_stats_client_login_count_total", "Client logins (SHOW STATS total_client_login_count).",
-              [](const Pool::Stats& s) { return std::to_string(s.client_login_count); });
+  // In stat_counters() order.
+  static const StatHelp kHelp[kStatCounters] = {
+      {"pgpivot_stats_server_assignment_count_total",
+       "Times a server connection was assigned to a client (SHOW STATS total_server_assignment_count)."},
+      {"pgpivot_stats_xact_count_total", "Transactions pooled (SHOW STATS total_xact_count)."},
+      {"pgpivot_stats_query_count_total", "Queries pooled (SHOW STATS total_query_count)."},
+      {"pgpivot_stats_received_bytes_total", "Bytes received from clients (SHOW STATS total_received)."},
+      {"pgpivot_stats_sent_bytes_total", "Bytes sent to clients (SHOW STATS total_sent)."},
+      {"pgpivot_stats_xact_time_seconds_total",
+       "Time spent in transactions, idle in transaction included (SHOW STATS total_xact_time)."},
+      {"pgpivot_stats_query_time_seconds_total", "Time spent in queries (SHOW STATS total_query_time)."},
+      {"pgpivot_stats_wait_time_seconds_total",
+       "Time clients waited for a server connection (SHOW STATS total_wait_time)."},
+      {"pgpivot_stats_client_parse_count_total",
+       "Prepared statements created by clients (SHOW STATS total_client_parse_count)."},
+      {"pgpivot_stats_server_parse_count_total",
+       "Prepared statements created on servers (SHOW STATS total_server_parse_count)."},
+      {"pgpivot_stats_bind_count_total", "Prepared statements bound (SHOW STATS total_bind_count)."},
+      {"pgpivot_stats_client_login_count_total", "Client logins (SHOW STATS total_client_login_count)."},
+  };
+  for (std::size_t i = 0; i < kStatCounters; i++) {
+    const StatCounter& k = stat_counters()[i];
+    m.family(kHelp[i].metric, "counter", kHelp[i].help);
+    for (auto& [db, sum] : per_db) {
+      std::uint64_t v = sum.totals().*k.member;
+      m.sample({{"database", db}}, k.kind == StatCounter::Time ? us_to_s(v) : std::to_string(v));
+    }
+  }
 
   // Clusters: SHOW CLUSTERS.
   std::vector<ClusterRt*> cls;
@@ -835,10 +802,9 @@ std::string Pooler::render_stats_page() {
   // Summary cards.
   std::uint64_t servers = 0, waiting = 0;
   for (auto& [k, g] : groups) {
-    for (Pool* p : g) {
-      servers += std::uint64_t(p->server_total());
-      waiting += p->cl_waiting.size();
-    }
+    PoolCounts n = group_counts(g);
+    servers += n.servers();
+    for (Pool* p : g) waiting += p->cl_waiting.size();
   }
   auto card = [&](const char* label, const std::string& value, bool warn = false) {
     h.raw("<div class=\"card\"><span>");
@@ -862,46 +828,32 @@ std::string Pooler::render_stats_page() {
          3);
   for (auto& [k, g] : groups) {
     Pool* p = g.front();
-    std::size_t n[7] = {};
-    Ms wait = 0;
-    for (Pool* q : g) {
-      if (Client* oldest = q->cl_waiting.front<Client>()) wait = std::max(wait, q->owner->now() - oldest->wait_start);
-      n[0] += q->cl_active.size() + q->cl_idle.size();
-      n[1] += q->cl_waiting.size() + q->cl_login.size();
-      n[2] += q->sv_active.size();
-      n[3] += q->sv_idle.size();
-      n[4] += q->sv_used.size();
-      n[5] += q->sv_tested.size();
-      n[6] += q->sv_login.size();
-    }
+    PoolCounts c = group_counts(g);
     h.raw("<tr class=\"pool\" data-pool=\"");
     h.text(p->db_name + "/" + p->user_name);
     h.raw("\">");
     h.td(p->db_name);
     h.td(p->user_name);
     h.td(config::to_string(pool_mode(p)));
-    for (std::size_t v : n) h.tdn(v);
+    for (std::uint64_t v : {c.cl_active, c.cl_waiting, c.sv_active, c.sv_idle, c.sv_used, c.sv_tested, c.sv_login})
+      h.tdn(v);
     h.tdn(std::uint64_t(std::max(pool_size(p), 0)));
-    h.tdn(ms_to_s(wait));
+    h.tdn(ms_to_s(c.maxwait_ms));
     h.raw("</tr>\n");
   }
   if (groups.empty()) h.empty_row(12, "no pools yet: a pool appears when its first client logs in");
   h.end_table();
 
   // Statistics per database, as SHOW STATS.
-  std::map<std::string, std::pair<Pool::Stats, Pool::Stats>> per_db;
-  for (auto& [k, g] : groups) {
-    for (Pool* p : g) {
-      add_stats(per_db[p->db_name].first, p->stats);
-      add_stats(per_db[p->db_name].second, p->averages);
-    }
-  }
+  // Average times weighted by their events over pools and workers (control/stats.hpp).
+  std::map<std::string, StatsSum> per_db = stats_by_database();
   h.raw("<h2>Statistics</h2>");
   h.head({"database", "transactions", "queries", "xacts/s", "queries/s", "avg xact (ms)", "avg query (ms)",
           "avg wait (ms)", "received", "sent", "logins"},
          1);
-  for (auto& [db, st] : per_db) {
-    const auto& [tot, avg] = st;
+  for (auto& [db, sum] : per_db) {
+    const PoolStats& tot = sum.totals();
+    PoolStats avg = sum.averages();
     h.raw("<tr class=\"stats\">");
     h.td(db);
     h.tdn(tot.xact_count);

@@ -1,5 +1,6 @@
 // The pooler: listeners, pools and the transitions between connection states,
 // server assignment, the janitor (timeouts, min_pool_size), signals and reload.
+#include "config/settings.hpp"
 #include "pooler/pooler.hpp"
 
 #include <netinet/in.h>
@@ -140,9 +141,7 @@ void Pooler::apply_config(config::Config cfg) {
       // Servers of this database log in elsewhere now: close them when released.
       for (auto& [key, pool] : pools_) {
         if (pool->db != e.get()) continue;
-        for (ListHead* l : {&pool->sv_idle, &pool->sv_active, &pool->sv_used, &pool->sv_tested, &pool->sv_login}) {
-          l->for_each<Server>([](Server* s) { s->close_needed = true; });
-        }
+        pool->each_server([](Server* s) { s->close_needed = true; });
       }
     }
   }
@@ -180,23 +179,13 @@ bool Pooler::apply_reload(config::Config next) {
   bool talk = shard_ == 0;  // one worker logs what all do
   auto& np = next.pooler;
   const auto& op = cfg_.pooler;
-  if (np.listen_addr != op.listen_addr || np.listen_port != op.listen_port || np.unix_socket_dir != op.unix_socket_dir) {
-    if (talk) LOG_WARN("reload: listen_addr, listen_port and unix_socket_dir need a restart; keeping the old values");
-    np.listen_addr = op.listen_addr;
-    np.listen_port = op.listen_port;
-    np.unix_socket_dir = op.unix_socket_dir;
-  }
-  if (np.stats_listen != op.stats_listen) {
-    if (talk) LOG_WARN("reload: stats_listen needs a restart; keeping %s", op.stats_listen.empty() ? "it off" : op.stats_listen.c_str());
-    np.stats_listen = op.stats_listen;
-  }
-  if (np.pkt_buf != op.pkt_buf) {
-    if (talk) LOG_WARN("reload: pkt_buf needs a restart; keeping %d", op.pkt_buf);
-    np.pkt_buf = op.pkt_buf;
-  }
-  if (np.workers != op.workers) {
-    if (talk) LOG_WARN("reload: workers needs a restart; keeping %d", op.workers);
-    np.workers = op.workers;
+  // Settings that take effect only at start keep their running values.
+  for (const config::Setting& k : config::settings()) {
+    if (k.change != config::Change::Restart) continue;
+    std::string was = config::value_text(op, k);
+    if (config::value_text(np, k) == was) continue;
+    if (talk) LOG_WARN("reload: %s needs a restart; keeping %s", k.name, was.empty() ? "it unset" : was.c_str());
+    std::visit([&](auto m) { np.*m = op.*m; }, k.member);
   }
   next.path = cfg_.path;
   config::Config old = cfg_;
@@ -516,26 +505,20 @@ void Pooler::on_accept(bool unix_socket, int fd) {
 // ---------------------------------------------------------------------------
 // Clients
 
+// The one place a client changes state (states.hpp lists the transitions). One that
+// is not a transition is a bug: logged as such (the integration tests fail on "BUG:"
+// in a pooler's log), and carried out, as the caller's lists depend on it.
 void Pooler::client_change_state(Client* c, ClientState s) {
+  if (!allowed(c->state, s)) {
+    LOG_ERROR("BUG: C-%llu: client state %s -> %s is not a transition", (unsigned long long)c->id,
+              state_name(c->state), state_name(s));
+  }
   ListHead::unlink(&c->node);
   c->state = s;
-  Pool* p = c->pool;
-  switch (s) {
-    case ClientState::Login:
-      (p ? p->cl_login : cl_login_).push_back(&c->node);
-      break;
-    case ClientState::Idle:
-      p->cl_idle.push_back(&c->node);
-      break;
-    case ClientState::Waiting:
-      p->cl_waiting.push_back(&c->node);
-      break;
-    case ClientState::Active:
-      p->cl_active.push_back(&c->node);
-      break;
-    case ClientState::Cancel:
-    case ClientState::Closing:
-      break;
+  if (s == ClientState::Login && !c->pool) {
+    cl_login_.push_back(&c->node);  // before it has a pool
+  } else if (ListHead* l = c->pool ? c->pool->list_of(s) : nullptr) {
+    l->push_back(&c->node);
   }
 }
 
@@ -577,10 +560,7 @@ void Pooler::client_login_done(Client* c) {
     };
     bool is_admin = c->peer_admin || listed(set.admin_users);
     if (!is_admin && !listed(set.stats_users)) {
-      disconnect_client(c, "28000",
-                        "not allowed to connect to the admin console: user \"" + c->user_name.str() +
-                            "\" is in neither admin_users nor stats_users",
-                        true);
+      disconnect_client(c, Reason::ConsoleNotAllowed, {c->user_name.str()});
       return;
     }
     c->stats_only = !is_admin;
@@ -603,22 +583,22 @@ void Pooler::client_login_done(Client* c) {
     user = fu.get();
   }
   if (!db || !user) {
-    disconnect_client(c, "3D000", "database \"" + c->db_name.str() + "\" does not exist", true);
+    disconnect_client(c, Reason::NoSuchDatabase, {c->db_name.str()});
     return;
   }
   if (db->disabled) {
-    disconnect_client(c, "57P03", "database does not allow connections: " + c->db_name.str(), true);
+    disconnect_client(c, Reason::DatabaseDisabled, {c->db_name.str()});
     return;
   }
   if (!user->counts) user->counts = hub_->user_count(server_user);
   auto limit = [](int n) { return n > 0 ? n : -1; };
   if (!reserve_slot(db->counts->clients, limit(db->cfg.max_db_client_connections))) {
-    disconnect_client(c, "53300", "no more connections allowed (max_db_client_connections)", true);
+    disconnect_client(c, Reason::TooManyDbClients);
     return;
   }
   if (!reserve_slot(user->counts->clients, limit(user->cfg.max_user_client_connections))) {
     db->counts->clients.fetch_sub(1, std::memory_order_relaxed);
-    disconnect_client(c, "53300", "no more connections allowed (max_user_client_connections)", true);
+    disconnect_client(c, Reason::TooManyUserClients);
     return;
   }
   if (user->cfg.name.empty()) user->cfg.name = server_user;
@@ -632,10 +612,10 @@ void Pooler::client_login_done(Client* c) {
     return;
   }
   if (p->last_login_failure && now() - p->last_login_failure < secs(cfg_.pooler.server_login_retry) &&
-      !(holds_through_outage(p) && p->last_login_sqlstate == "08006")) {
-    disconnect_client(c, p->last_login_sqlstate.empty() ? "08P01" : p->last_login_sqlstate.c_str(),
-                      "server login has been failing, try again later (server_login_retry): " + p->last_login_error,
-                      true);
+      !(holds_through_outage(p) && p->last_login_sqlstate == sqlstate_of(Reason::ServerConnectFailed))) {
+    // With the failing server's own SQLSTATE, when it sent one.
+    disconnect_client(c, p->last_login_sqlstate.empty() ? sqlstate_of(Reason::LoginRetry) : p->last_login_sqlstate.c_str(),
+                      reason_text(Reason::LoginRetry, {p->last_login_error}), true);
     return;
   }
   c->login = LoginStep::WaitWelcome;
@@ -667,6 +647,11 @@ void Pooler::client_request(Client* c) {
   c->wait_start = now();
   client_change_state(c, ClientState::Waiting);
   pool_service(c->pool);
+}
+
+void Pooler::disconnect_client(Client* c, Reason why, std::initializer_list<std::string_view> args) {
+  const ReasonInfo& r = reason_info(why);
+  disconnect_client(c, r.sqlstate, reason_text(why, args), r.tell);
 }
 
 void Pooler::disconnect_client(Client* c, const char* sqlstate, const std::string& reason, bool notify) {
@@ -794,17 +779,42 @@ void Pooler::send_cancel(Server* s) {
 // Servers
 
 void Pooler::server_change_state(Server* s, ServerState st) {
+  if (!allowed(s->state, st)) {
+    LOG_ERROR("BUG: S-%llu: server state %s -> %s is not a transition", (unsigned long long)s->id,
+              state_name(s->state), state_name(st));
+  }
   ListHead::unlink(&s->node);
   s->state = st;
-  Pool* p = s->pool;
-  switch (st) {
-    case ServerState::Login: p->sv_login.push_back(&s->node); break;
-    case ServerState::Idle: p->sv_idle.push_front(&s->node); break;  // LIFO: warm servers first
-    case ServerState::Active: p->sv_active.push_back(&s->node); break;
-    case ServerState::Used: p->sv_used.push_back(&s->node); break;
-    case ServerState::Tested: p->sv_tested.push_back(&s->node); break;
+  if (ListHead* l = s->pool->list_of(st)) {
+    if (st == ServerState::Idle)
+      l->push_front(&s->node);  // LIFO: warm servers first
+    else
+      l->push_back(&s->node);
+  }
+}
+
+ListHead* Pool::list_of(ClientState s) {
+  switch (s) {
+    case ClientState::Login: return &cl_login;
+    case ClientState::Idle: return &cl_idle;
+    case ClientState::Waiting: return &cl_waiting;
+    case ClientState::Active: return &cl_active;
+    case ClientState::Cancel:
+    case ClientState::Closing: break;
+  }
+  return nullptr;
+}
+
+ListHead* Pool::list_of(ServerState s) {
+  switch (s) {
+    case ServerState::Login: return &sv_login;
+    case ServerState::Idle: return &sv_idle;
+    case ServerState::Active: return &sv_active;
+    case ServerState::Used: return &sv_used;
+    case ServerState::Tested: return &sv_tested;
     case ServerState::Closing: break;
   }
+  return nullptr;
 }
 
 void Server::on_connect(int status) {
@@ -812,9 +822,8 @@ void Server::on_connect(int status) {
   if (s->closing) return;
   Pooler* pl = s->pooler;
   if (status < 0) {
-    pl->server_login_failed(s, "08006",
-                            "could not connect to server " + s->host + ":" + std::to_string(s->server_port) + ": " +
-                                uv_strerror(status));
+    pl->server_login_failed(s, Reason::ServerConnectFailed,
+                            {s->host + ":" + std::to_string(s->server_port), uv_strerror(status)});
     return;
   }
   s->connected = true;
@@ -883,7 +892,7 @@ void connect_resolved(Server* s) {
       return;
     }
   }
-  s->pooler->server_login_failed(s, "08006", "could not connect to server " + s->addr + ": " + uv_strerror(rc));
+  s->pooler->server_login_failed(s, Reason::ServerConnectFailed, {s->addr, uv_strerror(rc)});
 }
 
 void on_resolved(uv_getaddrinfo_t* req, int status, addrinfo* res) {
@@ -892,7 +901,7 @@ void on_resolved(uv_getaddrinfo_t* req, int status, addrinfo* res) {
   if (s) s->resolving = nullptr;
   if (s && !s->closing) {
     if (status < 0 || !res) {
-      s->pooler->server_login_failed(s, "08006", "could not resolve host \"" + s->host + "\": " + uv_strerror(status));
+      s->pooler->server_login_failed(s, Reason::ServerResolveFailed, {s->host, uv_strerror(status)});
     } else {
       // One address is tried: IPv4 first (PostgreSQL often listens on 127.0.0.1 only).
       const addrinfo* pick = res;
@@ -936,7 +945,7 @@ void Pooler::launch_server(Pool* p) {
     auto* sun = reinterpret_cast<sockaddr_un*>(&s->sa);
     sun->sun_family = AF_UNIX;
     if (path.size() >= sizeof sun->sun_path) {
-      server_login_failed(s, "08006", "could not connect to server " + path + ": path too long");
+      server_login_failed(s, Reason::ServerConnectFailed, {path, "path too long"});
       return;
     }
     std::memcpy(sun->sun_path, path.c_str(), path.size() + 1);
@@ -961,8 +970,12 @@ void Pooler::launch_server(Pool* p) {
   if (rc != 0) {
     s->resolving = nullptr;
     delete r;
-    server_login_failed(s, "08006", "could not resolve host \"" + s->host + "\": " + uv_strerror(rc));
+    server_login_failed(s, Reason::ServerResolveFailed, {s->host, uv_strerror(rc)});
   }
+}
+
+void Pooler::server_login_failed(Server* s, Reason why, std::initializer_list<std::string_view> args) {
+  server_login_failed(s, sqlstate_of(why), reason_text(why, args));
 }
 
 void Pooler::server_login_failed(Server* s, const std::string& sqlstate, const std::string& msg) {
@@ -974,7 +987,7 @@ void Pooler::server_login_failed(Server* s, const std::string& sqlstate, const s
            p->user_name.c_str(), s->addr.c_str(), msg.c_str());
   // Clients waiting for this pool's first login hear why it failed -- unless the
   // node is merely unreachable and the cluster can fail over: then they wait.
-  if (!(sqlstate == "08006" && holds_through_outage(p))) {
+  if (!(sqlstate == sqlstate_of(Reason::ServerConnectFailed) && holds_through_outage(p))) {
     p->cl_login.for_each<Client>([&](Client* c) { disconnect_client(c, sqlstate.c_str(), msg, true); });
   }
   disconnect_server(s, "login failed");
@@ -1084,16 +1097,15 @@ void Pooler::client_server_lost(Client* c, Server* s) {
   proto::ErrorFields e;
   // A commit may have happened: a COMMIT-like statement was in flight, or an
   // autocommit one (outside a transaction). A BEGIN alone commits nothing.
-  bool unknown = s->commit_in_flight;
-  e.sqlstate = unknown ? "40003" : "40001";
-  e.message = unknown ? "server connection lost while the statement was in flight; whether it committed is unknown"
-                      : "server connection lost; the transaction was rolled back and can be retried";
+  Reason why = s->commit_in_flight ? Reason::CommitUnknown : Reason::TransactionLost;
+  e.sqlstate = sqlstate_of(why);
+  e.message = reason_text(why);
   e.hint = "pgpivot keeps this connection open; the next statement runs on a healthy server";
   if (s->query_timed_out) {
     // Not a sick server but a slow statement: say so, with the SQLSTATE of a
     // statement_timeout (PostgreSQL's query_canceled).
-    e.sqlstate = "57014";
-    e.message = "canceling statement due to query_timeout; its server connection was closed";
+    e.sqlstate = sqlstate_of(Reason::QueryTimeout);
+    e.message = reason_text(Reason::QueryTimeout);
     e.hint = "pgpivot keeps this connection open; a transaction in progress was rolled back";
   }
   bool told = false;
@@ -1109,7 +1121,7 @@ void Pooler::client_server_lost(Client* c, Server* s) {
     told = true;
   } else if (s->txn != 'I') {
     // Idle inside a transaction: the transaction is gone; say so at the next statement.
-    std::memcpy(c->pending_error, "40001", 6);
+    std::snprintf(c->pending_error, sizeof c->pending_error, "%s", sqlstate_of(Reason::TransactionLost));
     told = true;
   }
   if (!buf.empty()) c->queue(buf);
@@ -1121,8 +1133,10 @@ void Pooler::client_server_lost(Client* c, Server* s) {
   client_change_state(c, ClientState::Idle);
 }
 
-void Pooler::fail_waiting_client(Client* c, const char* sqlstate, const std::string& msg) {
+void Pooler::fail_waiting_client(Client* c, Reason why, std::initializer_list<std::string_view> args) {
   if (c->state != ClientState::Waiting || c->closing) return;
+  const char* sqlstate = sqlstate_of(why);
+  std::string msg = reason_text(why, args);
   // The buffered request is answered as after a lost server (answer_lost_transaction):
   // the error at its first message, ReadyForQuery at its Query or Sync.
   std::snprintf(c->pending_error, sizeof c->pending_error, "%s", sqlstate);
@@ -1203,7 +1217,7 @@ void Pooler::server_release(Server* s) {
     }
   }
   if (shutting_down_ && c) {
-    disconnect_client(c, "57P01", "pgpivot is shutting down", true);
+    disconnect_client(c, Reason::ShuttingDown);
     c = nullptr;
   }
   // Other workers wait for this pool's slots: keep no more than a fair share.
@@ -1234,12 +1248,12 @@ void Pooler::disconnect_server(Server* s, const std::string& reason) {
       // follow it in that stream, not even an ErrorResponse (the client would
       // read it as the rest of the message and wait for more). Closing is all
       // that is left; the client sees the connection end.
-      disconnect_client(c, "08006", "server connection closed in the middle of a message: " + reason, false);
+      disconnect_client(c, Reason::ServerClosedMidMessage, {reason});
     } else if (c->fwd_left == 0 && c->login == LoginStep::Done) {
       client_server_lost(c, s);
     } else {
       // Half a message already went to the dead server: the stream cannot be resumed.
-      disconnect_client(c, "08006", "server connection closed: " + reason, true);
+      disconnect_client(c, Reason::ServerClosedMidStream, {reason});
     }
   }
   if (s->connected && s->ready) {
@@ -1369,11 +1383,9 @@ void Pooler::give_back_servers(Pool* p) {
   } else {
     keep = fair_share(p, false);
   }
-  for (ListHead* l : {&p->sv_idle, &p->sv_used}) {
-    l->for_each<Server>([&](Server* s) {
-      if (p->server_total() > keep) disconnect_server(s, "slot given to another worker");
-    });
-  }
+  p->each_server([&](Server* s) {
+    if (p->server_total() > keep) disconnect_server(s, "slot given to another worker");
+  }, {ServerState::Idle, ServerState::Used});
 }
 
 void Pooler::on_service_message() {
@@ -1472,7 +1484,7 @@ void Pooler::janitor() {
   }
   cl_login_.for_each<Client>([&](Client* c) {
     if (secs(set.client_login_timeout) && t - c->connect_time > secs(set.client_login_timeout)) {
-      disconnect_client(c, "08P01", "client_login_timeout", true);
+      disconnect_client(c, Reason::LoginTimeout);
     }
   });
   for (auto& [key, pp] : pools_) {
@@ -1480,13 +1492,13 @@ void Pooler::janitor() {
     ClusterRt* crt = p->db->crt;
     p->cl_login.for_each<Client>([&](Client* c) {
       if (secs(set.client_login_timeout) && t - c->connect_time > secs(set.client_login_timeout)) {
-        disconnect_client(c, "08P01", "client_login_timeout", true);
+        disconnect_client(c, Reason::LoginTimeout);
       } else if (crt && crt->refusing() && secs(set.query_wait_timeout) &&
                  t - c->connect_time > secs(set.query_wait_timeout)) {
         // Its login waits for the pool's first server, which no node may give now:
         // the login cannot complete, and says why.
         crt->client_errors++;
-        disconnect_client(c, "08006", "cluster " + crt->name + ": " + crt->fsm.refusal(), true);
+        disconnect_client(c, Reason::ClusterRefusingLogin, {crt->name, crt->fsm.refusal()});
       }
     });
     bool moving = crt && crt->moving();  // failover_timeout applies instead
@@ -1495,16 +1507,16 @@ void Pooler::janitor() {
         if (crt && crt->refusing()) {
           // No writable node, or two: say so, in a way the application can act on.
           crt->client_errors++;
-          fail_waiting_client(c, "08006", "cluster " + crt->name + ": " + crt->fsm.refusal());
+          fail_waiting_client(c, Reason::ClusterRefusing, {crt->name, crt->fsm.refusal()});
         } else {
-          disconnect_client(c, "57014", "query_wait_timeout", true);
+          disconnect_client(c, Reason::QueryWaitTimeout);
         }
       }
     });
     if (secs(set.client_idle_timeout)) {
       p->cl_idle.for_each<Client>([&](Client* c) {
         if (t - c->request_time > secs(set.client_idle_timeout)) {
-          disconnect_client(c, "57P05", "client_idle_timeout", true);
+          disconnect_client(c, Reason::ClientIdleTimeout);
         }
       });
     }
@@ -1513,19 +1525,19 @@ void Pooler::janitor() {
       if (!s) return;
       if (secs(set.idle_transaction_timeout) && s->expect_z == 0 && s->txn != 'I' &&
           t - c->request_time > secs(set.idle_transaction_timeout)) {
-        disconnect_client(c, "25P03", "idle_transaction_timeout", true);
+        disconnect_client(c, Reason::IdleTransactionTimeout);
       } else if (secs(set.query_timeout) && s->expect_z > 0 && t - s->request_time > secs(set.query_timeout) &&
                  t - c->request_time > secs(set.query_timeout)) {
         s->query_timed_out = true;
         disconnect_server(s, "query_timeout");
       } else if (secs(set.client_idle_timeout) && s->expect_z == 0 &&
                  t - c->request_time > secs(set.client_idle_timeout)) {
-        disconnect_client(c, "57P05", "client_idle_timeout", true);
+        disconnect_client(c, Reason::ClientIdleTimeout);
       }
     });
     p->sv_login.for_each<Server>([&](Server* s) {
       if (secs(set.server_connect_timeout) && t - s->connect_time > secs(set.server_connect_timeout)) {
-        server_login_failed(s, "08006", "server_connect_timeout: could not log in to " + s->addr + " in time");
+        server_login_failed(s, Reason::ServerConnectTimeout, {s->addr});
       }
     });
     // The claim on other workers' slots lapses after a janitor period without a
@@ -1658,17 +1670,15 @@ void Pooler::begin_safe_shutdown() {
 
 bool Pooler::check_shutdown_done() {
   // Clients without a transaction in flight go now; the others when it ends.
-  cl_login_.for_each<Client>([&](Client* c) { disconnect_client(c, "57P01", "pgpivot is shutting down", true); });
+  cl_login_.for_each<Client>([&](Client* c) { disconnect_client(c, Reason::ShuttingDown); });
   bool busy = false;
   for (auto& [key, pp] : pools_) {
     Pool* p = pp.get();
-    for (ListHead* l : {&p->cl_login, &p->cl_idle, &p->cl_waiting}) {
-      l->for_each<Client>([&](Client* c) { disconnect_client(c, "57P01", "pgpivot is shutting down", true); });
-    }
+    p->each_client([&](Client* c) { disconnect_client(c, Reason::ShuttingDown); }, {ClientState::Login, ClientState::Idle, ClientState::Waiting});
     p->cl_active.for_each<Client>([&](Client* c) {
       Server* s = c->server;
       if (s && s->expect_z == 0 && s->txn == 'I') {
-        disconnect_client(c, "57P01", "pgpivot is shutting down", true);
+        disconnect_client(c, Reason::ShuttingDown);
       } else {
         busy = true;
       }
@@ -1687,15 +1697,11 @@ void Pooler::shutdown_now() {
   shutting_down_ = true;
   close_listeners();
   close_http(true);
-  cl_login_.for_each<Client>([&](Client* c) { disconnect_client(c, "57P01", "pgpivot is shutting down", true); });
+  cl_login_.for_each<Client>([&](Client* c) { disconnect_client(c, Reason::ShuttingDown); });
   for (auto& [key, pp] : pools_) {
     Pool* p = pp.get();
-    for (ListHead* l : {&p->cl_login, &p->cl_idle, &p->cl_waiting, &p->cl_active}) {
-      l->for_each<Client>([&](Client* c) { disconnect_client(c, "57P01", "pgpivot is shutting down", true); });
-    }
-    for (ListHead* l : {&p->sv_login, &p->sv_idle, &p->sv_active, &p->sv_used, &p->sv_tested}) {
-      l->for_each<Server>([&](Server* s) { disconnect_server(s, "shutting down"); });
-    }
+    p->each_client([&](Client* c) { disconnect_client(c, Reason::ShuttingDown); });
+    p->each_server([&](Server* s) { disconnect_server(s, "shutting down"); });
   }
   close_health_checks();
   if (hub_async_on_) {

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <initializer_list>
 #include <map>
 #include <memory>
 #include <optional>
@@ -15,9 +16,12 @@
 #include <vector>
 
 #include "config/config.hpp"
+#include "pooler/control/stats.hpp"
 #include "pooler/failover/machine.hpp"
 #include "pooler/hub.hpp"
 #include "pooler/list.hpp"
+#include "pooler/reasons.hpp"
+#include "pooler/states.hpp"
 #include "protocol/auth.hpp"
 #include "protocol/messages.hpp"
 
@@ -284,15 +288,6 @@ enum class Slot : std::uint8_t {
 };
 
 // ---------------------------------------------------------------------------
-enum class ClientState : std::uint8_t {
-  Login,     // startup, authentication, waiting for the pool's parameters
-  Idle,      // logged in, no server linked (cl_active without a link)
-  Waiting,   // has a request, waits for a server (cl_waiting)
-  Active,    // linked to a server (cl_active)
-  Cancel,    // carries a CancelRequest
-  Closing,
-};
-[[nodiscard]] const char* to_string(ClientState s);
 
 enum class LoginStep : std::uint8_t { Startup, Md5, SaslFirst, SaslFinal, Cleartext, WaitWelcome, Done };
 
@@ -380,15 +375,6 @@ struct Client final : Conn {
   void note_deallocate(std::string_view sql);
 };
 
-enum class ServerState {
-  Login,   // connecting and authenticating (sv_login)
-  Idle,    // ready, unlinked (sv_idle)
-  Active,  // linked to a client (sv_active)
-  Used,    // released, must be checked before reuse (sv_used)
-  Tested,  // running the reset or check query (sv_tested)
-  Closing,
-};
-[[nodiscard]] const char* to_string(ServerState s);
 
 struct Server final : Conn {
   ListNode node;
@@ -572,16 +558,32 @@ struct Pool {
   bool wanted_recently = false;  // workers: this worker asked for more of the pool's slots since the last janitor run
   bool admin = false;  // the console's pseudo pool (database "pgbouncer")
 
-  // Counters for SHOW STATS (times in microseconds, bytes as seen by clients).
-  struct Stats {
-    std::uint64_t server_assignment_count = 0, xact_count = 0, query_count = 0, received = 0, sent = 0,
-                  xact_time = 0, query_time = 0, wait_time = 0, client_parse_count = 0,
-                  server_parse_count = 0, bind_count = 0, client_login_count = 0;
-  };
-  Stats stats;       // running totals
+  // Counters for SHOW STATS (control/stats.hpp adds them up).
+  using Stats = PoolStats;
+  Stats stats;         // running totals
   Stats period_start;  // totals at the start of the last stats_period
   Stats averages;      // per-second rates / per-event times over the last period
+  [[nodiscard]] PoolCounts counts() const;  // this part's SHOW POOLS columns
 
+  // The list of a state (nullptr for Cancel and Closing, which have none).
+  [[nodiscard]] ListHead* list_of(ClientState s);
+  [[nodiscard]] ListHead* list_of(ServerState s);
+  // Every client (server) in `states`, list by list in the order given; `f` may close
+  // or move the connection it is given (ListHead::for_each). The default order puts
+  // unlinked connections before linked ones, so that closing them all never hands a
+  // doomed server to a client.
+  static constexpr std::initializer_list<ClientState> kAllClients = {
+      ClientState::Login, ClientState::Idle, ClientState::Waiting, ClientState::Active};
+  static constexpr std::initializer_list<ServerState> kAllServers = {
+      ServerState::Login, ServerState::Idle, ServerState::Used, ServerState::Tested, ServerState::Active};
+  template <class F>
+  void each_client(F&& f, std::initializer_list<ClientState> states = kAllClients) {
+    for (ClientState st : states) list_of(st)->for_each<Client>(f);
+  }
+  template <class F>
+  void each_server(F&& f, std::initializer_list<ServerState> states = kAllServers) {
+    for (ServerState st : states) list_of(st)->for_each<Server>(f);
+  }
   [[nodiscard]] int server_total() const {
     return int(sv_login.size() + sv_idle.size() + sv_active.size() + sv_used.size() + sv_tested.size());
   }
@@ -659,6 +661,9 @@ class Pooler {
   void client_login_done(Client* c);         // authenticated: send welcome or wait for it
   void send_welcome(Client* c);
   void client_request(Client* c);            // client has data and needs a server
+  // Closes a client's connection for `why` (reasons.hpp), after telling it so when the
+  // reason says to. The second form passes on an error a server sent.
+  void disconnect_client(Client* c, Reason why, std::initializer_list<std::string_view> args = {});
   void disconnect_client(Client* c, const char* sqlstate, const std::string& reason, bool notify);
   void client_change_state(Client* c, ClientState s);
   void handle_cancel(std::uint32_t pid, std::uint32_t key);
@@ -675,7 +680,8 @@ class Pooler {
   void link(Client* c, Server* s);
   void disconnect_server(Server* s, const std::string& reason);
   void server_change_state(Server* s, ServerState st);
-  void server_login_failed(Server* s, const std::string& sqlstate, const std::string& msg);
+  void server_login_failed(Server* s, Reason why, std::initializer_list<std::string_view> args = {});
+  void server_login_failed(Server* s, const std::string& sqlstate, const std::string& msg);  // the server's own error
   void run_internal_query(Server* s, const std::string& sql);
   void internal_done(Server* s);             // all of pgpivot's own queries answered
 
@@ -725,7 +731,7 @@ class Pooler {
   // A waiting client's buffered request is refused: ErrorResponse and
   // ReadyForQuery('I') for it (the Query, or everything up to its Sync); the
   // client goes back to idle with its connection open.
-  void fail_waiting_client(Client* c, const char* sqlstate, const std::string& msg);
+  void fail_waiting_client(Client* c, Reason why, std::initializer_list<std::string_view> args = {});
   // CancelRequest for the query running on `s`, on a connection of its own.
   void send_cancel(Server* s);
   // Clusters that can fail over hold clients through connection failures.
@@ -737,10 +743,15 @@ class Pooler {
   bool start_http();                         // false when stats_listen is set but cannot be bound
   void close_http(bool connections);         // stop accepting; with `connections`, drop open requests too
   std::string render_metrics();
+  // What the console, /metrics and /stats read of every worker (control/snapshot.cpp):
+  // the pools grouped by (database, user), one group per pool over the workers; SHOW
+  // POOLS' columns of a group; the statistics per database.
   std::map<std::pair<std::string, std::string>, std::vector<Pool*>> pool_groups();
+  static PoolCounts group_counts(const std::vector<Pool*>& parts);
+  std::map<std::string, StatsSum> stats_by_database();
   std::string render_stats_page();
   void stats_tick();
-  void update_averages(std::map<std::pair<std::string, std::string>, Pool::Stats>& lines);
+  void update_averages(std::map<std::pair<std::string, std::string>, StatsSum>& lines);
   void suspend(bool on);
   void free_conn(Conn* c);                   // close callback
   void mark_dirty(Conn* c);                  // output to flush at the end of this loop turn
@@ -774,7 +785,7 @@ class Pooler {
   void finish_pending_admin();
   void admin_show(Client* c, const std::string& what, const std::string& arg);
   void admin_command_done(Client* c, const std::string& tag);
-  void admin_error(Client* c, const std::string& sqlstate, const std::string& msg);
+  void admin_error(Client* c, Reason why, std::initializer_list<std::string_view> args = {});
   void on_signal(int signum);
   void shutdown_now();
   void begin_safe_shutdown();

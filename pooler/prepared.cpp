@@ -93,8 +93,8 @@ void Server::emit_fakes() {
       message(buf, k == Slot::FakeParse ? '1' : '3', {});
     } else if (k == Slot::FakeError) {
       proto::ErrorFields e;
-      e.sqlstate = "42P05";
-      e.message = "prepared statement \"" + slots.front().client_name + "\" already exists";
+      e.sqlstate = sqlstate_of(Reason::PreparedExists);
+      e.message = reason_text(Reason::PreparedExists, {slots.front().client_name});
       proto::error_response(buf, e);
     } else {
       break;
@@ -316,7 +316,7 @@ Step Client::prepared_message(const char* data, std::uint32_t wire_size) {
     default:
       break;
   }
-  pooler->disconnect_client(this, "08P01", std::string("invalid message of type ") + type, true);
+  pooler->disconnect_client(this, Reason::BadExtendedMessage, {std::string_view(&type, 1)});
   return Step::Stop;
 }
 

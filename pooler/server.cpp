@@ -8,18 +8,6 @@
 
 namespace pgpivot {
 
-const char* to_string(ServerState s) {
-  switch (s) {
-    case ServerState::Login: return "login";
-    case ServerState::Idle: return "idle";
-    case ServerState::Active: return "active";
-    case ServerState::Used: return "used";
-    case ServerState::Tested: return "tested";
-    case ServerState::Closing: return "closing";
-  }
-  return "?";
-}
-
 // Keeps the server's view of a reported parameter; returns its tracked index or -1.
 int Server::record_parameter(const proto::ParameterStatus& ps) {
   int ti = tracked_index(ps.name);
@@ -36,14 +24,14 @@ void Server::count_bytes(std::size_t n) {
 void Server::on_closed() {
   if (state == ServerState::Login) {
     // Clients waiting for this login must hear about it (or keep waiting for a failover).
-    pooler->server_login_failed(this, "08006", "server " + addr + " closed the connection during login");
+    pooler->server_login_failed(this, Reason::ServerClosedDuringLogin, {addr});
     return;
   }
   pooler->disconnect_server(this, "server closed the connection unexpectedly");
 }
 
 void Server::on_tls_error(const std::string& why) {
-  pooler->server_login_failed(this, "08006", "TLS error with server " + addr + ": " + why);
+  pooler->server_login_failed(this, Reason::ServerTlsError, {addr, why});
 }
 
 void Server::on_raw_byte(char b) {
@@ -57,7 +45,7 @@ void Server::on_raw_byte(char b) {
     std::string err;
     SSL_CTX* ctx = pooler->server_tls_ctx(pooler->active_node(pool->db), err);
     if (!ctx) {
-      pooler->server_login_failed(this, "08006", "TLS setup: " + err);
+      pooler->server_login_failed(this, Reason::ServerTlsSetup, {err});
       return;
     }
     bool verify = sslmode == "verify-ca" || sslmode == "verify-full";
@@ -68,9 +56,10 @@ void Server::on_raw_byte(char b) {
     send_startup();
     return;
   }
-  pooler->server_login_failed(this, "08006",
-                              b == 'N' ? "server " + addr + " does not support SSL, but server_tls_sslmode is " + sslmode
-                                       : "invalid response to SSLRequest");
+  if (b == 'N')
+    pooler->server_login_failed(this, Reason::ServerNoSsl, {addr, sslmode});
+  else
+    pooler->server_login_failed(this, Reason::ServerBadSslAnswer);
 }
 
 void Server::on_tls_ready() { send_startup(); }
@@ -80,7 +69,7 @@ void Server::on_protocol_error(const char* what) {
   // During login the clients waiting for this server must hear it now, not at
   // client_login_timeout.
   if (state == ServerState::Login) {
-    pooler->server_login_failed(this, "08P01", why + " (" + addr + ")");
+    pooler->server_login_failed(this, Reason::ServerProtocolError, {what, addr});
     return;
   }
   pooler->disconnect_server(this, why);
@@ -170,8 +159,7 @@ Step Server::on_message(const char* data, std::uint32_t wire_size) {
         } else if (pooler->pool_mode(p) == config::PoolMode::Statement) {
           // The client is closed and this ReadyForQuery consumed; the server is
           // rolled back before reuse by the disconnect path.
-          pooler->disconnect_client(client, "25P01", "transaction blocks not allowed in statement pooling mode",
-                                    true);
+          pooler->disconnect_client(client, Reason::StatementModeTransaction);
           return Step::Skip;
         }
       }
@@ -231,14 +219,14 @@ Step Server::login_message(char type, std::string_view body) {
           return Step::Skip;
         case 3:
           if (stored_scram || stored_md5 || password.empty()) {
-            pooler->server_login_failed(this, "28000", "server asks for a cleartext password, but only a hash is stored for user \"" + pool->user->cfg.name + "\"");
+            pooler->server_login_failed(this, Reason::ServerWantsCleartext, {pool->user->cfg.name});
             return Step::Stop;
           }
           proto::password_message(buf, password);
           break;
         case 5: {
           if (ar->data.size() != 4 || stored_scram || password.empty()) {
-            pooler->server_login_failed(this, "28000", "cannot answer the server's md5 challenge for user \"" + pool->user->cfg.name + "\"");
+            pooler->server_login_failed(this, Reason::ServerMd5Impossible, {pool->user->cfg.name});
             return Step::Stop;
           }
           std::string hash = stored_md5 ? password : proto::md5_password_hash(pool->user->cfg.name, password);
@@ -249,7 +237,7 @@ Step Server::login_message(char type, std::string_view body) {
           bool ok = false;
           for (const auto& m : ar->mechanisms) ok = ok || m == "SCRAM-SHA-256";
           if (!ok) {
-            pooler->server_login_failed(this, "28000", "server offers no supported SASL mechanism");
+            pooler->server_login_failed(this, Reason::ServerNoSaslMechanism);
             return Step::Stop;
           }
           if (stored_scram) {
@@ -260,12 +248,12 @@ Step Server::login_message(char type, std::string_view body) {
               if (pooler->hub()->client_key(pool->user->cfg.name, k)) pool->user->client_key = k;
             }
             if (!secret || !pool->user->client_key) {
-              pooler->server_login_failed(this, "28P01", "no SCRAM keys to log in to the server as \"" + pool->user->cfg.name + "\": a client must first log in with SCRAM");
+              pooler->server_login_failed(this, Reason::ServerNoScramKeys, {pool->user->cfg.name});
               return Step::Stop;
             }
             scram = std::make_unique<proto::ScramClient>(*pool->user->client_key, secret->server_key);
           } else if (stored_md5 || password.empty()) {
-            pooler->server_login_failed(this, "28000", "server asks for SCRAM, but no usable password is stored for user \"" + pool->user->cfg.name + "\"");
+            pooler->server_login_failed(this, Reason::ServerScramNoPassword, {pool->user->cfg.name});
             return Step::Stop;
           } else {
             scram = std::make_unique<proto::ScramClient>(password);
@@ -277,7 +265,7 @@ Step Server::login_message(char type, std::string_view body) {
           std::optional<std::string> reply;
           if (scram) reply = scram->server_first(ar->data);
           if (!reply) {
-            pooler->server_login_failed(this, "08P01", "invalid SCRAM exchange with server");
+            pooler->server_login_failed(this, Reason::ServerScramInvalid);
             return Step::Stop;
           }
           proto::sasl_response(buf, *reply);
@@ -285,13 +273,13 @@ Step Server::login_message(char type, std::string_view body) {
         }
         case 12:
           if (!scram || !scram->server_final(ar->data)) {
-            pooler->server_login_failed(this, "08P01", "server's SCRAM signature did not verify");
+            pooler->server_login_failed(this, Reason::ServerScramSignature);
             return Step::Stop;
           }
           scram.reset();
           return Step::Skip;
         default:
-          pooler->server_login_failed(this, "28000", "unsupported authentication method " + std::to_string(ar->code) + " requested by server");
+          pooler->server_login_failed(this, Reason::ServerAuthUnsupported, {std::to_string(ar->code)});
           return Step::Stop;
       }
       queue(buf);
@@ -326,8 +314,8 @@ Step Server::login_message(char type, std::string_view body) {
     }
     case 'E': {
       auto err = proto::parse_error_response(body);
-      std::string code = err ? err->sqlstate : "08P01";
-      std::string msg = err ? err->message : "server login failed";
+      std::string code = err ? err->sqlstate : sqlstate_of(Reason::ServerLoginFailed);
+      std::string msg = err ? err->message : reason_text(Reason::ServerLoginFailed);
       pooler->server_login_failed(this, code, msg);
       return Step::Stop;
     }

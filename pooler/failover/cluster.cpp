@@ -257,9 +257,7 @@ void Pooler::finish_cluster_admin(ClusterRt* cl, const std::string& result) {
 void Pooler::close_old_servers(ClusterRt* cl, const std::string& why) {
   for (Pool* p : world_pools()) {
     if (p->db->crt != cl) continue;
-    for (ListHead* l : {&p->sv_login, &p->sv_idle, &p->sv_used, &p->sv_tested, &p->sv_active}) {
-      l->for_each<Server>([&](Server* s) { p->owner->disconnect_server(s, why); });
-    }
+    p->each_server([&](Server* s) { p->owner->disconnect_server(s, why); });
   }
 }
 
@@ -267,9 +265,7 @@ void Pooler::repoint_pools(ClusterRt* cl) {
   for (Pool* p : world_pools()) {
     if (p->db->crt != cl) continue;
     p->last_login_failure = 0;
-    for (ListHead* l : {&p->sv_login, &p->sv_idle, &p->sv_active, &p->sv_used, &p->sv_tested}) {
-      l->for_each<Server>([](Server* s) { s->close_needed = true; });
-    }
+    p->each_server([](Server* s) { s->close_needed = true; });
     p->sv_idle.for_each<Server>([&](Server* s) { p->owner->disconnect_server(s, "repointed"); });
   }
 }

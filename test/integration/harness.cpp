@@ -320,6 +320,15 @@ Pooler::~Pooler() {
     FAIL_CHECK("pooler pid " << pid_ << " exited on its own during the test (wait status "
                              << exit_status_ << ")");
   }
+  // pgpivot logs "BUG: ..." where its own invariants break (a state change that is not
+  // a transition, say) and carries on; a test that provokes one fails.
+  if (!env().use_pgbouncer && std::uncaught_exceptions() == 0) {
+    std::string all = log();
+    for (std::size_t at = all.find("BUG: "); at != std::string::npos; at = all.find("BUG: ", at + 1)) {
+      std::size_t eol = all.find('\n', at);
+      FAIL_CHECK("pooler log: " << all.substr(at, eol == std::string::npos ? std::string::npos : eol - at));
+    }
+  }
   if (g_current_test_failed || unexpected) {
     std::string text = log();
     if (text.size() > 8000) text = "...\n" + text.substr(text.size() - 8000);

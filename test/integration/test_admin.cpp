@@ -530,6 +530,50 @@ TEST_CASE("SET default_pool_size changes SHOW CONFIG; bad SETs are refused", "[a
   CHECK(cell(show(admin, "CONFIG"), {{"key", "listen_port"}}, "value") == std::to_string(p.port()));
 }
 
+// Issue 18: SET went through a copy of the settings table that only refused negative
+// numbers, so values the file loader refuses were taken and broke every new login.
+TEST_CASE("SET refuses what the config file refuses; new logins keep working", "[admin]") {
+  Pooler p;
+  Conn admin(admin_conninfo(p));
+  REQUIRE(admin.ok());
+  struct Bad {
+    const char* sql;
+    const char* key;
+    const char* message;
+  };
+  for (const Bad& b : {Bad{"SET max_packet_size = 0", "max_packet_size", "must be >= 1024, got 0"},
+                       Bad{"SET max_client_conn = 0", "max_client_conn", "must be >= 1, got 0"},
+                       Bad{"SET server_tls_sslmode = 'bogus'", "server_tls_sslmode", "expected one of: disable"},
+                       Bad{"SET default_pool_size = 99999999999", "default_pool_size", "got 99999999999"}}) {
+    INFO(b.sql);
+    std::string before = cell(show(admin, "CONFIG"), {{"key", b.key}}, "value");
+    Result r = admin.exec(b.sql);
+    INFO("answer: " << r.message());
+    CHECK(r.status() == PGRES_FATAL_ERROR);
+    CHECK(r.sqlstate() == "22023");
+    CHECK(r.message().find(b.message) != std::string::npos);
+    CHECK(cell(show(admin, "CONFIG"), {{"key", b.key}}, "value") == before);
+    // A new client and a new console login are still served.
+    Conn app(p.conninfo());
+    INFO("app login: " << app.error());
+    REQUIRE(app.ok());
+    CHECK(app.value("SELECT 1") == "1");
+    Conn again(admin_conninfo(p));
+    INFO("console login: " << again.error());
+    REQUIRE(again.ok());
+  }
+  // Settings a reload applies are refused by SET with the way to change them.
+  Result logfile = admin.exec("SET logfile = '/tmp/elsewhere.log'");
+  CHECK(logfile.sqlstate() == "55P02");
+  CHECK(logfile.message().find("RELOAD") != std::string::npos);
+  // A good value is still taken.
+  admin.exec_ok("SET max_packet_size = 65536");
+  CHECK(cell(show(admin, "CONFIG"), {{"key", "max_packet_size"}}, "value") == "65536");
+  Conn app(p.conninfo());
+  REQUIRE(app.ok());
+  CHECK(app.value("SELECT repeat('x', 1000)").size() == 1000);
+}
+
 TEST_CASE("RECONNECT replaces server connections; WAIT_CLOSE waits for it", "[admin]") {
   PoolerConfig cfg;
   cfg.default_pool_size = 1;

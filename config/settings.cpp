@@ -1,0 +1,295 @@
+// The [pooler] settings table and the one text parser for a setting's value
+// (pgbouncer.ini and the console's SET); see settings.hpp.
+#include "config/settings.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <charconv>
+#include <cstdlib>
+#include <cmath>
+#include <type_traits>
+#include <variant>
+
+#include "config/internal.hpp"
+
+namespace pgpivot::config {
+
+namespace detail {
+
+// A hint for values that carry a trailing comment, which PgBouncer does not strip either.
+std::string comment_hint(std::string_view v) {
+  if (v.find(" ;") != std::string_view::npos || v.find(" #") != std::string_view::npos ||
+      v.find("\t;") != std::string_view::npos || v.find("\t#") != std::string_view::npos)
+    return " (comments must be on a line of their own)";
+  return {};
+}
+
+// ---------------------------------------------------------------- value parsing
+
+// An integer as PgBouncer reads one (strtol base 0: 10, 0x1F, 017).
+std::optional<long long> parse_integer(std::string_view text) {
+  std::string s = trim(text);
+  if (s.empty()) return std::nullopt;
+  errno = 0;
+  char* end = nullptr;
+  long long v = std::strtoll(s.c_str(), &end, 0);
+  if (errno != 0 || end != s.c_str() + s.size()) return std::nullopt;
+  return v;
+}
+
+std::optional<double> parse_seconds(std::string_view text) {
+  std::string s = trim(text);
+  const char* b = s.data();
+  const char* e = s.data() + s.size();
+  if (b != e && *b == '+') ++b;
+  if (b == e) return std::nullopt;
+  double v = 0;
+  auto [p, ec] = std::from_chars(b, e, v);
+  if (ec != std::errc() || p != e) return std::nullopt;
+  return v;
+}
+
+// 0/1 (any integer, as PgBouncer), yes/no, on/off, true/false.
+std::optional<bool> parse_boolean(std::string_view text) {
+  std::string l = lower(trim(text));
+  if (l == "yes" || l == "on" || l == "true") return true;
+  if (l == "no" || l == "off" || l == "false") return false;
+  if (auto i = parse_integer(l)) return *i != 0;
+  return std::nullopt;
+}
+
+std::vector<std::string> parse_list(std::string_view text) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start <= text.size()) {
+    size_t comma = text.find(',', start);
+    if (comma == std::string_view::npos) comma = text.size();
+    std::string item = trim(text.substr(start, comma - start));
+    if (!item.empty()) out.push_back(std::move(item));
+    start = comma + 1;
+  }
+  return out;
+}
+
+}  // namespace detail
+
+using namespace detail;
+
+namespace {
+
+// Why a stored-only setting has no effect ("" when pgpivot behaves that way anyway).
+std::string inert_if(bool no_effect, const char* why) { return no_effect ? why : ""; }
+
+Setting key(const char* name, PoolerMember m, Change change = Change::Online) {
+  Setting s{name, m};
+  s.change = change;
+  return s;
+}
+Setting int_key(const char* name, PoolerMember m, long long lo, long long hi = INT_MAX,
+                Change change = Change::Online) {
+  Setting s = key(name, m, change);
+  s.lo = lo;
+  s.hi = hi;
+  return s;
+}
+Setting inert_key(Setting s, std::string (*inert)(const Pooler&)) {
+  s.inert = inert;
+  return s;
+}
+
+constexpr Change kRestart = Change::Restart;
+constexpr Change kReload = Change::Reload;
+
+}  // namespace
+
+const std::vector<Setting>& settings() {
+  using P = Pooler;
+  static const std::vector<Setting> table = [] {
+    std::vector<Setting> k = {
+        key("listen_addr", &P::listen_addr, kRestart),
+        int_key("listen_port", &P::listen_port, 1, 65535, kRestart),
+        key("unix_socket_dir", &P::unix_socket_dir, kRestart),
+        key("pool_mode", &P::pool_mode),
+        int_key("default_pool_size", &P::default_pool_size, 0),
+        int_key("min_pool_size", &P::min_pool_size, 0),
+        int_key("reserve_pool_size", &P::reserve_pool_size, 0),
+        key("reserve_pool_timeout", &P::reserve_pool_timeout),
+        int_key("max_client_conn", &P::max_client_conn, 1),
+        int_key("max_db_connections", &P::max_db_connections, 0),
+        int_key("max_user_connections", &P::max_user_connections, 0),
+        key("auth_type", &P::auth_type),
+        key("auth_file", &P::auth_file, kReload),
+        key("admin_users", &P::admin_users),
+        key("stats_users", &P::stats_users),
+        key("server_reset_query", &P::server_reset_query),
+        key("server_reset_query_always", &P::server_reset_query_always),
+        key("server_check_query", &P::server_check_query),
+        key("server_check_delay", &P::server_check_delay),
+        key("server_lifetime", &P::server_lifetime),
+        key("server_idle_timeout", &P::server_idle_timeout),
+        key("server_connect_timeout", &P::server_connect_timeout),
+        key("server_login_retry", &P::server_login_retry),
+        key("client_login_timeout", &P::client_login_timeout),
+        key("query_timeout", &P::query_timeout),
+        key("query_wait_timeout", &P::query_wait_timeout),
+        key("idle_transaction_timeout", &P::idle_transaction_timeout),
+        key("client_idle_timeout", &P::client_idle_timeout),
+        key("ignore_startup_parameters", &P::ignore_startup_parameters),
+        key("application_name_add_host", &P::application_name_add_host),
+        key("log_connections", &P::log_connections),
+        key("log_disconnections", &P::log_disconnections),
+        key("stats_period", &P::stats_period),
+        int_key("pkt_buf", &P::pkt_buf, kMinPktBuf, kMaxPktBuf, kRestart),
+        int_key("max_packet_size", &P::max_packet_size, kMinMaxPacketSize, kMaxMaxPacketSize),
+        key("logfile", &P::logfile, kReload),
+        key("pidfile", &P::pidfile, kRestart),
+        key("user", &P::user, kRestart),
+        int_key("listen_backlog", &P::listen_backlog, 1, INT_MAX, kRestart),
+        int_key("workers", &P::workers, 1, 64, kRestart),
+        key("server_round_robin", &P::server_round_robin),
+        key("tcp_keepalive", &P::tcp_keepalive),
+        key("log_pooler_errors", &P::log_pooler_errors),
+        key("log_stats", &P::log_stats),
+        key("stats_listen", &P::stats_listen, kRestart),
+        // Stored only: the pooler does not act on these yet.
+        inert_key(key("auth_user", &P::auth_user), [](const P& p) {
+          return inert_if(!p.auth_user.empty(),
+                          "auth_user/auth_query lookups are not supported yet; users must be in "
+                          "auth_file; ignored");
+        }),
+        inert_key(key("auth_query", &P::auth_query), [](const P& p) {
+          return inert_if(p.auth_query != Pooler{}.auth_query,
+                          "auth_query lookups are not supported yet; ignored");
+        }),
+        inert_key(key("disable_pqexec", &P::disable_pqexec), [](const P& p) {
+          return inert_if(p.disable_pqexec,
+                          "disable_pqexec is not supported yet (simple queries stay allowed); ignored");
+        }),
+        int_key("max_prepared_statements", &P::max_prepared_statements, 0),
+        key("client_tls_sslmode", &P::client_tls_sslmode, kReload),
+        key("client_tls_key_file", &P::client_tls_key_file, kReload),
+        key("client_tls_cert_file", &P::client_tls_cert_file, kReload),
+        key("client_tls_ca_file", &P::client_tls_ca_file, kReload),
+        key("client_tls_protocols", &P::client_tls_protocols, kReload),
+        key("client_tls_ciphers", &P::client_tls_ciphers, kReload),
+        key("server_tls_sslmode", &P::server_tls_sslmode),
+        key("server_tls_ca_file", &P::server_tls_ca_file, kReload),
+        key("server_tls_key_file", &P::server_tls_key_file, kReload),
+        key("server_tls_cert_file", &P::server_tls_cert_file, kReload),
+        key("server_tls_protocols", &P::server_tls_protocols, kReload),
+        key("server_tls_ciphers", &P::server_tls_ciphers, kReload),
+        inert_key(key("syslog", &P::syslog, kReload), [](const P& p) {
+          return inert_if(p.syslog, "syslog is not supported yet (logs go to stderr and logfile); ignored");
+        }),
+        inert_key(int_key("verbose", &P::verbose, 0), [](const P& p) {
+          return inert_if(p.verbose != 0, "verbose is not supported yet (there is no debug logging); ignored");
+        }),
+    };
+    for (auto& x : k) {
+      if (std::string_view(x.name) == "stats_period") x.positive = true;
+      if (std::string_view(x.name).ends_with("_sslmode")) x.sslmode = true;
+    }
+    return k;
+  }();
+  return table;
+}
+
+const Setting* find_setting(std::string_view name) {
+  const std::string l = lower(name);
+  for (const Setting& s : settings())
+    if (l == s.name) return &s;
+  return nullptr;
+}
+
+std::string set_from_text(Pooler& p, const Setting& s, std::string_view value) {
+  const std::string text(value);
+  const std::string name = s.name;
+  return std::visit(
+      [&](auto m) -> std::string {
+        auto& field = p.*m;
+        using T = std::remove_cvref_t<decltype(field)>;
+        if constexpr (std::is_same_v<T, int> || std::is_same_v<T, long long>) {
+          auto v = parse_integer(value);
+          if (!v) return "invalid integer \"" + text + "\"" + comment_hint(value);
+          if (std::string problem = int_problem(*v, s.lo, s.hi); !problem.empty()) return problem;
+          field = static_cast<T>(*v);
+        } else if constexpr (std::is_same_v<T, double>) {
+          auto v = parse_seconds(value);
+          if (!v) {
+            std::string hint = comment_hint(value);
+            if (hint.empty() && !text.empty() && std::isalpha(static_cast<unsigned char>(text.back())) &&
+                std::isdigit(static_cast<unsigned char>(text.front())))
+              hint = " (PgBouncer takes plain seconds; units are not accepted)";
+            return "invalid number of seconds \"" + text + "\"" + hint;
+          }
+          if (std::string problem = duration_problem(*v, s.positive); !problem.empty()) return problem;
+          field = *v;
+        } else if constexpr (std::is_same_v<T, bool>) {
+          auto v = parse_boolean(value);
+          if (!v)
+            return "invalid boolean \"" + text + "\"; expected 0/1, yes/no, on/off or true/false" +
+                   comment_hint(value);
+          field = *v;
+        } else if constexpr (std::is_same_v<T, std::string>) {
+          if (s.sslmode) {
+            if (!valid_sslmode(text)) return "invalid value \"" + text + "\"; expected one of: " + kSslModes;
+            field = lower(text);
+          } else if (name == "unix_socket_dir" && !text.empty() && text[0] == '@') {
+            return "abstract-namespace Unix sockets (@...) are not supported by pgpivot";
+          } else {
+            field = text;
+          }
+        } else if constexpr (std::is_same_v<T, std::vector<std::string>>) {
+          field = parse_list(value);
+        } else if constexpr (std::is_same_v<T, PoolMode>) {
+          auto v = parse_pool_mode(trim(value));
+          if (!v) return "invalid value \"" + text + "\"; expected one of: session, transaction, statement";
+          field = *v;
+        } else {
+          std::string l = lower(trim(value));
+          auto v = parse_auth_type(l);
+          if (!v) {
+            if (l == "plain" || l == "any" || l == "hba" || l == "pam") return "auth_type " + l + " is not supported by pgpivot";
+            return "invalid value \"" + text + "\"; expected one of: " + kAuthTypes;
+          }
+          field = *v;
+        }
+        return {};
+      },
+      s.member);
+}
+
+std::string value_text(const Pooler& p, const Setting& s) {
+  return std::visit(
+      [&](auto m) -> std::string {
+        const auto& v = p.*m;
+        using T = std::remove_cvref_t<decltype(v)>;
+        if constexpr (std::is_same_v<T, int> || std::is_same_v<T, long long>) {
+          return std::to_string(v);
+        } else if constexpr (std::is_same_v<T, double>) {
+          return format_double(v);
+        } else if constexpr (std::is_same_v<T, bool>) {
+          return v ? "1" : "0";
+        } else if constexpr (std::is_same_v<T, std::string>) {
+          return v;
+        } else if constexpr (std::is_same_v<T, std::vector<std::string>>) {
+          std::string r;
+          for (const auto& x : v) r += (r.empty() ? "" : ",") + x;
+          return r;
+        } else {
+          return to_string(v);
+        }
+      },
+      s.member);
+}
+
+std::vector<std::pair<std::string, std::string>> pooler_problems(const Pooler& p) {
+  std::vector<std::pair<std::string, std::string>> out;
+  if (p.listen_addr.empty() && p.unix_socket_dir.empty())
+    out.emplace_back("listen_addr", "nothing to listen on: listen_addr and unix_socket_dir are both empty");
+  if (std::string why = auth_cert_problem(p); !why.empty()) out.emplace_back("auth_type", std::move(why));
+  return out;
+}
+
+}  // namespace pgpivot::config

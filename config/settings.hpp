@@ -1,0 +1,58 @@
+// The one table of [pooler] settings (PgBouncer's [pgbouncer] section): name, type,
+// allowed range, when a change takes effect, and whether pgpivot acts on it. The TOML
+// loader, the pgbouncer.ini loader, --convert, and the console's SHOW CONFIG and SET
+// all read it, so a value one of them refuses is refused by all.
+#pragma once
+
+#include <climits>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "config/config.hpp"
+
+namespace pgpivot::config {
+
+using PoolerMember =
+    std::variant<int Pooler::*, long long Pooler::*, double Pooler::*, bool Pooler::*,
+                 std::string Pooler::*, std::vector<std::string> Pooler::*, PoolMode Pooler::*,
+                 AuthType Pooler::*>;
+
+// When a new value takes effect.
+enum class Change : std::uint8_t {
+  Restart,  // only at start: a reload keeps the old value (with a warning), SET refuses
+  Reload,   // on RELOAD / SIGHUP, which also does what the change needs (reopen, TLS)
+  Online,   // at once: RELOAD and the console's SET
+};
+
+struct Setting {
+  const char* name;
+  PoolerMember member;
+  long long lo = 0;  // integers: allowed range
+  long long hi = INT_MAX;
+  bool positive = false;  // durations: 0 is not allowed
+  bool sslmode = false;   // strings: one of kSslModes (stored lower case)
+  Change change = Change::Online;
+  // For settings the pooler does not act on yet: given the loaded settings, why the
+  // value has no effect, or "" when pgpivot already behaves that way. nullptr for
+  // settings the pooler honours.
+  std::string (*inert)(const Pooler&) = nullptr;
+};
+
+// Every [pooler] setting, in documentation order.
+[[nodiscard]] const std::vector<Setting>& settings();
+// The setting named `name` (any case), or nullptr.
+[[nodiscard]] const Setting* find_setting(std::string_view name);
+
+// Reads `text` as pgbouncer.ini and the console's SET write a value and stores it in
+// `p`; on error `p` is unchanged and the result says what is wrong ("" = stored).
+[[nodiscard]] std::string set_from_text(Pooler& p, const Setting& s, std::string_view text);
+// The value as SHOW CONFIG prints it (booleans 1/0, lists comma-separated).
+[[nodiscard]] std::string value_text(const Pooler& p, const Setting& s);
+
+// Checks that span several settings: (setting, problem) for each one that fails.
+[[nodiscard]] std::vector<std::pair<std::string, std::string>> pooler_problems(const Pooler& p);
+
+}  // namespace pgpivot::config

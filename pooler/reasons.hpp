@@ -1,0 +1,121 @@
+// Every error and disconnect pgpivot itself sends, named once: its SQLSTATE, whether
+// the client is told (an ErrorResponse before the connection closes) and its message,
+// whose "{}" marks are filled in order. Errors a server sent are passed on as they
+// came and are not listed here. No libuv, no sockets: test/pooler/test_reasons.cpp.
+#pragma once
+
+#include <cstdint>
+#include <initializer_list>
+#include <string>
+#include <string_view>
+
+namespace pgpivot {
+
+enum class Reason : std::uint8_t {
+  // The client connection ends without an error (nothing to tell, or no one to tell it).
+  ClientClosed,
+  ClientTerminate,
+  CancelRequestDone,
+  SslAnswerFailed,
+  ClientTlsError,
+  // The client connection ends with a FATAL error.
+  ProtocolViolation,
+  UnencryptedAfterSsl,
+  UnsupportedProtocol,
+  InvalidStartup,
+  SslRequired,
+  UnsupportedStartupParameter,
+  TooManyClients,
+  TooManyDbClients,
+  TooManyUserClients,
+  NoSuchDatabase,
+  DatabaseDisabled,
+  PasswordFailed,
+  CertificateFailed,
+  ConsoleNotAllowed,
+  BadPasswordPacket,
+  BadSaslInitial,
+  BadSaslMechanism,
+  BadScramMessage,
+  UnexpectedPassword,
+  ExpectedPassword,
+  PasswordTooLong,
+  ConsoleSimpleOnly,
+  BadMessageType,
+  BadQuery,
+  BadExtendedMessage,
+  LoginRetry,
+  LoginTimeout,
+  ClusterRefusingLogin,
+  QueryWaitTimeout,
+  ClientIdleTimeout,
+  IdleTransactionTimeout,
+  StatementModeTransaction,
+  ShuttingDown,
+  KilledByAdmin,
+  DatabaseKilled,
+  ServerClosedMidMessage,
+  ServerClosedMidStream,
+  // A statement is answered with an ERROR; the client stays connected.
+  TransactionLost,
+  CommitUnknown,
+  QueryTimeout,
+  ClusterRefusing,
+  PreparedExists,
+  // A server login fails (the clients waiting for it hear it).
+  ServerConnectFailed,
+  ServerResolveFailed,
+  ServerConnectTimeout,
+  ServerClosedDuringLogin,
+  ServerNoSsl,
+  ServerBadSslAnswer,
+  ServerTlsError,
+  ServerTlsSetup,
+  ServerProtocolError,
+  ServerWantsCleartext,
+  ServerMd5Impossible,
+  ServerNoSaslMechanism,
+  ServerNoScramKeys,
+  ServerScramNoPassword,
+  ServerScramInvalid,
+  ServerScramSignature,
+  ServerAuthUnsupported,
+  ServerLoginFailed,
+  // The admin console answers a command with an ERROR.
+  AdminShowNeedsArgument,
+  AdminUnknownCommand,
+  AdminUnknownShow,
+  AdminNotAllowed,
+  AdminNeedsDatabase,
+  AdminNoSuchDatabase,
+  AdminNoSuchCluster,
+  AdminNeedsCluster,
+  AdminMoveRefused,
+  AdminMoveEnded,
+  AdminNoSuchClient,
+  AdminKillSelf,
+  AdminReloadFailed,
+  AdminShutdownMode,
+  AdminSetUsage,
+  AdminUnknownSetting,
+  AdminSettingNeedsRestart,
+  AdminSettingNeedsReload,
+  AdminSettingInvalid,
+};
+inline constexpr int kReasons = int(Reason::AdminSettingInvalid) + 1;
+
+struct ReasonInfo {
+  Reason reason;
+  const char* sqlstate;  // nullptr: the connection just closes
+  const char* text;      // "{}" marks are replaced by the arguments, in order
+  // A disconnect says the FATAL error first (false: the client's connection is gone,
+  // or in a state where another message would be read as part of a stream).
+  bool tell = true;
+};
+
+[[nodiscard]] const ReasonInfo& reason_info(Reason r);
+[[nodiscard]] inline const char* sqlstate_of(Reason r) { return reason_info(r).sqlstate; }
+// The message with its "{}" marks filled in; missing arguments read as "".
+[[nodiscard]] std::string reason_text(Reason r, std::initializer_list<std::string_view> args = {});
+
+}  // namespace pgpivot

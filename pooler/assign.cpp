@@ -23,6 +23,13 @@ std::string quote_literal(std::string_view v) {
 
 }  // namespace
 
+// A client sent something and has no server: it waits in its pool.
+void Pooler::client_request(Client* c) {
+  c->wait_start = now();
+  client_change_state(c, ClientState::Waiting);
+  pool_service(c->pool);
+}
+
 void Pooler::link(Client* c, Server* s) {
   c->server = s;
   s->client = c;

@@ -122,12 +122,6 @@ void Pooler::send_welcome(Client* c) {
 
 }
 
-void Pooler::client_request(Client* c) {
-  c->wait_start = now();
-  client_change_state(c, ClientState::Waiting);
-  pool_service(c->pool);
-}
-
 void Pooler::disconnect_client(Client* c, Reason why, std::initializer_list<std::string_view> args) {
   const ReasonInfo& r = reason_info(why);
   disconnect_client(c, r.sqlstate, reason_text(why, args), r.tell);

@@ -180,7 +180,7 @@ void Pooler::admin_login(Client* c) {
   admin_db_->counts->clients.fetch_add(1, std::memory_order_relaxed);
   admin_user_->counts->clients.fetch_add(1, std::memory_order_relaxed);
   admin_pool_->stats.client_login_count++;
-  register_cancel_key(c);
+  cancels_.add(c);
   std::string buf;
   proto::auth_ok(buf);
   for (auto [k, v] : {std::pair{"server_version", "15.0 (pgpivot " PGPIVOT_VERSION ")"},
@@ -281,7 +281,7 @@ void Pooler::admin_query(Client* c, std::string_view sql) {
   if (cmd == "SWITCHOVER" || cmd == "FAILOVER" || cmd == "FAILBACK" || cmd == "ABORT") {
     // The argument names a cluster; without one, the only cluster that has a standby.
     ClusterRt* target = nullptr;
-    auto& clusters = control()->clusters_;
+    auto& clusters = control()->clusters().all();
     if (!db.empty()) {
       auto it = clusters.find(db);
       if (it != clusters.end() && !it->second->removed) target = it->second.get();
@@ -304,7 +304,7 @@ void Pooler::admin_query(Client* c, std::string_view sql) {
     }
     std::string kind = lower(cmd);
     std::uint64_t ended = target->moves_ended;
-    std::string err = control()->cluster_request(target, kind);
+    std::string err = control()->clusters().request(target, kind);
     if (!err.empty()) {
       admin_error(c, Reason::AdminMoveRefused, {err});
       return;
@@ -652,21 +652,21 @@ void Pooler::admin_show(Client* c, const std::string& what, const std::string& a
     std::size_t buf_used = 0, buf_free = 0, sbuf_used = 0, sbuf_free = 0, oq_used = 0, oq_free = 0;
     for (Pooler* x : world()) {
       nclients += std::size_t(std::max(x->client_count_, 0));
-      buf_used += x->bufs_.in_use();
-      buf_free += x->bufs_.free_count();
-      sbuf_used += x->stream_bufs_.in_use();
-      sbuf_free += x->stream_bufs_.free_count();
-      oq_used += x->outq_in_use_;
-      oq_free += x->free_outq_.size();
+      buf_used += x->bufs_.msg().in_use();
+      buf_free += x->bufs_.msg().free_count();
+      sbuf_used += x->bufs_.stream().in_use();
+      sbuf_free += x->bufs_.stream().free_count();
+      oq_used += x->outqs_.in_use();
+      oq_free += x->outqs_.free_count();
     }
     for (Pool* p : pools) nservers += std::size_t(p->server_total());
     Table t({{"name", false}, {"size", true}, {"used", true}, {"free", true}, {"memtotal", true}});
     t.row({str("client"), num(sizeof(Client)), num(nclients), num(0), num(sizeof(Client) * nclients)});
     t.row({str("server"), num(sizeof(Server)), num(nservers), num(0), num(sizeof(Server) * nservers)});
     t.row({str("pool"), num(sizeof(Pool)), num(npools), num(0), num(sizeof(Pool) * npools)});
-    t.row({str("iobuf"), num(bufs_.size()), num(buf_used), num(buf_free), num(bufs_.size() * (buf_used + buf_free))});
-    t.row({str("stream_iobuf"), num(stream_bufs_.size()), num(sbuf_used), num(sbuf_free),
-           num(stream_bufs_.size() * (sbuf_used + sbuf_free))});
+    t.row({str("iobuf"), num(bufs_.msg().size()), num(buf_used), num(buf_free), num(bufs_.msg().size() * (buf_used + buf_free))});
+    t.row({str("stream_iobuf"), num(bufs_.stream().size()), num(sbuf_used), num(sbuf_free),
+           num(bufs_.stream().size() * (sbuf_used + sbuf_free))});
     t.row({str("outq"), num(sizeof(Conn::OutQ)), num(oq_used), num(oq_free),
            num(sizeof(Conn::OutQ) * (oq_used + oq_free))});
     // The whole process, from /proc/self/smaps_rollup: its private memory (what it
@@ -693,7 +693,7 @@ void Pooler::admin_show(Client* c, const std::string& what, const std::string& a
              {"last_failover", false}, {"last_failover_ms", true}, {"epoch", true}, {"lag_bytes", true},
              {"witness", false}, {"primary_error", false}, {"standby_error", false}});
     double now_s = double(uv_hrtime()) / 1e9;
-    for (auto& [name, cl] : control()->clusters_) {
+    for (auto& [name, cl] : control()->clusters().all()) {
       if (cl->removed) continue;
       const auto& pc = cl->cfg->primary;
       auto ms = [](std::uint64_t us) {
@@ -718,7 +718,7 @@ void Pooler::admin_show(Client* c, const std::string& what, const std::string& a
   } else if (what == "FAILOVERS") {
     Table t({{"cluster", false}, {"kind", false}, {"started", false}, {"duration_ms", true}, {"moved_to", false},
              {"clients_held", true}, {"client_errors", true}, {"result", false}});
-    for (const auto& ev : control()->failover_log_) {
+    for (const auto& ev : control()->clusters().log()) {
       t.row({str(ev.cluster), str(ev.kind), str(fmt_time(ev.start_wall)), num(ev.duration_ms), str(ev.to),
              inum(ev.clients_held), inum(ev.client_errors), str(ev.result)});
     }
@@ -755,7 +755,7 @@ void Pooler::admin_show(Client* c, const std::string& what, const std::string& a
 
 bool Pooler::pending_done(const PendingAdmin& pa) {
   if (pa.command == "SWITCHOVER" || pa.command == "FAILOVER" || pa.command == "FAILBACK") {
-    auto& clusters = control()->clusters_;
+    auto& clusters = control()->clusters().all();
     auto it = clusters.find(pa.db);
     return it == clusters.end() || it->second->removed || it->second->moves_ended != pa.moves_ended;
   }
@@ -777,7 +777,7 @@ void Pooler::finish_pending_admin() {
     PendingAdmin pa = pending_admin_[i];
     if (pending_done(pa)) {
       pending_admin_.erase(pending_admin_.begin() + std::ptrdiff_t(i));
-      auto& clusters = control()->clusters_;
+      auto& clusters = control()->clusters().all();
       auto it = clusters.find(pa.db);
       if (it != clusters.end() && it->second->last_end != "ok" &&
           (pa.command == "SWITCHOVER" || pa.command == "FAILOVER" || pa.command == "FAILBACK")) {

@@ -579,7 +579,7 @@ void Pooler::close_http(bool connections) {
 
 
 std::string Pooler::render_metrics() {
-  auto& clusters_ = control()->clusters_;
+  auto& clusters_ = control()->clusters().all();
   auto groups = pool_groups();
   std::string out;
   out.reserve(8192 + groups.size() * 1600 + clusters_.size() * 1200);
@@ -780,8 +780,8 @@ std::string Pooler::render_metrics() {
 // /stats
 
 std::string Pooler::render_stats_page() {
-  auto& clusters_ = control()->clusters_;
-  auto& failover_log_ = control()->failover_log_;
+  auto& clusters_ = control()->clusters().all();
+  auto& failover_log_ = control()->clusters().log();
   auto groups = pool_groups();
   std::string out;
   out.reserve(16384 + groups.size() * 600 + clusters_.size() * 600);

@@ -53,24 +53,24 @@ bool Pooler::tracks_prepared(const Pool* p) const {
   return cfg_.pooler.max_prepared_statements > 0 && pool_mode(p) != config::PoolMode::Session && !p->admin;
 }
 
-std::shared_ptr<PreparedStmt> Pooler::prepared_stmt(std::string_view parse_rest) {
+std::shared_ptr<PreparedStmt> StatementRegistry::get(std::string_view parse_rest) {
   std::string key(parse_rest);
-  auto it = stmt_registry_.find(key);
-  if (it != stmt_registry_.end()) return it->second;
+  auto it = stmts_.find(key);
+  if (it != stmts_.end()) return it->second;
   // Statements outlive the clients that named them: servers keep them prepared,
   // and the next client with the same query must get the same server-side name.
   // The registry is bounded; when it is full, statements no client names any more
   // are forgotten (a server still holding one just ages it out of its LRU).
-  if (stmt_registry_.size() >= kMaxRegistry) {
-    for (auto i = stmt_registry_.begin(); i != stmt_registry_.end();) {
-      i = i->second.use_count() == 1 ? stmt_registry_.erase(i) : std::next(i);
+  if (stmts_.size() >= kMax) {
+    for (auto i = stmts_.begin(); i != stmts_.end();) {
+      i = i->second.use_count() == 1 ? stmts_.erase(i) : std::next(i);
     }
   }
   auto sp = std::make_shared<PreparedStmt>();
-  sp->id = ++next_stmt_id_;
+  sp->id = ++next_id_;
   sp->name = "PGPIVOT_" + std::to_string(sp->id);
   sp->parse_rest = key;
-  stmt_registry_[key] = sp;
+  stmts_[key] = sp;
   return sp;
 }
 
@@ -252,7 +252,7 @@ Step Client::prepared_message(const char* data, std::uint32_t wire_size) {
         drop_until_sync = true;
         return Step::Skip;
       }
-      auto st = pooler->prepared_stmt(r.rest());
+      auto st = pooler->statements().get(r.rest());
       prepared()[cname] = st;
       s->ensure_prepared(st, cname);
       return Step::Skip;

@@ -18,6 +18,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "pooler/failover/cluster.hpp"
+
 #include "pooler/failover/health.hpp"
 #include "pooler/pooler.hpp"
 
@@ -48,17 +50,17 @@ std::string node_addr(const config::Node& n) { return n.host + ":" + std::to_str
 
 }  // namespace
 
-void Pooler::sync_clusters() {
-  if (shard_ != 0) {
-    auto& cls = control()->clusters_;
-    for (auto& [name, db] : dbs_) {
+void Clusters::sync() {
+  if (p_.shard_ != 0) {
+    auto& cls = p_.control()->clusters_.clusters_;
+    for (auto& [name, db] : p_.dbs_) {
       auto it = cls.find(db->cfg.cluster);
       db->crt = it == cls.end() || it->second->removed ? nullptr : it->second.get();
     }
     return;
   }
   for (auto& [name, cl] : clusters_) cl->removed = true;
-  for (auto& [name, cc] : cfg_.clusters) {
+  for (auto& [name, cc] : p_.cfg_.clusters) {
     auto& rt = clusters_[name];
     bool fresh = !rt;
     if (!rt) {
@@ -83,7 +85,7 @@ void Pooler::sync_clusters() {
         continue;
       }
       if (!rt->hc[side]) {
-        rt->hc[side].reset(new_health_check(this, rt.get(), side, false));
+        rt->hc[side].reset(new_health_check(&p_, rt.get(), side, false));
       } else {
         health_check_drop(rt->hc[side].get());  // settings may have changed: reconnect on the next check
       }
@@ -92,7 +94,7 @@ void Pooler::sync_clusters() {
       if (!own_witness) {
         rt->wc[side].reset();
       } else if (!rt->wc[side]) {
-        rt->wc[side].reset(new_health_check(this, rt.get(), side, true));
+        rt->wc[side].reset(new_health_check(&p_, rt.get(), side, true));
       } else {
         health_check_drop(rt->wc[side].get());
       }
@@ -108,24 +110,24 @@ void Pooler::sync_clusters() {
     cl->wc[1].reset();
     cl->cfg = nullptr;
   }
-  for (auto& [name, db] : dbs_) {
+  for (auto& [name, db] : p_.dbs_) {
     auto it = clusters_.find(db->cfg.cluster);
     db->crt = it == clusters_.end() || it->second->removed ? nullptr : it->second.get();
   }
 }
 
-const config::Node& Pooler::active_node(const DbEntry* db) const {
+const config::Node& active_node(const DbEntry* db) {
   const ClusterRt* cl = db->crt;
   if (cl && cl->cfg && cl->active_standby()) return *cl->cfg->standby;
   return db->cluster->primary;
 }
 
-void Pooler::health_tick() {
+void Clusters::health_tick() {
   bool any = false;
   for (auto& [name, cl] : clusters_) any = any || (!cl->removed && cl->cfg->standby);
   if (!any) return;
-  WorldLock wl(hub_, shard_);
-  Ms t = now();
+  WorldLock wl(p_.hub_, p_.shard_);
+  Ms t = p_.now();
   std::uint64_t t_us = uv_hrtime() / 1000;
   for (auto& [name, cl] : clusters_) {
     if (cl->removed || !cl->cfg->standby) continue;  // single-node clusters have nothing to fail over to
@@ -143,12 +145,12 @@ void Pooler::health_tick() {
         if (cl->wc[side] && side != cl->fsm.active()) health_check_start(cl->wc[side].get());
       }
     }
-    cluster_progress(cl.get());
+    progress(cl.get());
   }
 }
 
-void Pooler::check_result(ClusterRt* cl, int side, std::uint64_t latency_us) {
-  WorldLock wl(hub_, shard_);
+void Clusters::check_result(ClusterRt* cl, int side, std::uint64_t latency_us) {
+  WorldLock wl(p_.hub_, p_.shard_);
   NodeState before = cl->fsm.view(side).verdict;
   const failover::NodeView& v = cl->obs[side];
   cl->last_check_us[side] = latency_us;
@@ -164,7 +166,7 @@ void Pooler::check_result(ClusterRt* cl, int side, std::uint64_t latency_us) {
   if (side == cl->fsm.active() && v.verdict == NodeState::Up && cl->routes()) {
     // A restart shorter than one check: pools whose logins failed because the node
     // was away log in again now, not after server_login_retry.
-    for (Pool* p : world_pools()) {
+    for (Pool* p : p_.world_pools()) {
       if (p->db->crt != cl || !p->last_login_failure) continue;
       if (p->last_login_sqlstate.rfind("08", 0) != 0 && p->last_login_sqlstate.rfind("57P", 0) != 0) continue;
       p->last_login_failure = 0;
@@ -173,7 +175,7 @@ void Pooler::check_result(ClusterRt* cl, int side, std::uint64_t latency_us) {
   }
 }
 
-std::string Pooler::cluster_request(ClusterRt* cl, const std::string& kind) {
+std::string Clusters::request(ClusterRt* cl, const std::string& kind) {
   if (!cl->cfg->standby) return "cluster " + cl->name + " has no standby";
   std::string refused;
   failover::Effects e;
@@ -190,12 +192,12 @@ std::string Pooler::cluster_request(ClusterRt* cl, const std::string& kind) {
   return "";
 }
 
-void Pooler::cluster_progress(ClusterRt* cl) {
+void Clusters::progress(ClusterRt* cl) {
   if (!cl->cfg || !cl->cfg->standby) return;
   bool busy = false;
   if (cl->fsm.mode() == failover::Mode::Draining) {
     // Careful moves wait for transactions in flight; sessions move at a transaction boundary.
-    for (Pool* p : world_pools()) {
+    for (Pool* p : p_.world_pools()) {
       if (p->db->crt != cl) continue;
       p->sv_active.for_each<Server>([&](Server* s) {
         if (s->expect_z == 0 && s->internal_z == 0 && s->txn == 'I' && !s->unsynced) {
@@ -211,7 +213,7 @@ void Pooler::cluster_progress(ClusterRt* cl) {
 }
 
 // Carries out what the machine decided, in the order machine.hpp gives.
-void Pooler::apply_effects(ClusterRt* cl, failover::Effects&& e) {
+void Clusters::apply_effects(ClusterRt* cl, failover::Effects&& e) {
   for (const auto& l : e.log) {
     log_line(l.level == 0 ? "LOG" : l.level == 1 ? "WARNING" : "ERROR", "cluster %s: %s", cl->name.c_str(),
              l.text.c_str());
@@ -220,7 +222,7 @@ void Pooler::apply_effects(ClusterRt* cl, failover::Effects&& e) {
   if (e.started) {
     cl->op_start_wall = std::uint64_t(time(nullptr));
     cl->clients_held = 0;
-    for (Pool* p : world_pools())
+    for (Pool* p : p_.world_pools())
       if (p->db->crt == cl) cl->clients_held += p->client_total();
   }
   if (e.close_servers) {
@@ -238,31 +240,31 @@ void Pooler::apply_effects(ClusterRt* cl, failover::Effects&& e) {
   if (e.run_promote) run_hook(cl, fo.promote_command, "promote_command");
   if (e.run_fence && !fo.fence_command.empty()) run_hook(cl, fo.fence_command, "fence_command", e.fence_side);
   if (e.run_on_failover && !fo.on_failover_command.empty()) run_hook(cl, fo.on_failover_command, "on_failover_command");
-  if (e.check_now) cl->next_check = now();
+  if (e.check_now) cl->next_check = p_.now();
   if (e.wake_pools) wake_pools(cl);
   if (e.finished) {
     if (e.finished->rfind("aborted", 0) == 0) record_move(cl, e.ended_op, *e.finished);
-    finish_cluster_admin(cl, *e.finished);
+    finish_admin(cl, *e.finished);
   }
 }
 
-void Pooler::finish_cluster_admin(ClusterRt* cl, const std::string& result) {
+void Clusters::finish_admin(ClusterRt* cl, const std::string& result) {
   cl->moves_ended++;
   cl->last_end = result;
-  finish_pending_admin();  // the other workers' janitors see it at their next round
+  p_.finish_pending_admin();  // the other workers' janitors see it at their next round
 }
 
 // Leaves the old node: what is idle closes, busy servers end with the errors the
 // failover contract promises.
-void Pooler::close_old_servers(ClusterRt* cl, const std::string& why) {
-  for (Pool* p : world_pools()) {
+void Clusters::close_old_servers(ClusterRt* cl, const std::string& why) {
+  for (Pool* p : p_.world_pools()) {
     if (p->db->crt != cl) continue;
     p->each_server([&](Server* s) { p->owner->disconnect_server(s, why); });
   }
 }
 
-void Pooler::repoint_pools(ClusterRt* cl) {
-  for (Pool* p : world_pools()) {
+void Clusters::repoint_pools(ClusterRt* cl) {
+  for (Pool* p : p_.world_pools()) {
     if (p->db->crt != cl) continue;
     p->last_login_failure = 0;
     p->each_server([](Server* s) { s->close_needed = true; });
@@ -272,9 +274,9 @@ void Pooler::repoint_pools(ClusterRt* cl) {
 
 // The active node answers (again): log in at once instead of waiting out
 // server_login_retry, and serve whoever waits.
-void Pooler::wake_pools(ClusterRt* cl) {
+void Clusters::wake_pools(ClusterRt* cl) {
   if (!cl->routes()) return;
-  for (Pool* p : world_pools()) {
+  for (Pool* p : p_.world_pools()) {
     if (p->db->crt != cl) continue;
     p->last_login_failure = 0;
     // Clients that logged in during the outage still wait for the pool's parameters.
@@ -283,7 +285,7 @@ void Pooler::wake_pools(ClusterRt* cl) {
   }
 }
 
-void Pooler::record_move(ClusterRt* cl, failover::Op op, const std::string& result) {
+void Clusters::record_move(ClusterRt* cl, failover::Op op, const std::string& result) {
   Ms took = Ms((mono_s() - cl->fsm.op_start()) * 1000);
   if (result == "ok") {
     cl->failovers++;
@@ -299,9 +301,9 @@ void Pooler::record_move(ClusterRt* cl, failover::Op op, const std::string& resu
   ev.client_errors = cl->client_errors;
   ev.result = result;
   ev.to = failover::side_name(cl->fsm.active());
-  failover_log_.push_back(ev);
+  log_.push_back(ev);
   cl->client_errors.store(0);
-  if (failover_log_.size() > 100) failover_log_.erase(failover_log_.begin());
+  if (log_.size() > 100) log_.erase(log_.begin());
   const config::Node& n = cl->active_standby() ? *cl->cfg->standby : cl->cfg->primary;
   LOG_INFO("cluster %s: %s %s in %llu ms: pools use the %s %s (epoch %llu, %d clients held, %d errors)",
            cl->name.c_str(), ev.kind.c_str(), result == "ok" ? "complete" : result.c_str(), (unsigned long long)took,
@@ -315,7 +317,7 @@ void Pooler::record_move(ClusterRt* cl, failover::Op op, const std::string& resu
 // directory) before the pools move; a line whose addresses no longer match the config
 // is ignored at start.
 
-bool Pooler::write_state_file(const std::string& path) {
+bool Clusters::write_state_file(const std::string& path) {
   std::ostringstream o;
   o << "# pgpivot cluster state: the active node of each cluster and its epoch. Written by pgpivot.\n";
   for (auto& [name, cl] : clusters_) {
@@ -358,7 +360,7 @@ bool Pooler::write_state_file(const std::string& path) {
   return ok;
 }
 
-void Pooler::load_state_file(ClusterRt* cl) {
+void Clusters::load_state_file(ClusterRt* cl) {
   const std::string& path = cl->cfg->failover.state_file;
   if (path.empty()) return;
   std::ifstream in(path);
@@ -392,14 +394,14 @@ void Pooler::load_state_file(ClusterRt* cl) {
 
 namespace {
 struct HookCtx {
-  Pooler* pooler;
+  Clusters* owner;
   std::string cluster;
   std::string what;
   ClusterRt* cl;  // valid while the cluster exists (hooks of removed clusters report nothing)
 };
 }  // namespace
 
-void Pooler::run_hook(ClusterRt* cl, const std::string& command, const char* what, int fence_side) {
+void Clusters::run_hook(ClusterRt* cl, const std::string& command, const char* what, int fence_side) {
   auto* req = new uv_process_t();
   auto* ctx = new HookCtx{this, cl->name, what, cl};
   req->data = ctx;
@@ -456,14 +458,14 @@ void Pooler::run_hook(ClusterRt* cl, const std::string& command, const char* wha
       LOG_INFO("cluster %s: %s finished", ctx->cluster.c_str(), ctx->what.c_str());
     else
       LOG_WARN("cluster %s: %s failed (%s)", ctx->cluster.c_str(), ctx->what.c_str(), why);
-    Pooler* pooler = ctx->pooler;
-    auto it = pooler->clusters_.find(ctx->cluster);
-    ClusterRt* cl = it != pooler->clusters_.end() && it->second.get() == ctx->cl && !ctx->cl->removed ? ctx->cl : nullptr;
+    Clusters* owner = ctx->owner;
+    auto it = owner->clusters_.find(ctx->cluster);
+    ClusterRt* cl = it != owner->clusters_.end() && it->second.get() == ctx->cl && !ctx->cl->removed ? ctx->cl : nullptr;
     if (cl) {
-      WorldLock wl(pooler->hub_, pooler->shard_);
+      WorldLock wl(owner->p_.hub_, owner->p_.shard_);
       if (ctx->what == "promote_command" && cl->promote_proc == proc) {
         cl->promote_proc = nullptr;
-        pooler->apply_effects(cl, cl->fsm.on_promote_exit(ok, why, mono_s()));
+        owner->apply_effects(cl, cl->fsm.on_promote_exit(ok, why, mono_s()));
       } else if (ctx->what == "fence_command") {
         cl->fence_result = ok ? "ok" : std::string("failed: ") + why;
         if (!ok) LOG_WARN("cluster %s: fence_command failed (%s): the old node may still take writes", ctx->cluster.c_str(), why);
@@ -474,7 +476,7 @@ void Pooler::run_hook(ClusterRt* cl, const std::string& command, const char* wha
     uv_close(reinterpret_cast<uv_handle_t*>(proc), [](uv_handle_t* h) { delete reinterpret_cast<uv_process_t*>(h); });
   };
   LOG_INFO("cluster %s: running %s: %s", cl->name.c_str(), what, command.c_str());
-  int rc = uv_spawn(loop_, req, &opt);
+  int rc = uv_spawn(p_.loop_, req, &opt);
   if (rc != 0) {
     LOG_ERROR("cluster %s: cannot run %s: %s", cl->name.c_str(), what, uv_strerror(rc));
     delete ctx;
@@ -485,7 +487,7 @@ void Pooler::run_hook(ClusterRt* cl, const std::string& command, const char* wha
   if (std::string(what) == "promote_command") cl->promote_proc = req;
 }
 
-void Pooler::close_health_checks() {
+void Clusters::close_health_checks() {
   for (auto& [name, cl] : clusters_) {
     for (auto& hc : cl->hc) hc.reset();
     for (auto& wc : cl->wc) wc.reset();

@@ -2,7 +2,7 @@
 // runs role_query and, on a writable node, position_query; on a read-only node witness_query and
 // lag_query (on their own connection when witness_options is set). What a check
 // learns goes into ClusterRt::obs[side]; a finished role check reaches
-// Pooler::check_result, which feeds the cluster's failover machine.
+// Clusters::check_result, which feeds the cluster's failover machine.
 #include "pooler/failover/health.hpp"
 
 #include <cstdlib>
@@ -421,7 +421,7 @@ struct HealthCheck {
     if (witness_only) return;  // what it learned is in obs; the role check reports
     cl->obs[side].verdict = verdict;
     cl->obs[side].error = error;
-    pooler->check_result(cl, side, uv_hrtime() / 1000 - start_us);
+    pooler->clusters().check_result(cl, side, uv_hrtime() / 1000 - start_us);
   }
 
   void fail(const std::string& why, bool login = false) {

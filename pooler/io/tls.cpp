@@ -68,9 +68,8 @@ bool apply_ciphers(SSL_CTX* ctx, const std::string& ciphers, std::string& err) {
 
 }  // namespace
 
-bool Pooler::setup_tls(std::string& err) {
-  const auto& p = cfg_.pooler;
-  free_tls();  // connections keep their own references (SSL objects hold the context)
+bool TlsContexts::setup(const config::Pooler& p, std::string& err) {
+  clear();  // connections keep their own references (SSL objects hold the context)
   if (p.client_tls_sslmode != "disable") {
     // pgpivot as a TLS server for its clients.
     SSL_CTX* ctx = SSL_CTX_new(TLS_server_method());
@@ -99,7 +98,7 @@ bool Pooler::setup_tls(std::string& err) {
       SSL_CTX_free(ctx);
       return false;
     }
-    client_ctx_ = ctx;
+    client_ = ctx;
   }
   // pgpivot as a TLS client of PostgreSQL: built the first time a server answers
   // 'S' to an SSLRequest (server_tls_ctx), so that a pooler that never speaks TLS
@@ -107,7 +106,7 @@ bool Pooler::setup_tls(std::string& err) {
   // so that a bad server_tls_ca_file fails the start or the reload as before.
   if (!p.server_tls_ca_file.empty() || !p.server_tls_cert_file.empty() || !p.server_tls_key_file.empty() ||
       !default_ciphers(p.server_tls_ciphers)) {
-    SSL_CTX* check = new_server_ctx(err);
+    SSL_CTX* check = new_server_ctx(p, err);
     if (!check) return false;
     SSL_CTX_free(check);
   }
@@ -115,8 +114,7 @@ bool Pooler::setup_tls(std::string& err) {
 }
 
 // The global client context of pgpivot towards PostgreSQL (server_tls_*).
-SSL_CTX* Pooler::new_server_ctx(std::string& err) const {
-  const auto& p = cfg_.pooler;
+SSL_CTX* TlsContexts::new_server_ctx(const config::Pooler& p, std::string& err) {
   SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
   if (!ctx) {
     err = "cannot create a TLS context: " + ssl_error_text();
@@ -144,19 +142,18 @@ SSL_CTX* Pooler::new_server_ctx(std::string& err) const {
 
 // The context for one node: the global one, or one built for the node's own
 // sslrootcert / sslcert / sslkey (cached until the next reload).
-SSL_CTX* Pooler::server_tls_ctx(const config::Node& node, std::string& err) {
+SSL_CTX* TlsContexts::server(const config::Pooler& p, const config::Node& node, std::string& err) {
   auto opt = [&](const char* k) {
     auto it = node.options.find(k);
     return it == node.options.end() ? std::string() : it->second;
   };
   std::string ca = opt("sslrootcert"), cert = opt("sslcert"), key = opt("sslkey");
   if (ca.empty() && cert.empty() && key.empty()) {
-    if (!server_ctx_) server_ctx_ = new_server_ctx(err);
-    return server_ctx_;
+    if (!server_) server_ = new_server_ctx(p, err);
+    return server_;
   }
   std::string id = ca + "\n" + cert + "\n" + key;
-  if (auto it = node_ctx_.find(id); it != node_ctx_.end()) return it->second;
-  const auto& p = cfg_.pooler;
+  if (auto it = nodes_.find(id); it != nodes_.end()) return it->second;
   if (ca.empty()) ca = p.server_tls_ca_file;
   if (cert.empty()) cert = p.server_tls_cert_file;
   if (key.empty()) key = p.server_tls_key_file;
@@ -174,16 +171,16 @@ SSL_CTX* Pooler::server_tls_ctx(const config::Node& node, std::string& err) {
     SSL_CTX_free(ctx);
     return nullptr;
   }
-  node_ctx_[id] = ctx;
+  nodes_[id] = ctx;
   return ctx;
 }
 
-void Pooler::free_tls() {
-  if (client_ctx_) SSL_CTX_free(client_ctx_);
-  if (server_ctx_) SSL_CTX_free(server_ctx_);
-  client_ctx_ = server_ctx_ = nullptr;
-  for (auto& [k, ctx] : node_ctx_) SSL_CTX_free(ctx);
-  node_ctx_.clear();
+void TlsContexts::clear() {
+  if (client_) SSL_CTX_free(client_);
+  if (server_) SSL_CTX_free(server_);
+  client_ = server_ = nullptr;
+  for (auto& [k, ctx] : nodes_) SSL_CTX_free(ctx);
+  nodes_.clear();
 }
 
 // ---------------------------------------------------------------------------

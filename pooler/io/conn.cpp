@@ -24,45 +24,7 @@
 
 namespace pgpivot {
 
-BufferPool::~BufferPool() {
-  for (char* p : free_) std::free(p);
-}
-
-char* BufferPool::take() {
-  in_use_++;
-  if (!free_.empty()) {
-    char* p = free_.back();
-    free_.pop_back();
-    return p;
-  }
-  char* p = static_cast<char*>(std::malloc(size_));
-  if (!p) std::abort();
-  return p;
-}
-
-void BufferPool::give(char* p) {
-  in_use_--;
-  // Keep a modest reserve; beyond it memory goes back to the allocator.
-  if (free_.size() < keep_) {
-    free_.push_back(p);
-  } else {
-    std::free(p);
-  }
-}
-
 namespace {
-
-// A read buffer goes back where its capacity says it came from.
-void give_buffer(Pooler* pooler, char* p, std::uint32_t cap) {
-  if (!p) return;
-  if (cap == pooler->buffers().size()) {
-    pooler->buffers().give(p);
-  } else if (cap == pooler->stream_buffers().size()) {
-    pooler->stream_buffers().give(p);
-  } else {
-    std::free(p);
-  }
-}
 
 // Ciphertext is read into one buffer per reactor thread: it is handed to OpenSSL
 // before the read returns, so no TLS connection holds a read buffer of its own.
@@ -204,45 +166,8 @@ void Conn::write_more() {
   flush();
 }
 
-namespace {
-
-// Capacities an OutQ may keep on the free list; larger ones are shrunk.
-constexpr std::size_t kKeepBytes = 16384, kKeepSegs = 64;
-
-}  // namespace
-
-Conn::OutQ* Pooler::take_outq() {
-  outq_in_use_++;
-  if (free_outq_.empty()) return new Conn::OutQ();
-  Conn::OutQ* q = free_outq_.back();
-  free_outq_.pop_back();
-  return q;
-}
-
-void Pooler::give_outq(Conn::OutQ* q) {
-  outq_in_use_--;
-  q->out.clear();
-  q->segs.clear();
-  q->out_inflight.clear();
-  q->bufs_inflight.clear();
-  q->tls_cipher_out.clear();
-  q->fwd_src = q->waiting_src = nullptr;
-  for (auto& [p, cap] : q->orphans) give_buffer(this, p, cap);
-  q->orphans.clear();
-  if (free_outq_.size() >= 1024) {
-    delete q;
-    return;
-  }
-  if (q->out.capacity() > kKeepBytes) std::string().swap(q->out);
-  if (q->out_inflight.capacity() > kKeepBytes) std::string().swap(q->out_inflight);
-  if (q->tls_cipher_out.capacity() > kKeepBytes) std::string().swap(q->tls_cipher_out);
-  if (q->segs.capacity() > kKeepSegs) std::vector<Conn::Seg>().swap(q->segs);
-  if (q->bufs_inflight.capacity() > kKeepSegs) std::vector<uv_buf_t>().swap(q->bufs_inflight);
-  free_outq_.push_back(q);
-}
-
 Conn::OutQ& Conn::outq() {
-  if (!oq) oq = pooler->take_outq();
+  if (!oq) oq = pooler->outqs().take();
   return *oq;
 }
 
@@ -253,7 +178,7 @@ bool Conn::output_pending() const { return wbusy || (oq && (!oq->segs.empty() ||
 // Gives the output state back when nothing is pending or borrowed any more.
 void Conn::maybe_release_outq() {
   if (oq && !wbusy && oq->idle()) {
-    pooler->give_outq(oq);
+    pooler->outqs().give(oq);
     oq = nullptr;
   }
 }
@@ -360,7 +285,7 @@ void Conn::on_drained() {
     src->borrow_done();
   }
   if (closing || !oq) return;
-  for (auto& [p, cap] : oq->orphans) give_buffer(pooler, p, cap);
+  for (auto& [p, cap] : oq->orphans) pooler->read_buffers().give(p, cap);
   oq->orphans.clear();
   if (Conn* w = oq->waiting_src) {
     oq->waiting_src = nullptr;
@@ -379,7 +304,7 @@ void Conn::borrow_done() {
 
 void Conn::release_rbuf_if_empty() {
   if (rbuf && rpos == rend && !borrowed_by) {
-    give_buffer(pooler, rbuf, rcap);
+    pooler->read_buffers().give(rbuf, rcap);
     rbuf = nullptr;
     rcap = rpos = rparse = rend = 0;
   }
@@ -417,7 +342,7 @@ void Conn::ensure_room(std::uint32_t need) {
   char* big = static_cast<char*>(std::malloc(need));
   if (!big) std::abort();
   std::memcpy(big, rbuf, rend);
-  give_buffer(pooler, rbuf, rcap);
+  pooler->read_buffers().give(rbuf, rcap);
   rbuf = big;
   rcap = need;
 }
@@ -630,10 +555,10 @@ void Conn::start_close() {
 }
 
 void Conn::free_buffers() {
-  give_buffer(pooler, rbuf, rcap);
+  pooler->read_buffers().give(rbuf, rcap);
   rbuf = nullptr;
   if (oq) {
-    pooler->give_outq(oq);  // also frees orphaned buffers
+    pooler->outqs().give(oq);  // also frees orphaned buffers
     oq = nullptr;
   }
 }

@@ -1,5 +1,5 @@
 // Shared state of the reactor threads; see hub.hpp.
-#include "pooler/hub.hpp"
+#include "pooler/workers/hub.hpp"
 
 #include <unistd.h>
 

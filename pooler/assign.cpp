@@ -1,0 +1,195 @@
+// Who hands a server to a waiting client: pool_service (idle servers to waiting
+// clients, new servers within the limits), link, and server_release when a
+// transaction or session ends.
+#include "pooler/pooler.hpp"
+
+#include <algorithm>
+#include <string>
+#include <string_view>
+
+namespace pgpivot {
+
+namespace {
+
+std::string quote_literal(std::string_view v) {
+  std::string out = "'";
+  for (char ch : v) {
+    if (ch == '\'') out += '\'';
+    out += ch;
+  }
+  out += '\'';
+  return out;
+}
+
+}  // namespace
+
+// A client sent something and has no server: it waits in its pool.
+void Pooler::client_request(Client* c) {
+  c->wait_start = now();
+  client_change_state(c, ClientState::Waiting);
+  pool_service(c->pool);
+}
+
+void Pooler::link(Client* c, Server* s) {
+  c->server = s;
+  s->client = c;
+  client_change_state(c, ClientState::Active);
+  server_change_state(s, ServerState::Active);
+  Pool* p = c->pool;
+  p->stats.server_assignment_count++;
+  if (c->wait_start) p->stats.wait_time += (now() - c->wait_start) * 1000;
+  c->wait_start = 0;
+  s->expect_z = 0;
+  s->tracking = tracks_prepared(p);
+  s->slots.clear();
+  s->skip_to_sync = false;
+  s->unsynced = false;
+  s->commit_in_flight = false;
+  s->begin_in_flight = false;
+  s->begin_sent = false;
+  s->answered = false;
+  s->query_start = now();
+  std::string sets;
+  for (int i = 0; i < kTrackedCount; i++) {
+    const auto& want = c->params.get(i);
+    if (!want) continue;
+    const auto& have = s->params.get(i);
+    if (have && *have == *want) continue;
+    sets += "SET ";
+    sets += kTrackedParams[i];
+    sets += " = ";
+    sets += quote_literal(*want);
+    sets += ";";
+  }
+  if (!sets.empty()) run_internal_query(s, sets);
+  if (c->has_replay()) {
+    // The BEGIN a lost server never answered (client_server_lost), after the SETs.
+    s->queue(c->notes_->replay);
+    c->mark_query_start();
+    s->expect_z++;
+    if (s->tracking) s->push_slot(Slot::Query);
+    s->begin_in_flight = true;
+    s->begin_sent = true;
+    s->answered = false;
+  }
+}
+
+void Pooler::server_release(Server* s) {
+  Client* c = s->client;
+  Pool* p = s->pool;
+  s->client = nullptr;
+  if (c) {
+    c->server = nullptr;
+    client_change_state(c, ClientState::Idle);
+  }
+  if (!s->closing) {
+    Ms age = now() - s->connect_time;
+    if (pool_paused(p) && !suspended_) {
+      disconnect_server(s, "PAUSE");
+    } else if (s->close_needed || (secs(cfg_.pooler.server_lifetime) && age > secs(cfg_.pooler.server_lifetime))) {
+      disconnect_server(s, s->close_needed ? "configuration changed" : "server_lifetime");
+    } else if (s->needs_reset || (cfg_.pooler.server_reset_query_always && !cfg_.pooler.server_reset_query.empty())) {
+      server_change_state(s, ServerState::Tested);
+      run_internal_query(s, s->needs_reset ? std::string("RESET ALL") : cfg_.pooler.server_reset_query);
+      s->needs_reset = false;
+    } else {
+      s->last_used = now();
+      server_change_state(s, ServerState::Idle);
+    }
+  }
+  if (shutting_down_ && c) {
+    disconnect_client(c, Reason::ShuttingDown);
+    c = nullptr;
+  }
+  // Other workers wait for this pool's slots: keep no more than a fair share.
+  if (hub_->threaded() && s->state == ServerState::Idle) give_back_servers(p);
+  // A switchover waiting for transactions to end can go on as soon as the last one does.
+  if (p->db->crt && p->db->crt->fsm.mode() == failover::Mode::Draining) {
+    WorldLock wl(hub_, shard_);
+    control()->clusters().progress(p->db->crt);
+  }
+  pool_service(p);
+  if (c && !c->closing && c->rbuf && c->rend > c->rparse) c->process();
+}
+
+// ---------------------------------------------------------------------------
+// Assignment
+
+bool Pooler::may_launch(Pool* p) const {
+  if (shutting_down_ || pool_paused(p)) return false;
+  if (p->last_login_failure && uv_now(loop_) - p->last_login_failure < secs(cfg_.pooler.server_login_retry)) {
+    return false;
+  }
+  return true;
+}
+
+// The limits count servers of every worker: a slot is taken with a compare-and-swap
+// before the server is opened and given back in disconnect_server, so no
+// interleaving of workers can exceed pool_size (+ reserve_pool_size),
+// max_db_connections or max_user_connections.
+bool Pooler::try_launch(Pool* p, bool use_reserve) {
+  if (!may_launch(p)) return false;
+  if (hub_->threaded() && (p->shared->wanted.load(std::memory_order_relaxed) & ~(std::uint64_t(1) << shard_)) &&
+      p->server_total() >= std::max(fair_share(p, true), 1)) {
+    // Others wait for this pool's slots: a slot freed here is theirs.
+    want_servers(p);
+    return false;
+  }
+  int limit = pool_size(p) + (use_reserve ? reserve_size(p) : 0);
+  int maxdb = max_db_connections(p), maxuser = max_user_connections(p);
+  if (!reserve_slot(p->shared->servers, std::max(limit, 0))) {
+    want_servers(p);
+    return false;
+  }
+  if (!reserve_slot(p->db->counts->servers, maxdb > 0 ? maxdb : -1)) {
+    p->shared->servers.fetch_sub(1, std::memory_order_relaxed);
+    want_servers(p);
+    return false;
+  }
+  if (p->user && !reserve_slot(p->user->counts->servers, maxuser > 0 ? maxuser : -1)) {
+    p->shared->servers.fetch_sub(1, std::memory_order_relaxed);
+    p->db->counts->servers.fetch_sub(1, std::memory_order_relaxed);
+    want_servers(p);
+    return false;
+  }
+  launch_server(p);
+  return true;
+}
+
+void Pooler::pool_service(Pool* p) {
+  if (pool_paused(p)) return;  // PAUSE / SUSPEND: waiting clients stay waiting
+  if (p->servicing) {
+    p->service_again = true;
+    return;
+  }
+  p->servicing = true;
+  do {
+    p->service_again = false;
+    while (!p->cl_waiting.empty()) {
+      // LIFO keeps a few servers warm; server_round_robin spreads load over all of them.
+      Server* s = cfg_.pooler.server_round_robin ? p->sv_idle.back<Server>() : p->sv_idle.front<Server>();
+      if (s) {
+        Ms idle_for = now() - s->last_used;
+        if (!cfg_.pooler.server_check_query.empty() && cfg_.pooler.server_check_delay >= 0 &&
+            idle_for > secs(cfg_.pooler.server_check_delay)) {
+          // Idle long enough to doubt: check it before handing it out.
+          server_change_state(s, ServerState::Tested);
+          run_internal_query(s, cfg_.pooler.server_check_query);
+          continue;
+        }
+        Client* c = p->cl_waiting.front<Client>();
+        link(c, s);
+        c->process();
+        continue;
+      }
+      int starting = int(p->sv_login.size() + p->sv_tested.size());
+      if (int(p->cl_waiting.size()) <= starting) break;
+      Client* oldest = p->cl_waiting.front<Client>();
+      bool reserve = now() - oldest->wait_start >= secs(cfg_.pooler.reserve_pool_timeout);
+      if (!try_launch(p, reserve)) break;
+    }
+  } while (p->service_again);
+  p->servicing = false;
+}
+
+}  // namespace pgpivot

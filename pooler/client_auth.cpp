@@ -1,0 +1,282 @@
+// Client login: the startup packet (SSLRequest, CancelRequest, parameters), the
+// admin console's peer rule, and authentication (trust / md5 / SCRAM-SHA-256 /
+// cleartext, with indistinguishable failures for unknown users).
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cctype>
+#include <cstring>
+#include <string_view>
+
+#include "pooler/pooler.hpp"
+#include "protocol/startup.hpp"
+#include "protocol/wire.hpp"
+
+namespace pgpivot {
+
+namespace {
+
+constexpr std::string_view kAllowedStartup[] = {"user", "database", "application_name", "client_encoding",
+                                                "DateStyle", "TimeZone", "IntervalStyle",
+                                                "standard_conforming_strings"};
+
+}  // namespace
+
+Step Client::on_startup(const char* data, std::uint32_t len) {
+  auto sp = proto::parse_startup(reinterpret_cast<const std::uint8_t*>(data), len);
+  const auto& set = pooler->settings();
+  switch (sp.kind) {
+    case proto::StartupKind::SSLRequest:
+      if (SSL_CTX* ctx = pooler->tls().client(); ctx && !tls) {
+        if (rparse + len != rend) {
+          pooler->disconnect_client(this, Reason::UnencryptedAfterSsl);
+          return Step::Stop;
+        }
+        // 'S' goes out in plain text before the handshake, so it is written now.
+        if (::send(fd, "S", 1, MSG_NOSIGNAL) != 1) {
+          pooler->disconnect_client(this, Reason::SslAnswerFailed);
+          return Step::Stop;
+        }
+        rparse += len;
+        tls_start(ctx, true, "", false);
+        return Step::Stop;  // everything after this arrives encrypted
+      }
+      queue("N");
+      return Step::Skip;
+    case proto::StartupKind::GSSENCRequest:
+      // GSS encryption is not offered: the client goes on without it.
+      queue("N");
+      return Step::Skip;
+    case proto::StartupKind::CancelRequest:
+      pooler->client_change_state(this, ClientState::Cancel);
+      pooler->handle_cancel(sp.cancel_pid, sp.cancel_key);
+      pooler->disconnect_client(this, Reason::CancelRequestDone);
+      return Step::Stop;
+    case proto::StartupKind::BadVersion: {
+      char version[32];
+      std::snprintf(version, sizeof version, "%u.%u", sp.version >> 16, sp.version & 0xffff);
+      pooler->disconnect_client(this, Reason::UnsupportedProtocol, {version});
+      return Step::Stop;
+    }
+    case proto::StartupKind::Invalid:
+      pooler->disconnect_client(this, Reason::InvalidStartup, {sp.error.empty() ? "invalid startup packet" : sp.error});
+      return Step::Stop;
+    case proto::StartupKind::Startup:
+      break;
+  }
+  {
+    const std::string& mode = set.client_tls_sslmode;
+    if (!tls && (mode == "require" || mode == "verify-ca" || mode == "verify-full")) {
+      pooler->disconnect_client(this, Reason::SslRequired);
+      return Step::Stop;
+    }
+  }
+  const std::string* u = sp.get("user");
+  const std::string* d = sp.get("database");
+  user_name = u ? *u : "";
+  db_name = d && !d->empty() ? Name(*d) : user_name;
+
+  std::vector<std::string> unrecognized;
+  for (const auto& [name, value] : sp.params) {
+    if (name.rfind("_pq_.", 0) == 0) {
+      unrecognized.push_back(name);
+      continue;
+    }
+    bool ok = false;
+    for (auto allowed : kAllowedStartup) ok = ok || iequals(name, allowed);
+    for (const auto& ign : set.ignore_startup_parameters) ok = ok || iequals(name, ign);
+    if (!ok) {
+      pooler->disconnect_client(this, Reason::UnsupportedStartupParameter, {name});
+      return Step::Stop;
+    }
+    int ti = tracked_index(name);
+    if (ti >= 0) params.set(ti, value);
+  }
+  if ((sp.version & 0xffff) != 0 || !unrecognized.empty()) {
+    std::string buf;
+    proto::negotiate_protocol_version(buf, 0, unrecognized);
+    queue(buf);
+  }
+  if (set.application_name_add_host) {
+    int ai = tracked_index("application_name");
+    params.set(ai, params.get(ai).value_or("") + " - " + remote.str());
+  }
+  if (pooler->hub()->clients.load(std::memory_order_relaxed) > set.max_client_conn) {
+    pooler->disconnect_client(this, Reason::TooManyClients);
+    return Step::Stop;
+  }
+  if (set.log_connections) {
+    std::string tls_desc = tls_description();
+    LOG_INFO("C-%llu: %s/%s@%s login attempt: db=%s user=%s tls=%s", (unsigned long long)id, db_name.c_str(),
+             user_name.c_str(), remote.str().c_str(), db_name.c_str(), user_name.c_str(),
+             tls_desc.empty() ? "no" : tls_desc.c_str());
+  }
+  DbEntry* db = pooler->is_admin_db(db_name) ? nullptr : pooler->find_db(db_name);
+  if (pooler->is_admin_db(db_name) && unix_socket && user_name == "pgbouncer") {
+    // As PgBouncer: the OS user running the pooler reaches the console over the
+    // Unix socket without a password.
+    struct ucred cred {};
+    socklen_t len = sizeof cred;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 &&
+        cred.uid == geteuid()) {
+      login = LoginStep::Done;
+      peer_admin = true;
+      pooler->client_login_done(this);
+      return closing ? Step::Stop : Step::Skip;
+    }
+  }
+  if (!db && !pooler->is_admin_db(db_name)) {
+    pooler->disconnect_client(this, Reason::NoSuchDatabase, {db_name.str()});
+    return Step::Stop;
+  }
+  UserEntry* user = pooler->find_user(user_name);
+  const std::string* password = user ? &user->cfg.password : nullptr;
+  config::AuthType auth = set.auth_type;
+  // Trust and cert need no password, only a known user.
+  if (user && password->empty() && auth != config::AuthType::Trust && auth != config::AuthType::Cert) user = nullptr;
+  unknown_user = !user;
+
+  if (auth == config::AuthType::Cert) {
+    // As PgBouncer 1.18: TLS, a client certificate that verified against
+    // client_tls_ca_file (the handshake checked it), and a CommonName equal to the
+    // user name from the startup packet. PgBouncer tells the client only
+    // "certificate authentication failed" and logs the reason; pgpivot adds
+    // PgBouncer's reason to the message, as it reveals nothing the client's own
+    // certificate does not, except for an unknown user.
+    std::optional<std::string> cn = tls_peer_common_name();
+    const char* why = !tls ? "TLS connection required"
+                      : !cn ? "TLS client certificate required"
+                      : cn->empty() ? "Invalid TLS certificate"
+                      : *cn != user_name ? "TLS certificate name mismatch"
+                      : !user ? "no such user"
+                      : nullptr;
+    if (why) {
+      LOG_WARN("C-%llu: %s/%s@%s certificate login failed: %s (certificate CN \"%s\")", (unsigned long long)id,
+               db_name.c_str(), user_name.c_str(), remote.str().c_str(), why, cn ? cn->c_str() : "");
+      pooler->disconnect_client(this, Reason::CertificateFailed, {user ? std::string(": ") + why : std::string()});
+      return Step::Stop;
+    }
+    login = LoginStep::Done;
+    pooler->client_login_done(this);
+    return closing ? Step::Stop : Step::Skip;
+  }
+  if (auth == config::AuthType::Trust) {
+    if (!user) {
+      // Trust still requires the user to be known, as PgBouncer does.
+      auth_failed();
+      return Step::Stop;
+    }
+    login = LoginStep::Done;
+    pooler->client_login_done(this);
+    return closing ? Step::Stop : Step::Skip;
+  }
+  // Choose the exchange the stored password allows: SCRAM secrets can only do
+  // SCRAM, md5 hashes only md5; plain passwords do what auth_type says.
+  bool stored_scram = password && password->rfind("SCRAM-SHA-256$", 0) == 0;
+  bool stored_md5 = password && proto::is_md5_hash(*password);
+  bool use_scram = auth == config::AuthType::ScramSha256 ? !stored_md5 : stored_scram;
+  std::string buf;
+  if (use_scram) {
+    proto::ScramSecret secret;
+    if (!user) {
+      secret = pooler->fake_secret(user_name);
+    } else if (stored_scram) {
+      auto parsed = proto::ScramSecret::parse(*password);
+      if (!parsed) {
+        LOG_WARN("user \"%s\" has an unparsable SCRAM secret", user_name.c_str());
+        secret = pooler->fake_secret(user_name);
+      } else {
+        secret = *parsed;
+      }
+    } else {
+      if (!user->secret) {
+        std::string salt(16, '\0');
+        proto::random_bytes(reinterpret_cast<std::uint8_t*>(salt.data()), salt.size());
+        user->secret = proto::ScramSecret::from_password(*password, salt, 4096);
+      }
+      secret = *user->secret;
+    }
+    scram = std::make_unique<proto::ScramServer>(secret);
+    proto::auth_sasl(buf, {"SCRAM-SHA-256"});
+    login = LoginStep::SaslFirst;
+  } else {
+    proto::random_bytes(md5_salt, 4);
+    proto::auth_md5(buf, md5_salt);
+    login = LoginStep::Md5;
+  }
+  queue(buf);
+  return Step::Skip;
+}
+
+Step Client::handle_password(const char* body, std::uint32_t len) {
+  std::string_view b(body, len);
+  std::string buf;
+  switch (login) {
+    case LoginStep::Md5: {
+      auto pw = proto::parse_password_message(b);
+      if (!pw) {
+        pooler->disconnect_client(this, Reason::BadPasswordPacket);
+        return Step::Stop;
+      }
+      // An unknown user goes through the same hashing and comparison (against the
+      // hash of an empty password) so that it fails in the same time as a wrong password.
+      UserEntry* user = unknown_user ? nullptr : pooler->find_user(user_name);
+      std::string stored = user ? user->cfg.password : std::string();
+      if (!proto::is_md5_hash(stored)) stored = proto::md5_password_hash(user_name.str(), stored);
+      std::string expect = proto::md5_salted_response(stored, md5_salt);
+      bool match = proto::constant_time_equal(*pw, expect);
+      if (!match || unknown_user) {
+        auth_failed();
+        return Step::Stop;
+      }
+      break;
+    }
+    case LoginStep::SaslFirst: {
+      auto init = proto::parse_sasl_initial_response(b);
+      if (!init) {
+        pooler->disconnect_client(this, Reason::BadSaslInitial);
+        return Step::Stop;
+      }
+      if (init->mechanism != "SCRAM-SHA-256") {
+        pooler->disconnect_client(this, Reason::BadSaslMechanism);
+        return Step::Stop;
+      }
+      auto reply = scram->client_first(init->data);
+      if (!reply) {
+        pooler->disconnect_client(this, Reason::BadScramMessage, {scram->error()});
+        return Step::Stop;
+      }
+      proto::auth_sasl_continue(buf, *reply);
+      queue(buf);
+      login = LoginStep::SaslFinal;
+      return Step::Skip;
+    }
+    case LoginStep::SaslFinal: {
+      auto reply = scram->client_final(b);
+      if (!reply || unknown_user) {
+        auth_failed();
+        return Step::Stop;
+      }
+      proto::auth_sasl_final(buf, *reply);
+      queue(buf);
+      // Keep ClientKey: it lets pgpivot log in to servers storing this secret.
+      if (UserEntry* user = pooler->find_user(user_name)) {
+        user->client_key = scram->client_key();
+        if (pooler->hub()->threaded()) pooler->hub()->set_client_key(user_name, *user->client_key);
+      }
+      scram.reset();
+      break;
+    }
+    case LoginStep::Startup:
+    case LoginStep::Cleartext:
+    case LoginStep::WaitWelcome:
+    case LoginStep::Done:
+      pooler->disconnect_client(this, Reason::UnexpectedPassword);
+      return Step::Stop;
+  }
+  login = LoginStep::Done;
+  pooler->client_login_done(this);
+  return closing ? Step::Stop : Step::Skip;
+}
+
+}  // namespace pgpivot

@@ -1,0 +1,283 @@
+// Opening a server connection: name lookup, non-blocking connect, TLS request,
+// startup and login; a server becoming ready (welcome parameters, pgpivot's own
+// queries) or failing its login.
+#include "pooler/pooler.hpp"
+
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "protocol/wire.hpp"
+
+namespace pgpivot {
+
+void Server::on_connect(int status) {
+  Server* s = this;
+  if (s->closing) return;
+  Pooler* pl = s->pooler;
+  if (status < 0) {
+    pl->server_login_failed(s, Reason::ServerConnectFailed,
+                            {s->host + ":" + std::to_string(s->server_port), uv_strerror(status)});
+    return;
+  }
+  s->connected = true;
+  // TLS first when the node's sslmode asks for it (not over Unix sockets, as libpq).
+  // As PgBouncer, "allow" asks too and goes on in plain text after an 'N', so it
+  // behaves as "prefer" (libpq's allow would try plain text first).
+  const config::Node& tnode = active_node(s->pool->db);
+  auto sm = tnode.options.find("sslmode");
+  s->sslmode = sm != tnode.options.end() ? sm->second : s->pooler->settings().server_tls_sslmode;
+  if (!s->unix_sock) {
+    int one = 1;
+    ::setsockopt(s->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (s->pooler->settings().tcp_keepalive) set_keepalive(s->fd);
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    if (::getsockname(s->fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0) s->local.set(ss);
+  }
+  if (!s->unix_sock && s->sslmode != "disable") {
+    std::string buf;
+    proto::ssl_request(buf);
+    s->queue(buf);
+    s->awaiting_ssl_byte = true;
+    s->update_reading();
+    return;
+  }
+  s->send_startup();
+  s->update_reading();
+}
+
+void Server::send_startup() {
+  Server* s = this;
+  std::vector<std::pair<std::string, std::string>> params;
+  params.emplace_back("user", s->pool->user->cfg.name);
+  params.emplace_back("database", s->pool->server_db);
+  const config::Node& node = active_node(s->pool->db);
+  auto opt = node.options.find("options");
+  if (opt != node.options.end()) params.emplace_back("options", opt->second);
+  // Per-database startup settings, as PgBouncer's connect string allows; they
+  // become the pool's defaults that clients see at login.
+  const config::Database& dbc = s->pool->db->cfg;
+  for (const auto& [k, v] : dbc.params) params.emplace_back(k, v);
+  if (!dbc.application_name.empty()) params.emplace_back("application_name", dbc.application_name);
+  std::string buf;
+  proto::startup_message(buf, params);
+  s->queue(buf);
+}
+
+namespace {
+
+// A name lookup in flight for a server; outlives the server if it closes first.
+struct Resolve {
+  uv_getaddrinfo_t req{};
+  Server* server = nullptr;
+};
+
+// Starts a non-blocking connect to s->sa; the poll callback calls on_connect.
+void connect_resolved(Server* s) {
+  int rc = new_socket(s->sa.ss_family);
+  if (rc >= 0 && !s->attach(rc)) rc = UV_ENOMEM;
+  if (rc >= 0) {
+    socklen_t len = s->sa.ss_family == AF_UNIX ? socklen_t(sizeof(sockaddr_un)) : sockaddr_len(s->sa);
+    rc = ::connect(s->fd, reinterpret_cast<const sockaddr*>(&s->sa), len) == 0 || errno == EINPROGRESS ? 0 : -errno;
+    if (rc == 0) {
+      s->set_events(UV_WRITABLE);
+      s->connecting = true;
+      return;
+    }
+  }
+  s->pooler->server_login_failed(s, Reason::ServerConnectFailed, {s->addr, uv_strerror(rc)});
+}
+
+void on_resolved(uv_getaddrinfo_t* req, int status, addrinfo* res) {
+  auto* r = static_cast<Resolve*>(req->data);
+  Server* s = r->server;
+  if (s) s->resolving = nullptr;
+  if (s && !s->closing) {
+    if (status < 0 || !res) {
+      s->pooler->server_login_failed(s, Reason::ServerResolveFailed, {s->host, uv_strerror(status)});
+    } else {
+      // One address is tried: IPv4 first (PostgreSQL often listens on 127.0.0.1 only).
+      const addrinfo* pick = res;
+      for (const addrinfo* a = res; a; a = a->ai_next) {
+        if (a->ai_family == AF_INET) {
+          pick = a;
+          break;
+        }
+      }
+      std::memcpy(&s->sa, pick->ai_addr, pick->ai_addrlen);
+      connect_resolved(s);
+    }
+  }
+  uv_freeaddrinfo(res);
+  delete r;
+}
+
+}  // namespace
+
+void Server::forget_resolve() {
+  if (resolving) static_cast<Resolve*>(resolving)->server = nullptr;
+  resolving = nullptr;
+}
+
+void Pooler::launch_server(Pool* p) {
+  const config::Node& node = active_node(p->db);
+  auto* s = new Server();
+  s->pooler = this;
+  s->id = next_id();
+  s->node.owner = s;
+  s->pool = p;
+  s->host = node.host;
+  s->server_port = node.port;
+  s->addr = s->host + ":" + std::to_string(node.port);
+  s->connect_time = s->request_time = now();
+  server_change_state(s, ServerState::Login);
+  if (!s->host.empty() && s->host[0] == '/') {
+    // A directory: PostgreSQL's Unix socket in it.
+    s->unix_sock = true;
+    std::string path = s->host + "/.s.PGSQL." + std::to_string(node.port);
+    auto* sun = reinterpret_cast<sockaddr_un*>(&s->sa);
+    sun->sun_family = AF_UNIX;
+    if (path.size() >= sizeof sun->sun_path) {
+      server_login_failed(s, Reason::ServerConnectFailed, {path, "path too long"});
+      return;
+    }
+    std::memcpy(sun->sun_path, path.c_str(), path.size() + 1);
+    connect_resolved(s);
+    return;
+  }
+  if (uv_ip4_addr(s->host.c_str(), node.port, reinterpret_cast<sockaddr_in*>(&s->sa)) == 0 ||
+      uv_ip6_addr(s->host.c_str(), node.port, reinterpret_cast<sockaddr_in6*>(&s->sa)) == 0) {
+    connect_resolved(s);
+    return;
+  }
+  // A host name: resolve on libuv's thread pool, never blocking the loop.
+  auto* r = new Resolve();
+  r->server = s;
+  r->req.data = r;
+  s->resolving = r;
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  std::string port = std::to_string(node.port);
+  int rc = uv_getaddrinfo(loop_, &r->req, on_resolved, s->host.c_str(), port.c_str(), &hints);
+  if (rc != 0) {
+    s->resolving = nullptr;
+    delete r;
+    server_login_failed(s, Reason::ServerResolveFailed, {s->host, uv_strerror(rc)});
+  }
+}
+
+void Pooler::server_login_failed(Server* s, Reason why, std::initializer_list<std::string_view> args) {
+  server_login_failed(s, sqlstate_of(why), reason_text(why, args));
+}
+
+void Pooler::server_login_failed(Server* s, const std::string& sqlstate, const std::string& msg) {
+  Pool* p = s->pool;
+  p->last_login_failure = std::max<Ms>(now(), 1);
+  p->last_login_error = msg;
+  p->last_login_sqlstate = sqlstate;
+  LOG_WARN("S-%llu: %s/%s@%s server login failed: %s", (unsigned long long)s->id, p->db_name.c_str(),
+           p->user_name.c_str(), s->addr.c_str(), msg.c_str());
+  // Clients waiting for this pool's first login hear why it failed -- unless the
+  // node is merely unreachable and the cluster can fail over: then they wait.
+  if (!(sqlstate == sqlstate_of(Reason::ServerConnectFailed) && holds_through_outage(p))) {
+    p->cl_login.for_each<Client>([&](Client* c) { disconnect_client(c, sqlstate.c_str(), msg, true); });
+  }
+  disconnect_server(s, "login failed");
+}
+
+void Pooler::server_ready(Server* s) {
+  Pool* p = s->pool;
+  s->ready = true;
+  p->last_login_failure = 0;
+  if (p->db->crt) p->db->crt->note_datapath_ok(now());
+  if (!p->have_welcome) {
+    p->welcome = s->all_params;
+    p->have_welcome = true;
+    if (hub_->threaded()) {
+      {
+        std::lock_guard lk(p->shared->mu);
+        if (!p->shared->have_welcome) {
+          p->shared->welcome = p->welcome;
+          p->shared->have_welcome = true;
+        }
+      }
+      hub_->post_all_but(shard_, {Hub::MsgKind::Service, 0, 0});  // their clients may wait for it
+    }
+  }
+  if (cfg_.pooler.log_connections) {
+    LOG_INFO("S-%llu: %s/%s@%s new connection to server (from %s, backend pid %u)", (unsigned long long)s->id,
+             p->db_name.c_str(), p->user_name.c_str(), s->addr.c_str(), s->local.str().c_str(), s->pid);
+  }
+  s->last_used = now();
+  server_change_state(s, ServerState::Idle);
+  welcome_login_clients(p);
+  if (!p->db->cfg.connect_query.empty()) {
+    server_change_state(s, ServerState::Tested);
+    run_internal_query(s, p->db->cfg.connect_query);
+    return;
+  }
+  pool_service(p);
+  resume_idle_clients(p);
+}
+
+// Clients waiting for the pool's parameters get them (the pool has them now).
+void Pooler::welcome_login_clients(Pool* p) {
+  p->cl_login.for_each<Client>([&](Client* c) {
+    send_welcome(c);
+    client_change_state(c, ClientState::Idle);
+  });
+}
+
+// Clients that sent queries while waiting for the welcome can go on now.
+void Pooler::resume_idle_clients(Pool* p) {
+  p->cl_idle.for_each<Client>([](Client* c) {
+    if (c->rbuf && c->rend > c->rparse) c->process();
+  });
+}
+
+// Takes the welcome another worker's server login published; false when there is none yet.
+bool Pooler::adopt_welcome(Pool* p) {
+  if (p->have_welcome) return true;
+  if (!hub_->threaded()) return false;
+  std::lock_guard lk(p->shared->mu);
+  if (!p->shared->have_welcome) return false;
+  p->welcome = p->shared->welcome;
+  p->have_welcome = true;
+  return true;
+}
+
+void Pooler::run_internal_query(Server* s, const std::string& sql) {
+  // DISCARD ALL / DEALLOCATE drop the server's prepared statements: forget them too.
+  std::string up;
+  for (char ch : sql) up += char(std::toupper(static_cast<unsigned char>(ch)));
+  if (up.find("DISCARD") != std::string::npos || up.find("DEALLOCATE") != std::string::npos) s->prepared_on.clear();
+  std::string buf;
+  proto::query(buf, sql);
+  s->queue(buf);
+  s->internal_z++;
+}
+
+void Pooler::internal_done(Server* s) {
+  if (s->client || s->state != ServerState::Tested) return;  // parameter SETs for a linked client
+  if (s->txn != 'I') {
+    disconnect_server(s, "reset query left a transaction open");
+    return;
+  }
+  if (shutting_down_ || s->close_needed || (pool_paused(s->pool) && !suspended_)) {
+    disconnect_server(s, shutting_down_ ? "shutting down" : s->close_needed ? "configuration changed" : "PAUSE");
+    return;
+  }
+  s->last_used = now();
+  server_change_state(s, ServerState::Idle);
+  pool_service(s->pool);
+}
+
+}  // namespace pgpivot

@@ -215,7 +215,7 @@ Step Client::on_message(const char* data, std::uint32_t wire_size) {
     return Step::Stop;
   }
   if (admin) {
-    pooler->admin_query(this, *sql);
+    pooler->console().query(this, *sql);
     return closing ? Step::Stop : Step::Skip;
   }
   mark_query_start();

@@ -116,9 +116,9 @@ void Pooler::janitor() {
     last_stats_tick_ = t;
     stats_tick();
   }
-  if (!pending_admin_.empty()) {
+  if (console_.has_pending()) {
     WorldLock wl(hub_, shard_);
-    finish_pending_admin();
+    console_.finish_pending();
   }
   if (wait_for_clients_ && client_count_ == 0) shutdown_now();
   if (shutting_down_ && !wait_for_clients_) check_shutdown_done();

@@ -43,7 +43,7 @@ void Pooler::client_login_done(Client* c) {
       return;
     }
     c->stats_only = !is_admin;
-    admin_login(c);
+    console_.login(c);
     return;
   }
   DbEntry* db = find_db(c->db_name);
@@ -170,11 +170,7 @@ void Pooler::disconnect_client(Client* c, const char* sqlstate, const std::strin
       if (s->internal_z == 0) internal_done(s);
     }
   }
-  if (c->admin && !pending_admin_.empty()) {
-    pending_admin_.erase(std::remove_if(pending_admin_.begin(), pending_admin_.end(),
-                                        [&](const PendingAdmin& pa) { return pa.client == c; }),
-                         pending_admin_.end());
-  }
+  if (c->admin) console_.forget(c);
   cancels_.remove(c);
   if (p) {
     p->db->counts->clients.fetch_sub(1, std::memory_order_relaxed);
@@ -319,9 +315,9 @@ void Pooler::disconnect_server(Server* s, const std::string& reason) {
       if (others & 1) hub_->post(i, {Hub::MsgKind::Service, 0, 0});
     }
   }
-  if (!pending_admin_.empty()) {
+  if (console_.has_pending()) {
     WorldLock wl(hub_, shard_);
-    finish_pending_admin();
+    console_.finish_pending();
   }
 }
 

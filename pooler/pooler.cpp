@@ -355,4 +355,32 @@ void Pooler::free_conn(Conn* c) {
   delete c;
 }
 
+// PAUSE and SUSPEND on this worker (the console runs them on every worker).
+
+void Pooler::pause_sweep() {
+  // Paused pools keep no servers: idle ones close now, busy ones when released.
+  for (auto& [k, p] : pools_) {
+    if (p->admin || !pool_paused(p.get()) || suspended_) continue;
+    p->sv_idle.for_each<Server>([&](Server* s) { disconnect_server(s, "PAUSE"); });
+    p->sv_used.for_each<Server>([&](Server* s) { disconnect_server(s, "PAUSE"); });
+  }
+  console_.finish_pending();
+}
+
+void Pooler::suspend(bool on) {
+  suspended_ = on;
+  for (auto& [k, p] : pools_) {
+    if (p->admin) continue;
+    p->each_client([&](Client* x) {
+      x->want_read = !on;
+      x->update_reading();
+    });
+    p->each_server([&](Server* s) {
+      s->want_read = !on;
+      s->update_reading();
+    }, {ServerState::Idle, ServerState::Active, ServerState::Used, ServerState::Tested});
+  }
+  LOG_INFO("%s", on ? "SUSPEND: all connections stop reading" : "RESUME after SUSPEND");
+}
+
 }  // namespace pgpivot

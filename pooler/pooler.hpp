@@ -20,6 +20,7 @@
 #include "config/config.hpp"
 #include "pooler/cancel.hpp"
 #include "pooler/client.hpp"
+#include "pooler/control/admin.hpp"
 #include "pooler/control/stats.hpp"
 #include "pooler/failover/cluster.hpp"
 #include "pooler/io/buffers.hpp"
@@ -37,7 +38,7 @@
 
 namespace pgpivot {
 
-struct HttpServer;  // http.cpp
+struct HttpServer;  // control/http.cpp
 struct HttpServerDeleter {
   void operator()(HttpServer* h) const;
 };
@@ -45,14 +46,6 @@ struct HttpServerDeleter {
 
 class Pooler {
  public:
-  // Console commands that answer only when a condition holds (PAUSE, WAIT_CLOSE).
-  struct PendingAdmin {
-    Client* client;
-    std::string command;  // "PAUSE" or "WAIT_CLOSE"
-    std::string db;       // "" = all
-    std::uint64_t moves_ended = 0;  // SWITCHOVER/FAILOVER/FAILBACK/ABORT: the cluster's count at the start
-  };
-
   // `hub` is shared by the workers (nullptr: a single worker with its own hub).
   Pooler(config::Config cfg, uv_loop_t* loop, Hub* hub = nullptr, int shard = 0);
   ~Pooler();
@@ -114,9 +107,8 @@ class Pooler {
 
   TlsContexts& tls() { return tls_; }
 
-  // Admin console (admin.cpp)
-  void admin_login(Client* c);
-  void admin_query(Client* c, std::string_view sql);
+  // The admin console (control/admin.hpp).
+  Console& console() { return console_; }
   [[nodiscard]] bool tracks_prepared(const Pool* p) const;
   StatementRegistry& statements() { return statements_; }
   bool is_admin_db(const std::string& name) const { return name == "pgbouncer" || name == "pgpivot"; }
@@ -137,17 +129,16 @@ class Pooler {
     return p->db->crt && p->db->crt->cfg->standby && p->db->crt->cfg->failover.auto_failover;
   }
   void pause_sweep();                        // close released servers of paused pools; finish PAUSE
-  // HTTP stats endpoint on stats_listen (http.cpp): GET /metrics (Prometheus) and /stats (HTML).
+  // HTTP stats endpoint on stats_listen (control/http.cpp): GET /metrics (control/metrics.cpp)
+  // and /stats (control/stats_page.cpp).
   bool start_http();                         // false when stats_listen is set but cannot be bound
   void close_http(bool connections);         // stop accepting; with `connections`, drop open requests too
-  std::string render_metrics();
   // What the console, /metrics and /stats read of every worker (control/snapshot.cpp):
   // the pools grouped by (database, user), one group per pool over the workers; SHOW
   // POOLS' columns of a group; the statistics per database.
   std::map<std::pair<std::string, std::string>, std::vector<Pool*>> pool_groups();
   static PoolCounts group_counts(const std::vector<Pool*>& parts);
   std::map<std::string, StatsSum> stats_by_database();
-  std::string render_stats_page();
   void stats_tick();
   void update_averages(std::map<std::pair<std::string, std::string>, StatsSum>& lines);
   void suspend(bool on);
@@ -174,16 +165,14 @@ class Pooler {
   std::uint64_t next_id() { return ++id_seq_ * std::uint64_t(hub_->size()) + std::uint64_t(shard_); }
 
   int client_count() const { return client_count_; }
+  [[nodiscard]] bool paused_all() const { return paused_all_; }   // PAUSE without a database
+  [[nodiscard]] bool suspended() const { return suspended_; }     // SUSPEND
+  const std::map<std::string, std::unique_ptr<DbEntry>>& dbs() const { return dbs_; }
   std::map<std::pair<std::string, std::string>, std::unique_ptr<Pool>>& pools() { return pools_; }
   ListHead& login_clients() { return cl_login_; }
 
  private:
   void janitor();
-  bool pending_done(const PendingAdmin& pa);
-  void finish_pending_admin();
-  void admin_show(Client* c, const std::string& what, const std::string& arg);
-  void admin_command_done(Client* c, const std::string& tag);
-  void admin_error(Client* c, Reason why, std::initializer_list<std::string_view> args = {});
   void on_signal(int signum);
   void shutdown_now();
   void begin_safe_shutdown();
@@ -233,13 +222,10 @@ class Pooler {
   bool wait_for_clients_ = false;  // SHUTDOWN WAIT_FOR_CLIENTS
   bool paused_all_ = false;
   bool suspended_ = false;
-  std::vector<PendingAdmin> pending_admin_;
   Clusters clusters_{*this};
   StatementRegistry statements_;
   TlsContexts tls_;
-  std::unique_ptr<DbEntry> admin_db_;
-  std::unique_ptr<UserEntry> admin_user_;
-  Pool* admin_pool_ = nullptr;
+  Console console_{*this};
   Ms last_stats_tick_ = 0;
   bool stopping_ = false;
   std::string fake_salt_key_;  // for unknown users: stable fake SCRAM salts
@@ -248,6 +234,7 @@ class Pooler {
   friend struct Client;
   friend struct Server;
   friend class Clusters;
+  friend class Console;
 };
 
 }  // namespace pgpivot

@@ -251,7 +251,7 @@ void Clusters::apply_effects(ClusterRt* cl, failover::Effects&& e) {
 void Clusters::finish_admin(ClusterRt* cl, const std::string& result) {
   cl->moves_ended++;
   cl->last_end = result;
-  p_.finish_pending_admin();  // the other workers' janitors see it at their next round
+  p_.console().finish_pending();  // the other workers' janitors see it at their next round
 }
 
 // Leaves the old node: what is idle closes, busy servers end with the errors the

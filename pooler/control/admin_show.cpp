@@ -1,0 +1,375 @@
+// SHOW's views of the admin console, by name (Console::kViews). Each reads every
+// worker (the world is stopped, workers/hub.hpp): a pool's rows add up over the
+// workers; statistics come from the one stats model (control/stats.hpp).
+#include <cinttypes>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <functional>
+
+#include "config/settings.hpp"
+#include "pooler/control/admin.hpp"
+#include "pooler/control/admin_table.hpp"
+#include "pooler/pooler.hpp"
+#include "protocol/wire.hpp"
+
+namespace pgpivot {
+
+using namespace console;
+
+namespace {
+
+const char* kHelp[] = {
+    "Console usage",
+    "\tSHOW HELP|CONFIG|USERS|DATABASES|POOLS|CLIENTS|SERVERS|VERSION|STATE",
+    "\tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS|LISTS|MEM",
+    "\tSET key = arg",
+    "\tRELOAD",
+    "\tPAUSE [<db>]",
+    "\tRESUME [<db>]",
+    "\tDISABLE <db>",
+    "\tENABLE <db>",
+    "\tRECONNECT [<db>]",
+    "\tKILL [<db>]",
+    "\tKILL_CLIENT <client_id>",
+    "\tSUSPEND",
+    "\tSHUTDOWN [WAIT_FOR_SERVERS|WAIT_FOR_CLIENTS]",
+    "\tWAIT_CLOSE [<db>]",
+    "\tSHOW CLUSTERS|FAILOVERS",
+    "\tSWITCHOVER [<cluster>]",
+    "\tFAILOVER [<cluster>]",
+    "\tFAILBACK [<cluster>]",
+    "\tABORT [<cluster>]",
+};
+
+}  // namespace
+
+const Console::View Console::kViews[] = {
+    // name             handler
+    {"POOLS", &Console::show_pools},
+    {"CLIENTS", &Console::show_conns},
+    {"SERVERS", &Console::show_conns},
+    {"STATS", &Console::show_stats},
+    {"STATS_TOTALS", &Console::show_stats},
+    {"STATS_AVERAGES", &Console::show_stats},
+    {"TOTALS", &Console::show_stats},
+    {"DATABASES", &Console::show_databases},
+    {"USERS", &Console::show_users},
+    {"LISTS", &Console::show_lists},
+    {"CONFIG", &Console::show_config},
+    {"MEM", &Console::show_mem},
+    {"CLUSTERS", &Console::show_clusters},
+    {"FAILOVERS", &Console::show_failovers},
+    {"VERSION", &Console::show_version},
+    {"STATE", &Console::show_state},
+    {"HELP", &Console::show_help},
+};
+
+const Console::View* Console::find_view(const std::string& what) {
+  for (const View& v : kViews) {
+    if (what == v.name) return &v;
+  }
+  return nullptr;
+}
+
+void Console::show_pools(std::string& out, const std::string&) {
+  Table t({{"database", false}, {"user", false}, {"cl_active", true}, {"cl_waiting", true},
+           {"cl_active_cancel_req", true}, {"cl_waiting_cancel_req", true}, {"sv_active", true},
+           {"sv_active_cancel", true}, {"sv_being_canceled", true}, {"sv_idle", true}, {"sv_used", true},
+           {"sv_tested", true}, {"sv_login", true}, {"maxwait", true}, {"maxwait_us", true}, {"pool_mode", false},
+           {"load_balance_hosts", false}});
+  for (auto& [key, parts] : p_.pool_groups()) {  // one row per pool over all workers
+    PoolCounts n = Pooler::group_counts(parts);
+    t.row({str(key.first), str(key.second), num(n.cl_active), num(n.cl_waiting), num(0), num(0), num(n.sv_active),
+           num(0), num(0), num(n.sv_idle), num(n.sv_used), num(n.sv_tested), num(n.sv_login),
+           num(n.maxwait_ms / 1000), num((n.maxwait_ms % 1000) * 1000),
+           str(config::to_string(p_.pool_mode(parts.front()))), std::nullopt});
+  }
+  t.emit(out);
+}
+
+void Console::show_conns(std::string& out, const std::string& what) {
+  std::vector<Pool*> pools = p_.world_pools();  // every worker's pools
+  std::uint64_t wall_now = std::uint64_t(time(nullptr));
+  auto all_clients = [&](const std::function<void(Client*, Pool*)>& f) {
+    for (Pool* p : pools) {
+      p->each_client([&](Client* x) { f(x, p); });
+    }
+  };
+  Table t({{"type", false}, {"user", false}, {"database", false}, {"replication", false}, {"state", false},
+           {"addr", false}, {"port", true}, {"local_addr", false}, {"local_port", true}, {"connect_time", false},
+           {"request_time", false}, {"wait", true}, {"wait_us", true}, {"close_needed", true}, {"ptr", false},
+           {"link", false}, {"remote_pid", true}, {"tls", false}, {"application_name", false},
+           {"prepared_statements", true}, {"id", true}});
+  // Times of a connection are read against its own worker's loop clock.
+  auto wall = [&](const Conn* x, Ms t0) {
+    Ms tnow = std::max(x->pooler->now(), t0);
+    return fmt_time(wall_now - (tnow - t0) / 1000);
+  };
+  if (what == "CLIENTS") {
+    all_clients([&](Client* x, Pool* p) {
+      Ms wait = x->state == ClientState::Waiting ? std::max(x->pooler->now(), x->wait_start) - x->wait_start : 0;
+      int ai = tracked_index("application_name");
+      t.row({str("C"), str(x->user_name), str(p->db_name), str("no"),
+             str(x->state == ClientState::Waiting ? "waiting" : x->state == ClientState::Login ? "login" : "active"),
+             str(x->remote.host()), inum(x->remote.port), str(x->local_addr().host()), inum(x->local_addr().port), str(wall(x, x->connect_time)), str(wall(x, x->request_time)),
+             num(wait / 1000), num((wait % 1000) * 1000), num(0), str(fmt_ptr(x)), str(fmt_ptr(x->server)), num(0),
+             str(x->tls_description()), str(x->params.get(ai).value_or("")), num(x->prepared_count()), num(x->id)});
+    });
+  } else {
+    for (Pool* p : pools) {
+      p->each_server([&](Server* s) {
+        int ai = tracked_index("application_name");
+        t.row({str("S"), str(p->user_name), str(p->db_name), str("no"), str(to_string(s->state)), str(s->host),
+               inum(s->server_port), str(s->local.host()), inum(s->local.port), str(wall(s, s->connect_time)), str(wall(s, s->request_time)),
+               num(0), num(0), num(s->close_needed ? 1 : 0), str(fmt_ptr(s)), str(fmt_ptr(s->client)),
+               num(s->pid), str(s->tls_description()), str(s->params.get(ai).value_or("")), num(s->prepared_on.size()), num(s->id)});
+      });
+    }
+  }
+  t.emit(out);
+}
+
+void Console::show_stats(std::string& out, const std::string& what) {
+  // PgBouncer reports statistics per database: totals and rates add up over pools
+  // (and workers), average times are weighted by their events (p_.control/stats.hpp).
+  std::map<std::string, StatsSum> per_db = p_.stats_by_database();
+  // PgBouncer names the byte counters differently in each view.
+  auto name_in = [&](const StatCounter& k, const char* view) -> std::string {
+    std::string n = k.name, v = view;
+    if (k.member == &PoolStats::received) n = v == "TOTALS" ? "client_bytes" : v == "AVG" ? "recv" : "bytes_received";
+    if (k.member == &PoolStats::sent) n = v == "TOTALS" ? "server_bytes" : v == "AVG" ? "sent" : "bytes_sent";
+    return n;
+  };
+  // Averages have no client_login_count column.
+  auto has_average = [](const StatCounter& k) { return k.member != &PoolStats::client_login_count; };
+  if (what == "TOTALS") {
+    // Rows of (name, value) over all databases, as PgBouncer's SHOW TOTALS.
+    StatsSum all;
+    for (auto& [db, sum] : per_db) all.add(sum);
+    PoolStats avg = all.averages();
+    Table t({{"name", false}, {"value", true}});
+    for (const StatCounter& k : stat_counters()) t.row({str("total_" + name_in(k, "TOTALS")), num(all.totals().*k.member)});
+    for (const StatCounter& k : stat_counters()) {
+      if (has_average(k)) t.row({str("avg_" + name_in(k, "TOTALS")), num(avg.*k.member)});
+    }
+    t.emit(out);
+  } else {
+    std::vector<Table::Col> cols{{"database", false}};
+    bool totals = what != "STATS_AVERAGES", avgs = what != "STATS_TOTALS";
+    for (const StatCounter& k : stat_counters()) {
+      if (totals) cols.push_back({what == "STATS" ? "total_" + std::string(k.name) : name_in(k, "PLAIN"), true});
+    }
+    for (const StatCounter& k : stat_counters()) {
+      if (avgs && has_average(k))
+        cols.push_back({what == "STATS" ? "avg_" + name_in(k, "AVG") : name_in(k, "PLAIN"), true});
+    }
+    Table t(cols);
+    for (auto& [db, sum] : per_db) {
+      std::vector<Cell> r{str(db)};
+      PoolStats avg = sum.averages();
+      for (const StatCounter& k : stat_counters()) {
+        if (totals) r.push_back(num(sum.totals().*k.member));
+      }
+      for (const StatCounter& k : stat_counters()) {
+        if (avgs && has_average(k)) r.push_back(num(avg.*k.member));
+      }
+      t.row(r);
+    }
+    t.emit(out);
+  }
+}
+
+void Console::show_databases(std::string& out, const std::string&) {
+  Table t({{"name", false}, {"host", false}, {"port", true}, {"database", false}, {"force_user", false},
+           {"pool_size", true}, {"min_pool_size", true}, {"reserve_pool_size", true}, {"server_lifetime", true},
+           {"pool_mode", false}, {"load_balance_hosts", false}, {"max_connections", true},
+           {"current_connections", true}, {"max_client_connections", true}, {"current_client_connections", true},
+           {"paused", true}, {"disabled", true}});
+  const auto& ps = p_.cfg_.pooler;
+  for (auto& [name, d] : p_.dbs_) {
+    if (d->removed || !d->cluster) continue;
+    const auto& node = d->cluster->primary;
+    int pool_size = d->cfg.pool_size >= 0 ? d->cfg.pool_size : ps.default_pool_size;
+    int maxc = d->cfg.max_db_connections >= 0 ? d->cfg.max_db_connections : ps.max_db_connections;
+    t.row({str(name), str(node.host), inum(node.port), str(d->cfg.dbname.empty() ? name : d->cfg.dbname),
+           d->cfg.user.empty() ? std::nullopt : str(d->cfg.user), inum(pool_size),
+           inum(d->cfg.min_pool_size >= 0 ? d->cfg.min_pool_size : ps.min_pool_size),
+           inum(d->cfg.reserve_pool_size >= 0 ? d->cfg.reserve_pool_size : ps.reserve_pool_size),
+           inum((long long)ps.server_lifetime),
+           d->cfg.pool_mode ? str(config::to_string(*d->cfg.pool_mode)) : std::nullopt, std::nullopt, inum(maxc),
+           inum(d->counts->servers.load()), inum(d->cfg.max_db_client_connections), inum(d->counts->clients.load()),
+           num(d->paused || p_.paused_all_ ? 1 : 0), num(d->disabled ? 1 : 0)});
+  }
+  t.row({str("pgbouncer"), std::nullopt, inum(ps.listen_port), str("pgbouncer"), str("pgbouncer"), inum(2),
+         inum(0), inum(0), inum(0), str("statement"), std::nullopt, inum(0), inum(0), inum(0),
+         inum(p_.hub_->db_count(std::string("\x01console"))->clients.load()), num(0), num(0)});
+  t.emit(out);
+}
+
+void Console::show_users(std::string& out, const std::string&) {
+  Table t({{"name", false}, {"pool_size", true}, {"reserve_pool_size", true}, {"pool_mode", false},
+           {"max_user_connections", true}, {"current_connections", true}, {"max_user_client_connections", true},
+           {"current_client_connections", true}});
+  for (auto& [name, u] : p_.users_) {
+    if (u->removed) continue;
+    t.row({str(name), u->cfg.pool_size >= 0 ? inum(u->cfg.pool_size) : std::nullopt,
+           u->cfg.reserve_pool_size >= 0 ? inum(u->cfg.reserve_pool_size) : std::nullopt,
+           u->cfg.pool_mode ? str(config::to_string(*u->cfg.pool_mode)) : std::nullopt,
+           inum(u->cfg.max_user_connections >= 0 ? u->cfg.max_user_connections : p_.cfg_.pooler.max_user_connections),
+           inum(u->counts->servers.load()), inum(u->cfg.max_user_client_connections), inum(u->counts->clients.load())});
+  }
+  t.emit(out);
+}
+
+void Console::show_lists(std::string& out, const std::string&) {
+  std::vector<Pool*> pools = p_.world_pools();  // every worker's pools
+  std::size_t used_clients = 0, used_servers = 0, login = 0;
+  for (Pooler* x : p_.world()) login += x->cl_login_.size();
+  for (Pool* p : pools) {
+    used_clients += std::size_t(p->client_total());
+    used_servers += std::size_t(p->server_total());
+    login += p->cl_login.size();
+  }
+  std::size_t ndb = 0, nuser = 0;
+  for (auto& [n, d] : p_.dbs_) ndb += d->removed ? 0 : 1;
+  for (auto& [n, u] : p_.users_) nuser += u->removed ? 0 : 1;
+  Table t({{"list", false}, {"items", true}});
+  t.row({str("databases"), num(ndb)});
+  t.row({str("users"), num(nuser)});
+  t.row({str("peers"), num(0)});
+  t.row({str("pools"), num(p_.pool_groups().size())});
+  t.row({str("peer_pools"), num(0)});
+  t.row({str("free_clients"), num(0)});
+  t.row({str("used_clients"), num(used_clients)});
+  t.row({str("login_clients"), num(login)});
+  t.row({str("free_servers"), num(0)});
+  t.row({str("used_servers"), num(used_servers)});
+  t.row({str("dns_names"), num(0)});
+  t.row({str("dns_zones"), num(0)});
+  t.row({str("dns_queries"), num(0)});
+  t.row({str("dns_pending"), num(0)});
+  t.emit(out);
+}
+
+void Console::show_config(std::string& out, const std::string&) {
+  Table t({{"key", false}, {"value", false}, {"default", false}, {"changeable", false}});
+  config::Pooler defaults;
+  for (const config::Setting& k : config::settings()) {
+    t.row({str(k.name), str(config::value_text(p_.cfg_.pooler, k)), str(config::value_text(defaults, k)),
+           str(k.change == config::Change::Online ? "yes" : "no")});
+  }
+  t.emit(out);
+}
+
+void Console::show_mem(std::string& out, const std::string&) {
+  std::vector<Pool*> pools = p_.world_pools();  // every worker's pools
+  // Summed over the workers.
+  std::size_t nclients = 0, nservers = 0, npools = pools.size();
+  std::size_t buf_used = 0, buf_free = 0, sbuf_used = 0, sbuf_free = 0, oq_used = 0, oq_free = 0;
+  for (Pooler* x : p_.world()) {
+    nclients += std::size_t(std::max(x->client_count_, 0));
+    buf_used += x->bufs_.msg().in_use();
+    buf_free += x->bufs_.msg().free_count();
+    sbuf_used += x->bufs_.stream().in_use();
+    sbuf_free += x->bufs_.stream().free_count();
+    oq_used += x->outqs_.in_use();
+    oq_free += x->outqs_.free_count();
+  }
+  for (Pool* p : pools) nservers += std::size_t(p->server_total());
+  Table t({{"name", false}, {"size", true}, {"used", true}, {"free", true}, {"memtotal", true}});
+  t.row({str("client"), num(sizeof(Client)), num(nclients), num(0), num(sizeof(Client) * nclients)});
+  t.row({str("server"), num(sizeof(Server)), num(nservers), num(0), num(sizeof(Server) * nservers)});
+  t.row({str("pool"), num(sizeof(Pool)), num(npools), num(0), num(sizeof(Pool) * npools)});
+  t.row({str("iobuf"), num(p_.bufs_.msg().size()), num(buf_used), num(buf_free), num(p_.bufs_.msg().size() * (buf_used + buf_free))});
+  t.row({str("stream_iobuf"), num(p_.bufs_.stream().size()), num(sbuf_used), num(sbuf_free),
+         num(p_.bufs_.stream().size() * (sbuf_used + sbuf_free))});
+  t.row({str("outq"), num(sizeof(Conn::OutQ)), num(oq_used), num(oq_free),
+         num(sizeof(Conn::OutQ) * (oq_used + oq_free))});
+  // The whole process, from /proc/self/smaps_rollup: its private memory (what it
+  // costs the host), and its resident size with the shared library pages.
+  auto rollup = [](const char* key) -> std::size_t {
+    FILE* f = std::fopen("/proc/self/smaps_rollup", "r");
+    if (!f) return 0;
+    char line[256];
+    std::size_t kb = 0, n = std::strlen(key);
+    while (std::fgets(line, sizeof line, f))
+      if (std::strncmp(line, key, n) == 0 && line[n] == ':') {
+        kb = std::size_t(std::strtoull(line + n + 1, nullptr, 10));
+        break;
+      }
+    std::fclose(f);
+    return kb * 1024;
+  };
+  t.row({str("process_private"), num(0), num(0), num(0), num(rollup("Anonymous"))});
+  t.row({str("process_rss"), num(0), num(0), num(0), num(rollup("Rss"))});
+  t.emit(out);
+}
+
+void Console::show_clusters(std::string& out, const std::string&) {
+  Table t({{"name", false}, {"active", false}, {"mode", false}, {"primary", false}, {"primary_state", false},
+           {"standby", false}, {"standby_state", false}, {"last_check_ms", false}, {"failovers", true},
+           {"last_failover", false}, {"last_failover_ms", true}, {"epoch", true}, {"lag_bytes", true},
+           {"witness", false}, {"primary_error", false}, {"standby_error", false}});
+  double now_s = double(uv_hrtime()) / 1e9;
+  for (auto& [name, cl] : p_.control()->clusters().all()) {
+    if (cl->removed) continue;
+    const auto& pc = cl->cfg->primary;
+    auto ms = [](std::uint64_t us) {
+      char b[32];
+      std::snprintf(b, sizeof b, "%.1f", double(us) / 1000.0);
+      return std::string(b);
+    };
+    bool sb = cl->has_standby();
+    std::string checks = ms(cl->last_check_us[0]);
+    if (sb) checks += "/" + ms(cl->last_check_us[1]);
+    auto lag = sb ? cl->fsm.lag_bytes() : std::nullopt;
+    t.row({str(name), str(cl->active_standby() ? "standby" : "primary"), str(sb ? cl->fsm.mode_name() : "normal"),
+           str(pc.host + ":" + std::to_string(pc.port)), str(sb ? to_string(cl->state(0)) : "unchecked"),
+           sb ? str(cl->cfg->standby->host + ":" + std::to_string(cl->cfg->standby->port)) : std::nullopt,
+           sb ? str(to_string(cl->state(1))) : std::nullopt, str(checks), num(cl->failovers),
+           cl->last_failover_wall ? str(fmt_time(cl->last_failover_wall)) : std::nullopt, num(cl->last_failover_ms),
+           num(sb ? cl->fsm.epoch() : 0), lag ? num(std::uint64_t(*lag)) : std::nullopt,
+           sb ? str(failover::to_string(cl->fsm.witness(now_s))) : std::nullopt, str(cl->fsm.view(0).error),
+           sb ? str(cl->fsm.view(1).error) : std::nullopt});
+  }
+  t.emit(out);
+}
+
+void Console::show_failovers(std::string& out, const std::string&) {
+  Table t({{"cluster", false}, {"kind", false}, {"started", false}, {"duration_ms", true}, {"moved_to", false},
+           {"clients_held", true}, {"client_errors", true}, {"result", false}});
+  for (const auto& ev : p_.control()->clusters().log()) {
+    t.row({str(ev.cluster), str(ev.kind), str(fmt_time(ev.start_wall)), num(ev.duration_ms), str(ev.to),
+           inum(ev.clients_held), inum(ev.client_errors), str(ev.result)});
+  }
+  t.emit(out);
+}
+
+void Console::show_version(std::string& out, const std::string&) {
+  Table t({{"version", false}});
+  t.row({str("pgpivot " PGPIVOT_VERSION)});
+  t.emit(out);
+}
+
+void Console::show_state(std::string& out, const std::string&) {
+  Table t({{"key", false}, {"value", false}});
+  t.row({str("active"), str(!p_.paused_all_ && !p_.suspended_ ? "yes" : "no")});
+  t.row({str("paused"), str(p_.paused_all_ ? "yes" : "no")});
+  t.row({str("suspended"), str(p_.suspended_ ? "yes" : "no")});
+  t.emit(out);
+}
+
+void Console::show_help(std::string& out, const std::string&) {
+  for (const char* line : kHelp) {
+    proto::ErrorFields e;
+    e.severity = "NOTICE";
+    e.sqlstate = "00000";
+    e.message = line;
+    proto::notice_response(out, e);
+  }
+  proto::command_complete(out, "SHOW");
+}
+
+}  // namespace pgpivot

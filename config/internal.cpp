@@ -152,9 +152,12 @@ std::optional<std::string> read_file(const std::string& path, std::string& why) 
 }
 std::string int_problem(long long x, long long lo, long long hi) {
   if (x >= lo && x <= hi) return {};
-  std::string range = hi == INT_MAX || hi == LLONG_MAX
+  // Only an upper bound the setting itself has is named; the range of the type is
+  // named when the value is beyond it.
+  std::string range = (hi == INT_MAX || hi == LLONG_MAX) && x < lo
                           ? "must be >= " + std::to_string(lo)
-                          : "must be between " + std::to_string(lo) + " and " + std::to_string(hi);
+                      : hi == LLONG_MAX ? "must be >= " + std::to_string(lo)
+                                        : "must be between " + std::to_string(lo) + " and " + std::to_string(hi);
   return range + ", got " + std::to_string(x);
 }
 

@@ -2,6 +2,7 @@
 // clients, new servers within the limits), link, and server_release when a
 // transaction or session ends.
 #include "pooler/pooler.hpp"
+#include "pooler/workers/share.hpp"
 
 #include <algorithm>
 #include <string>
@@ -135,18 +136,18 @@ bool Pooler::try_launch(Pool* p, bool use_reserve) {
     want_servers(p);
     return false;
   }
-  int limit = pool_size(p) + (use_reserve ? reserve_size(p) : 0);
-  int maxdb = max_db_connections(p), maxuser = max_user_connections(p);
-  if (!reserve_slot(p->shared->servers, std::max(limit, 0))) {
+  int limit = registry_.pool_size(p) + (use_reserve ? registry_.reserve_size(p) : 0);
+  int maxdb = registry_.max_db_connections(p), maxuser = registry_.max_user_connections(p);
+  if (!share::reserve_slot(p->shared->servers, std::max(limit, 0))) {
     want_servers(p);
     return false;
   }
-  if (!reserve_slot(p->db->counts->servers, maxdb > 0 ? maxdb : -1)) {
+  if (!share::reserve_slot(p->db->counts->servers, maxdb > 0 ? maxdb : -1)) {
     p->shared->servers.fetch_sub(1, std::memory_order_relaxed);
     want_servers(p);
     return false;
   }
-  if (p->user && !reserve_slot(p->user->counts->servers, maxuser > 0 ? maxuser : -1)) {
+  if (p->user && !share::reserve_slot(p->user->counts->servers, maxuser > 0 ? maxuser : -1)) {
     p->shared->servers.fetch_sub(1, std::memory_order_relaxed);
     p->db->counts->servers.fetch_sub(1, std::memory_order_relaxed);
     want_servers(p);

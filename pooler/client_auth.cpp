@@ -111,7 +111,7 @@ Step Client::on_startup(const char* data, std::uint32_t len) {
              user_name.c_str(), remote.str().c_str(), db_name.c_str(), user_name.c_str(),
              tls_desc.empty() ? "no" : tls_desc.c_str());
   }
-  DbEntry* db = pooler->is_admin_db(db_name) ? nullptr : pooler->find_db(db_name);
+  DbEntry* db = pooler->is_admin_db(db_name) ? nullptr : pooler->registry().find_db(db_name);
   if (pooler->is_admin_db(db_name) && unix_socket && user_name == "pgbouncer") {
     // As PgBouncer: the OS user running the pooler reaches the console over the
     // Unix socket without a password.
@@ -129,7 +129,7 @@ Step Client::on_startup(const char* data, std::uint32_t len) {
     pooler->disconnect_client(this, Reason::NoSuchDatabase, {db_name.str()});
     return Step::Stop;
   }
-  UserEntry* user = pooler->find_user(user_name);
+  UserEntry* user = pooler->registry().find_user(user_name);
   const std::string* password = user ? &user->cfg.password : nullptr;
   config::AuthType auth = set.auth_type;
   // Trust and cert need no password, only a known user.
@@ -179,12 +179,12 @@ Step Client::on_startup(const char* data, std::uint32_t len) {
   if (use_scram) {
     proto::ScramSecret secret;
     if (!user) {
-      secret = pooler->fake_secret(user_name);
+      secret = pooler->registry().fake_secret(user_name);
     } else if (stored_scram) {
       auto parsed = proto::ScramSecret::parse(*password);
       if (!parsed) {
         LOG_WARN("user \"%s\" has an unparsable SCRAM secret", user_name.c_str());
-        secret = pooler->fake_secret(user_name);
+        secret = pooler->registry().fake_secret(user_name);
       } else {
         secret = *parsed;
       }
@@ -220,7 +220,7 @@ Step Client::handle_password(const char* body, std::uint32_t len) {
       }
       // An unknown user goes through the same hashing and comparison (against the
       // hash of an empty password) so that it fails in the same time as a wrong password.
-      UserEntry* user = unknown_user ? nullptr : pooler->find_user(user_name);
+      UserEntry* user = unknown_user ? nullptr : pooler->registry().find_user(user_name);
       std::string stored = user ? user->cfg.password : std::string();
       if (!proto::is_md5_hash(stored)) stored = proto::md5_password_hash(user_name.str(), stored);
       std::string expect = proto::md5_salted_response(stored, md5_salt);
@@ -260,7 +260,7 @@ Step Client::handle_password(const char* body, std::uint32_t len) {
       proto::auth_sasl_final(buf, *reply);
       queue(buf);
       // Keep ClientKey: it lets pgpivot log in to servers storing this secret.
-      if (UserEntry* user = pooler->find_user(user_name)) {
+      if (UserEntry* user = pooler->registry().find_user(user_name)) {
         user->client_key = scram->client_key();
         if (pooler->hub()->threaded()) pooler->hub()->set_client_key(user_name, *user->client_key);
       }

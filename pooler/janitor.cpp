@@ -1,5 +1,6 @@
 // The janitor: timeouts, pool minimums, stats periods and shutdown progress, every
 // 250 ms.
+#include "pooler/control/snapshot.hpp"
 #include "pooler/pooler.hpp"
 
 #include <algorithm>
@@ -23,7 +24,7 @@ void Pooler::janitor() {
       disconnect_client(c, Reason::LoginTimeout);
     }
   });
-  for (auto& [key, pp] : pools_) {
+  for (auto& [key, pp] : registry_.pools()) {
     Pool* p = pp.get();
     ClusterRt* crt = p->db->crt;
     p->cl_login.for_each<Client>([&](Client* c) {
@@ -93,7 +94,7 @@ void Pooler::janitor() {
       give_back_servers(p);  // a request may have come while every server here was busy
     }
     // min_pool_size counts the pool's servers in every worker.
-    int min = min_pool_size(p);
+    int min = registry_.min_pool_size(p);
     auto total = [&] { return p->shared->servers.load(std::memory_order_relaxed); };
     p->sv_idle.for_each<Server>([&](Server* s) {
       if (s->close_needed) {
@@ -114,7 +115,7 @@ void Pooler::janitor() {
   if (!last_stats_tick_) last_stats_tick_ = t;
   if (shard_ == 0 && t - last_stats_tick_ >= secs(set.stats_period > 0 ? set.stats_period : 60)) {
     last_stats_tick_ = t;
-    stats_tick();
+    stats_tick(*this);
   }
   if (console_.has_pending()) {
     WorldLock wl(hub_, shard_);

@@ -3,6 +3,7 @@
 // exits: disconnect_client, disconnect_server, and what a client hears when its
 // server is lost.
 #include "pooler/pooler.hpp"
+#include "pooler/workers/share.hpp"
 
 #include <algorithm>
 #include <cstring>
@@ -46,20 +47,12 @@ void Pooler::client_login_done(Client* c) {
     console_.login(c);
     return;
   }
-  DbEntry* db = find_db(c->db_name);
-  UserEntry* user = find_user(c->user_name);
+  DbEntry* db = registry_.find_db(c->db_name);
+  UserEntry* user = registry_.find_user(c->user_name);
   std::string server_user = c->user_name;
   if (db && !db->cfg.user.empty()) {
     server_user = db->cfg.user;
-    auto& fu = users_[server_user];
-    if (!fu) {
-      // Forced user known only from the database entry.
-      fu = std::make_unique<UserEntry>();
-      fu->counts = hub_->user_count(server_user);
-      fu->cfg.name = server_user;
-      fu->cfg.password = db->cfg.password;
-    }
-    user = fu.get();
+    user = registry_.forced_user(*db);
   }
   if (!db || !user) {
     disconnect_client(c, Reason::NoSuchDatabase, {c->db_name.str()});
@@ -71,17 +64,17 @@ void Pooler::client_login_done(Client* c) {
   }
   if (!user->counts) user->counts = hub_->user_count(server_user);
   auto limit = [](int n) { return n > 0 ? n : -1; };
-  if (!reserve_slot(db->counts->clients, limit(db->cfg.max_db_client_connections))) {
+  if (!share::reserve_slot(db->counts->clients, limit(db->cfg.max_db_client_connections))) {
     disconnect_client(c, Reason::TooManyDbClients);
     return;
   }
-  if (!reserve_slot(user->counts->clients, limit(user->cfg.max_user_client_connections))) {
+  if (!share::reserve_slot(user->counts->clients, limit(user->cfg.max_user_client_connections))) {
     db->counts->clients.fetch_sub(1, std::memory_order_relaxed);
     disconnect_client(c, Reason::TooManyUserClients);
     return;
   }
   if (user->cfg.name.empty()) user->cfg.name = server_user;
-  Pool* p = get_pool(db, c->db_name, user, server_user);
+  Pool* p = registry_.get_pool(db, c->db_name, user, server_user);
   c->pool = p;
   p->stats.client_login_count++;
   cancels_.add(c);
@@ -156,7 +149,7 @@ void Pooler::disconnect_client(Client* c, const char* sqlstate, const std::strin
       if (s->expect_z > 0 && s->connected && s->ready && s->pid) send_cancel(loop_, *s);
       disconnect_server(s, "client disconnected while the server was busy");
     } else {
-      bool session = pool_mode(p) == config::PoolMode::Session;
+      bool session = registry_.pool_mode(p) == config::PoolMode::Session;
       server_change_state(s, ServerState::Tested);
       // Clean up what the client left behind before anyone else gets the server.
       if (s->txn != 'I') run_internal_query(s, "ROLLBACK");

@@ -1,5 +1,5 @@
 // One worker's reactor: construction and configuration (start, reload), signals
-// and shutdown, and the output batching done once per loop turn. What happens to a
+// and shutdown, PAUSE and SUSPEND. What happens to a
 // connection is elsewhere: docs/architecture.md lists the files.
 #include "pooler/pooler.hpp"
 
@@ -18,24 +18,21 @@ namespace pgpivot {
 // ---------------------------------------------------------------------------
 Pooler::Pooler(config::Config cfg, uv_loop_t* loop, Hub* hub, int shard)
     : loop_(loop),
-      hub_(hub),
+      own_hub_(hub ? nullptr : std::make_unique<Hub>(1)),
+      hub_(hub ? hub : own_hub_.get()),
       shard_(shard),
       bufs_(std::uint32_t(std::max(cfg.pooler.pkt_buf, 1024))),
       outqs_(bufs_),
+      registry_(cfg_, this, *hub_, shard),
       cancels_(shard) {
-  if (!hub_) {
-    own_hub_ = std::make_unique<Hub>(1);
-    hub_ = own_hub_.get();
-  }
   hub_->set_shard(shard_, this);
-  fake_salt_key_ = hub_->fake_salt_key();  // the same fake salts in every worker
   apply_config(std::move(cfg));
 }
 
 std::vector<Pool*> Pooler::world_pools() {
   std::vector<Pool*> v;
   for (Pooler* w : world()) {
-    for (auto& [k, p] : w->pools_) v.push_back(p.get());
+    w->registry_.each_pool([&](Pool* p) { v.push_back(p); });
   }
   return v;
 }
@@ -57,46 +54,7 @@ void Pooler::apply_config(config::Config cfg) {
   std::map<std::string, std::pair<config::Node, std::optional<config::Node>>> old_nodes;
   for (const auto& [name, cl] : cfg_.clusters) old_nodes[name] = {cl.primary, cl.standby};
   cfg_ = std::move(cfg);
-  for (auto& [name, db] : dbs_) {
-    db->removed = true;
-    db->cluster = nullptr;  // points into the config just replaced
-  }
-  for (auto& [name, dbc] : cfg_.databases) {
-    auto& e = dbs_[name];
-    if (!e) e = std::make_unique<DbEntry>();
-    if (!e->counts) e->counts = hub_->db_count(name);
-    bool changed = e->cfg.cluster != dbc.cluster || e->cfg.dbname != dbc.dbname || e->cfg.user != dbc.user ||
-                   e->cfg.password != dbc.password;
-    e->cfg = dbc;
-    e->removed = false;
-    auto it = cfg_.clusters.find(dbc.cluster);
-    const config::Cluster* cl = it == cfg_.clusters.end() ? nullptr : &it->second;
-    auto old = old_nodes.find(dbc.cluster);
-    if (cl && old != old_nodes.end() && (old->second.first != cl->primary || old->second.second != cl->standby)) {
-      changed = true;
-    }
-    e->cluster = cl;
-    if (changed) {
-      // Servers of this database log in elsewhere now: close them when released.
-      for (auto& [key, pool] : pools_) {
-        if (pool->db != e.get()) continue;
-        pool->each_server([](Server* s) { s->close_needed = true; });
-      }
-    }
-  }
-  for (auto& [name, u] : users_) u->removed = true;
-  for (auto& [name, uc] : cfg_.users) {
-    auto& e = users_[name];
-    if (!e) e = std::make_unique<UserEntry>();
-    if (!e->counts) e->counts = hub_->user_count(name);
-    if (e->cfg.password != uc.password) {
-      e->secret.reset();
-      if (e->client_key && shard_ == 0) hub_->forget_client_key(name);
-      e->client_key.reset();
-    }
-    e->cfg = uc;
-    e->removed = false;
-  }
+  registry_.apply(old_nodes);
   clusters_.sync();
 }
 
@@ -138,19 +96,18 @@ bool Pooler::apply_reload(config::Config next) {
     return false;
   }
   if (talk) LOG_INFO("configuration reloaded from %s", cfg_.path.c_str());
-  for (auto& [key, pool] : pools_) pool_service(pool.get());
+  registry_.each_pool([&](Pool* p) { pool_service(p); });
   return true;
 }
 
 bool Pooler::start() {
-  const auto& set = cfg_.pooler;
   std::string tls_err;
   if (!tls_.setup(cfg_.pooler, tls_err)) {
     LOG_ERROR("TLS: %s", tls_err.c_str());
     return false;
   }
   if (!open_listeners()) return false;
-  if (shard_ == 0 && !start_http()) return false;
+  if (shard_ == 0 && !http_start(http_, *this)) return false;
   if (hub_->threaded()) {
     uv_async_init(loop_, &hub_async_, [](uv_async_t* a) { static_cast<Pooler*>(a->data)->hub_message(); });
     hub_async_.data = this;
@@ -162,11 +119,7 @@ bool Pooler::start() {
   janitor_.data = this;
   uv_timer_start(&janitor_, [](uv_timer_t* t) { static_cast<Pooler*>(t->data)->janitor(); }, 250, 250);
 
-  uv_check_init(loop_, &flush_check_);
-  flush_check_.data = this;
-  uv_check_start(&flush_check_, [](uv_check_t* c) { static_cast<Pooler*>(c->data)->flush_dirty(); });
-  uv_idle_init(loop_, &flush_idle_);
-  flush_idle_.data = this;
+  flusher_.start(loop_, [](void* self, Conn* c) { static_cast<Pooler*>(self)->free_conn(c); }, this);
 
   if (shard_ != 0) return true;  // worker 0 watches the signals for all
   auto sig = [](uv_signal_t* h, int signum) { static_cast<Pooler*>(h->data)->on_signal(signum); };
@@ -220,11 +173,9 @@ void Pooler::on_signal(int signum) {
       for (Pooler* w : world()) {
         w->paused_all_ = false;
         if (w->suspended_) w->suspend(false);
-        for (auto& [n, d] : w->dbs_) d->paused = false;
+        for (auto& [n, d] : w->registry_.dbs()) d->paused = false;
       }
-      for (Pooler* w : world()) {
-        for (auto& [k, p] : w->pools_) w->pool_service(p.get());
-      }
+      for (Pooler* w : world()) w->registry_.each_pool([&](Pool* p) { w->pool_service(p); });
       break;
     default:
       LOG_INFO("got SIGQUIT, fast exit");
@@ -255,8 +206,7 @@ bool Pooler::check_shutdown_done() {
   // Clients without a transaction in flight go now; the others when it ends.
   cl_login_.for_each<Client>([&](Client* c) { disconnect_client(c, Reason::ShuttingDown); });
   bool busy = false;
-  for (auto& [key, pp] : pools_) {
-    Pool* p = pp.get();
+  registry_.each_pool([&](Pool* p) {
     p->each_client([&](Client* c) { disconnect_client(c, Reason::ShuttingDown); }, {ClientState::Login, ClientState::Idle, ClientState::Waiting});
     p->cl_active.for_each<Client>([&](Client* c) {
       Server* s = c->server;
@@ -266,10 +216,9 @@ bool Pooler::check_shutdown_done() {
         busy = true;
       }
     });
-    p->sv_idle.for_each<Server>([&](Server* s) { disconnect_server(s, "shutting down"); });
-    p->sv_used.for_each<Server>([&](Server* s) { disconnect_server(s, "shutting down"); });
+    p->each_server([&](Server* s) { disconnect_server(s, "shutting down"); }, {ServerState::Idle, ServerState::Used});
     if (!p->sv_tested.empty() || !p->sv_active.empty()) busy = true;
-  }
+  });
   if (!busy) shutdown_now();
   return !busy;
 }
@@ -279,13 +228,12 @@ void Pooler::shutdown_now() {
   stopping_ = true;
   shutting_down_ = true;
   close_listeners();
-  close_http(true);
+  http_close(http_, true);
   cl_login_.for_each<Client>([&](Client* c) { disconnect_client(c, Reason::ShuttingDown); });
-  for (auto& [key, pp] : pools_) {
-    Pool* p = pp.get();
+  registry_.each_pool([&](Pool* p) {
     p->each_client([&](Client* c) { disconnect_client(c, Reason::ShuttingDown); });
     p->each_server([&](Server* s) { disconnect_server(s, "shutting down"); });
-  }
+  });
   clusters_.close_health_checks();
   if (hub_async_on_) {
     // From here on this worker no longer parks: the others stop waiting for it.
@@ -294,8 +242,7 @@ void Pooler::shutdown_now() {
     uv_close(reinterpret_cast<uv_handle_t*>(&hub_async_), nullptr);
   }
   uv_close(reinterpret_cast<uv_handle_t*>(&janitor_), nullptr);
-  uv_close(reinterpret_cast<uv_handle_t*>(&flush_check_), nullptr);
-  uv_close(reinterpret_cast<uv_handle_t*>(&flush_idle_), nullptr);
+  flusher_.stop();
   if (shard_ == 0) {
     for (uv_signal_t* h : {&sig_hup_, &sig_int_, &sig_term_, &sig_quit_, &sig_usr1_, &sig_usr2_}) {
       uv_close(reinterpret_cast<uv_handle_t*>(h), nullptr);
@@ -303,54 +250,9 @@ void Pooler::shutdown_now() {
   }
 }
 
-// ---------------------------------------------------------------------------
-// Output batching: connections with queued bytes are flushed once per loop turn.
-
-void Pooler::mark_dirty(Conn* c) {
-  if (c->dirty || c->closing) return;
-  c->dirty = true;
-  dirty_.push_back(c);
-  mark_dirty_loop();
-}
-
-void Pooler::mark_dirty_loop() {
-  if (!flush_idle_on_ && !stopping_) {
-    // An active idle handle keeps the loop from blocking in poll before the flush.
-    uv_idle_start(&flush_idle_, [](uv_idle_t*) {});
-    flush_idle_on_ = true;
-  }
-}
-
-void Pooler::defer_free(Conn* c) {
-  free_later_.push_back(c);
-  mark_dirty_loop();
-}
-
-void Pooler::flush_dirty() {
-  if (!free_later_.empty()) {
-    std::vector<Conn*> v;
-    v.swap(free_later_);
-    for (Conn* c : v) free_conn(c);
-  }
-  while (!dirty_.empty()) {
-    flush_batch_.swap(dirty_);
-    for (Conn* c : flush_batch_) {
-      c->dirty = false;
-      if (!c->closing) c->flush();
-    }
-    flush_batch_.clear();
-  }
-  if (flush_idle_on_) {
-    uv_idle_stop(&flush_idle_);
-    flush_idle_on_ = false;
-  }
-}
-
 void Pooler::free_conn(Conn* c) {
   if (!c->is_client) static_cast<Server*>(c)->forget_resolve();
-  if (c->dirty) {
-    dirty_.erase(std::remove(dirty_.begin(), dirty_.end(), c), dirty_.end());
-  }
+  flusher_.forget(c);
   c->free_buffers();
   delete c;
 }
@@ -359,18 +261,17 @@ void Pooler::free_conn(Conn* c) {
 
 void Pooler::pause_sweep() {
   // Paused pools keep no servers: idle ones close now, busy ones when released.
-  for (auto& [k, p] : pools_) {
-    if (p->admin || !pool_paused(p.get()) || suspended_) continue;
-    p->sv_idle.for_each<Server>([&](Server* s) { disconnect_server(s, "PAUSE"); });
-    p->sv_used.for_each<Server>([&](Server* s) { disconnect_server(s, "PAUSE"); });
-  }
+  registry_.each_pool([&](Pool* p) {
+    if (p->admin || !pool_paused(p) || suspended_) return;
+    p->each_server([&](Server* s) { disconnect_server(s, "PAUSE"); }, {ServerState::Idle, ServerState::Used});
+  });
   console_.finish_pending();
 }
 
 void Pooler::suspend(bool on) {
   suspended_ = on;
-  for (auto& [k, p] : pools_) {
-    if (p->admin) continue;
+  registry_.each_pool([&](Pool* p) {
+    if (p->admin) return;
     p->each_client([&](Client* x) {
       x->want_read = !on;
       x->update_reading();
@@ -379,7 +280,7 @@ void Pooler::suspend(bool on) {
       s->want_read = !on;
       s->update_reading();
     }, {ServerState::Idle, ServerState::Active, ServerState::Used, ServerState::Tested});
-  }
+  });
   LOG_INFO("%s", on ? "SUSPEND: all connections stop reading" : "RESUME after SUSPEND");
 }
 

@@ -1,9 +1,12 @@
 // One reactor (worker): the libuv loop, its listeners, timers and signals, and the
-// operations that move connections between the states of pool.hpp's lists. The
-// pieces it owns live in their own files: the registry of databases, users and
-// pools (pool.hpp, registry.cpp), cancel keys (cancel.hpp), TLS contexts
-// (io/tls.hpp), shared prepared statements (prepared.hpp), read buffers and output
-// queues (io/buffers.hpp); docs/architecture.md maps the files.
+// operations that move connections between the states of pool.hpp's lists (the
+// object model: lifecycle.cpp, assign.cpp, server_connect.cpp, janitor.cpp). The
+// pieces it owns are classes of their own: the registry of databases, users and
+// pools (registry.hpp), output batching (io/flush.hpp), cancel keys (cancel.hpp),
+// TLS contexts (io/tls.hpp), shared prepared statements (prepared.hpp), read
+// buffers and output queues (io/buffers.hpp), the console (control/admin.hpp),
+// the HTTP endpoint (control/http.hpp), clusters and failover
+// (failover/cluster.hpp); docs/architecture.md maps the files.
 #pragma once
 
 #include <uv.h>
@@ -21,28 +24,25 @@
 #include "pooler/cancel.hpp"
 #include "pooler/client.hpp"
 #include "pooler/control/admin.hpp"
+#include "pooler/control/http.hpp"
 #include "pooler/control/stats.hpp"
 #include "pooler/failover/cluster.hpp"
 #include "pooler/io/buffers.hpp"
 #include "pooler/io/conn.hpp"
+#include "pooler/io/flush.hpp"
 #include "pooler/io/listen.hpp"
 #include "pooler/io/tls.hpp"
 #include "pooler/log.hpp"
 #include "pooler/pool.hpp"
 #include "pooler/prepared.hpp"
 #include "pooler/reasons.hpp"
+#include "pooler/registry.hpp"
 #include "pooler/server.hpp"
 #include "pooler/states.hpp"
 #include "pooler/workers/hub.hpp"
 #include "protocol/auth.hpp"
 
 namespace pgpivot {
-
-struct HttpServer;  // control/http.cpp
-struct HttpServerDeleter {
-  void operator()(HttpServer* h) const;
-};
-
 
 class Pooler {
  public:
@@ -58,24 +58,13 @@ class Pooler {
   bool reload();
   bool apply_reload(config::Config next);
 
-  // Lookups
-  DbEntry* find_db(const std::string& name);
-  // A SCRAM secret for a user that does not exist: stable per name (so the salt
-  // does not give the user away) and impossible to authenticate against.
-  proto::ScramSecret fake_secret(const std::string& user);
-  UserEntry* find_user(const std::string& name);
-  Pool* get_pool(DbEntry* db, const std::string& db_name, UserEntry* user, const std::string& user_name);
-  config::PoolMode pool_mode(const Pool* p) const;
-  int pool_size(const Pool* p) const;
-  int reserve_size(const Pool* p) const;
-  int min_pool_size(const Pool* p) const;
-  int max_db_connections(const Pool* p) const;    // 0 = no limit
-  int max_user_connections(const Pool* p) const;  // 0 = no limit
+  // Databases, users, pools and the effective per-pool settings.
+  Registry& registry() { return registry_; }
+  const Registry& registry() const { return registry_; }
 
   // Client lifecycle
   void on_accept(bool unix_socket, int fd);
   void accept_ready(Listener* l);
-  void defer_free(Conn* c);                  // a connection without a socket: freed after this loop turn
   void client_login_done(Client* c);         // authenticated: send welcome or wait for it
   void send_welcome(Client* c);
   void client_request(Client* c);            // client has data and needs a server
@@ -129,23 +118,9 @@ class Pooler {
     return p->db->crt && p->db->crt->cfg->standby && p->db->crt->cfg->failover.auto_failover;
   }
   void pause_sweep();                        // close released servers of paused pools; finish PAUSE
-  // HTTP stats endpoint on stats_listen (control/http.cpp): GET /metrics (control/metrics.cpp)
-  // and /stats (control/stats_page.cpp).
-  bool start_http();                         // false when stats_listen is set but cannot be bound
-  void close_http(bool connections);         // stop accepting; with `connections`, drop open requests too
-  // What the console, /metrics and /stats read of every worker (control/snapshot.cpp):
-  // the pools grouped by (database, user), one group per pool over the workers; SHOW
-  // POOLS' columns of a group; the statistics per database.
-  std::map<std::pair<std::string, std::string>, std::vector<Pool*>> pool_groups();
-  static PoolCounts group_counts(const std::vector<Pool*>& parts);
-  std::map<std::string, StatsSum> stats_by_database();
-  void stats_tick();
-  void update_averages(std::map<std::pair<std::string, std::string>, StatsSum>& lines);
   void suspend(bool on);
   void free_conn(Conn* c);                   // close callback
-  void mark_dirty(Conn* c);                  // output to flush at the end of this loop turn
-  void flush_dirty();
-  void mark_dirty_loop();                    // run flush_dirty before the loop blocks again
+  Flusher& flusher() { return flusher_; }    // output written once per loop turn
 
   ReadBuffers& read_buffers() { return bufs_; }
   BufferPool& buffers() { return bufs_.msg(); }
@@ -167,8 +142,6 @@ class Pooler {
   int client_count() const { return client_count_; }
   [[nodiscard]] bool paused_all() const { return paused_all_; }   // PAUSE without a database
   [[nodiscard]] bool suspended() const { return suspended_; }     // SUSPEND
-  const std::map<std::string, std::unique_ptr<DbEntry>>& dbs() const { return dbs_; }
-  std::map<std::pair<std::string, std::string>, std::unique_ptr<Pool>>& pools() { return pools_; }
   ListHead& login_clients() { return cl_login_; }
 
  private:
@@ -203,17 +176,10 @@ class Pooler {
   ReadBuffers bufs_;
   std::vector<std::unique_ptr<Listener>> listeners_;
   uv_timer_t janitor_{};
-  uv_check_t flush_check_{};
-  uv_idle_t flush_idle_{};
-  bool flush_idle_on_ = false;
-  std::vector<Conn*> dirty_;
-  std::vector<Conn*> flush_batch_;
-  std::vector<Conn*> free_later_;
+  Flusher flusher_;
   OutQPool outqs_;
   uv_signal_t sig_hup_{}, sig_int_{}, sig_term_{}, sig_quit_{}, sig_usr1_{}, sig_usr2_{};
-  std::map<std::string, std::unique_ptr<DbEntry>> dbs_;
-  std::map<std::string, std::unique_ptr<UserEntry>> users_;
-  std::map<std::pair<std::string, std::string>, std::unique_ptr<Pool>> pools_;
+  Registry registry_;
   CancelTable cancels_;
   ListHead cl_login_;  // clients before they have a pool
   int client_count_ = 0;
@@ -228,8 +194,7 @@ class Pooler {
   Console console_{*this};
   Ms last_stats_tick_ = 0;
   bool stopping_ = false;
-  std::string fake_salt_key_;  // for unknown users: stable fake SCRAM salts
-  std::unique_ptr<HttpServer, HttpServerDeleter> http_;
+  HttpEndpoint http_;
 
   friend struct Client;
   friend struct Server;

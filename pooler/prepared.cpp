@@ -50,7 +50,7 @@ void message(std::string& out, char type, std::string_view body) {
 }  // namespace
 
 bool Pooler::tracks_prepared(const Pool* p) const {
-  return cfg_.pooler.max_prepared_statements > 0 && pool_mode(p) != config::PoolMode::Session && !p->admin;
+  return cfg_.pooler.max_prepared_statements > 0 && registry_.pool_mode(p) != config::PoolMode::Session && !p->admin;
 }
 
 std::shared_ptr<PreparedStmt> StatementRegistry::get(std::string_view parse_rest) {

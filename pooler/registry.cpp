@@ -1,6 +1,9 @@
-// The registry: configured databases and users as runtime objects, the pools made
-// for them on first use, and the effective per-pool limits.
-#include "pooler/pooler.hpp"
+// The registry (registry.hpp): databases, users, pools and the effective per-pool
+// settings; and the pools' state lists (pool.hpp).
+#include "pooler/registry.hpp"
+
+#include "pooler/server.hpp"
+#include "pooler/workers/hub.hpp"
 
 #include <algorithm>
 #include <cstring>
@@ -9,7 +12,77 @@
 
 namespace pgpivot {
 
-DbEntry* Pooler::find_db(const std::string& name) {
+Registry::Registry(const config::Config& cfg, Pooler* owner, Hub& hub, int shard)
+    : cfg_(cfg), owner_(owner), hub_(hub), shard_(shard), fake_salt_key_(hub.fake_salt_key()) {}
+
+void Registry::apply(const std::map<std::string, std::pair<config::Node, std::optional<config::Node>>>& old_nodes) {
+  for (auto& [name, db] : dbs_) {
+    db->removed = true;
+    db->cluster = nullptr;  // points into the config just replaced
+  }
+  for (auto& [name, dbc] : cfg_.databases) {
+    auto& e = dbs_[name];
+    if (!e) e = std::make_unique<DbEntry>();
+    if (!e->counts) e->counts = hub_.db_count(name);
+    bool changed = e->cfg.cluster != dbc.cluster || e->cfg.dbname != dbc.dbname || e->cfg.user != dbc.user ||
+                   e->cfg.password != dbc.password;
+    e->cfg = dbc;
+    e->removed = false;
+    auto it = cfg_.clusters.find(dbc.cluster);
+    const config::Cluster* cl = it == cfg_.clusters.end() ? nullptr : &it->second;
+    auto old = old_nodes.find(dbc.cluster);
+    if (cl && old != old_nodes.end() && (old->second.first != cl->primary || old->second.second != cl->standby)) {
+      changed = true;
+    }
+    e->cluster = cl;
+    if (changed) {
+      // Servers of this database log in elsewhere now: close them when released.
+      each_pool([&](Pool* pool) {
+        if (pool->db == e.get()) pool->each_server([](Server* s) { s->close_needed = true; });
+      });
+    }
+  }
+  for (auto& [name, u] : users_) u->removed = true;
+  for (auto& [name, uc] : cfg_.users) {
+    auto& e = users_[name];
+    if (!e) e = std::make_unique<UserEntry>();
+    if (!e->counts) e->counts = hub_.user_count(name);
+    if (e->cfg.password != uc.password) {
+      e->secret.reset();
+      if (e->client_key && shard_ == 0) hub_.forget_client_key(name);
+      e->client_key.reset();
+    }
+    e->cfg = uc;
+    e->removed = false;
+  }
+}
+
+DbEntry* Registry::db(const std::string& name) {
+  auto it = dbs_.find(name);
+  return it == dbs_.end() || it->second->removed ? nullptr : it->second.get();
+}
+
+UserEntry* Registry::forced_user(const DbEntry& db) {
+  auto& fu = users_[db.cfg.user];
+  if (!fu) {
+    // Forced user known only from the database entry.
+    fu = std::make_unique<UserEntry>();
+    fu->counts = hub_.user_count(db.cfg.user);
+    fu->cfg.name = db.cfg.user;
+    fu->cfg.password = db.cfg.password;
+  }
+  return fu.get();
+}
+
+int Registry::slots(const Pool* p) const {
+  int n = std::max(pool_size(p), 0);
+  int maxdb = max_db_connections(p), maxuser = max_user_connections(p);
+  if (maxdb > 0) n = std::min(n, maxdb);
+  if (maxuser > 0) n = std::min(n, maxuser);
+  return n;
+}
+
+DbEntry* Registry::find_db(const std::string& name) {
   auto it = dbs_.find(name);
   if (it != dbs_.end() && !it->second->removed && it->second->cluster) return it->second.get();
   it = dbs_.find("*");
@@ -17,13 +90,13 @@ DbEntry* Pooler::find_db(const std::string& name) {
   return nullptr;
 }
 
-UserEntry* Pooler::find_user(const std::string& name) {
+UserEntry* Registry::find_user(const std::string& name) {
   auto it = users_.find(name);
   if (it == users_.end() || it->second->removed) return nullptr;
   return it->second.get();
 }
 
-proto::ScramSecret Pooler::fake_secret(const std::string& user) {
+proto::ScramSecret Registry::fake_secret(const std::string& user) const {
   proto::ScramSecret s;
   s.iterations = 4096;
   // Salt derived from a per-process key and the name: the same name always
@@ -39,13 +112,13 @@ proto::ScramSecret Pooler::fake_secret(const std::string& user) {
   return s;
 }
 
-Pool* Pooler::get_pool(DbEntry* db, const std::string& db_name, UserEntry* user, const std::string& user_name) {
+Pool* Registry::get_pool(DbEntry* db, const std::string& db_name, UserEntry* user, const std::string& user_name) {
   auto key = std::make_pair(db_name, user_name);
   auto& p = pools_[key];
   if (!p) {
     p = std::make_unique<Pool>();
-    p->owner = this;
-    p->shared = hub_->pool_count(db_name, user_name);
+    p->owner = owner_;
+    p->shared = hub_.pool_count(db_name, user_name);
     p->db = db;
     p->user = user;
     p->db_name = db_name;
@@ -57,35 +130,35 @@ Pool* Pooler::get_pool(DbEntry* db, const std::string& db_name, UserEntry* user,
   return p.get();
 }
 
-config::PoolMode Pooler::pool_mode(const Pool* p) const {
+config::PoolMode Registry::pool_mode(const Pool* p) const {
   if (p->user && p->user->cfg.pool_mode) return *p->user->cfg.pool_mode;
   if (p->db->cfg.pool_mode) return *p->db->cfg.pool_mode;
   return cfg_.pooler.pool_mode;
 }
 
-int Pooler::pool_size(const Pool* p) const {
+int Registry::pool_size(const Pool* p) const {
   if (p->user && p->user->cfg.pool_size >= 0) return p->user->cfg.pool_size;
   if (p->db->cfg.pool_size >= 0) return p->db->cfg.pool_size;
   return cfg_.pooler.default_pool_size;
 }
 
-int Pooler::reserve_size(const Pool* p) const {
+int Registry::reserve_size(const Pool* p) const {
   if (p->user && p->user->cfg.reserve_pool_size >= 0) return p->user->cfg.reserve_pool_size;
   if (p->db->cfg.reserve_pool_size >= 0) return p->db->cfg.reserve_pool_size;
   return cfg_.pooler.reserve_pool_size;
 }
 
 // 0 = no limit.
-int Pooler::max_db_connections(const Pool* p) const {
+int Registry::max_db_connections(const Pool* p) const {
   return p->db->cfg.max_db_connections >= 0 ? p->db->cfg.max_db_connections : cfg_.pooler.max_db_connections;
 }
 
-int Pooler::max_user_connections(const Pool* p) const {
+int Registry::max_user_connections(const Pool* p) const {
   return p->user && p->user->cfg.max_user_connections >= 0 ? p->user->cfg.max_user_connections
                                                              : cfg_.pooler.max_user_connections;
 }
 
-int Pooler::min_pool_size(const Pool* p) const {
+int Registry::min_pool_size(const Pool* p) const {
   if (p->db->cfg.min_pool_size >= 0) return p->db->cfg.min_pool_size;
   return cfg_.pooler.min_pool_size;
 }

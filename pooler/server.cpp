@@ -155,8 +155,8 @@ Step Server::on_message(const char* data, std::uint32_t wire_size) {
       if (txn == 'I') client->transaction_ended();
       if (expect_z == 0 && client->fwd_left == 0) {
         if (txn == 'I') {
-          if (pooler->pool_mode(p) != config::PoolMode::Session) release_after_forward = true;
-        } else if (pooler->pool_mode(p) == config::PoolMode::Statement) {
+          if (pooler->registry().pool_mode(p) != config::PoolMode::Session) release_after_forward = true;
+        } else if (pooler->registry().pool_mode(p) == config::PoolMode::Statement) {
           // The client is closed and this ReadyForQuery consumed; the server is
           // rolled back before reuse by the disconnect path.
           pooler->disconnect_client(client, Reason::StatementModeTransaction);

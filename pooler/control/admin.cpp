@@ -33,7 +33,7 @@ void Console::login(Client* c) {
     user_ = std::make_unique<UserEntry>();
     user_->cfg.name = "pgbouncer";
     user_->counts = p_.hub_->user_count(std::string("\x01console"));
-    pool_ = p_.get_pool(db_.get(), "pgbouncer", user_.get(), "pgbouncer");
+    pool_ = p_.registry_.get_pool(db_.get(), "pgbouncer", user_.get(), "pgbouncer");
     pool_->admin = true;
   }
   c->admin = true;
@@ -134,8 +134,7 @@ void Console::query(Client* c, std::string_view sql) {
 }
 
 bool Console::db_exists(const std::string& name) {
-  auto it = p_.dbs_.find(name);
-  return it != p_.dbs_.end() && !it->second->removed;
+  return p_.registry_.db(name) != nullptr;
 }
 
 bool Console::need_db(Client* c, const Args& a) {
@@ -228,7 +227,7 @@ void Console::cmd_pause(Client* c, const Args& a) {
     if (a.db.empty()) {
       x->paused_all_ = true;
     } else {
-      x->dbs_[a.db]->paused = true;
+      x->registry_.db(a.db)->paused = true;
     }
   }
   LOG_INFO("PAUSE command issued%s%s", a.db.empty() ? "" : " for database ", a.db.c_str());
@@ -241,9 +240,9 @@ void Console::cmd_resume(Client* c, const Args& a) {
     if (x->suspended_) x->suspend(false);
     if (a.db.empty()) {
       x->paused_all_ = false;
-      for (auto& [n, d] : x->dbs_) d->paused = false;
+      for (auto& [n, d] : x->registry_.dbs()) d->paused = false;
     } else {
-      x->dbs_[a.db]->paused = false;
+      x->registry_.db(a.db)->paused = false;
     }
   }
   LOG_INFO("RESUME command issued%s%s", a.db.empty() ? "" : " for database ", a.db.c_str());
@@ -258,7 +257,7 @@ void Console::cmd_suspend(Client* c, const Args&) {
 
 void Console::cmd_enable(Client* c, const Args& a) {
   if (!need_db(c, a)) return;
-  for (Pooler* x : p_.world()) x->dbs_[a.db]->disabled = a.cmd == "DISABLE";
+  for (Pooler* x : p_.world()) x->registry_.db(a.db)->disabled = a.cmd == "DISABLE";
   done(c, a.cmd);
 }
 
@@ -278,7 +277,7 @@ void Console::cmd_kill(Client* c, const Args& a) {
     p->each_server([&](Server* s) { p->owner->disconnect_server(s, "KILL"); });
   }
   if (!a.db.empty()) {
-    for (Pooler* x : p_.world()) x->dbs_[a.db]->paused = true;  // as PgBouncer: KILL leaves the database paused
+    for (Pooler* x : p_.world()) x->registry_.db(a.db)->paused = true;  // as PgBouncer: KILL leaves the database paused
   }
   done(c, "KILL");
 }

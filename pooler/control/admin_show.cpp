@@ -11,6 +11,7 @@
 #include "config/settings.hpp"
 #include "pooler/control/admin.hpp"
 #include "pooler/control/admin_table.hpp"
+#include "pooler/control/snapshot.hpp"
 #include "pooler/pooler.hpp"
 #include "protocol/wire.hpp"
 
@@ -79,12 +80,12 @@ void Console::show_pools(std::string& out, const std::string&) {
            {"sv_active_cancel", true}, {"sv_being_canceled", true}, {"sv_idle", true}, {"sv_used", true},
            {"sv_tested", true}, {"sv_login", true}, {"maxwait", true}, {"maxwait_us", true}, {"pool_mode", false},
            {"load_balance_hosts", false}});
-  for (auto& [key, parts] : p_.pool_groups()) {  // one row per pool over all workers
-    PoolCounts n = Pooler::group_counts(parts);
+  for (auto& [key, parts] : pool_groups(p_)) {  // one row per pool over all workers
+    PoolCounts n = group_counts(parts);
     t.row({str(key.first), str(key.second), num(n.cl_active), num(n.cl_waiting), num(0), num(0), num(n.sv_active),
            num(0), num(0), num(n.sv_idle), num(n.sv_used), num(n.sv_tested), num(n.sv_login),
            num(n.maxwait_ms / 1000), num((n.maxwait_ms % 1000) * 1000),
-           str(config::to_string(p_.pool_mode(parts.front()))), std::nullopt});
+           str(config::to_string(p_.registry_.pool_mode(parts.front()))), std::nullopt});
   }
   t.emit(out);
 }
@@ -134,7 +135,7 @@ void Console::show_conns(std::string& out, const std::string& what) {
 void Console::show_stats(std::string& out, const std::string& what) {
   // PgBouncer reports statistics per database: totals and rates add up over pools
   // (and workers), average times are weighted by their events (p_.control/stats.hpp).
-  std::map<std::string, StatsSum> per_db = p_.stats_by_database();
+  std::map<std::string, StatsSum> per_db = stats_by_database(p_);
   // PgBouncer names the byte counters differently in each view.
   auto name_in = [&](const StatCounter& k, const char* view) -> std::string {
     std::string n = k.name, v = view;
@@ -188,7 +189,7 @@ void Console::show_databases(std::string& out, const std::string&) {
            {"current_connections", true}, {"max_client_connections", true}, {"current_client_connections", true},
            {"paused", true}, {"disabled", true}});
   const auto& ps = p_.cfg_.pooler;
-  for (auto& [name, d] : p_.dbs_) {
+  for (auto& [name, d] : p_.registry_.dbs()) {
     if (d->removed || !d->cluster) continue;
     const auto& node = d->cluster->primary;
     int pool_size = d->cfg.pool_size >= 0 ? d->cfg.pool_size : ps.default_pool_size;
@@ -212,7 +213,7 @@ void Console::show_users(std::string& out, const std::string&) {
   Table t({{"name", false}, {"pool_size", true}, {"reserve_pool_size", true}, {"pool_mode", false},
            {"max_user_connections", true}, {"current_connections", true}, {"max_user_client_connections", true},
            {"current_client_connections", true}});
-  for (auto& [name, u] : p_.users_) {
+  for (auto& [name, u] : p_.registry_.users()) {
     if (u->removed) continue;
     t.row({str(name), u->cfg.pool_size >= 0 ? inum(u->cfg.pool_size) : std::nullopt,
            u->cfg.reserve_pool_size >= 0 ? inum(u->cfg.reserve_pool_size) : std::nullopt,
@@ -233,13 +234,13 @@ void Console::show_lists(std::string& out, const std::string&) {
     login += p->cl_login.size();
   }
   std::size_t ndb = 0, nuser = 0;
-  for (auto& [n, d] : p_.dbs_) ndb += d->removed ? 0 : 1;
-  for (auto& [n, u] : p_.users_) nuser += u->removed ? 0 : 1;
+  for (auto& [n, d] : p_.registry_.dbs()) ndb += d->removed ? 0 : 1;
+  for (auto& [n, u] : p_.registry_.users()) nuser += u->removed ? 0 : 1;
   Table t({{"list", false}, {"items", true}});
   t.row({str("databases"), num(ndb)});
   t.row({str("users"), num(nuser)});
   t.row({str("peers"), num(0)});
-  t.row({str("pools"), num(p_.pool_groups().size())});
+  t.row({str("pools"), num(pool_groups(p_).size())});
   t.row({str("peer_pools"), num(0)});
   t.row({str("free_clients"), num(0)});
   t.row({str("used_clients"), num(used_clients)});

@@ -18,6 +18,8 @@
 #include <exception>
 #include <initializer_list>
 
+#include "pooler/control/http.hpp"
+
 #include "pooler/control/metrics.hpp"
 #include "pooler/control/stats_page.hpp"
 #include "pooler/pooler.hpp"
@@ -340,8 +342,8 @@ bool parse_listen(const std::string& spec, sockaddr_storage& ss, std::string& wh
 // ---------------------------------------------------------------------------
 // Listener
 
-bool Pooler::start_http() {
-  const std::string& spec = cfg_.pooler.stats_listen;
+bool http_start(HttpEndpoint& ep, Pooler& p) {
+  const std::string& spec = p.settings().stats_listen;
   if (spec.empty()) return true;
   sockaddr_storage ss{};
   std::string why;
@@ -349,32 +351,32 @@ bool Pooler::start_http() {
     LOG_ERROR("stats_listen: %s", why.c_str());
     return false;
   }
-  http_.reset(new HttpServer());
-  HttpServer* h = http_.get();
-  h->pooler = this;
+  ep.reset(new HttpServer());
+  HttpServer* h = ep.get();
+  h->pooler = &p;
   h->where = spec;
-  uv_tcp_init(loop_, &h->listener);
+  uv_tcp_init(p.loop(), &h->listener);
   h->listener.data = h;
   h->listening = true;
   int rc = uv_tcp_bind(&h->listener, reinterpret_cast<sockaddr*>(&ss), 0);
   if (rc == 0) rc = uv_listen(reinterpret_cast<uv_stream_t*>(&h->listener), 64, on_http_connection);
   if (rc != 0) {
     LOG_ERROR("cannot listen on %s (stats_listen): %s", spec.c_str(), uv_strerror(rc));
-    close_http(true);
+    http_close(ep, true);
     return false;
   }
   LOG_INFO("stats endpoint on http://%s/metrics and /stats", spec.c_str());
   return true;
 }
 
-void Pooler::close_http(bool connections) {
-  if (!http_) return;
-  if (http_->listening) {
-    http_->listening = false;
-    uv_close(reinterpret_cast<uv_handle_t*>(&http_->listener), nullptr);
+void http_close(HttpEndpoint& ep, bool connections) {
+  if (!ep) return;
+  if (ep->listening) {
+    ep->listening = false;
+    uv_close(reinterpret_cast<uv_handle_t*>(&ep->listener), nullptr);
   }
   if (connections) {
-    std::vector<HttpConn*> open = http_->conns;
+    std::vector<HttpConn*> open = ep->conns;
     for (HttpConn* c : open) close_conn(c);
   }
 }

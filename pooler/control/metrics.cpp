@@ -10,6 +10,7 @@
 #include <functional>
 #include <initializer_list>
 
+#include "pooler/control/snapshot.hpp"
 #include "pooler/pooler.hpp"
 
 namespace pgpivot {
@@ -87,7 +88,7 @@ std::string ms_to_s(std::uint64_t ms) {
 
 std::string render_metrics(Pooler& pooler) {
   auto& clusters = pooler.control()->clusters().all();
-  auto groups = pooler.pool_groups();
+  auto groups = pool_groups(pooler);
   std::string out;
   out.reserve(8192 + groups.size() * 1600 + clusters.size() * 1200);
   Prom m(out);
@@ -101,7 +102,7 @@ std::string render_metrics(Pooler& pooler) {
   std::map<std::pair<std::string, std::string>, PoolCounts> counts;
   std::uint64_t servers = 0;
   for (auto& [k, g] : groups) {
-    counts[k] = Pooler::group_counts(g);
+    counts[k] = group_counts(g);
     servers += counts[k].servers();
   }
   m.family("pgpivot_client_connections", "gauge", "Client connections, including those still logging in.");
@@ -144,13 +145,13 @@ std::string render_metrics(Pooler& pooler) {
   for (auto& [k, n] : counts) m.sample({{"database", k.first}, {"user", k.second}}, ms_to_s(n.maxwait_ms));
   m.family("pgpivot_pool_size", "gauge", "Configured server connections for the pool (pool_size).");
   for (auto& [k, g] : groups) {
-    m.sample({{"database", k.first}, {"user", k.second}}, std::uint64_t(std::max(pooler.pool_size(g.front()), 0)));
+    m.sample({{"database", k.first}, {"user", k.second}}, std::uint64_t(std::max(pooler.registry().pool_size(g.front()), 0)));
   }
 
   // Databases: SHOW DATABASES.
   auto db_family = [&](const char* name, const char* help, auto value) {
     m.family(name, "gauge", help);
-    for (auto& [dn, d] : pooler.dbs()) {
+    for (auto& [dn, d] : pooler.registry().dbs()) {
       if (d->removed || !d->cluster) continue;
       m.sample({{"database", dn}}, value(d.get()));
     }
@@ -173,7 +174,7 @@ std::string render_metrics(Pooler& pooler) {
             [](DbEntry* d) { return std::uint64_t(d->disabled ? 1 : 0); });
 
   // Statistics: SHOW STATS' totals, per database.
-  std::map<std::string, StatsSum> per_db = pooler.stats_by_database();
+  std::map<std::string, StatsSum> per_db = stats_by_database(pooler);
   struct StatHelp {
     const char* metric;
     const char* help;

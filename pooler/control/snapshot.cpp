@@ -2,6 +2,8 @@
 // pools, through the one statistics model of control/stats.hpp.
 #include <cinttypes>
 
+#include "pooler/control/snapshot.hpp"
+
 #include "pooler/pooler.hpp"
 
 namespace pgpivot {
@@ -22,31 +24,44 @@ PoolCounts Pool::counts() const {
   return c;
 }
 
-std::map<std::pair<std::string, std::string>, std::vector<Pool*>> Pooler::pool_groups() {
-  std::map<std::pair<std::string, std::string>, std::vector<Pool*>> g;
-  for (Pool* p : world_pools()) g[{p->db_name, p->user_name}].push_back(p);
+std::map<PoolKey, std::vector<Pool*>> pool_groups(Pooler& w) {
+  std::map<PoolKey, std::vector<Pool*>> g;
+  for (Pool* p : w.world_pools()) g[{p->db_name, p->user_name}].push_back(p);
   return g;
 }
 
-PoolCounts Pooler::group_counts(const std::vector<Pool*>& parts) {
+PoolCounts group_counts(const std::vector<Pool*>& parts) {
   PoolCounts c;
   for (const Pool* p : parts) c += p->counts();
   return c;
 }
 
-std::map<std::string, StatsSum> Pooler::stats_by_database() {
+std::map<std::string, StatsSum> stats_by_database(Pooler& w) {
   std::map<std::string, StatsSum> out;
-  for (Pool* p : world_pools()) out[p->db_name].add(p->stats, p->averages);
+  for (Pool* p : w.world_pools()) out[p->db_name].add(p->stats, p->averages);
   return out;
 }
 
-// Worker 0 ticks for all workers (world stopped): each pool part gets its
-// averages, and log_stats writes one line per pool with the parts added up.
-void Pooler::stats_tick() {
-  WorldLock wl(hub_, shard_);
-  std::map<std::pair<std::string, std::string>, StatsSum> lines;
-  for (Pooler* w : world()) w->update_averages(lines);
-  if (!cfg_.pooler.log_stats) return;
+namespace {
+
+// One worker's pools get their averages over the period just ended.
+void update_averages(Registry& reg, double period, std::map<PoolKey, StatsSum>& lines) {
+  reg.each_pool([&](Pool* p) {
+    p->averages = period_averages(p->stats, p->period_start, period);
+    p->period_start = p->stats;
+    if (!p->admin) lines[{p->db_name, p->user_name}].add(p->stats, p->averages);
+  });
+}
+
+}  // namespace
+
+void stats_tick(Pooler& control) {
+  WorldLock wl(control.hub(), control.shard());
+  const auto& set = control.settings();
+  double period = set.stats_period > 0 ? set.stats_period : 60;
+  std::map<PoolKey, StatsSum> lines;
+  for (Pooler* w : control.world()) update_averages(w->registry(), period, lines);
+  if (!set.log_stats) return;
   for (auto& [key, sum] : lines) {
     PoolStats avg = sum.averages();
     if (avg.xact_count == 0 && avg.query_count == 0 && avg.received == 0) continue;
@@ -54,15 +69,6 @@ void Pooler::stats_tick() {
              " B/s, xact %" PRIu64 " us, query %" PRIu64 " us, wait %" PRIu64 " us",
              key.first.c_str(), key.second.c_str(), avg.xact_count, avg.query_count, avg.received, avg.sent,
              avg.xact_time, avg.query_time, avg.wait_time);
-  }
-}
-
-void Pooler::update_averages(std::map<std::pair<std::string, std::string>, StatsSum>& lines) {
-  double period = cfg_.pooler.stats_period > 0 ? cfg_.pooler.stats_period : 60;
-  for (auto& [k, p] : pools_) {
-    p->averages = period_averages(p->stats, p->period_start, period);
-    p->period_start = p->stats;
-    if (!p->admin) lines[{p->db_name, p->user_name}].add(p->stats, p->averages);
   }
 }
 

@@ -11,6 +11,7 @@
 #include <ctime>
 #include <initializer_list>
 
+#include "pooler/control/snapshot.hpp"
 #include "pooler/pooler.hpp"
 
 namespace pgpivot {
@@ -144,7 +145,7 @@ const char kStyle[] =
 std::string render_stats_page(Pooler& pooler) {
   auto& clusters = pooler.control()->clusters().all();
   auto& flog = pooler.control()->clusters().log();
-  auto groups = pooler.pool_groups();
+  auto groups = pool_groups(pooler);
   std::string out;
   out.reserve(16384 + groups.size() * 600 + clusters.size() * 600);
   Html h(out);
@@ -164,7 +165,7 @@ std::string render_stats_page(Pooler& pooler) {
   // Summary cards.
   std::uint64_t servers = 0, waiting = 0;
   for (auto& [k, g] : groups) {
-    PoolCounts n = Pooler::group_counts(g);
+    PoolCounts n = group_counts(g);
     servers += n.servers();
     for (Pool* p : g) waiting += p->cl_waiting.size();
   }
@@ -190,16 +191,16 @@ std::string render_stats_page(Pooler& pooler) {
          3);
   for (auto& [k, g] : groups) {
     Pool* p = g.front();
-    PoolCounts c = Pooler::group_counts(g);
+    PoolCounts c = group_counts(g);
     h.raw("<tr class=\"pool\" data-pool=\"");
     h.text(p->db_name + "/" + p->user_name);
     h.raw("\">");
     h.td(p->db_name);
     h.td(p->user_name);
-    h.td(config::to_string(pooler.pool_mode(p)));
+    h.td(config::to_string(pooler.registry().pool_mode(p)));
     for (std::uint64_t v : {c.cl_active, c.cl_waiting, c.sv_active, c.sv_idle, c.sv_used, c.sv_tested, c.sv_login})
       h.tdn(v);
-    h.tdn(std::uint64_t(std::max(pooler.pool_size(p), 0)));
+    h.tdn(std::uint64_t(std::max(pooler.registry().pool_size(p), 0)));
     h.tdn(ms_to_s(c.maxwait_ms));
     h.raw("</tr>\n");
   }
@@ -208,7 +209,7 @@ std::string render_stats_page(Pooler& pooler) {
 
   // Statistics per database, as SHOW STATS.
   // Average times weighted by their events over pools and workers (control/stats.hpp).
-  std::map<std::string, StatsSum> per_db = pooler.stats_by_database();
+  std::map<std::string, StatsSum> per_db = stats_by_database(pooler);
   h.raw("<h2>Statistics</h2>");
   h.head({"database", "transactions", "queries", "xacts/s", "queries/s", "avg xact (ms)", "avg query (ms)",
           "avg wait (ms)", "received", "sent", "logins"},

@@ -53,7 +53,7 @@ std::string node_addr(const config::Node& n) { return n.host + ":" + std::to_str
 void Clusters::sync() {
   if (p_.shard_ != 0) {
     auto& cls = p_.control()->clusters_.clusters_;
-    for (auto& [name, db] : p_.dbs_) {
+    for (auto& [name, db] : p_.registry_.dbs()) {
       auto it = cls.find(db->cfg.cluster);
       db->crt = it == cls.end() || it->second->removed ? nullptr : it->second.get();
     }
@@ -110,7 +110,7 @@ void Clusters::sync() {
     cl->wc[1].reset();
     cl->cfg = nullptr;
   }
-  for (auto& [name, db] : p_.dbs_) {
+  for (auto& [name, db] : p_.registry_.dbs()) {
     auto it = clusters_.find(db->cfg.cluster);
     db->crt = it == clusters_.end() || it->second->removed ? nullptr : it->second.get();
   }

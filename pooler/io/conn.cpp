@@ -193,7 +193,7 @@ void Conn::queue(std::string_view bytes) {
   } else {
     q.segs.push_back(Seg{nullptr, off, std::uint32_t(bytes.size())});
   }
-  pooler->mark_dirty(this);
+  pooler->flusher().mark_dirty(this);
 }
 
 void Conn::queue_borrowed(const char* p, std::uint32_t n) {
@@ -203,7 +203,7 @@ void Conn::queue_borrowed(const char* p, std::uint32_t n) {
   } else {
     q.segs.push_back(Seg{p, 0, n});
   }
-  pooler->mark_dirty(this);
+  pooler->flusher().mark_dirty(this);
 }
 
 void Conn::flush() {
@@ -543,9 +543,15 @@ void Conn::start_close() {
     waiting_on = nullptr;
   }
   if (fd < 0) {  // no socket yet (e.g. a server still resolving its host name)
-    pooler->defer_free(this);
+    pooler->flusher().defer_free(this);
     return;
   }
+  // The peer sees the end now: the socket leaves ESTABLISHED at once (what was
+  // written is still delivered before the FIN), not only when the close callback
+  // runs at the end of this loop turn. A server's slot is given back as it closes,
+  // and another worker may open a server in the same moment: the connections open
+  // to PostgreSQL then never exceed the limits, even for an instant.
+  ::shutdown(fd, SHUT_WR);
   uv_close(&h.handle, [](uv_handle_t* hh) {
     auto* c = static_cast<Conn*>(hh->data);
     ::close(c->fd);

@@ -190,7 +190,7 @@ void Pooler::close_listeners() {
       if (l->unix_socket) ::unlink(l->path.c_str());
     }
   }
-  close_http(false);
+  http_close(http_, false);
 }
 
 // Accepts what is pending (bounded, so one busy listener cannot starve the loop).

@@ -241,7 +241,7 @@ void Conn::tls_queue_cipher() {
   if (n <= 0) return;
   buf.resize(std::size_t(n));
   outq().tls_cipher_out.append(buf);
-  pooler->mark_dirty(this);
+  pooler->flusher().mark_dirty(this);
 }
 
 // Ciphertext arrived: feed it, finish the handshake, decrypt into the read buffer.

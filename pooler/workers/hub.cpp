@@ -13,18 +13,6 @@ namespace {
 thread_local int t_world_depth = 0;
 }  // namespace
 
-bool reserve_slot(std::atomic<int>& n, int limit) {
-  if (limit <= 0) {
-    n.fetch_add(1, std::memory_order_relaxed);
-    return true;
-  }
-  int cur = n.load(std::memory_order_relaxed);
-  while (cur < limit) {
-    if (n.compare_exchange_weak(cur, cur + 1, std::memory_order_relaxed)) return true;
-  }
-  return false;
-}
-
 Hub::Hub(int workers)
     : shards_(std::size_t(workers), nullptr),
       asyncs_(std::size_t(workers), nullptr),

@@ -46,9 +46,6 @@ struct SharedCount {
   std::vector<std::pair<std::string, std::string>> welcome;
 };
 
-// Takes one of `limit` slots of `n`; false when all are taken (limit <= 0: no limit).
-bool reserve_slot(std::atomic<int>& n, int limit);
-
 class Hub {
  public:
   explicit Hub(int workers);

@@ -59,7 +59,7 @@ TEST_CASE("settings: SET refuses what the file loader refuses", "[config][settin
     CHECK(p.server_tls_sslmode == "verify-full");
   }
   SECTION("an integer beyond int") {
-    CHECK(set(p, "default_pool_size", "99999999999") == "must be >= 0, got 99999999999");
+    CHECK(set(p, "default_pool_size", "99999999999") == "must be between 0 and 2147483647, got 99999999999");
     CHECK(p.default_pool_size == 20);
     CHECK(set(p, "default_pool_size", "2147483647") == "");
     CHECK(p.default_pool_size == 2147483647);

@@ -1,5 +1,5 @@
 // The failover tests' fixture, shared by test_failover.cpp and
-// test_failover_safety.cpp: PgPair (a primary and its streaming standby built with
+// test_failover_safety*.cpp: PgPair (a primary and its streaming standby built with
 // scripts/lib.sh), Load (writer threads that record every acknowledged write and the
 // node that took it), the checks on both, SHOW CLUSTERS helpers and BlackHoleProxy.
 // (An anonymous namespace: each test file gets its own copy.)

@@ -153,6 +153,17 @@ Row wait_cluster(const Pooler& p, const std::string& key, const std::string& val
   return last;
 }
 
+// Waits until the health checks have seen both nodes: the primary up and the standby
+// read-only (one of them alone can be answered first); the last row seen.
+Row wait_pair_up(const Pooler& p, double timeout_s) {
+  Row last;
+  wait_for([&] {
+    last = cluster_row(p);
+    return last["primary_state"] == "up" && last["standby_state"] == "read-only";
+  }, timeout_s);
+  return last;
+}
+
 // ---------------------------------------------------------------------------
 // A primary and its streaming standby, built by scripts/lib.sh.
 

@@ -27,7 +27,7 @@ TEST_CASE("failover: kill -9 of the primary under load, clients carry on on the 
   PgPair pair("kill", port_base(), port_base() + 1);
   pair.start(/*sync_rep=*/true);
   Pooler p(failover_pooler(pair, 10));
-  REQUIRE(wait_cluster(p, "standby_state", "read-only", 10)["primary_state"] == "up");
+  REQUIRE(wait_pair_up(p, 10)["primary_state"] == "up");
 
   Load load(p, 20, 20);
   load.start();
@@ -80,7 +80,7 @@ TEST_CASE("failover: SWITCHOVER from the console under load causes no client err
   PgPair pair("switchover", port_base() + 2, port_base() + 3);
   pair.start(/*sync_rep=*/true);
   Pooler p(failover_pooler(pair, 10));
-  REQUIRE(wait_cluster(p, "standby_state", "read-only", 10)["primary_state"] == "up");
+  REQUIRE(wait_pair_up(p, 10)["primary_state"] == "up");
 
   Load load(p, 20, 20);
   load.start();
@@ -138,7 +138,7 @@ TEST_CASE("failover: the restarted old primary is fenced; FAILBACK to a fresh pr
   PgPair pair("failback", port_base() + 4, port_base() + 5);
   pair.start(/*sync_rep=*/true);
   Pooler p(failover_pooler(pair, 5));
-  REQUIRE(wait_cluster(p, "standby_state", "read-only", 10)["primary_state"] == "up");
+  REQUIRE(wait_pair_up(p, 10)["primary_state"] == "up");
 
   Load load(p, 5, 5);
   load.start();
@@ -241,7 +241,7 @@ TEST_CASE("failover: a dead standby leaves the traffic on the primary alone", "[
   PgPair pair("standby-down", port_base() + 6, port_base() + 7);
   pair.start(/*sync_rep=*/false);
   Pooler p(failover_pooler(pair, 5));
-  REQUIRE(wait_cluster(p, "standby_state", "read-only", 10)["primary_state"] == "up");
+  REQUIRE(wait_pair_up(p, 10)["primary_state"] == "up");
   check_show_clusters_columns(p);
 
   Load load(p, 5, 5);
@@ -283,7 +283,7 @@ TEST_CASE("failover: a black-holed primary fails over in bounded time; another p
   cfg.extra_clusters["other"] = "primary = { host = \"127.0.0.1\", port = " + std::to_string(env().pg_port) + " }";
   cfg.extra_databases["otherdb"] = "cluster = \"other\"\ndbname = \"appdb\"";
   Pooler p(cfg);
-  REQUIRE(wait_cluster(p, "standby_state", "read-only", 10)["primary_state"] == "up");
+  REQUIRE(wait_pair_up(p, 10)["primary_state"] == "up");
 
   Conn other(p.conninfo("app", "app", "otherdb"));
   INFO(other.error());
@@ -358,7 +358,7 @@ TEST_CASE("failover: pgpivot ctl status prints the clusters; ctl failover of an 
   PgPair pair("ctl", port_base() + 11, port_base() + 12);
   pair.start(/*sync_rep=*/false);
   Pooler p(failover_pooler(pair, 5));
-  REQUIRE(wait_cluster(p, "standby_state", "read-only", 10)["primary_state"] == "up");
+  REQUIRE(wait_pair_up(p, 10)["primary_state"] == "up");
   check_show_clusters_columns(p);
 
   std::string admin = "host=127.0.0.1 port=" + std::to_string(p.port()) +
@@ -439,7 +439,7 @@ TEST_CASE("failover: what a client sees depends on what it was doing when the pr
   PoolerConfig cfg = failover_pooler(pair, 10);
   cfg.extra_databases["sessdb"] = "cluster = \"main\"\ndbname = \"appdb\"\npool_mode = \"session\"";
   Pooler p(cfg);
-  REQUIRE(wait_cluster(p, "standby_state", "read-only", 10)["primary_state"] == "up");
+  REQUIRE(wait_pair_up(p, 10)["primary_state"] == "up");
 
   auto connect = [&](const std::string& db = "appdb") {
     auto c = std::make_unique<Conn>(p.conninfo("app", "app", db));

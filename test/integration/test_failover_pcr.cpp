@@ -286,7 +286,7 @@ TEST_CASE("failover (PCR stand-in): a refusing standby cluster is a standby, a r
 
   // Before cutover: the standby's application cluster refuses (08000): read-only,
   // not down; its system cluster says it replicates.
-  Row row = wait_cluster(p, "standby_state", "read-only", 10);
+  Row row = wait_pair_up(p, 10);
   INFO("PCR pair, replicating: " << row_text(row));
   CHECK(row["primary_state"] == "up");
   CHECK(row["standby_state"] == "read-only");

@@ -116,7 +116,7 @@ TEST_CASE("failover safety: a move that cannot complete ends; no writable node a
   PoolerConfig cfg = safety_pooler(pair);
   cfg.failover = replace_all(cfg.failover, "failover_timeout = 30", "failover_timeout = 4");
   Pooler p(cfg);
-  REQUIRE(wait_cluster(p, "standby_state", "read-only", 10)["primary_state"] == "up");
+  REQUIRE(wait_pair_up(p, 10)["primary_state"] == "up");
 
   // The standby dies first; a FAILOVER from the console has nowhere to go and
   // is refused at once, nothing run.
@@ -203,7 +203,7 @@ TEST_CASE("failover safety: a failing or hanging promote_command aborts the move
   pair.start(/*sync_rep=*/false);
   set_promote_mode(pair, "fail");
   Pooler p(safety_pooler(pair, "promote_timeout = 2"));
-  REQUIRE(wait_cluster(p, "standby_state", "read-only", 10)["primary_state"] == "up");
+  REQUIRE(wait_pair_up(p, 10)["primary_state"] == "up");
 
   // The primary dies; promote_command exits 1: no writable node, clients told 08006.
   Conn held(p.conninfo());
@@ -266,7 +266,7 @@ TEST_CASE("failover safety: a restart after a failover keeps the new primary (st
   long acked_before = 0;
   {
     Pooler p(cfg);
-    REQUIRE(wait_cluster(p, "standby_state", "read-only", 10)["primary_state"] == "up");
+    REQUIRE(wait_pair_up(p, 10)["primary_state"] == "up");
     Load load(p, 3, 3);
     load.start();
     sleep_s(1);
@@ -347,7 +347,7 @@ TEST_CASE("failover safety: a standby too far behind is not promoted automatical
   PgPair pair("lag", port_base() + 28, port_base() + 29);
   pair.start(/*sync_rep=*/false);
   Pooler p(safety_pooler(pair, "max_lag_on_failover = 65536"));
-  REQUIRE(wait_cluster(p, "standby_state", "read-only", 10)["primary_state"] == "up");
+  REQUIRE(wait_pair_up(p, 10)["primary_state"] == "up");
   Row row = cluster_row(p);
   INFO("streaming: " << row_text(row));
   CHECK(std::atol(row["lag_bytes"].c_str()) < 65536);
@@ -400,7 +400,7 @@ TEST_CASE("failover safety: a pooler cut off from a live, streaming primary does
   PoolerConfig cfg = safety_pooler(pair, "", proxy_port);
   cfg.failover = replace_all(cfg.failover, "health_check_timeout = 2", "health_check_timeout = 1");
   Pooler p(cfg);
-  REQUIRE(wait_cluster(p, "standby_state", "read-only", 10)["primary_state"] == "up");
+  REQUIRE(wait_pair_up(p, 10)["primary_state"] == "up");
 
   // Another application host writes straight to the primary, all along.
   std::atomic<bool> stop{false};
@@ -450,7 +450,7 @@ TEST_CASE("failover safety: auto_failback never goes to an old primary that dive
   PgPair pair("failback", port_base() + 33, port_base() + 34);
   pair.start(/*sync_rep=*/false);
   Pooler p(safety_pooler(pair, "auto_failback = true"));
-  REQUIRE(wait_cluster(p, "standby_state", "read-only", 10)["primary_state"] == "up");
+  REQUIRE(wait_pair_up(p, 10)["primary_state"] == "up");
   pair.kill(pair.primary_dir);
   REQUIRE(wait_cluster(p, "active", "standby", 20)["active"] == "standby");
 

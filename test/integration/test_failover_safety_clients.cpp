@@ -29,7 +29,7 @@ TEST_CASE("failover safety: what may have committed is 40003 in every protocol f
   PoolerConfig cfg = safety_pooler(pair);
   cfg.default_pool_size = 10;  // every case holds a server when the primary dies
   Pooler p(cfg);
-  REQUIRE(wait_cluster(p, "standby_state", "read-only", 10)["primary_state"] == "up");
+  REQUIRE(wait_pair_up(p, 10)["primary_state"] == "up");
 
   struct Case {
     std::string name, want;
@@ -101,7 +101,7 @@ TEST_CASE("failover safety: a BEGIN in flight when the primary vanishes is repla
   PoolerConfig cfg = safety_pooler(pair, "witness_query = \"\"", proxy_port);
   cfg.failover = replace_all(cfg.failover, "health_check_timeout = 2", "health_check_timeout = 1");
   Pooler p(cfg);
-  REQUIRE(wait_cluster(p, "standby_state", "read-only", 10)["primary_state"] == "up");
+  REQUIRE(wait_pair_up(p, 10)["primary_state"] == "up");
   Conn simple(p.conninfo());
   Conn ext(p.conninfo());
   REQUIRE(simple.ok());
@@ -211,7 +211,7 @@ TEST_CASE("failover safety: a primary frozen for 20 s fails over cleanly and get
   PgPair pair("frozen", port_base() + 40, port_base() + 41);
   pair.start(/*sync_rep=*/true);
   Pooler p(failover_pooler(pair, 10));
-  REQUIRE(wait_cluster(p, "standby_state", "read-only", 10)["primary_state"] == "up");
+  REQUIRE(wait_pair_up(p, 10)["primary_state"] == "up");
   Load load(p, 10, 10);
   load.start();
   sleep_s(2);
@@ -270,7 +270,7 @@ TEST_CASE("failover safety: three crash/restart cycles of the primary in 14 s gi
   PgPair pair("cycles", port_base() + 42, port_base() + 43);
   pair.start(/*sync_rep=*/true);
   Pooler p(failover_pooler(pair, 10));
-  REQUIRE(wait_cluster(p, "standby_state", "read-only", 10)["primary_state"] == "up");
+  REQUIRE(wait_pair_up(p, 10)["primary_state"] == "up");
   Load load(p, 10, 10);
   load.start();
   sleep_s(2);
@@ -283,8 +283,11 @@ TEST_CASE("failover safety: three crash/restart cycles of the primary in 14 s gi
     if (cycle == 0) load.event(pair.standby_port);
     sleep_s(1.5);
   }
+  // 12 s of pauses; each kill and restart (pg_ctl, waiting for the server) adds to
+  // it, more on a loaded machine. The bound only checks that the three cycles ran
+  // back to back.
   double took = seconds_since(t0);
-  CHECK(took <= 16);
+  CHECK(took <= 20);
   sleep_s(2);
   load.stop();
 
@@ -323,7 +326,7 @@ TEST_CASE("failover safety: an in-place restart of the primary shorter than the 
   cfg.failover = replace_all(cfg.failover, "failure_threshold = " + std::to_string(kThreshold), "failure_threshold = 12");
   cfg.extra["server_login_retry"] = "15";
   Pooler p(cfg);
-  REQUIRE(wait_cluster(p, "standby_state", "read-only", 10)["primary_state"] == "up");
+  REQUIRE(wait_pair_up(p, 10)["primary_state"] == "up");
   Load load(p, 5, 5);
   load.start();
   sleep_s(2);
@@ -369,7 +372,7 @@ TEST_CASE("failover safety: the README's example config, copied as is, keeps a h
   cfg.raw_toml = replace_all(replace_all(example, "port = 55432", "port = " + std::to_string(pair.primary_port)),
                              "port = 55433", "port = " + std::to_string(pair.standby_port));
   Pooler p(cfg);
-  Row row = wait_cluster(p, "standby_state", "read-only", 15);
+  Row row = wait_pair_up(p, 15);
   INFO("the README's example: " << row_text(row));
   CHECK(row["primary_state"] == "up");
   CHECK(row["standby_state"] == "read-only");

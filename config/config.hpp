@@ -93,6 +93,52 @@ struct Pooler {
   std::string server_tls_ciphers = "default";
   bool syslog = false;
   int verbose = 0;
+  // PgBouncer 1.19-1.25's keys. Acted on: max_db_client_connections and
+  // max_user_client_connections (the defaults of the per-database and per-user
+  // limits), scram_iterations, so_reuseport, tcp_keepcnt/keepidle/keepintvl,
+  // tcp_user_timeout, tcp_socket_buffer. The others are stored (SHOW CONFIG shows
+  // them) and warned about when set to a value pgpivot does not implement
+  // (docs/config.md, "Accepted, not acted on").
+  int max_db_client_connections = 0;    // 0 = unlimited
+  int max_user_client_connections = 0;  // 0 = unlimited
+  int scram_iterations = 4096;          // of the SCRAM secrets pgpivot makes from plain passwords
+  bool so_reuseport = false;
+  int tcp_keepcnt = 0;                  // 0 = the OS default
+  int tcp_keepidle = 0;                 // 0 = pgpivot's 60 s
+  int tcp_keepintvl = 0;                // 0 = the OS default
+  int tcp_user_timeout = 0;             // milliseconds; 0 = the OS default
+  int tcp_socket_buffer = 0;            // bytes; 0 = the OS default
+  int tcp_defer_accept = 1;
+  std::vector<std::string> track_extra_parameters = {"IntervalStyle"};
+  int peer_id = 0;
+  std::string auth_dbname;
+  std::string auth_hba_file;
+  std::string auth_ident_file;
+  std::string auth_ldap_options;
+  std::string unix_socket_mode = "0777";
+  std::string unix_socket_group;
+  std::string conffile;
+  std::string service_name = "pgbouncer";
+  std::string job_name = "pgbouncer";  // an alias of service_name
+  std::string syslog_ident = "pgbouncer";
+  std::string syslog_facility = "daemon";
+  bool server_fast_close = false;
+  double autodb_idle_timeout = 3600.0;
+  double pool_idle_timeout = 0.0;
+  double dns_max_ttl = 15.0;
+  double dns_nxdomain_ttl = 15.0;
+  double dns_zone_check_period = 0.0;
+  std::string resolv_conf;
+  double query_wait_notify = 5.0;
+  std::string login_notify_message;
+  std::string client_tls13_ciphers;
+  std::string server_tls13_ciphers;
+  std::string client_tls_ecdhcurve = "auto";
+  std::string client_tls_dheparams = "auto";
+  double cancel_wait_timeout = 10.0;
+  double transaction_timeout = 0.0;
+  double suspend_timeout = 10.0;
+  int sbuf_loopcnt = 5;
 
   friend bool operator==(const Pooler&, const Pooler&) = default;
 };
@@ -156,7 +202,13 @@ struct User {
   int pool_size = -1;              // -1 = database/default
   int reserve_pool_size = -1;
   int max_user_connections = -1;   // -1 = pooler default
-  int max_user_client_connections = 0;
+  int max_user_client_connections = -1;  // -1 = [pooler]'s (0 = unlimited)
+  // PgBouncer's per-user timeouts (-1 = [pooler]'s); stored, not acted on yet.
+  double query_timeout = -1;
+  double query_wait_timeout = -1;
+  double idle_transaction_timeout = -1;
+  double transaction_timeout = -1;
+  double client_idle_timeout = -1;
   // Set when `password` came from auth_file (so a converted config can point at the
   // file instead of copying its passwords).
   bool password_from_auth_file = false;
@@ -175,7 +227,12 @@ struct Database {
   int reserve_pool_size = -1;
   std::optional<PoolMode> pool_mode;
   int max_db_connections = -1;
-  int max_db_client_connections = 0;
+  int max_db_client_connections = -1;  // -1 = [pooler]'s (0 = unlimited)
+  double server_lifetime = -1;         // -1 = [pooler]'s
+  double query_wait_timeout = -1;      // -1 = [pooler]'s; stored, not acted on yet
+  std::string load_balance_hosts;      // round-robin | disable; stored (one host per node)
+  std::string auth_query;              // stored only, as auth_user
+  std::string auth_dbname;             // stored only, as auth_user
   std::string connect_query;
   std::string application_name;
   std::string auth_user;  // PgBouncer's per-database auth_user (stored only)

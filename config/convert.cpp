@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 #include <sstream>
+#include <tuple>
 #include <type_traits>
 #include <variant>
 
@@ -118,6 +119,13 @@ void write_users(std::ostringstream& o, const std::map<std::string, User>& users
       kv.emplace_back("max_user_connections", value(u.max_user_connections));
     if (u.max_user_client_connections != defaults.max_user_client_connections)
       kv.emplace_back("max_user_client_connections", value(u.max_user_client_connections));
+    for (auto [k, v, dv] : {std::tuple{"query_timeout", u.query_timeout, defaults.query_timeout},
+                            {"query_wait_timeout", u.query_wait_timeout, defaults.query_wait_timeout},
+                            {"idle_transaction_timeout", u.idle_transaction_timeout, defaults.idle_transaction_timeout},
+                            {"transaction_timeout", u.transaction_timeout, defaults.transaction_timeout},
+                            {"client_idle_timeout", u.client_idle_timeout, defaults.client_idle_timeout}}) {
+      if (v != dv) kv.emplace_back(k, value(v));
+    }
     if (kv.empty() && u.password_from_auth_file) continue;  // only in auth_file
     body << key(name) << " = " << inline_table(kv) << "\n";
   }
@@ -178,7 +186,12 @@ void write_databases(std::ostringstream& o, const std::map<std::string, Database
     put("max_db_client_connections", db.max_db_client_connections, d.max_db_client_connections);
     put("connect_query", db.connect_query, d.connect_query);
     put("application_name", db.application_name, d.application_name);
+    put("server_lifetime", db.server_lifetime, d.server_lifetime);
+    put("query_wait_timeout", db.query_wait_timeout, d.query_wait_timeout);
+    put("load_balance_hosts", db.load_balance_hosts, d.load_balance_hosts);
     put("auth_user", db.auth_user, d.auth_user);
+    put("auth_query", db.auth_query, d.auth_query);
+    put("auth_dbname", db.auth_dbname, d.auth_dbname);
     if (!db.params.empty()) {
       std::vector<std::pair<std::string, std::string>> kv;
       for (const auto& [k, v] : db.params) kv.emplace_back(k, quote(v));

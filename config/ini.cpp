@@ -25,43 +25,6 @@ using namespace detail;
 
 constexpr int kMaxIncludeDepth = 10;  // as PgBouncer
 
-// PgBouncer 1.18 [pgbouncer] keys that pgpivot neither stores nor implements, with a
-// hint for the warning ("" for none).
-struct IgnoredKey {
-  const char* name;
-  const char* hint;
-};
-const std::vector<IgnoredKey>& ignored_keys() {
-  static const std::vector<IgnoredKey> k = {
-      {"unix_socket_mode", "the socket is always mode 0777"},
-      {"unix_socket_group", ""},
-      {"conffile", ""},
-      {"service_name", "Windows only; PgBouncer on Linux rejects it"},
-      {"job_name", "Windows only; PgBouncer on Linux rejects it"},
-      {"auth_hba_file", "auth_type hba is not supported"},
-      {"syslog_ident", "syslog is not supported"},
-      {"syslog_facility", "syslog is not supported"},
-      {"server_fast_close", ""},
-      {"autodb_idle_timeout", "pools of \"*\" databases are kept"},
-      {"dns_max_ttl", "host names are resolved for each new server connection"},
-      {"dns_nxdomain_ttl", "host names are resolved for each new server connection"},
-      {"dns_zone_check_period", ""},
-      {"resolv_conf", "the system resolver is used"},
-      {"client_tls_ecdhcurve", "OpenSSL's default groups are used"},
-      {"client_tls_dheparams", "OpenSSL's default groups are used"},
-      {"suspend_timeout", ""},
-      {"sbuf_loopcnt", ""},
-      {"so_reuseport", ""},
-      {"tcp_defer_accept", ""},
-      {"tcp_socket_buffer", ""},
-      {"tcp_keepcnt", "keepalive starts after a fixed 60 s idle"},
-      {"tcp_keepidle", "keepalive starts after a fixed 60 s idle"},
-      {"tcp_keepintvl", "keepalive starts after a fixed 60 s idle"},
-      {"tcp_user_timeout", ""},
-  };
-  return k;
-}
-
 // Settings of the TOML config that have no pgbouncer.ini counterpart.
 bool is_toml_only(std::string_view key) {
   for (const char* k : {"health_check_interval", "health_check_timeout", "failure_threshold",
@@ -77,7 +40,6 @@ const std::vector<std::string>& pgbouncer_key_names() {
   static const std::vector<std::string> names = [] {
     std::vector<std::string> v;
     for (const auto& k : settings()) v.emplace_back(k.name);
-    for (const auto& k : ignored_keys()) v.emplace_back(k.name);
     return v;
   }();
   return names;
@@ -85,13 +47,16 @@ const std::vector<std::string>& pgbouncer_key_names() {
 
 const std::vector<std::string> kDatabaseKeys = {
     "dbname",        "host",           "port",           "user",
-    "password",      "auth_user",      "pool_size",      "min_pool_size",
-    "reserve_pool",  "reserve_pool_size", "connect_query", "pool_mode",
-    "max_db_connections", "application_name", "client_encoding", "datestyle",
-    "timezone"};
-const std::vector<std::string> kUserKeys = {"pool_mode", "max_user_connections", "pool_size",
-                                            "reserve_pool_size"};
-const std::vector<std::string> kSections = {"pgbouncer", "databases", "users"};
+    "password",      "auth_user",      "auth_query",     "auth_dbname",
+    "pool_size",     "min_pool_size",  "reserve_pool",   "reserve_pool_size",
+    "connect_query", "pool_mode",      "max_db_connections", "max_db_client_connections",
+    "server_lifetime", "query_wait_timeout", "load_balance_hosts", "application_name",
+    "client_encoding", "datestyle",    "timezone"};
+const std::vector<std::string> kUserKeys = {"pool_mode", "max_user_connections", "max_user_client_connections",
+                                            "pool_size", "reserve_pool_size", "query_timeout",
+                                            "query_wait_timeout", "idle_transaction_timeout",
+                                            "transaction_timeout", "client_idle_timeout"};
+const std::vector<std::string> kSections = {"pgbouncer", "databases", "users", "peers"};
 
 bool is_blank(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\f' || c == '\v'; }
 
@@ -171,7 +136,7 @@ std::string cluster_name(const std::string& host, int port) {
 
 // ---------------------------------------------------------------- the loader
 
-enum class Section { None, PgBouncer, Databases, Users, Unknown };
+enum class Section { None, PgBouncer, Databases, Users, Peers, Unknown };
 
 struct Where {
   std::string file;
@@ -197,6 +162,12 @@ class Loader {
 
  private:
   void error(const Where& w, std::string key, std::string message) {
+    if (in_database_) {
+      database_skipped_ = true;
+      message += "; the database is skipped";
+      warnings_.emplace_back(w.seq, Error{w.file, w.line, std::move(key), std::move(message)});
+      return;
+    }
     errors_.emplace_back(w.seq, Error{w.file, w.line, std::move(key), std::move(message)});
   }
   void warning(const Where& w, std::string key, std::string message) {
@@ -207,6 +178,9 @@ class Loader {
   void include(std::string_view arg, const Where& w, int depth);
   void pgbouncer_setting(const std::string& key, std::string_view value, const Where& w);
   void database(const std::string& name, std::string_view value, const Where& w);
+  void database_line(const std::string& name, std::string_view value, const Where& w);
+  // A duration of a [databases] or [users] line (nullopt when invalid, reported).
+  std::optional<double> seconds(std::string_view value, const Where& w, const std::string& key);
   void user(const std::string& name, std::string_view value, const Where& w);
   // Reads an integer setting; reports and returns nullopt when invalid or out of range.
   std::optional<long long> integer(std::string_view value, const Where& w, const std::string& key,
@@ -218,7 +192,11 @@ class Loader {
   long seq_ = 0;
   std::vector<std::pair<long, Error>> errors_, warnings_;
   std::map<std::string, Where> set_at_;  // [pgbouncer] key -> where last set
-  std::set<std::string> warned_;         // ignored keys already reported
+  // Reading a [databases] line: its problems are warnings and the line is skipped,
+  // as PgBouncer logs and skips a database it cannot use.
+  bool in_database_ = false;
+  bool peers_warned_ = false;
+  bool database_skipped_ = false;
   std::map<std::string, PendingDb> dbs_;
   std::map<std::string, Where> users_at_;
   std::string auth_file_base_;           // directory of the file that set auth_file
@@ -330,6 +308,13 @@ void Loader::parse(std::string_view text, const std::string& file, int depth) {
       case Section::PgBouncer: pgbouncer_setting(key, value, w); break;
       case Section::Databases: database(key, value, w); break;
       case Section::Users: user(key, value, w); break;
+      case Section::Peers:
+        // PgBouncer's peering (peer_id = host=... port=... pool_size=...): read, not acted on.
+        if (!peers_warned_) {
+          peers_warned_ = true;
+          warning(w, "peers." + key, "peering ([peers]) is not supported yet; the section is ignored");
+        }
+        break;
     }
   }
 }
@@ -354,6 +339,8 @@ void Loader::section_header(std::string_view line, const Where& w) {
     section_ = Section::Databases;
   } else if (l == "users") {
     section_ = Section::Users;
+  } else if (l == "peers") {
+    section_ = Section::Peers;
   } else {
     section_ = Section::Unknown;
     std::string msg = "unknown section [" + name + "]";
@@ -362,7 +349,7 @@ void Loader::section_header(std::string_view line, const Where& w) {
     else if (std::string s = suggest(name, kSections); !s.empty())
       msg += "; did you mean [" + s + "]?";
     else
-      msg += "; expected [pgbouncer], [databases] or [users]";
+      msg += "; expected [pgbouncer], [databases], [users] or [peers]";
     error(w, name, std::move(msg));
   }
 }
@@ -390,6 +377,19 @@ void Loader::include(std::string_view arg, const Where& w, int depth) {
   parse(*text, path, depth + 1);
 }
 
+std::optional<double> Loader::seconds(std::string_view value, const Where& w, const std::string& key) {
+  auto v = parse_seconds(value);
+  if (!v) {
+    error(w, key, "invalid number of seconds \"" + std::string(value) + "\"" + comment_hint(value));
+    return std::nullopt;
+  }
+  if (std::string problem = duration_problem(*v, false); !problem.empty()) {
+    error(w, key, std::move(problem));
+    return std::nullopt;
+  }
+  return v;
+}
+
 std::optional<long long> Loader::integer(std::string_view value, const Where& w,
                                          const std::string& key, long long lo, long long hi) {
   auto v = parse_integer(value);
@@ -409,16 +409,6 @@ void Loader::pgbouncer_setting(const std::string& raw_key, std::string_view valu
   const std::string key = "pgbouncer." + name;
   const Setting* it = find_setting(name);
   if (!it) {
-    const auto& ign = ignored_keys();
-    auto ig = std::find_if(ign.begin(), ign.end(), [&](const IgnoredKey& k) { return name == k.name; });
-    if (ig != ign.end()) {
-      if (warned_.insert(name).second) {
-        std::string msg = "unsupported key " + name + " ignored";
-        if (*ig->hint) msg += std::string(" (") + ig->hint + ")";
-        warning(w, key, std::move(msg));
-      }
-      return;
-    }
     std::string msg = "unknown key";
     if (is_toml_only(name))
       msg += "; " + name + " is a pgpivot setting of the TOML config ([failover]), not of pgbouncer.ini";
@@ -441,6 +431,13 @@ void Loader::pgbouncer_setting(const std::string& raw_key, std::string_view valu
 }
 
 void Loader::database(const std::string& name, std::string_view value, const Where& w) {
+  in_database_ = true;
+  database_skipped_ = false;
+  database_line(name, value, w);
+  in_database_ = false;
+}
+
+void Loader::database_line(const std::string& name, std::string_view value, const Where& w) {
   const std::string prefix = "databases." + name;
   if (name == "pgbouncer" || name == "pgpivot") {
     error(w, prefix, "the database name " + name + " is reserved for the admin console");
@@ -470,8 +467,10 @@ void Loader::database(const std::string& name, std::string_view value, const Whe
       d.dbname = p.value;
     } else if (k == "host") {
       if (p.value.find(',') != std::string::npos) {
-        error(w, key, "host lists (" + p.value + ") are not supported by pgpivot; give one host");
-        ok = false;
+        // A cluster node is one host: the list's first is used, and said so.
+        std::string first = trim(std::string_view(p.value).substr(0, p.value.find(',')));
+        warning(w, key, "host lists (" + p.value + ") are not supported yet; connecting to " + first + " only");
+        pd.host = first;
       } else if (!p.value.empty() && p.value[0] == '@') {
         error(w, key, "abstract-namespace Unix sockets (@...) are not supported by pgpivot");
         ok = false;
@@ -494,6 +493,25 @@ void Loader::database(const std::string& name, std::string_view value, const Whe
       }
     } else if (k == "auth_user") {
       d.auth_user = p.value;
+    } else if (k == "auth_query") {
+      d.auth_query = p.value;
+    } else if (k == "auth_dbname") {
+      d.auth_dbname = p.value;
+    } else if (k == "max_db_client_connections") {
+      count(key, p.value, d.max_db_client_connections);
+    } else if (k == "server_lifetime" || k == "query_wait_timeout") {
+      if (auto x = seconds(p.value, w, key))
+        (k == "server_lifetime" ? d.server_lifetime : d.query_wait_timeout) = *x;
+      else
+        ok = false;
+    } else if (k == "load_balance_hosts") {
+      std::string v = lower(p.value);
+      if (v != "round-robin" && v != "disable") {
+        error(w, key, "invalid value \"" + p.value + "\"; expected one of: round-robin, disable");
+        ok = false;
+      } else {
+        d.load_balance_hosts = v;
+      }
     } else if (k == "pool_size") {
       count(key, p.value, d.pool_size);
     } else if (k == "min_pool_size") {
@@ -522,7 +540,7 @@ void Loader::database(const std::string& name, std::string_view value, const Whe
       ok = false;
     }
   }
-  if (!ok) return;
+  if (!ok || database_skipped_) return;
   if (d.dbname.empty() && d.name != "*") d.dbname = d.name;
   if (auto prev = dbs_.find(name); prev != dbs_.end()) {
     const Where& pw = prev->second.where;
@@ -555,10 +573,24 @@ void Loader::user(const std::string& name, std::string_view value, const Where& 
       }
       continue;
     }
-    int* target = k == "max_user_connections" ? &u.max_user_connections
-                  : k == "pool_size"          ? &u.pool_size
-                  : k == "reserve_pool_size"  ? &u.reserve_pool_size
-                                              : nullptr;
+    double* timeout = k == "query_timeout"              ? &u.query_timeout
+                      : k == "query_wait_timeout"       ? &u.query_wait_timeout
+                      : k == "idle_transaction_timeout" ? &u.idle_transaction_timeout
+                      : k == "transaction_timeout"      ? &u.transaction_timeout
+                      : k == "client_idle_timeout"      ? &u.client_idle_timeout
+                                                        : nullptr;
+    if (timeout) {
+      if (auto x = seconds(p.value, w, key))
+        *timeout = *x;
+      else
+        ok = false;
+      continue;
+    }
+    int* target = k == "max_user_connections"          ? &u.max_user_connections
+                  : k == "max_user_client_connections" ? &u.max_user_client_connections
+                  : k == "pool_size"                   ? &u.pool_size
+                  : k == "reserve_pool_size"           ? &u.reserve_pool_size
+                                                       : nullptr;
     if (!target) {
       std::string msg = "unknown user setting";
       if (k == "password")
@@ -607,12 +639,18 @@ void Loader::finish() {
     cfg_.databases[name] = std::move(d);
   }
 
+  for (const auto& [name, w] : users_at_) {
+    auto it = cfg_.users.find(name);
+    if (it == cfg_.users.end()) continue;
+    for (auto& [k, why] : inert_user_settings(it->second)) warning(w, "users." + name + "." + k, std::move(why));
+  }
+
   // Stored settings whose value pgpivot cannot honour.
   for (const auto& k : settings()) {
-    if (!k.inert) continue;
+    if (!k.stored_only()) continue;
     auto at = set_at_.find(k.name);
     if (at == set_at_.end()) continue;
-    if (std::string why = k.inert(p); !why.empty())
+    if (std::string why = inert_reason(k, p); !why.empty())
       warning(at->second, std::string("pgbouncer.") + k.name, std::move(why));
   }
 

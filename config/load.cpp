@@ -17,6 +17,7 @@
 #include <sstream>
 #include <system_error>
 #include <type_traits>
+#include <utility>
 #include <variant>
 
 #include <toml++/toml.h>
@@ -259,7 +260,7 @@ Field<S> sslmode_field(const char* name, std::string S::*m) {
 Field<Pooler> pooler_field(const Setting& k) {
   return std::visit(
       [&k](auto m) -> Field<Pooler> {
-        using T = std::remove_cvref_t<decltype(Pooler{}.*m)>;
+        using T = std::remove_cvref_t<decltype(std::declval<Pooler&>().*m)>;
         if constexpr (std::is_same_v<T, int> || std::is_same_v<T, long long>)
           return int_field(k.name, m, k.lo, k.hi);
         else if constexpr (std::is_same_v<T, double>)
@@ -320,6 +321,11 @@ const std::vector<Field<User>>& user_fields() {
       int_field("reserve_pool_size", &U::reserve_pool_size, 0),
       int_field("max_user_connections", &U::max_user_connections, 0),
       int_field("max_user_client_connections", &U::max_user_client_connections, 0),
+      duration_field("query_timeout", &U::query_timeout),
+      duration_field("query_wait_timeout", &U::query_wait_timeout),
+      duration_field("idle_transaction_timeout", &U::idle_transaction_timeout),
+      duration_field("transaction_timeout", &U::transaction_timeout),
+      duration_field("client_idle_timeout", &U::client_idle_timeout),
   };
   return f;
 }
@@ -337,6 +343,11 @@ const std::vector<Field<Database>>& database_fields() {
       pool_mode_field("pool_mode", &D::pool_mode),
       int_field("max_db_connections", &D::max_db_connections, 0),
       int_field("max_db_client_connections", &D::max_db_client_connections, 0),
+      duration_field("server_lifetime", &D::server_lifetime),
+      duration_field("query_wait_timeout", &D::query_wait_timeout),
+      string_field("load_balance_hosts", &D::load_balance_hosts),
+      string_field("auth_query", &D::auth_query),
+      string_field("auth_dbname", &D::auth_dbname),
       string_field("connect_query", &D::connect_query),
       string_field("application_name", &D::application_name),
       string_field("auth_user", &D::auth_user),
@@ -553,9 +564,9 @@ void load_document(const toml::table& root, const std::string& path, LoadResult&
   };
   if (pooler) {
     for (const auto& k : settings()) {
-      const toml::node* n = k.inert ? pooler->get(k.name) : nullptr;
+      const toml::node* n = k.stored_only() ? pooler->get(k.name) : nullptr;
       if (!n) continue;
-      if (std::string why = k.inert(cfg.pooler); !why.empty())
+      if (std::string why = inert_reason(k, cfg.pooler); !why.empty())
         warn(*n, join_key("pooler", k.name), std::move(why));
     }
   }

@@ -97,6 +97,11 @@ Setting inert_key(Setting s, std::string (*inert)(const Pooler&)) {
   s.inert = inert;
   return s;
 }
+// A PgBouncer key pgpivot stores without acting on it: `missing` says what is not done.
+Setting stored(Setting s, const char* missing) {
+  s.unsupported = missing;
+  return s;
+}
 
 constexpr Change kRestart = Change::Restart;
 constexpr Change kReload = Change::Reload;
@@ -185,6 +190,54 @@ const std::vector<Setting>& settings() {
         inert_key(int_key("verbose", &P::verbose, 0), [](const P& p) {
           return inert_if(p.verbose != 0, "verbose is not supported yet (there is no debug logging); ignored");
         }),
+        // PgBouncer 1.19-1.25 keys.
+        int_key("max_db_client_connections", &P::max_db_client_connections, 0),
+        int_key("max_user_client_connections", &P::max_user_client_connections, 0),
+        int_key("scram_iterations", &P::scram_iterations, 1),
+        key("so_reuseport", &P::so_reuseport, kRestart),
+        int_key("tcp_keepcnt", &P::tcp_keepcnt, 0),
+        int_key("tcp_keepidle", &P::tcp_keepidle, 0),
+        int_key("tcp_keepintvl", &P::tcp_keepintvl, 0),
+        int_key("tcp_user_timeout", &P::tcp_user_timeout, 0),
+        int_key("tcp_socket_buffer", &P::tcp_socket_buffer, 0),
+        stored(int_key("tcp_defer_accept", &P::tcp_defer_accept, 0), "TCP_DEFER_ACCEPT is not set"),
+        stored(key("track_extra_parameters", &P::track_extra_parameters),
+               "track_extra_parameters is not supported yet: only client_encoding, DateStyle, TimeZone, "
+               "standard_conforming_strings and application_name are tracked"),
+        stored(int_key("peer_id", &P::peer_id, 0, 16383, kRestart), "peering ([peers]) is not supported yet"),
+        stored(key("auth_dbname", &P::auth_dbname), "auth_user/auth_query lookups are not supported yet"),
+        stored(key("auth_hba_file", &P::auth_hba_file, kReload), "auth_type hba is not supported yet"),
+        stored(key("auth_ident_file", &P::auth_ident_file, kReload), "auth_type hba is not supported yet"),
+        stored(key("auth_ldap_options", &P::auth_ldap_options), "LDAP authentication is not supported"),
+        stored(key("unix_socket_mode", &P::unix_socket_mode, kRestart), "the Unix socket is always mode 0777"),
+        stored(key("unix_socket_group", &P::unix_socket_group, kRestart),
+               "the Unix socket keeps the group of the process"),
+        stored(key("conffile", &P::conffile), "RELOAD re-reads the file pgpivot was started with"),
+        stored(key("service_name", &P::service_name, kRestart), "Windows only"),
+        stored(key("job_name", &P::job_name, kRestart), "Windows only"),
+        stored(key("syslog_ident", &P::syslog_ident, kReload), "syslog is not supported yet"),
+        stored(key("syslog_facility", &P::syslog_facility, kReload), "syslog is not supported yet"),
+        stored(key("server_fast_close", &P::server_fast_close), "server_fast_close is not supported yet"),
+        stored(key("autodb_idle_timeout", &P::autodb_idle_timeout), "pools of \"*\" databases are kept"),
+        stored(key("pool_idle_timeout", &P::pool_idle_timeout), "idle pools are kept"),
+        stored(key("dns_max_ttl", &P::dns_max_ttl), "host names are resolved for each new server connection"),
+        stored(key("dns_nxdomain_ttl", &P::dns_nxdomain_ttl),
+               "host names are resolved for each new server connection"),
+        stored(key("dns_zone_check_period", &P::dns_zone_check_period), "DNS zones are not watched"),
+        stored(key("resolv_conf", &P::resolv_conf, kRestart), "the system resolver is used"),
+        stored(key("query_wait_notify", &P::query_wait_notify), "waiting clients are not notified yet"),
+        stored(key("login_notify_message", &P::login_notify_message), "no login notice is sent yet"),
+        stored(key("client_tls13_ciphers", &P::client_tls13_ciphers, kReload),
+               "OpenSSL's default TLS 1.3 cipher suites are used"),
+        stored(key("server_tls13_ciphers", &P::server_tls13_ciphers, kReload),
+               "OpenSSL's default TLS 1.3 cipher suites are used"),
+        stored(key("client_tls_ecdhcurve", &P::client_tls_ecdhcurve, kReload), "OpenSSL's default groups are used"),
+        stored(key("client_tls_dheparams", &P::client_tls_dheparams, kReload), "OpenSSL's default groups are used"),
+        stored(key("cancel_wait_timeout", &P::cancel_wait_timeout),
+               "cancel requests are sent at once and not queued"),
+        stored(key("transaction_timeout", &P::transaction_timeout), "transaction_timeout is not supported yet"),
+        stored(key("suspend_timeout", &P::suspend_timeout), "SUSPEND waits for buffers without a timeout"),
+        stored(int_key("sbuf_loopcnt", &P::sbuf_loopcnt, 0), "connections are served until they would block"),
     };
     for (auto& x : k) {
       if (std::string_view(x.name) == "stats_period") x.positive = true;
@@ -282,6 +335,12 @@ std::string value_text(const Pooler& p, const Setting& s) {
         }
       },
       s.member);
+}
+
+std::string inert_reason(const Setting& s, const Pooler& p) {
+  if (s.inert) return s.inert(p);
+  if (!s.unsupported || value_text(p, s) == value_text(Pooler{}, s)) return {};
+  return std::string(s.unsupported) + "; ignored";
 }
 
 std::vector<std::pair<std::string, std::string>> pooler_problems(const Pooler& p) {

@@ -39,6 +39,10 @@ struct Setting {
   // value has no effect, or "" when pgpivot already behaves that way. nullptr for
   // settings the pooler honours.
   std::string (*inert)(const Pooler&) = nullptr;
+  // For PgBouncer keys pgpivot stores but does not implement: what is missing, said
+  // when the value is not PgBouncer's default (nullptr: not such a key).
+  const char* unsupported = nullptr;
+  [[nodiscard]] bool stored_only() const { return inert || unsupported; }
 };
 
 // Every [pooler] setting, in documentation order.
@@ -51,6 +55,9 @@ struct Setting {
 [[nodiscard]] std::string set_from_text(Pooler& p, const Setting& s, std::string_view text);
 // The value as SHOW CONFIG prints it (booleans 1/0, lists comma-separated).
 [[nodiscard]] std::string value_text(const Pooler& p, const Setting& s);
+// Why the value `p` has for a stored-only setting has no effect ("" when it has, or
+// when pgpivot already behaves that way): one warning for the loaders and SET.
+[[nodiscard]] std::string inert_reason(const Setting& s, const Pooler& p);
 
 // Checks that span several settings: (setting, problem) for each one that fails.
 [[nodiscard]] std::vector<std::pair<std::string, std::string>> pooler_problems(const Pooler& p);

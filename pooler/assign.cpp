@@ -87,7 +87,7 @@ void Pooler::server_release(Server* s) {
     Ms age = now() - s->connect_time;
     if (pool_paused(p) && !suspended_) {
       disconnect_server(s, "PAUSE");
-    } else if (s->close_needed || (secs(cfg_.pooler.server_lifetime) && age > secs(cfg_.pooler.server_lifetime))) {
+    } else if (s->close_needed || (secs(registry_.server_lifetime(p)) && age > secs(registry_.server_lifetime(p)))) {
       disconnect_server(s, s->close_needed ? "configuration changed" : "server_lifetime");
     } else if (s->needs_reset || (cfg_.pooler.server_reset_query_always && !cfg_.pooler.server_reset_query.empty())) {
       server_change_state(s, ServerState::Tested);

@@ -192,7 +192,7 @@ Step Client::on_startup(const char* data, std::uint32_t len) {
       if (!user->secret) {
         std::string salt(16, '\0');
         proto::random_bytes(reinterpret_cast<std::uint8_t*>(salt.data()), salt.size());
-        user->secret = proto::ScramSecret::from_password(*password, salt, 4096);
+        user->secret = proto::ScramSecret::from_password(*password, salt, pooler->settings().scram_iterations);
       }
       secret = *user->secret;
     }

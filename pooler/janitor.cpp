@@ -95,11 +95,12 @@ void Pooler::janitor() {
     }
     // min_pool_size counts the pool's servers in every worker.
     int min = registry_.min_pool_size(p);
+    double lifetime = registry_.server_lifetime(p);
     auto total = [&] { return p->shared->servers.load(std::memory_order_relaxed); };
     p->sv_idle.for_each<Server>([&](Server* s) {
       if (s->close_needed) {
         disconnect_server(s, "configuration changed");
-      } else if (secs(set.server_lifetime) && t - s->connect_time > secs(set.server_lifetime) && total() > min) {
+      } else if (secs(lifetime) && t - s->connect_time > secs(lifetime) && total() > min) {
         disconnect_server(s, "server_lifetime");
       } else if (secs(set.server_idle_timeout) && t - s->last_used > secs(set.server_idle_timeout) && total() > min) {
         disconnect_server(s, "server_idle_timeout");

@@ -64,11 +64,11 @@ void Pooler::client_login_done(Client* c) {
   }
   if (!user->counts) user->counts = hub_->user_count(server_user);
   auto limit = [](int n) { return n > 0 ? n : -1; };
-  if (!share::reserve_slot(db->counts->clients, limit(db->cfg.max_db_client_connections))) {
+  if (!share::reserve_slot(db->counts->clients, limit(registry_.max_db_client_connections(*db)))) {
     disconnect_client(c, Reason::TooManyDbClients);
     return;
   }
-  if (!share::reserve_slot(user->counts->clients, limit(user->cfg.max_user_client_connections))) {
+  if (!share::reserve_slot(user->counts->clients, limit(registry_.max_user_client_connections(*user)))) {
     db->counts->clients.fetch_sub(1, std::memory_order_relaxed);
     disconnect_client(c, Reason::TooManyUserClients);
     return;

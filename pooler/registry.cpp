@@ -98,7 +98,7 @@ UserEntry* Registry::find_user(const std::string& name) {
 
 proto::ScramSecret Registry::fake_secret(const std::string& user) const {
   proto::ScramSecret s;
-  s.iterations = 4096;
+  s.iterations = cfg_.pooler.scram_iterations;  // as a real user's secret would have
   // Salt derived from a per-process key and the name: the same name always
   // gets the same salt, as a real user would.
   // The salt is raw bytes, like a real one: the 16 hex characters used before
@@ -156,6 +156,20 @@ int Registry::max_db_connections(const Pool* p) const {
 int Registry::max_user_connections(const Pool* p) const {
   return p->user && p->user->cfg.max_user_connections >= 0 ? p->user->cfg.max_user_connections
                                                              : cfg_.pooler.max_user_connections;
+}
+
+int Registry::max_db_client_connections(const DbEntry& db) const {
+  return db.cfg.max_db_client_connections >= 0 ? db.cfg.max_db_client_connections
+                                               : cfg_.pooler.max_db_client_connections;
+}
+
+int Registry::max_user_client_connections(const UserEntry& u) const {
+  return u.cfg.max_user_client_connections >= 0 ? u.cfg.max_user_client_connections
+                                                : cfg_.pooler.max_user_client_connections;
+}
+
+double Registry::server_lifetime(const Pool* p) const {
+  return p->db->cfg.server_lifetime >= 0 ? p->db->cfg.server_lifetime : cfg_.pooler.server_lifetime;
 }
 
 int Registry::min_pool_size(const Pool* p) const {

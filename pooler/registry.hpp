@@ -52,6 +52,11 @@ class Registry {
   int min_pool_size(const Pool* p) const;
   int max_db_connections(const Pool* p) const;    // 0 = no limit
   int max_user_connections(const Pool* p) const;  // 0 = no limit
+  // Client limits of a database and a user (0 = none): their own, else [pooler]'s.
+  int max_db_client_connections(const DbEntry& db) const;
+  int max_user_client_connections(const UserEntry& u) const;
+  // server_lifetime of a pool's servers: the database's, else [pooler]'s.
+  double server_lifetime(const Pool* p) const;
   // The server slots a pool may hold: pool_size, or a smaller max_db_connections /
   // max_user_connections.
   int slots(const Pool* p) const;

@@ -36,7 +36,7 @@ void Server::on_connect(int status) {
   if (!s->unix_sock) {
     int one = 1;
     ::setsockopt(s->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (s->pooler->settings().tcp_keepalive) set_keepalive(s->fd);
+    tune_socket(s->fd, s->pooler->settings());
     sockaddr_storage ss{};
     socklen_t len = sizeof ss;
     if (::getsockname(s->fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0) s->local.set(ss);

@@ -198,9 +198,9 @@ void Console::show_databases(std::string& out, const std::string&) {
            d->cfg.user.empty() ? std::nullopt : str(d->cfg.user), inum(pool_size),
            inum(d->cfg.min_pool_size >= 0 ? d->cfg.min_pool_size : ps.min_pool_size),
            inum(d->cfg.reserve_pool_size >= 0 ? d->cfg.reserve_pool_size : ps.reserve_pool_size),
-           inum((long long)ps.server_lifetime),
+           inum((long long)(d->cfg.server_lifetime >= 0 ? d->cfg.server_lifetime : ps.server_lifetime)),
            d->cfg.pool_mode ? str(config::to_string(*d->cfg.pool_mode)) : std::nullopt, std::nullopt, inum(maxc),
-           inum(d->counts->servers.load()), inum(d->cfg.max_db_client_connections), inum(d->counts->clients.load()),
+           inum(d->counts->servers.load()), inum(p_.registry_.max_db_client_connections(*d)), inum(d->counts->clients.load()),
            num(d->paused || p_.paused_all_ ? 1 : 0), num(d->disabled ? 1 : 0)});
   }
   t.row({str("pgbouncer"), std::nullopt, inum(ps.listen_port), str("pgbouncer"), str("pgbouncer"), inum(2),
@@ -219,7 +219,7 @@ void Console::show_users(std::string& out, const std::string&) {
            u->cfg.reserve_pool_size >= 0 ? inum(u->cfg.reserve_pool_size) : std::nullopt,
            u->cfg.pool_mode ? str(config::to_string(*u->cfg.pool_mode)) : std::nullopt,
            inum(u->cfg.max_user_connections >= 0 ? u->cfg.max_user_connections : p_.cfg_.pooler.max_user_connections),
-           inum(u->counts->servers.load()), inum(u->cfg.max_user_client_connections), inum(u->counts->clients.load())});
+           inum(u->counts->servers.load()), inum(p_.registry_.max_user_client_connections(*u)), inum(u->counts->clients.load())});
   }
   t.emit(out);
 }

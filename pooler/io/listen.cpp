@@ -55,10 +55,19 @@ std::string NetAddr::str() const {
 // ---------------------------------------------------------------------------
 // Listeners
 
-void set_keepalive(int fd) {
-  int one = 1, idle = 60;
-  ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
-  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+void tune_socket(int fd, const config::Pooler& set) {
+  if (set.tcp_keepalive) {
+    int one = 1, idle = set.tcp_keepidle > 0 ? set.tcp_keepidle : 60;
+    ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+    ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+    if (set.tcp_keepintvl > 0) ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &set.tcp_keepintvl, sizeof(int));
+    if (set.tcp_keepcnt > 0) ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &set.tcp_keepcnt, sizeof(int));
+  }
+  if (set.tcp_user_timeout > 0) ::setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &set.tcp_user_timeout, sizeof(int));
+  if (set.tcp_socket_buffer > 0) {
+    ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &set.tcp_socket_buffer, sizeof(int));
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &set.tcp_socket_buffer, sizeof(int));
+  }
 }
 
 // A non-blocking, close-on-exec socket, or -errno.
@@ -118,7 +127,8 @@ void close_listener(Listener* l) {
 
 void listener_resume(Listener* l) { uv_poll_start(&l->poll, UV_READABLE, on_listener_ready); }
 
-// Every listen_addr (one socket each, SO_REUSEPORT with several workers) and, in
+// Every listen_addr (one socket each, SO_REUSEPORT with several workers or with
+// so_reuseport, so that several pgpivot processes can share the port) and, in
 // worker 0, the Unix socket; false (logged) when one cannot be opened.
 bool Pooler::open_listeners() {
   const auto& set = cfg_.pooler;
@@ -143,7 +153,7 @@ bool Pooler::open_listeners() {
     auto l = std::make_unique<Listener>();
     l->pooler = this;
     int rc = open_listener(l.get(), loop_, reinterpret_cast<sockaddr*>(&ss), sockaddr_len(ss),
-                           std::max(set.listen_backlog, 1), hub_->threaded());
+                           std::max(set.listen_backlog, 1), hub_->threaded() || set.so_reuseport);
     if (rc != 0) {
       LOG_ERROR("cannot listen on %s:%d: %s", a.c_str(), set.listen_port, uv_strerror(rc));
       return false;
@@ -237,7 +247,7 @@ void Pooler::on_accept(bool unix_socket, int fd) {
   if (!unix_socket) {
     int one = 1;
     ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (cfg_.pooler.tcp_keepalive) set_keepalive(fd);
+    tune_socket(fd, cfg_.pooler);
     sockaddr_storage ss{};
     socklen_t len = sizeof ss;
     if (::getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0) c->remote.set(ss);

@@ -7,6 +7,8 @@
 
 #include <string>
 
+#include "config/config.hpp"
+
 namespace pgpivot {
 
 class Pooler;
@@ -25,7 +27,9 @@ struct Listener {
 // Watches the listener again (after accept ran out of descriptors).
 void listener_resume(Listener* l);
 
-void set_keepalive(int fd);  // SO_KEEPALIVE with a 60 s idle time
+// The TCP options of a client or server connection: tcp_keepalive (with tcp_keepidle,
+// 60 s unless set, tcp_keepintvl, tcp_keepcnt), tcp_user_timeout, tcp_socket_buffer.
+void tune_socket(int fd, const config::Pooler& set);
 int new_socket(int family);  // non-blocking, close-on-exec; -errno on failure
 socklen_t sockaddr_len(const sockaddr_storage& ss);
 

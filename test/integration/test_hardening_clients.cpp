@@ -353,6 +353,23 @@ TEST_CASE("hardening: forged, truncated and reordered SCRAM messages and a bad m
   require_serving(p);
 }
 
+TEST_CASE("scram_iterations: the secrets pgpivot derives, and unknown users' fake ones, use it", "[hardening]") {
+  if (env().use_pgbouncer) return;  // PgBouncer 1.18 has no scram_iterations
+  PoolerConfig cfg;  // scram-sha-256, plain-text passwords in [users]
+  cfg.extra["scram_iterations"] = "12345";
+  Pooler p(cfg);
+  std::string known = server_first_for(p.port(), "app");
+  std::string unknown = server_first_for(p.port(), "no_such_user");
+  INFO("known user: " << known << "\nunknown user: " << unknown);
+  CHECK(scram_attr(known, 'i') == "12345");
+  CHECK(scram_attr(unknown, 'i') == "12345");
+  // And a real client logs in with it.
+  Conn c(p.conninfo());
+  INFO(c.error());
+  REQUIRE(c.ok());
+  CHECK(c.value("SELECT 1") == "1");
+}
+
 TEST_CASE("hardening: bad message lengths, messages before authentication, invalid message types",
           "[hardening]") {
   PoolerConfig cfg;

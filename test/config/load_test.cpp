@@ -759,50 +759,6 @@ u = { max_user_client_connections = 3 }
   }
 }
 
-TEST_CASE("PgBouncer 1.19-1.25 keys in TOML: stored, acted on or warned about", "[config][warnings]") {
-  auto r = load(R"toml([pooler]
-scram_iterations = 10000
-so_reuseport = true
-tcp_keepidle = 30
-max_db_client_connections = 50
-track_extra_parameters = ["search_path"]
-transaction_timeout = 0
-[clusters.main]
-primary = { host = "h" }
-[databases.d]
-server_lifetime = 2
-load_balance_hosts = "disable"
-auth_query = "SELECT usename, passwd FROM pg_shadow WHERE usename = $1"
-[users]
-u = { max_user_client_connections = 3, query_timeout = 5 }
-)toml");
-  INFO(dump(r.errors));
-  REQUIRE(r.ok());
-  const Config& c = r.config;
-  CHECK(c.pooler.scram_iterations == 10000);
-  CHECK(c.pooler.so_reuseport);
-  CHECK(c.pooler.tcp_keepidle == 30);
-  CHECK(c.pooler.max_db_client_connections == 50);
-  CHECK(c.databases.at("d").server_lifetime == 2);
-  CHECK(c.databases.at("d").max_db_client_connections == -1);  // [pooler]'s
-  CHECK(c.users.at("u").max_user_client_connections == 3);
-  INFO(dump(r.warnings));
-  std::vector<std::pair<std::string, int>> got;
-  for (const auto& w : r.warnings) got.emplace_back(w.key, w.line);
-  // transaction_timeout = 0 is PgBouncer's default: nothing to warn about.
-  CHECK(got == std::vector<std::pair<std::string, int>>{{"pooler.track_extra_parameters", 6},
-                                                        {"databases.d.auth_query", 13},
-                                                        {"users.u.query_timeout", 15}});
-  SECTION("and SET takes them with the same checks") {
-    Pooler p;
-    CHECK(set_from_text(p, *find_setting("peer_id"), "16384") == "must be between 0 and 16383, got 16384");
-    CHECK(set_from_text(p, *find_setting("track_extra_parameters"), "search_path, IntervalStyle").empty());
-    CHECK(p.track_extra_parameters == std::vector<std::string>{"search_path", "IntervalStyle"});
-    CHECK(inert_reason(*find_setting("track_extra_parameters"), p).ends_with("; ignored"));
-    CHECK(set_from_text(p, *find_setting("scram_iterations"), "0") == "must be >= 1, got 0");
-  }
-}
-
 TEST_CASE("auth_type = cert needs client_tls_sslmode = verify-full and client_tls_ca_file", "[config][errors]") {
   const std::string tls = "client_tls_key_file = \"/k\"\nclient_tls_cert_file = \"/c\"\n";
   SECTION("verify-full with a CA file loads") {

@@ -1,0 +1,190 @@
+// Tests of PgBouncer's keys beyond 1.18 in both loaders (pgbouncer.ini and TOML):
+// every key is known; the ones pgpivot does not act on are stored and warned about
+// once, only when not at PgBouncer's default; the console's SET checks them alike.
+#include <catch2/catch.hpp>
+
+#include "config/load.hpp"
+#include "config/settings.hpp"
+#include "helpers.hpp"
+
+using namespace pgpivot::config;
+using pgpivot::config::test::dump;
+using pgpivot::config::test::errors_for;
+using pgpivot::config::test::TempDir;
+
+namespace {
+
+LoadResult ini(std::string_view text) { return load_ini_string(text, "t.ini"); }
+LoadResult load(std::string_view text) { return load_toml_string(text, "t.toml"); }
+
+Error the_warning(const LoadResult& r, const std::string& key) {
+  auto ws = errors_for(r.warnings, key);
+  INFO(dump(r.warnings));
+  REQUIRE(ws.size() == 1);
+  return ws[0];
+}
+
+bool contains(const std::string& hay, const std::string& needle) { return hay.find(needle) != std::string::npos; }
+
+}  // namespace
+
+TEST_CASE("unsupported PgBouncer keys: exactly one warning each", "[ini][warnings]") {
+  TempDir dir;
+  dir.write("more.ini", "[pgbouncer]\nso_reuseport = 1\ntcp_keepidle = 30\n");
+  std::string path = dir.write("pgbouncer.ini", R"ini([pgbouncer]
+unix_socket_mode = 0777
+unix_socket_group = postgres
+conffile = /etc/pgbouncer/pgbouncer.ini
+service_name = pgbouncer
+job_name = pgbouncer
+auth_hba_file = /etc/pgbouncer/hba.conf
+syslog_ident = pgbouncer
+syslog_facility = daemon
+server_fast_close = 1
+autodb_idle_timeout = 3600
+dns_max_ttl = 15
+dns_nxdomain_ttl = 15
+dns_zone_check_period = 0
+resolv_conf = /etc/resolv.conf
+client_tls_ecdhcurve = auto
+client_tls_dheparams = auto
+suspend_timeout = 10
+sbuf_loopcnt = 5
+so_reuseport = 0
+tcp_defer_accept = 45
+tcp_socket_buffer = 0
+tcp_keepcnt = 9
+tcp_keepidle = 7200
+tcp_keepintvl = 75
+tcp_user_timeout = 0
+%include more.ini
+)ini");
+  auto r = load_ini_file(path);
+  INFO(dump(r.errors));
+  REQUIRE(r.ok());
+  INFO(dump(r.warnings));
+  // Every key is stored (SHOW CONFIG shows it). Those pgpivot does not implement are
+  // warned about once, where they are set, and only when not at PgBouncer's default;
+  // so_reuseport and the tcp_* keys are implemented.
+  std::vector<std::pair<int, std::string>> warned;
+  for (const Error& w : r.warnings) {
+    CHECK(w.file == path);
+    CHECK(contains(w.message, "; ignored"));
+    warned.emplace_back(w.line, w.key);
+  }
+  CHECK(warned == std::vector<std::pair<int, std::string>>{{3, "pgbouncer.unix_socket_group"},
+                                                           {4, "pgbouncer.conffile"},
+                                                           {7, "pgbouncer.auth_hba_file"},
+                                                           {10, "pgbouncer.server_fast_close"},
+                                                           {15, "pgbouncer.resolv_conf"},
+                                                           {21, "pgbouncer.tcp_defer_accept"}});
+  CHECK(contains(the_warning(r, "pgbouncer.auth_hba_file").message, "auth_type hba is not supported yet"));
+  const Pooler& p = r.config.pooler;
+  CHECK(p.unix_socket_group == "postgres");
+  CHECK(p.tcp_defer_accept == 45);
+  CHECK(p.tcp_keepcnt == 9);
+  CHECK(p.tcp_keepintvl == 75);
+  // Set again in more.ini: the later value.
+  CHECK(p.so_reuseport);
+  CHECK(p.tcp_keepidle == 30);
+}
+
+TEST_CASE("PgBouncer 1.19-1.25 keys: per database, per user, [peers]", "[ini]") {
+  // The keys of PgBouncer's own test.ini that 1.18 did not have.
+  auto r = ini(R"ini([databases]
+p9 = port=6666 host=127.0.0.1 dbname=postgres server_lifetime=2 user=bouncer
+pauthz = port=6666 host=127.0.0.1 dbname=p7 auth_user=pswcheck auth_dbname=authdb
+hostlist_good_first = port=6666 host=127.0.0.1,127.0.0.3 dbname=p0 load_balance_hosts=disable
+conn_limit_db = port=6666 host=127.0.0.1 dbname=p0 max_db_client_connections=2
+bad = port=6666 host=127.0.0.1 load_balance_hosts=sometimes
+[users]
+maxedout2 = max_user_connections=2 max_user_client_connections=2
+slow = query_timeout=5 client_idle_timeout=60
+[peers]
+1 = host=/tmp/pgbouncer1 port=6667
+2 = host=127.0.0.1 port=6668
+[pgbouncer]
+listen_port = 6667
+track_extra_parameters = search_path, intervalstyle
+max_db_client_connections = 10
+max_user_client_connections = 20
+scram_iterations = 10000
+peer_id = 1
+transaction_timeout = 30
+query_wait_notify = 5
+)ini");
+  INFO(dump(r.errors));
+  REQUIRE(r.ok());
+  const Config& c = r.config;
+  CHECK(c.databases.at("p9").server_lifetime == 2);
+  CHECK(c.databases.at("pauthz").auth_dbname == "authdb");
+  CHECK(c.databases.at("conn_limit_db").max_db_client_connections == 2);
+  CHECK(c.databases.at("p9").max_db_client_connections == -1);  // [pooler]'s
+  CHECK(c.databases.at("hostlist_good_first").load_balance_hosts == "disable");
+  CHECK(c.clusters.at(c.databases.at("hostlist_good_first").cluster).primary.host == "127.0.0.1");
+  CHECK_FALSE(c.databases.count("bad"));
+  CHECK(c.users.at("maxedout2").max_user_client_connections == 2);
+  CHECK(c.users.at("slow").query_timeout == 5);
+  CHECK(c.pooler.track_extra_parameters == std::vector<std::string>{"search_path", "intervalstyle"});
+  CHECK(c.pooler.max_db_client_connections == 10);
+  CHECK(c.pooler.scram_iterations == 10000);
+  CHECK(c.pooler.peer_id == 1);
+  INFO(dump(r.warnings));
+  CHECK(contains(the_warning(r, "databases.pauthz.auth_user").message, "not supported yet"));
+  CHECK(contains(the_warning(r, "databases.hostlist_good_first.host").message, "connecting to 127.0.0.1 only"));
+  CHECK(the_warning(r, "databases.bad.load_balance_hosts").message ==
+        "invalid value \"sometimes\"; expected one of: round-robin, disable; the database is skipped");
+  CHECK(contains(the_warning(r, "users.slow.query_timeout").message, "not supported yet"));
+  CHECK(contains(the_warning(r, "users.slow.client_idle_timeout").message, "not supported yet"));
+  CHECK(contains(the_warning(r, "peers.1").message, "peering ([peers]) is not supported yet"));
+  CHECK(errors_for(r.warnings, "peers.2").empty());  // one warning for the section
+  CHECK(contains(the_warning(r, "pgbouncer.track_extra_parameters").message, "; ignored"));
+  CHECK(contains(the_warning(r, "pgbouncer.peer_id").message, "peering"));
+  CHECK(contains(the_warning(r, "pgbouncer.transaction_timeout").message, "not supported yet"));
+  CHECK(errors_for(r.warnings, "pgbouncer.query_wait_notify").empty());  // the default
+  CHECK(errors_for(r.warnings, "pgbouncer.scram_iterations").empty());   // implemented
+}
+
+TEST_CASE("PgBouncer 1.19-1.25 keys in TOML: stored, acted on or warned about", "[config][warnings]") {
+  auto r = load(R"toml([pooler]
+scram_iterations = 10000
+so_reuseport = true
+tcp_keepidle = 30
+max_db_client_connections = 50
+track_extra_parameters = ["search_path"]
+transaction_timeout = 0
+[clusters.main]
+primary = { host = "h" }
+[databases.d]
+server_lifetime = 2
+load_balance_hosts = "disable"
+auth_query = "SELECT usename, passwd FROM pg_shadow WHERE usename = $1"
+[users]
+u = { max_user_client_connections = 3, query_timeout = 5 }
+)toml");
+  INFO(dump(r.errors));
+  REQUIRE(r.ok());
+  const Config& c = r.config;
+  CHECK(c.pooler.scram_iterations == 10000);
+  CHECK(c.pooler.so_reuseport);
+  CHECK(c.pooler.tcp_keepidle == 30);
+  CHECK(c.pooler.max_db_client_connections == 50);
+  CHECK(c.databases.at("d").server_lifetime == 2);
+  CHECK(c.databases.at("d").max_db_client_connections == -1);  // [pooler]'s
+  CHECK(c.users.at("u").max_user_client_connections == 3);
+  INFO(dump(r.warnings));
+  std::vector<std::pair<std::string, int>> got;
+  for (const auto& w : r.warnings) got.emplace_back(w.key, w.line);
+  // transaction_timeout = 0 is PgBouncer's default: nothing to warn about.
+  CHECK(got == std::vector<std::pair<std::string, int>>{{"pooler.track_extra_parameters", 6},
+                                                        {"databases.d.auth_query", 13},
+                                                        {"users.u.query_timeout", 15}});
+  SECTION("and SET takes them with the same checks") {
+    Pooler p;
+    CHECK(set_from_text(p, *find_setting("peer_id"), "16384") == "must be between 0 and 16383, got 16384");
+    CHECK(set_from_text(p, *find_setting("track_extra_parameters"), "search_path, IntervalStyle").empty());
+    CHECK(p.track_extra_parameters == std::vector<std::string>{"search_path", "IntervalStyle"});
+    CHECK(inert_reason(*find_setting("track_extra_parameters"), p).ends_with("; ignored"));
+    CHECK(set_from_text(p, *find_setting("scram_iterations"), "0") == "must be >= 1, got 0");
+  }
+}

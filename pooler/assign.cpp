@@ -85,9 +85,10 @@ void Pooler::server_release(Server* s) {
   }
   if (!s->closing) {
     Ms age = now() - s->connect_time;
+    Ms lifetime = secs(registry_.server_lifetime(*p->db));
     if (pool_paused(p) && !suspended_) {
       disconnect_server(s, "PAUSE");
-    } else if (s->close_needed || (secs(registry_.server_lifetime(p)) && age > secs(registry_.server_lifetime(p)))) {
+    } else if (s->close_needed || (lifetime && age > lifetime)) {
       disconnect_server(s, s->close_needed ? "configuration changed" : "server_lifetime");
     } else if (s->needs_reset || (cfg_.pooler.server_reset_query_always && !cfg_.pooler.server_reset_query.empty())) {
       server_change_state(s, ServerState::Tested);

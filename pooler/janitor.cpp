@@ -95,7 +95,7 @@ void Pooler::janitor() {
     }
     // min_pool_size counts the pool's servers in every worker.
     int min = registry_.min_pool_size(p);
-    double lifetime = registry_.server_lifetime(p);
+    double lifetime = registry_.server_lifetime(*p->db);
     auto total = [&] { return p->shared->servers.load(std::memory_order_relaxed); };
     p->sv_idle.for_each<Server>([&](Server* s) {
       if (s->close_needed) {

@@ -168,8 +168,8 @@ int Registry::max_user_client_connections(const UserEntry& u) const {
                                                 : cfg_.pooler.max_user_client_connections;
 }
 
-double Registry::server_lifetime(const Pool* p) const {
-  return p->db->cfg.server_lifetime >= 0 ? p->db->cfg.server_lifetime : cfg_.pooler.server_lifetime;
+double Registry::server_lifetime(const DbEntry& db) const {
+  return db.cfg.server_lifetime >= 0 ? db.cfg.server_lifetime : cfg_.pooler.server_lifetime;
 }
 
 int Registry::min_pool_size(const Pool* p) const {

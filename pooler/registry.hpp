@@ -55,8 +55,8 @@ class Registry {
   // Client limits of a database and a user (0 = none): their own, else [pooler]'s.
   int max_db_client_connections(const DbEntry& db) const;
   int max_user_client_connections(const UserEntry& u) const;
-  // server_lifetime of a pool's servers: the database's, else [pooler]'s.
-  double server_lifetime(const Pool* p) const;
+  // server_lifetime of a database's servers: its own, else [pooler]'s.
+  double server_lifetime(const DbEntry& db) const;
   // The server slots a pool may hold: pool_size, or a smaller max_db_connections /
   // max_user_connections.
   int slots(const Pool* p) const;

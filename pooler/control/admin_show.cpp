@@ -198,7 +198,7 @@ void Console::show_databases(std::string& out, const std::string&) {
            d->cfg.user.empty() ? std::nullopt : str(d->cfg.user), inum(pool_size),
            inum(d->cfg.min_pool_size >= 0 ? d->cfg.min_pool_size : ps.min_pool_size),
            inum(d->cfg.reserve_pool_size >= 0 ? d->cfg.reserve_pool_size : ps.reserve_pool_size),
-           inum((long long)(d->cfg.server_lifetime >= 0 ? d->cfg.server_lifetime : ps.server_lifetime)),
+           inum((long long)p_.registry_.server_lifetime(*d)),
            d->cfg.pool_mode ? str(config::to_string(*d->cfg.pool_mode)) : std::nullopt, std::nullopt, inum(maxc),
            inum(d->counts->servers.load()), inum(p_.registry_.max_db_client_connections(*d)), inum(d->counts->clients.load()),
            num(d->paused || p_.paused_all_ ? 1 : 0), num(d->disabled ? 1 : 0)});

@@ -82,14 +82,19 @@ bool port_accepts(int port) {
   return ok;
 }
 
-// 16400 + a counter, skipping ports something else holds.
+// 16400 (or PGPIVOT_TEST_PORT_BASE, for two runs side by side) + a counter,
+// skipping ports something else holds.
 int next_free_port() {
   static int counter = 0;
+  static const int base = [] {
+    const char* b = std::getenv("PGPIVOT_TEST_PORT_BASE");
+    return b && std::atoi(b) > 1024 ? std::atoi(b) : 16400;
+  }();
   for (int tries = 0; tries < 500; ++tries) {
-    int port = 16400 + (counter++ % 1000);
+    int port = base + (counter++ % 1000);
     if (port_is_free(port)) return port;
   }
-  throw std::runtime_error("no free TCP port in 16400..17399");
+  throw std::runtime_error("no free TCP port in " + std::to_string(base) + ".." + std::to_string(base + 999));
 }
 
 std::string quote_toml(const std::string& s) {

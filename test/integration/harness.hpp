@@ -181,7 +181,7 @@ CommandResult run_pgbench(const Pooler& p, const std::string& args);
 CommandResult run_psql(const Pooler& p, const std::string& sql, const std::string& user = "app",
                        const std::string& password = "app");
 
-// A TCP port on 127.0.0.1 nothing listens on (16400..17399, as the pooler fixture uses).
+// A TCP port on 127.0.0.1 nothing listens on (16400..17399 or from PGPIVOT_TEST_PORT_BASE, as the pooler fixture uses).
 int free_port();
 // True when something accepts TCP connections on 127.0.0.1:port.
 bool tcp_port_accepts(int port);

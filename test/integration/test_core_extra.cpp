@@ -63,30 +63,11 @@ std::string direct_value(const std::string& sql, const std::string& dbname = "ap
 // express: no [databases.appdb], an auth_file next to the config). "@PORT@" and
 // "@PGPORT@" in the template are replaced; `files` are written next to the config.
 
-bool tcp_port_free(int port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return false;
-  int one = 1;
-  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(static_cast<uint16_t>(port));
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
-  ::close(fd);
-  return ok;
-}
-
 class TomlPooler {
  public:
   TomlPooler(const std::string& toml_template, const std::map<std::string, std::string>& files = {}) {
     if (env().pg_port == 0) throw std::runtime_error("PGPIVOT_TEST_PGPORT is not set");
-    static int counter = 0;
-    for (int tries = 0; tries < 500 && port_ == 0; ++tries) {
-      int port = 17400 + (counter++ % 1000);  // apart from the harness' 16400..17399
-      if (tcp_port_free(port)) port_ = port;
-    }
-    if (port_ == 0) throw std::runtime_error("no free TCP port in 17400..18399");
+    port_ = free_port();
     dir_ = env().scratch + "/extra-pooler-" + std::to_string(port_);
     ::mkdir(dir_.c_str(), 0755);
     config_path_ = dir_ + "/pgpivot.toml";

@@ -65,8 +65,7 @@ std::string toml_str(const std::string& s) {
 }
 
 int port_base() {
-  const char* v = std::getenv("PGPIVOT_TEST_FAILOVER_PORT");
-  return v && *v ? std::atoi(v) : 61530;
+  return fixture_port("PGPIVOT_TEST_FAILOVER_PORT", 61530);
 }
 
 const std::string kPgBin = "/usr/lib/postgresql/15/bin";

@@ -577,6 +577,14 @@ CommandResult run_psql(const Pooler& p, const std::string& sql, const std::strin
 
 int free_port() { return next_free_port(); }
 
+int fixture_port(const char* env_var, int dflt) {
+  const char* v = std::getenv(env_var);
+  if (v && *v) return std::atoi(v);
+  const char* b = std::getenv("PGPIVOT_TEST_PORT_BASE");
+  int base = b && std::atoi(b) > 1024 ? std::atoi(b) : 16400;
+  return dflt + (base - 16400) / 10;  // e.g. base 24400: 800 higher, still below 65536
+}
+
 bool tcp_port_accepts(int port) { return port_accepts(port); }
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {

@@ -183,6 +183,9 @@ CommandResult run_psql(const Pooler& p, const std::string& sql, const std::strin
 
 // A TCP port on 127.0.0.1 nothing listens on (16400..17399 or from PGPIVOT_TEST_PORT_BASE, as the pooler fixture uses).
 int free_port();
+// The port of a fixture's own PostgreSQL: `env_var` when set, else `dflt` moved by
+// a tenth of what PGPIVOT_TEST_PORT_BASE moves the pooler ports (two runs side by side).
+int fixture_port(const char* env_var, int dflt);
 // True when something accepts TCP connections on 127.0.0.1:port.
 bool tcp_port_accepts(int port);
 

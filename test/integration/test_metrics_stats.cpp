@@ -184,8 +184,7 @@ class PgPair {
 };
 
 int failover_port_base() {
-  const char* v = std::getenv("PGPIVOT_TEST_METRICS_PORT");
-  return v && *v ? std::atoi(v) : 61570;
+  return fixture_port("PGPIVOT_TEST_METRICS_PORT", 61570);
 }
 
 }  // namespace

@@ -39,8 +39,7 @@ std::string pg_ctl(const std::string& args) { return "runuser -u postgres -- " +
 class SoakPg {
  public:
   SoakPg() {
-    const char* v = std::getenv("PGPIVOT_TEST_SOAK_PORT");
-    port = v && *v ? std::atoi(v) : 61590;
+    port = fixture_port("PGPIVOT_TEST_SOAK_PORT", 61590);
     std::string root = env().scratch;
     if (run_command("runuser -u postgres -- test -x " + sh_quote(root)).exit_code != 0) root = "/tmp/pgpivot-soak-tests";
     ::mkdir(root.c_str(), 0755);

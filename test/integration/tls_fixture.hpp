@@ -42,8 +42,7 @@ inline CommandResult lib_sh(const std::string& script) {
 }
 
 inline int tls_pg_port() {
-  const char* v = std::getenv("PGPIVOT_TEST_TLS_PGPORT");
-  return v && *v ? std::atoi(v) : 61660;
+  return fixture_port("PGPIVOT_TEST_TLS_PGPORT", 61660);
 }
 
 // Straight to a PostgreSQL as the superuser (trust over TCP).

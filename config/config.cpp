@@ -35,6 +35,7 @@ const char* to_string(AuthType a) {
     case AuthType::Md5: return "md5";
     case AuthType::ScramSha256: return "scram-sha-256";
     case AuthType::Cert: return "cert";
+    case AuthType::Plain: return "plain";
   }
   return "?";
 }
@@ -46,7 +47,7 @@ std::optional<PoolMode> parse_pool_mode(std::string_view s) {
 }
 
 std::optional<AuthType> parse_auth_type(std::string_view s) {
-  for (AuthType a : {AuthType::Trust, AuthType::Md5, AuthType::ScramSha256, AuthType::Cert})
+  for (AuthType a : {AuthType::Trust, AuthType::Md5, AuthType::ScramSha256, AuthType::Cert, AuthType::Plain})
     if (iequals(s, to_string(a))) return a;
   return std::nullopt;
 }

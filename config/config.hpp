@@ -11,13 +11,13 @@
 namespace pgpivot::config {
 
 enum class PoolMode { Session, Transaction, Statement };
-enum class AuthType { Trust, Md5, ScramSha256, Cert };
+enum class AuthType { Trust, Md5, ScramSha256, Cert, Plain };
 
 [[nodiscard]] const char* to_string(PoolMode m);   // "session" / "transaction" / "statement"
-[[nodiscard]] const char* to_string(AuthType a);   // "trust" / "md5" / "scram-sha-256" / "cert"
+[[nodiscard]] const char* to_string(AuthType a);   // "trust" / "md5" / "scram-sha-256" / "cert" / "plain"
 [[nodiscard]] std::optional<PoolMode> parse_pool_mode(std::string_view s);
 [[nodiscard]] std::optional<AuthType> parse_auth_type(std::string_view s);
-inline constexpr const char* kAuthTypes = "trust, md5, scram-sha-256, cert";
+inline constexpr const char* kAuthTypes = "trust, md5, scram-sha-256, cert, plain";
 
 struct Pooler;
 // "" when auth_type = cert can work with these TLS settings, else why not. As
@@ -231,11 +231,11 @@ struct Database {
   double server_lifetime = -1;         // -1 = [pooler]'s
   double query_wait_timeout = -1;      // -1 = [pooler]'s; stored, not acted on yet
   std::string load_balance_hosts;      // round-robin | disable; stored (one host per node)
-  std::string auth_query;              // stored only, as auth_user
-  std::string auth_dbname;             // stored only, as auth_user
+  std::string auth_query;              // "" = [pooler]'s
+  std::string auth_dbname;             // "" = [pooler]'s, else the client's database
   std::string connect_query;
   std::string application_name;
-  std::string auth_user;  // PgBouncer's per-database auth_user (stored only)
+  std::string auth_user;  // who runs auth_query for users not in auth_file; "" = [pooler]'s
   // Startup parameters to ask the server for (PgBouncer: client_encoding, datestyle,
   // timezone in the connection string). Keys are lower case.
   std::map<std::string, std::string> params;

@@ -182,11 +182,6 @@ bool valid_sslmode(std::string_view s) {
 
 std::vector<std::pair<std::string, std::string>> inert_database_settings(const Database& d) {
   std::vector<std::pair<std::string, std::string>> out;
-  if (!d.auth_user.empty())
-    out.emplace_back("auth_user",
-                     "auth_user/auth_query lookups are not supported yet; ignored");
-  if (!d.auth_query.empty()) out.emplace_back("auth_query", "auth_query lookups are not supported yet; ignored");
-  if (!d.auth_dbname.empty()) out.emplace_back("auth_dbname", "auth_user/auth_query lookups are not supported yet; ignored");
   if (d.query_wait_timeout >= 0)
     out.emplace_back("query_wait_timeout", "a per-database query_wait_timeout is not supported yet; [pooler]'s applies");
   return out;

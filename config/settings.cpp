@@ -157,16 +157,10 @@ const std::vector<Setting>& settings() {
         key("log_pooler_errors", &P::log_pooler_errors),
         key("log_stats", &P::log_stats),
         key("stats_listen", &P::stats_listen, kRestart),
+        key("auth_user", &P::auth_user),
+        key("auth_query", &P::auth_query),
+        key("auth_dbname", &P::auth_dbname),
         // Stored only: the pooler does not act on these yet.
-        inert_key(key("auth_user", &P::auth_user), [](const P& p) {
-          return inert_if(!p.auth_user.empty(),
-                          "auth_user/auth_query lookups are not supported yet; users must be in "
-                          "auth_file; ignored");
-        }),
-        inert_key(key("auth_query", &P::auth_query), [](const P& p) {
-          return inert_if(p.auth_query != Pooler{}.auth_query,
-                          "auth_query lookups are not supported yet; ignored");
-        }),
         inert_key(key("disable_pqexec", &P::disable_pqexec), [](const P& p) {
           return inert_if(p.disable_pqexec,
                           "disable_pqexec is not supported yet (simple queries stay allowed); ignored");
@@ -205,7 +199,6 @@ const std::vector<Setting>& settings() {
                "track_extra_parameters is not supported yet: only client_encoding, DateStyle, TimeZone, "
                "standard_conforming_strings and application_name are tracked"),
         stored(int_key("peer_id", &P::peer_id, 0, 16383, kRestart), "peering ([peers]) is not supported yet"),
-        stored(key("auth_dbname", &P::auth_dbname), "auth_user/auth_query lookups are not supported yet"),
         stored(key("auth_hba_file", &P::auth_hba_file, kReload), "auth_type hba is not supported yet"),
         stored(key("auth_ident_file", &P::auth_ident_file, kReload), "auth_type hba is not supported yet"),
         stored(key("auth_ldap_options", &P::auth_ldap_options), "LDAP authentication is not supported"),
@@ -303,7 +296,7 @@ std::string set_from_text(Pooler& p, const Setting& s, std::string_view value) {
           std::string l = lower(trim(value));
           auto v = parse_auth_type(l);
           if (!v) {
-            if (l == "plain" || l == "any" || l == "hba" || l == "pam") return "auth_type " + l + " is not supported by pgpivot";
+            if (l == "any" || l == "hba" || l == "pam") return "auth_type " + l + " is not supported by pgpivot";
             return "invalid value \"" + text + "\"; expected one of: " + kAuthTypes;
           }
           field = *v;
@@ -348,6 +341,8 @@ std::vector<std::pair<std::string, std::string>> pooler_problems(const Pooler& p
   if (p.listen_addr.empty() && p.unix_socket_dir.empty())
     out.emplace_back("listen_addr", "nothing to listen on: listen_addr and unix_socket_dir are both empty");
   if (std::string why = auth_cert_problem(p); !why.empty()) out.emplace_back("auth_type", std::move(why));
+  if (p.auth_dbname == "pgbouncer" || p.auth_dbname == "pgpivot")
+    out.emplace_back("auth_dbname", "cannot use the reserved \"" + p.auth_dbname + "\" database as an auth_dbname");
   return out;
 }
 

@@ -180,6 +180,10 @@ void Pooler::pool_service(Pool* p) {
           continue;
         }
         Client* c = p->cl_waiting.front<Client>();
+        if (c->auth_lookup) {
+          start_auth_query(c, s);
+          continue;
+        }
         link(c, s);
         c->process();
         continue;

@@ -78,7 +78,10 @@ void Client::send_error(const char* severity, const char* sqlstate, const std::s
 }
 
 void Client::auth_failed() {
-  pooler->disconnect_client(this, Reason::PasswordFailed, {user_name.str()});
+  if (pooler->settings().auth_type == config::AuthType::Trust)
+    pooler->disconnect_client(this, Reason::TrustFailed);
+  else
+    pooler->disconnect_client(this, Reason::PasswordFailed, {user_name.str()});
 }
 
 // The server holding this client's transaction died: answer the next message
@@ -109,8 +112,11 @@ Step Client::answer_lost_transaction(char type) {
 }
 
 Step Client::on_header(char type, std::uint32_t wire_size) {
-  if (state == ClientState::Login) {
-    if (login == LoginStep::Md5 || login == LoginStep::SaslFirst || login == LoginStep::SaslFinal) {
+  // A login waiting for its auth_query sits in the auth pool's waiting list, but
+  // nothing it sends may be taken as a request before it has authenticated.
+  if (state == ClientState::Login || login == LoginStep::AuthQuery) {
+    if (login == LoginStep::Md5 || login == LoginStep::SaslFirst || login == LoginStep::SaslFinal ||
+        login == LoginStep::Cleartext) {
       if (type != 'p') {
         pooler->disconnect_client(this, Reason::ExpectedPassword, {std::string_view(&type, 1)});
         return Step::Stop;

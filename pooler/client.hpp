@@ -16,10 +16,14 @@
 
 namespace pgpivot {
 
+struct DbEntry;
 struct Pool;
 struct Server;
+struct UserEntry;
 
-enum class LoginStep : std::uint8_t { Startup, Md5, SaslFirst, SaslFinal, Cleartext, WaitWelcome, Done };
+// AuthQuery: the client's password is being looked up with auth_query (the
+// client waits in the auth pool, then on that pool's server).
+enum class LoginStep : std::uint8_t { Startup, AuthQuery, Md5, SaslFirst, SaslFinal, Cleartext, WaitWelcome, Done };
 
 struct Client final : Conn {
   ListNode node;  // membership: pool list for the state, or pooler login list
@@ -37,6 +41,10 @@ struct Client final : Conn {
     return *prepared_;
   }
   [[nodiscard]] std::size_t prepared_count() const { return prepared_ ? prepared_->size() : 0; }
+  // The credentials this login checks and whose pool it joins: an auth_file or
+  // [users] entry, or one auth_query found (Registry::dynamic_user).
+  UserEntry* login_user = nullptr;
+  Server* auth_server = nullptr;  // running this client's auth_query
   Ms wait_start = 0;
   std::uint32_t cancel_pid = 0, cancel_key = 0;
   NetAddr remote;             // the local address is looked up when SHOW CLIENTS asks
@@ -49,6 +57,7 @@ struct Client final : Conn {
   ClientState state = ClientState::Login;
   LoginStep login = LoginStep::Startup;
   bool unknown_user = false;
+  bool auth_lookup = false;   // waits in an auth pool (c->pool) for a server to run auth_query
   bool admin = false;         // on the admin console
   bool stats_only = false;    // stats_users: SHOW only
   bool peer_admin = false;    // Unix socket, same OS user: console without a password
@@ -96,6 +105,11 @@ struct Client final : Conn {
   void on_tls_error(const std::string& why) override;
   void send_error(const char* severity, const char* sqlstate, const std::string& msg);
   void auth_failed();
+  Step begin_auth(UserEntry* user);
+  Step start_auth_lookup(DbEntry* db);
+  // The auth_query's answer: `found` with the role's password (nullopt = NULL: no
+  // password can match), or not found; `failed` when the query could not run.
+  void auth_lookup_done(bool failed, bool found, const std::optional<std::string>& password);
   Step handle_password(const char* body, std::uint32_t len);
   void count_bytes(std::size_t n) override;
   void mark_query_start();

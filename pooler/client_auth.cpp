@@ -130,11 +130,25 @@ Step Client::on_startup(const char* data, std::uint32_t len) {
     return Step::Stop;
   }
   UserEntry* user = pooler->registry().find_user(user_name);
+  // PgBouncer's rule: a user without credentials of its own (not in auth_file, no
+  // password in [users]) is looked up with auth_query when the database, or
+  // [pooler], names an auth_user.
+  const std::string& auth_user = db && !db->cfg.auth_user.empty() ? db->cfg.auth_user : set.auth_user;
+  bool has_credentials = user && (user->cfg.password_from_auth_file || !user->cfg.password.empty());
+  if (!has_credentials && !auth_user.empty()) return start_auth_lookup(db);
+  return begin_auth(user);
+}
+
+// Authenticates against `user`'s stored password (nullptr: an unknown user, who
+// goes through the same exchange and fails).
+Step Client::begin_auth(UserEntry* user) {
+  const auto& set = pooler->settings();
   const std::string* password = user ? &user->cfg.password : nullptr;
   config::AuthType auth = set.auth_type;
   // Trust and cert need no password, only a known user.
   if (user && password->empty() && auth != config::AuthType::Trust && auth != config::AuthType::Cert) user = nullptr;
   unknown_user = !user;
+  login_user = user;
 
   if (auth == config::AuthType::Cert) {
     // As PgBouncer 1.18: TLS, a client certificate that verified against
@@ -170,12 +184,24 @@ Step Client::on_startup(const char* data, std::uint32_t len) {
     pooler->client_login_done(this);
     return closing ? Step::Stop : Step::Skip;
   }
+  std::string buf;
+  if (auth == config::AuthType::Plain) {
+    // The password in clear text (PgBouncer's "plain"): checked against any stored form.
+    proto::auth_cleartext(buf);
+    login = LoginStep::Cleartext;
+    queue(buf);
+    return Step::Skip;
+  }
   // Choose the exchange the stored password allows: SCRAM secrets can only do
-  // SCRAM, md5 hashes only md5; plain passwords do what auth_type says.
+  // SCRAM, md5 hashes only md5 (so auth_type scram-sha-256 fails for them, as in
+  // PostgreSQL); plain passwords do what auth_type says.
   bool stored_scram = password && password->rfind("SCRAM-SHA-256$", 0) == 0;
   bool stored_md5 = password && proto::is_md5_hash(*password);
-  bool use_scram = auth == config::AuthType::ScramSha256 ? !stored_md5 : stored_scram;
-  std::string buf;
+  bool use_scram = auth == config::AuthType::ScramSha256 || stored_scram;
+  if (use_scram && stored_md5) {
+    user = nullptr;
+    unknown_user = true;
+  }
   if (use_scram) {
     proto::ScramSecret secret;
     if (!user) {
@@ -208,6 +234,58 @@ Step Client::on_startup(const char* data, std::uint32_t len) {
   return Step::Skip;
 }
 
+// The client's role is looked up with auth_query on a server of the auth pool:
+// (auth database, auth_user). The auth database is the database's auth_dbname,
+// else [pooler]'s, else the client's own database (PgBouncer's order).
+Step Client::start_auth_lookup(DbEntry* db) {
+  const auto& set = pooler->settings();
+  const std::string& auth_user = db && !db->cfg.auth_user.empty() ? db->cfg.auth_user : set.auth_user;
+  std::string auth_db = db && !db->cfg.auth_dbname.empty() ? db->cfg.auth_dbname : set.auth_dbname;
+  if (auth_db.empty()) auth_db = db_name.str();
+  if (pooler->is_admin_db(auth_db)) {
+    LOG_ERROR("C-%llu: %s/%s@%s cannot use the reserved \"%s\" database as an auth_dbname", (unsigned long long)id,
+              db_name.c_str(), user_name.c_str(), remote.str().c_str(), auth_db.c_str());
+    pooler->disconnect_client(this, Reason::AuthConfigError);
+    return Step::Stop;
+  }
+  DbEntry* adb = pooler->registry().find_db(auth_db);
+  if (!adb) {
+    LOG_ERROR("C-%llu: %s/%s@%s authentication database \"%s\" is not configured.", (unsigned long long)id,
+              db_name.c_str(), user_name.c_str(), remote.str().c_str(), auth_db.c_str());
+    pooler->disconnect_client(this, Reason::AuthConfigError);
+    return Step::Stop;
+  }
+  if (adb->disabled) {
+    pooler->disconnect_client(this, Reason::AuthDatabaseDisabled, {auth_db});
+    return Step::Stop;
+  }
+  UserEntry* au = pooler->registry().auth_user(auth_user);
+  pool = pooler->registry().get_pool(adb, auth_db, au, auth_user);
+  auth_lookup = true;
+  login = LoginStep::AuthQuery;
+  pooler->client_request(this);
+  return closing ? Step::Stop : Step::Skip;
+}
+
+void Client::auth_lookup_done(bool failed, bool found, const std::optional<std::string>& password) {
+  if (closing || login != LoginStep::AuthQuery) return;
+  if (failed) {
+    pooler->disconnect_client(this, Reason::AuthConfigError);
+    return;
+  }
+  if (!found) {
+    LOG_INFO("C-%llu: %s/%s@%s no such user: %s", (unsigned long long)id, db_name.c_str(), user_name.c_str(),
+             remote.str().c_str(), user_name.c_str());
+    pooler->disconnect_client(this, Reason::AuthNoSuchUser);
+    return;
+  }
+  // A NULL password (an expired VALID UNTIL with the default query) matches nothing.
+  UserEntry* u = pooler->registry().dynamic_user(db_name.str(), user_name.str(), password.value_or(""));
+  if (begin_auth(u) == Step::Stop || closing) return;
+  // Bytes that arrived during the lookup (a pipelining client) are read now.
+  if (rbuf && rend > rparse) process();
+}
+
 Step Client::handle_password(const char* body, std::uint32_t len) {
   std::string_view b(body, len);
   std::string buf;
@@ -220,12 +298,27 @@ Step Client::handle_password(const char* body, std::uint32_t len) {
       }
       // An unknown user goes through the same hashing and comparison (against the
       // hash of an empty password) so that it fails in the same time as a wrong password.
-      UserEntry* user = unknown_user ? nullptr : pooler->registry().find_user(user_name);
+      UserEntry* user = unknown_user ? nullptr : login_user;
       std::string stored = user ? user->cfg.password : std::string();
       if (!proto::is_md5_hash(stored)) stored = proto::md5_password_hash(user_name.str(), stored);
       std::string expect = proto::md5_salted_response(stored, md5_salt);
       bool match = proto::constant_time_equal(*pw, expect);
       if (!match || unknown_user) {
+        auth_failed();
+        return Step::Stop;
+      }
+      break;
+    }
+    case LoginStep::Cleartext: {
+      auto pw = proto::parse_password_message(b);
+      if (!pw) {
+        pooler->disconnect_client(this, Reason::BadPasswordPacket);
+        return Step::Stop;
+      }
+      // Whatever form is stored, the check costs the same for an unknown user.
+      const std::string stored = unknown_user || !login_user ? std::string() : login_user->cfg.password;
+      bool match = proto::check_plain_password(user_name.str(), *pw, stored) && !unknown_user && !pw->empty();
+      if (!match) {
         auth_failed();
         return Step::Stop;
       }
@@ -254,21 +347,24 @@ Step Client::handle_password(const char* body, std::uint32_t len) {
     case LoginStep::SaslFinal: {
       auto reply = scram->client_final(b);
       if (!reply || unknown_user) {
-        auth_failed();
+        pooler->disconnect_client(this, Reason::SaslFailed);
         return Step::Stop;
       }
       proto::auth_sasl_final(buf, *reply);
       queue(buf);
       // Keep ClientKey: it lets pgpivot log in to servers storing this secret.
-      if (UserEntry* user = pooler->registry().find_user(user_name)) {
+      // Other workers learn it only for configured users (an auth_query's role
+      // is looked up again in each worker).
+      if (UserEntry* user = login_user) {
         user->client_key = scram->client_key();
-        if (pooler->hub()->threaded()) pooler->hub()->set_client_key(user_name, *user->client_key);
+        if (pooler->hub()->threaded() && user == pooler->registry().find_user(user_name))
+          pooler->hub()->set_client_key(user_name, *user->client_key);
       }
       scram.reset();
       break;
     }
     case LoginStep::Startup:
-    case LoginStep::Cleartext:
+    case LoginStep::AuthQuery:
     case LoginStep::WaitWelcome:
     case LoginStep::Done:
       pooler->disconnect_client(this, Reason::UnexpectedPassword);

@@ -48,7 +48,7 @@ void Pooler::client_login_done(Client* c) {
     return;
   }
   DbEntry* db = registry_.find_db(c->db_name);
-  UserEntry* user = registry_.find_user(c->user_name);
+  UserEntry* user = c->login_user ? c->login_user : registry_.find_user(c->user_name);
   std::string server_user = c->user_name;
   if (db && !db->cfg.user.empty()) {
     server_user = db->cfg.user;
@@ -123,12 +123,10 @@ void Pooler::disconnect_client(Client* c, Reason why, std::initializer_list<std:
 void Pooler::disconnect_client(Client* c, const char* sqlstate, const std::string& reason, bool notify) {
   if (c->state == ClientState::Closing || c->closing || c->exiting) return;
   c->exiting = true;  // a failing write below re-enters through on_closed()
-  if (notify && sqlstate) {
-    c->send_error("FATAL", sqlstate, reason);
-    c->flush();
-  }
   Pool* p = c->pool;
-  // PgBouncer's wording, so log-based alerts written for it keep firing.
+  // Logged before the client hears it: whoever reads the log after the error
+  // finds the line there. PgBouncer's wording, so log-based alerts written for
+  // it keep firing.
   if (notify && sqlstate && cfg_.pooler.log_pooler_errors) {
     LOG_WARN("C-%llu: %s/%s@%s pooler error: %s", (unsigned long long)c->id, c->db_name.c_str(),
              c->user_name.c_str(), c->remote.str().c_str(), reason.c_str());
@@ -137,6 +135,10 @@ void Pooler::disconnect_client(Client* c, const char* sqlstate, const std::strin
     LOG_INFO("C-%llu: %s/%s@%s closing because: %s (age=%llus)", (unsigned long long)c->id, c->db_name.c_str(),
              c->user_name.c_str(), c->remote.str().c_str(), reason.c_str(),
              (unsigned long long)((now() - c->connect_time) / 1000));
+  }
+  if (notify && sqlstate) {
+    c->send_error("FATAL", sqlstate, reason);
+    c->flush();
   }
   if (Server* s = c->server) {
     s->client = nullptr;
@@ -163,9 +165,14 @@ void Pooler::disconnect_client(Client* c, const char* sqlstate, const std::strin
       if (s->internal_z == 0) internal_done(s);
     }
   }
+  if (c->auth_server) {
+    // Its auth_query runs on: the answer is dropped and the server goes back to its pool.
+    c->auth_server->auth->client = nullptr;
+    c->auth_server = nullptr;
+  }
   if (c->admin) console_.forget(c);
   cancels_.remove(c);
-  if (p) {
+  if (p && !c->auth_lookup) {  // a client waiting for its auth_query holds no client slot
     p->db->counts->clients.fetch_sub(1, std::memory_order_relaxed);
     if (p->user) p->user->counts->clients.fetch_sub(1, std::memory_order_relaxed);
   }
@@ -249,6 +256,10 @@ void Pooler::client_server_lost(Client* c, Server* s) {
 
 void Pooler::fail_waiting_client(Client* c, Reason why, std::initializer_list<std::string_view> args) {
   if (c->state != ClientState::Waiting || c->closing) return;
+  if (c->auth_lookup) {
+    disconnect_client(c, why, args);  // a login has no request to refuse
+    return;
+  }
   const char* sqlstate = sqlstate_of(why);
   std::string msg = reason_text(why, args);
   // The buffered request is answered as after a lost server (answer_lost_transaction):
@@ -271,6 +282,14 @@ void Pooler::disconnect_server(Server* s, const std::string& reason) {
     LOG_INFO("S-%llu: %s/%s@%s closing because: %s (age=%llus)", (unsigned long long)s->id, p->db_name.c_str(),
              p->user_name.c_str(), s->addr.c_str(), reason.c_str(),
              (unsigned long long)((now() - s->connect_time) / 1000));
+  }
+  if (s->auth) {
+    // The auth_query's server went away: the client's login cannot go on.
+    std::unique_ptr<Server::AuthQuery> a = std::move(s->auth);
+    if (Client* c = a->client) {
+      c->auth_server = nullptr;
+      disconnect_client(c, Reason::AuthConfigError);
+    }
   }
   if (Client* c = s->client) {
     s->client = nullptr;

@@ -91,6 +91,10 @@ class Pooler {
   void server_login_failed(Server* s, const std::string& sqlstate, const std::string& msg);  // the server's own error
   void run_internal_query(Server* s, const std::string& sql);
   void internal_done(Server* s);             // all of pgpivot's own queries answered
+  // auth_query for a client waiting in the auth pool, on idle server `s`; its
+  // answer goes to the client at the ReadyForQuery (auth_query_done).
+  void start_auth_query(Client* c, Server* s);
+  void auth_query_done(Server* s);
 
   void pool_service(Pool* p);                // hand idle servers to waiting clients, launch new ones
 

@@ -27,6 +27,15 @@ constexpr ReasonInfo kTable[] = {
     {R::NoSuchDatabase, "3D000", "database \"{}\" does not exist"},
     {R::DatabaseDisabled, "57P03", "database does not allow connections: {}"},
     {R::PasswordFailed, "28P01", "password authentication failed for user \"{}\""},
+    // PgBouncer's texts for the other methods: clients and log alerts match on them.
+    {R::SaslFailed, "28P01", "SASL authentication failed"},
+    {R::TrustFailed, "28000", "\"trust\" authentication failed"},
+    // auth_query found no such role (PgBouncer tells the client as much).
+    {R::AuthNoSuchUser, "28000", "no such user"},
+    // The auth_query cannot run: its database is missing or reserved, or it failed
+    // (the log has the reason).
+    {R::AuthConfigError, "08P01", "bouncer config error"},
+    {R::AuthDatabaseDisabled, "57P03", "authentication database \"{}\" is disabled"},
     {R::CertificateFailed, "28000", "certificate authentication failed{}"},
     {R::ConsoleNotAllowed, "28000",
      "not allowed to connect to the admin console: user \"{}\" is in neither admin_users nor stats_users"},
@@ -70,12 +79,15 @@ constexpr ReasonInfo kTable[] = {
     {R::ServerTlsSetup, "08006", "TLS setup: {}"},
     {R::ServerProtocolError, "08P01", "protocol error from server: {} ({})"},
     {R::ServerWantsCleartext, "28000",
-     "server asks for a cleartext password, but only a hash is stored for user \"{}\""},
-    {R::ServerMd5Impossible, "28000", "cannot answer the server's md5 challenge for user \"{}\""},
+     "server login failed: wrong password type (the server asks for a cleartext password, but only a hash is "
+     "stored for user \"{}\")"},
+    {R::ServerMd5Impossible, "28000", "server login failed: wrong password type (cannot answer the server's md5 challenge for user \"{}\")"},
     {R::ServerNoSaslMechanism, "28000", "server offers no supported SASL mechanism"},
     {R::ServerNoScramKeys, "28P01",
-     "no SCRAM keys to log in to the server as \"{}\": a client must first log in with SCRAM"},
-    {R::ServerScramNoPassword, "28000", "server asks for SCRAM, but no usable password is stored for user \"{}\""},
+     "server login failed: wrong password type (no SCRAM keys to log in to the server as \"{}\": a client must "
+     "first log in with SCRAM)"},
+    {R::ServerScramNoPassword, "28000", "server login failed: wrong password type (the server asks for SCRAM, but no usable password is stored "
+     "for user \"{}\")"},
     {R::ServerScramInvalid, "08P01", "invalid SCRAM exchange with server"},
     {R::ServerScramSignature, "08P01", "server's SCRAM signature did not verify"},
     {R::ServerAuthUnsupported, "28000", "unsupported authentication method {} requested by server"},

@@ -74,6 +74,37 @@ UserEntry* Registry::forced_user(const DbEntry& db) {
   return fu.get();
 }
 
+UserEntry* Registry::auth_user(const std::string& name) {
+  if (UserEntry* u = find_user(name)) return u;
+  auto& e = auth_users_[name];
+  if (!e) {
+    e = std::make_unique<UserEntry>();
+    e->counts = hub_.user_count(name);
+    e->cfg.name = name;
+  }
+  return e.get();
+}
+
+UserEntry* Registry::dynamic_user(const std::string& scope, const std::string& user, const std::string& password) {
+  auto& e = dynamic_users_[{scope, user}];
+  if (!e) {
+    e = std::make_unique<UserEntry>();
+    e->counts = hub_.user_count(user);
+  }
+  auto it = cfg_.users.find(user);
+  config::User cfg = it != cfg_.users.end() ? it->second : config::User{};
+  cfg.name = user;
+  cfg.password = password;
+  cfg.password_from_auth_file = false;
+  if (e->cfg.password != password) {
+    // A rotated password: the cached secret and the pass-through key were the old one's.
+    e->secret.reset();
+    e->client_key.reset();
+  }
+  e->cfg = std::move(cfg);
+  return e.get();
+}
+
 int Registry::slots(const Pool* p) const {
   int n = std::max(pool_size(p), 0);
   int maxdb = max_db_connections(p), maxuser = max_user_connections(p);

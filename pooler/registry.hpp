@@ -41,6 +41,14 @@ class Registry {
   // The user servers log in as for a database with a forced `user`: the configured
   // one, or one made from the database entry's password.
   UserEntry* forced_user(const DbEntry& db);
+  // The user auth_query runs as: the configured one, else one without a password
+  // (PgBouncer's: for a server that trusts it).
+  UserEntry* auth_user(const std::string& name);
+  // The credentials auth_query found for `user` logging in to database `scope`:
+  // one entry per (scope, user), kept across logins and RELOADs (pools point at
+  // it), its password replaced by each lookup. Per-user settings come from
+  // [users] when the user is configured there.
+  UserEntry* dynamic_user(const std::string& scope, const std::string& user, const std::string& password);
   // A SCRAM secret for a user that does not exist: stable per name (so the salt
   // does not give the user away) and impossible to authenticate against.
   proto::ScramSecret fake_secret(const std::string& user) const;
@@ -78,6 +86,8 @@ class Registry {
   std::string fake_salt_key_;  // the same in every worker: stable fake SCRAM salts
   DbMap dbs_;
   UserMap users_;
+  UserMap auth_users_;  // auth_user names not in users_
+  std::map<std::pair<std::string, std::string>, std::unique_ptr<UserEntry>> dynamic_users_;
   PoolMap pools_;
 };
 

@@ -102,6 +102,7 @@ Step Server::on_header(char type, std::uint32_t wire_size) {
   if (internal_z > 0) {
     // Replies to pgpivot's own query: only these matter, the rest is dropped.
     if (type == 'Z' || type == 'S' || type == 'E') return Step::Inspect;
+    if (auth && (type == 'T' || type == 'D')) return Step::Inspect;
     return Step::Skip;
   }
   switch (type) {
@@ -129,7 +130,13 @@ Step Server::on_message(const char* data, std::uint32_t wire_size) {
       }
       txn = body[0];
       if (internal_z > 0) {
-        if (--internal_z == 0) pooler->internal_done(this);
+        if (--internal_z == 0) {
+          if (auth) {
+            pooler->auth_query_done(this);
+          } else {
+            pooler->internal_done(this);
+          }
+        }
         return Step::Skip;
       }
       if (!client) return Step::Skip;
@@ -193,12 +200,50 @@ Step Server::on_message(const char* data, std::uint32_t wire_size) {
         pooler->disconnect_server(this, "server sent FATAL: " + err->message);
         return Step::Stop;
       }
+      if (auth) auth->failed = true;  // logged above, with the server's message
       if (ours) return Step::Skip;
       answered = true;
       return tracking ? track_response('E') : Step::Forward;
     }
+    case 'T':
+    case 'D':
+      if (auth && internal_z > 0) auth_row(type, body);
+      return Step::Skip;
     default:
       return Step::Skip;
+  }
+}
+
+// The auth_query's answer: two columns (role name, password); the first row
+// naming the client's role counts. A password of NULL matches nothing.
+void Server::auth_row(char type, std::string_view body) {
+  const char* bad = nullptr;
+  if (type == 'T') {
+    auto n = proto::parse_row_description(body);
+    if (!n) {
+      bad = "bad RowDescription";
+    } else if (*n != 2) {
+      LOG_ERROR("S-%llu: %s/%s@%s expected 2 columns from auth_query, not %u", (unsigned long long)id,
+                pool->db_name.c_str(), pool->user_name.c_str(), addr.c_str(), unsigned(*n));
+      auth->failed = true;
+    }
+  } else {
+    auto row = proto::parse_data_row(body);
+    if (!row || row->size() != 2) {
+      bad = "bad DataRow";
+    } else if (!(*row)[0]) {
+      LOG_ERROR("S-%llu: %s/%s@%s auth_query response contained null user name", (unsigned long long)id,
+                pool->db_name.c_str(), pool->user_name.c_str(), addr.c_str());
+      auth->failed = true;
+    } else if (!auth->found && auth->client && *(*row)[0] == auth->client->user_name.str()) {
+      auth->found = true;
+      auth->password = (*row)[1];
+    }
+  }
+  if (bad) {
+    LOG_ERROR("S-%llu: %s/%s@%s auth_query: %s", (unsigned long long)id, pool->db_name.c_str(),
+              pool->user_name.c_str(), addr.c_str(), bad);
+    auth->failed = true;
   }
 }
 

@@ -75,6 +75,17 @@ struct Server final : Conn {
   bool begin_sent = false;        // a BEGIN is among what is in flight: what follows it is not autocommit
   bool answered = false;          // some answer to what is in flight reached the client
   bool query_timed_out = false;   // closed by query_timeout: the client hears 57014
+  // An auth_query running on this server (Pooler::start_auth_query), allocated
+  // for its duration: the client it is for (nullptr once that client left), and
+  // what the answer said so far.
+  struct AuthQuery {
+    Client* client = nullptr;
+    bool failed = false;
+    bool found = false;
+    std::optional<std::string> password;
+  };
+  std::unique_ptr<AuthQuery> auth;
+  void auth_row(char type, std::string_view body);
 
   void after_forward() override;
   void on_protocol_error(const char* what) override;

@@ -189,6 +189,10 @@ void Pooler::server_login_failed(Server* s, const std::string& sqlstate, const s
   // node is merely unreachable and the cluster can fail over: then they wait.
   if (!(sqlstate == sqlstate_of(Reason::ServerConnectFailed) && holds_through_outage(p))) {
     p->cl_login.for_each<Client>([&](Client* c) { disconnect_client(c, sqlstate.c_str(), msg, true); });
+    // So do logins waiting to run their auth_query on this pool.
+    p->cl_waiting.for_each<Client>([&](Client* c) {
+      if (c->auth_lookup) disconnect_client(c, sqlstate.c_str(), msg, true);
+    });
   }
   disconnect_server(s, "login failed");
 }
@@ -263,6 +267,35 @@ void Pooler::run_internal_query(Server* s, const std::string& sql) {
   proto::query(buf, sql);
   s->queue(buf);
   s->internal_z++;
+}
+
+void Pooler::start_auth_query(Client* c, Server* s) {
+  const DbEntry* db = registry_.find_db(c->db_name);
+  const std::string& sql =
+      db && !db->cfg.auth_query.empty() && !is_admin_db(c->db_name) ? db->cfg.auth_query : cfg_.pooler.auth_query;
+  // The client leaves the auth pool: it is a login again, counted nowhere.
+  c->auth_lookup = false;
+  c->wait_start = 0;
+  c->pool = nullptr;
+  client_change_state(c, ClientState::Login);
+  // No SET of the client's parameters reaches this server (PgBouncer's rule):
+  // an unauthenticated client must not steer the query, e.g. by search_path.
+  server_change_state(s, ServerState::Tested);
+  s->auth = std::make_unique<Server::AuthQuery>();
+  s->auth->client = c;
+  c->auth_server = s;
+  std::string buf;
+  proto::extended_query(buf, sql, {c->user_name.str()});
+  s->queue(buf);
+  s->internal_z++;
+}
+
+void Pooler::auth_query_done(Server* s) {
+  std::unique_ptr<Server::AuthQuery> a = std::move(s->auth);
+  Client* c = a->client;
+  if (c) c->auth_server = nullptr;
+  internal_done(s);  // the server goes back to its pool first
+  if (c) c->auth_lookup_done(a->failed, a->found, a->password);
 }
 
 void Pooler::internal_done(Server* s) {

@@ -51,10 +51,11 @@ bool allowed(ClientState from, ClientState to) {
   unsigned next = 0;
   switch (from) {
     // Login -> Login: from the pooler's login list to the pool's, to wait for its parameters.
-    case C::Login: next = bit(C::Login) | bit(C::Idle) | bit(C::Cancel); break;
+    // Login -> Waiting -> Login: waiting in the auth pool for a server to run auth_query.
+    case C::Login: next = bit(C::Login) | bit(C::Idle) | bit(C::Cancel) | bit(C::Waiting); break;
     case C::Idle: next = bit(C::Idle) | bit(C::Waiting) | bit(C::Active); break;
     // Waiting -> Idle: the request was refused (query_wait_timeout, a refusing cluster).
-    case C::Waiting: next = bit(C::Waiting) | bit(C::Active) | bit(C::Idle); break;
+    case C::Waiting: next = bit(C::Waiting) | bit(C::Active) | bit(C::Idle) | bit(C::Login); break;
     // Active -> Waiting: the server was lost with only a BEGIN in flight (replayed).
     case C::Active: next = bit(C::Active) | bit(C::Idle) | bit(C::Waiting); break;
     case C::Cancel:

@@ -213,6 +213,21 @@ bool constant_time_equal(std::string_view a, std::string_view b) {
   return CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
 }
 
+bool check_plain_password(std::string_view user, std::string_view given, std::string_view stored) {
+  if (stored.empty()) return false;
+  if (stored.rfind("SCRAM-SHA-256$", 0) == 0) {
+    auto secret = ScramSecret::parse(stored);
+    if (!secret) return false;
+    ScramSecret mine = ScramSecret::from_password(given, secret->salt, secret->iterations);
+    auto view = [](const Key32& k) { return std::string_view(reinterpret_cast<const char*>(k.data()), k.size()); };
+    bool stored_ok = constant_time_equal(view(mine.stored_key), view(secret->stored_key));
+    bool server_ok = constant_time_equal(view(mine.server_key), view(secret->server_key));
+    return stored_ok && server_ok;
+  }
+  if (is_md5_hash(stored)) return constant_time_equal(md5_password_hash(user, given), stored);
+  return constant_time_equal(given, stored);
+}
+
 void random_bytes(std::uint8_t* out, std::size_t n) {
   // The kernel's CSPRNG; blocks only until it is seeded at boot. Requests over
   // 256 bytes may come back short, and a signal may interrupt one: loop.

@@ -42,6 +42,11 @@ struct ScramSecret {
   [[nodiscard]] std::string to_string() const;
 };
 
+// A password sent in clear text (auth_type plain) against what is stored for
+// `user`: a plain password, an md5 hash or a SCRAM secret. False for an empty
+// stored value or an unparsable secret.
+[[nodiscard]] bool check_plain_password(std::string_view user, std::string_view given, std::string_view stored);
+
 // Server side of one SCRAM-SHA-256 exchange (what pgpivot shows a client).
 // Channel binding is not offered: gs2 header "n,," or "y,," accepted, "p=" refused.
 class ScramServer {

@@ -150,6 +150,23 @@ void query(std::string& out, std::string_view sql) {
   w.begin('Q').cstr(sql).end();
 }
 
+void extended_query(std::string& out, std::string_view sql, const std::vector<std::optional<std::string>>& params) {
+  Writer w(out);
+  w.begin('P').cstr("").cstr(sql).u16(0).end();
+  w.begin('B').cstr("").cstr("").u16(0).u16(std::uint16_t(params.size()));
+  for (const auto& v : params) {
+    if (!v) {
+      w.i32(-1);
+    } else {
+      w.u32(std::uint32_t(v->size())).bytes(*v);
+    }
+  }
+  w.u16(0).end();
+  w.begin('D').u8('P').cstr("").end();
+  w.begin('E').cstr("").u32(0).end();
+  w.begin('S').end();
+}
+
 void terminate(std::string& out) {
   Writer w(out);
   w.begin('X').end();
@@ -277,6 +294,39 @@ std::optional<std::string_view> parse_query(std::string_view body) {
   auto sql = r.cstr();
   if (!sql || !r.at_end()) return std::nullopt;
   return sql;
+}
+
+std::optional<std::uint16_t> parse_row_description(std::string_view body) {
+  Reader r(body);
+  auto n = r.u16();
+  if (!n) return std::nullopt;
+  for (std::uint16_t i = 0; i < *n; i++) {
+    // name, table oid, column number, type oid, type size, type modifier, format
+    if (!r.cstr() || !r.bytes(4 + 2 + 4 + 2 + 4 + 2)) return std::nullopt;
+  }
+  if (!r.at_end()) return std::nullopt;
+  return n;
+}
+
+std::optional<std::vector<std::optional<std::string>>> parse_data_row(std::string_view body) {
+  Reader r(body);
+  auto n = r.u16();
+  if (!n) return std::nullopt;
+  std::vector<std::optional<std::string>> out;
+  out.reserve(*n);
+  for (std::uint16_t i = 0; i < *n; i++) {
+    auto len = r.i32();
+    if (!len || *len < -1) return std::nullopt;
+    if (*len == -1) {
+      out.emplace_back(std::nullopt);
+      continue;
+    }
+    auto v = r.bytes(std::size_t(*len));
+    if (!v) return std::nullopt;
+    out.emplace_back(std::string(*v));
+  }
+  if (!r.at_end()) return std::nullopt;
+  return out;
 }
 
 std::optional<ParseMessage> parse_parse(std::string_view body) {

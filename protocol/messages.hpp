@@ -47,6 +47,10 @@ void password_message(std::string& out, std::string_view password);  // 'p' + cs
 void sasl_initial_response(std::string& out, std::string_view mechanism, std::string_view data);
 void sasl_response(std::string& out, std::string_view data);
 void query(std::string& out, std::string_view sql);
+// One statement through the extended protocol, unnamed: Parse (no parameter types),
+// Bind (text parameters, NULL for nullopt; text results), Describe of the portal
+// (so a RowDescription comes back), Execute, Sync.
+void extended_query(std::string& out, std::string_view sql, const std::vector<std::optional<std::string>>& params);
 void terminate(std::string& out);
 void cancel_request(std::string& out, std::uint32_t pid, std::uint32_t key);
 void ssl_request(std::string& out);
@@ -76,6 +80,11 @@ struct ParsedError {
 struct SaslInitialResponse { std::string mechanism; std::string data; };
 [[nodiscard]] std::optional<SaslInitialResponse> parse_sasl_initial_response(std::string_view body);
 // SASLResponse body is the raw data; no parser needed.
+
+// 'T' RowDescription body -> the number of columns (the field descriptions are checked).
+[[nodiscard]] std::optional<std::uint16_t> parse_row_description(std::string_view body);
+// 'D' DataRow body -> the column values, std::nullopt for SQL NULL.
+[[nodiscard]] std::optional<std::vector<std::optional<std::string>>> parse_data_row(std::string_view body);
 
 // Query 'Q' body -> the SQL text (without NUL).
 [[nodiscard]] std::optional<std::string_view> parse_query(std::string_view body);

@@ -270,10 +270,10 @@ stats_listen = 127.0.0.1:8404
   // Each one the pooler does not act on yet, set to a value pgpivot cannot honour, is
   // named once, at its line.
   INFO(dump(r.warnings));
-  // max_prepared_statements and the TLS modes are honoured.
-  CHECK(r.warnings.size() == 5);
-  for (auto [k, line] : {std::pair{"auth_user", 4}, {"auth_query", 5}, {"disable_pqexec", 9},
-                         {"syslog", 13}, {"verbose", 14}}) {
+  // max_prepared_statements, the TLS modes and auth_user/auth_query are honoured.
+  CHECK(r.warnings.size() == 3);
+  CHECK(p.auth_user == "pgbouncer");
+  for (auto [k, line] : {std::pair{"disable_pqexec", 9}, {"syslog", 13}, {"verbose", 14}}) {
     Error w = the_warning(r, std::string("pgbouncer.") + k);
     CHECK(w.line == line);
     CHECK(w.file == "t.ini");
@@ -340,12 +340,13 @@ server_tls_ciphers = HIGH
 
 TEST_CASE("auth_type: supported, unsupported and invalid", "[ini][errors]") {
   for (auto [v, t] : {std::pair{"trust", AuthType::Trust}, {"md5", AuthType::Md5},
-                      {"scram-sha-256", AuthType::ScramSha256}, {"MD5", AuthType::Md5}}) {
+                      {"scram-sha-256", AuthType::ScramSha256}, {"MD5", AuthType::Md5},
+                      {"plain", AuthType::Plain}}) {
     auto r = ini(std::string("[pgbouncer]\nauth_type = ") + v + "\n");
     REQUIRE(r.ok());
     CHECK(r.config.pooler.auth_type == t);
   }
-  for (const char* v : {"plain", "any", "hba", "pam"}) {
+  for (const char* v : {"any", "hba", "pam"}) {
     auto r = ini(std::string("; c\n[pgbouncer]\nauth_type = ") + v + "\n");
     Error e = the_error(r, "pgbouncer.auth_type");
     CHECK(e.line == 3);
@@ -354,7 +355,7 @@ TEST_CASE("auth_type: supported, unsupported and invalid", "[ini][errors]") {
   }
   auto r = ini("[pgbouncer]\nauth_type = scram\n");
   CHECK(the_error(r, "pgbouncer.auth_type").message ==
-        "invalid value \"scram\"; expected one of: trust, md5, scram-sha-256, cert");
+        "invalid value \"scram\"; expected one of: trust, md5, scram-sha-256, cert, plain");
 }
 
 TEST_CASE("auth_type = cert needs client_tls_sslmode = verify-full and a CA, as PgBouncer", "[ini][errors]") {

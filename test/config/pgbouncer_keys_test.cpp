@@ -130,7 +130,8 @@ query_wait_notify = 5
   CHECK(c.pooler.scram_iterations == 10000);
   CHECK(c.pooler.peer_id == 1);
   INFO(dump(r.warnings));
-  CHECK(contains(the_warning(r, "databases.pauthz.auth_user").message, "not supported yet"));
+  CHECK(errors_for(r.warnings, "databases.pauthz.auth_user").empty());  // auth_query lookups are done
+  CHECK(errors_for(r.warnings, "databases.pauthz.auth_dbname").empty());
   CHECK(contains(the_warning(r, "databases.hostlist_good_first.host").message, "connecting to 127.0.0.1 only"));
   CHECK(the_warning(r, "databases.bad.load_balance_hosts").message ==
         "invalid value \"sometimes\"; expected one of: round-robin, disable; the database is skipped");
@@ -177,7 +178,6 @@ u = { max_user_client_connections = 3, query_timeout = 5 }
   for (const auto& w : r.warnings) got.emplace_back(w.key, w.line);
   // transaction_timeout = 0 is PgBouncer's default: nothing to warn about.
   CHECK(got == std::vector<std::pair<std::string, int>>{{"pooler.track_extra_parameters", 6},
-                                                        {"databases.d.auth_query", 13},
                                                         {"users.u.query_timeout", 15}});
   SECTION("and SET takes them with the same checks") {
     Pooler p;
@@ -187,4 +187,41 @@ u = { max_user_client_connections = 3, query_timeout = 5 }
     CHECK(inert_reason(*find_setting("track_extra_parameters"), p).ends_with("; ignored"));
     CHECK(set_from_text(p, *find_setting("scram_iterations"), "0") == "must be >= 1, got 0");
   }
+}
+
+TEST_CASE("auth_user, auth_query and auth_dbname load in both formats; the console's names are refused",
+          "[ini][config]") {
+  auto r = ini(R"ini([databases]
+guarded = host=127.0.0.1 dbname=appdb auth_user=lookup auth_dbname=authsrc auth_query='SELECT * FROM f($1)'
+authsrc = host=127.0.0.1 dbname=appdb
+[pgbouncer]
+auth_user = pgpivot_auth
+auth_dbname = authsrc
+auth_type = plain
+)ini");
+  INFO(dump(r.errors));
+  REQUIRE(r.ok());
+  const Config& c = r.config;
+  CHECK(c.pooler.auth_user == "pgpivot_auth");
+  CHECK(c.pooler.auth_dbname == "authsrc");
+  CHECK(c.pooler.auth_type == AuthType::Plain);
+  CHECK(c.databases.at("guarded").auth_user == "lookup");
+  CHECK(c.databases.at("guarded").auth_dbname == "authsrc");
+  CHECK(c.databases.at("guarded").auth_query == "SELECT * FROM f($1)");
+  INFO(dump(r.warnings));
+  for (const char* k : {"pgbouncer.auth_user", "pgbouncer.auth_dbname", "databases.guarded.auth_user",
+                        "databases.guarded.auth_dbname", "databases.guarded.auth_query"})
+    CHECK(errors_for(r.warnings, k).empty());
+
+  for (const char* reserved : {"pgbouncer", "pgpivot"}) {
+    auto bad = ini(std::string("[pgbouncer]\nauth_dbname = ") + reserved + "\n");
+    auto es = errors_for(bad.errors, "pgbouncer.auth_dbname");
+    REQUIRE(es.size() == 1);
+    CHECK(es[0].message == std::string("cannot use the reserved \"") + reserved + "\" database as an auth_dbname");
+    auto bad_toml = load(std::string("[pooler]\nauth_dbname = \"") + reserved + "\"\n");
+    CHECK(errors_for(bad_toml.errors, "pooler.auth_dbname").size() == 1);
+  }
+  // A database may name the console in its own auth_dbname: PgBouncer refuses that
+  // at login ("bouncer config error"), not at load.
+  CHECK(ini("[databases]\nd = host=h auth_dbname=pgbouncer\n").ok());
 }

@@ -33,9 +33,12 @@ TEST_CASE("states: the client transitions pgpivot makes", "[states]") {
   CHECK(allowed(C::Waiting, C::Idle));  // refused after query_wait_timeout
   CHECK(allowed(C::Active, C::Idle));   // transaction done
   CHECK(allowed(C::Active, C::Waiting));  // server lost with a replayable BEGIN
+  CHECK(allowed(C::Login, C::Waiting));   // auth_query waits for a server of the auth pool
+  CHECK(allowed(C::Waiting, C::Login));   // ... and the login goes on once it has one
   // And those it must not.
   CHECK(!allowed(C::Login, C::Active));
-  CHECK(!allowed(C::Login, C::Waiting));
+  CHECK(!allowed(C::Login, C::Closing) == false);
+  CHECK(!allowed(C::Cancel, C::Waiting));
   CHECK(!allowed(C::Cancel, C::Idle));
   CHECK(!allowed(C::Cancel, C::Cancel));
   CHECK(!allowed(C::Idle, C::Login));

@@ -300,3 +300,24 @@ TEST_CASE("SCRAM: refused and malformed messages") {
     CHECK_FALSE(ScramSecret::parse("md5916ea889da7454fa51e18b3a0326bce8"));
   }
 }
+
+TEST_CASE("check_plain_password: plain, md5 and SCRAM forms; empty and broken stored values fail") {
+  using pgpivot::proto::check_plain_password;
+  CHECK(check_plain_password("alice", "s3cret", "s3cret"));
+  CHECK_FALSE(check_plain_password("alice", "s3cret", "s3cret "));
+  CHECK_FALSE(check_plain_password("alice", "", ""));
+  CHECK_FALSE(check_plain_password("alice", "x", ""));
+
+  const std::string md5 = pgpivot::proto::md5_password_hash("alice", "s3cret");
+  CHECK(check_plain_password("alice", "s3cret", md5));
+  CHECK_FALSE(check_plain_password("bob", "s3cret", md5));  // the user name is salted in
+  CHECK_FALSE(check_plain_password("alice", md5, md5));     // the hash is not the password
+
+  const std::string secret =
+      pgpivot::proto::ScramSecret::from_password("s3cret", "0123456789abcdef", 4096).to_string();
+  CHECK(check_plain_password("alice", "s3cret", secret));
+  CHECK(check_plain_password("anyone", "s3cret", secret));  // SCRAM does not salt the name
+  CHECK_FALSE(check_plain_password("alice", "s3cret!", secret));
+  CHECK_FALSE(check_plain_password("alice", secret, secret));
+  CHECK_FALSE(check_plain_password("alice", "s3cret", "SCRAM-SHA-256$4096:bad"));
+}

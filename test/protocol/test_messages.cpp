@@ -206,6 +206,51 @@ TEST_CASE("query and parse messages, split at every byte offset") {
   CHECK_FALSE(parse_parse("stmt"s));
 }
 
+TEST_CASE("extended_query writes Parse, Bind, Describe, Execute and Sync for one unnamed statement") {
+  std::string q;
+  extended_query(q, "SELECT $1", {std::string("ab"), std::nullopt});
+  std::string want;
+  Writer w(want);
+  w.begin('P').cstr("").cstr("SELECT $1").u16(0).end();
+  w.begin('B').cstr("").cstr("").u16(0).u16(2).u32(2).bytes("ab").i32(-1).u16(0).end();
+  w.begin('D').u8('P').cstr("").end();
+  w.begin('E').cstr("").u32(0).end();
+  w.begin('S').end();
+  CHECK(q == want);
+  // The Parse at the front is what parse_parse reads back.
+  std::string parse_msg = q.substr(0, 1 + 4 + 1 + 10 + 2);
+  split_typed(parse_msg, 'P', [](std::string_view b) {
+    auto m = parse_parse(b);
+    REQUIRE(m);
+    CHECK(m->query == "SELECT $1");
+  });
+}
+
+TEST_CASE("RowDescription and DataRow parse at every byte split, NULLs and bad lengths") {
+  std::string t;
+  Writer(t).begin('T').u16(2).cstr("rolname").u32(1260).u16(1).u32(19).u16(64).i32(-1).u16(0)
+      .cstr("rolpassword").u32(1260).u16(2).u32(25).u16(0xffff).i32(-1).u16(0).end();
+  split_typed(t, 'T', [](std::string_view b) { CHECK(parse_row_description(b) == std::optional<std::uint16_t>(2)); });
+  CHECK_FALSE(parse_row_description("\0\1name\0"s));               // a field cut short
+  CHECK_FALSE(parse_row_description(std::string_view("\0\0x", 3)));  // trailing byte
+  CHECK(parse_row_description("\0\0"s) == std::optional<std::uint16_t>(0));
+
+  std::string d;
+  Writer(d).begin('D').u16(3).u32(7).bytes("someone").i32(-1).u32(0).end();
+  split_typed(d, 'D', [](std::string_view b) {
+    auto row = parse_data_row(b);
+    REQUIRE(row);
+    REQUIRE(row->size() == 3);
+    CHECK((*row)[0] == std::optional<std::string>("someone"));
+    CHECK_FALSE((*row)[1].has_value());
+    CHECK((*row)[2] == std::optional<std::string>(""));
+  });
+  CHECK_FALSE(parse_data_row("\0\1\0\0\0\x09" "abc"s));   // length past the end
+  CHECK_FALSE(parse_data_row("\0\1\xff\xff\xff\xfe"s));  // -2 is no length
+  CHECK_FALSE(parse_data_row("\0\1\0\0\0\0x"s));        // trailing byte
+  CHECK_FALSE(parse_data_row("\0"s));
+}
+
 TEST_CASE("startup message builder round-trips through parse_startup") {
   std::string s;
   startup_message(s, {{"user", "u"}, {"database", "d"}});
@@ -264,6 +309,8 @@ TEST_CASE("random bodies through every parser do not crash") {
     (void)parse_sasl_initial_response(body);
     (void)parse_query(body);
     (void)parse_parse(body);
+    (void)parse_row_description(body);
+    (void)parse_data_row(body);
     auto fr = frame_message(reinterpret_cast<const std::uint8_t*>(body.data()), body.size(), 1 << 20);
     CHECK((fr.status == FrameStatus::NeedMore || fr.status == FrameStatus::Invalid || fr.status == FrameStatus::Header));
   }

@@ -639,12 +639,6 @@ void Loader::finish() {
     cfg_.databases[name] = std::move(d);
   }
 
-  for (const auto& [name, w] : users_at_) {
-    auto it = cfg_.users.find(name);
-    if (it == cfg_.users.end()) continue;
-    for (auto& [k, why] : inert_user_settings(it->second)) warning(w, "users." + name + "." + k, std::move(why));
-  }
-
   // Stored settings whose value pgpivot cannot honour.
   for (const auto& k : settings()) {
     if (!k.stored_only()) continue;

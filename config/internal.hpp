@@ -54,7 +54,5 @@ inline constexpr const char* kSslModes = "disable, allow, prefer, require, verif
 // message) for each one set in `d`.
 [[nodiscard]] std::vector<std::pair<std::string, std::string>> inert_database_settings(
     const Database& d);
-// The same for a user.
-[[nodiscard]] std::vector<std::pair<std::string, std::string>> inert_user_settings(const User& u);
 
 }  // namespace pgpivot::config::detail

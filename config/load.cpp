@@ -570,16 +570,6 @@ void load_document(const toml::table& root, const std::string& path, LoadResult&
         warn(*n, join_key("pooler", k.name), std::move(why));
     }
   }
-  if (users) {
-    for (const auto& [name, u] : cfg.users) {
-      const toml::table* ut = users->get_as<toml::table>(name);
-      if (!ut) continue;
-      for (auto& [k, why] : inert_user_settings(u)) {
-        const toml::node* n = ut->get(k);
-        warn(n ? *n : *ut, join_key(join_key("users", name), k), std::move(why));
-      }
-    }
-  }
   if (databases) {
     for (const auto& [name, d] : cfg.databases) {
       const toml::table* dt = databases->get_as<toml::table>(name);

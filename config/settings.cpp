@@ -225,7 +225,7 @@ const std::vector<Setting>& settings() {
                "host names are resolved for each new server connection"),
         stored(key("dns_zone_check_period", &P::dns_zone_check_period), "DNS zones are not watched"),
         stored(key("resolv_conf", &P::resolv_conf, kRestart), "the system resolver is used"),
-        stored(key("query_wait_notify", &P::query_wait_notify), "waiting clients are not notified yet"),
+        key("query_wait_notify", &P::query_wait_notify),
         stored(key("login_notify_message", &P::login_notify_message), "no login notice is sent yet"),
         stored(key("client_tls13_ciphers", &P::client_tls13_ciphers, kReload),
                "OpenSSL's default TLS 1.3 cipher suites are used"),
@@ -235,7 +235,7 @@ const std::vector<Setting>& settings() {
         stored(key("client_tls_dheparams", &P::client_tls_dheparams, kReload), "OpenSSL's default groups are used"),
         stored(key("cancel_wait_timeout", &P::cancel_wait_timeout),
                "cancel requests are sent at once and not queued"),
-        stored(key("transaction_timeout", &P::transaction_timeout), "transaction_timeout is not supported yet"),
+        key("transaction_timeout", &P::transaction_timeout),
         stored(key("suspend_timeout", &P::suspend_timeout), "SUSPEND waits for buffers without a timeout"),
         stored(int_key("sbuf_loopcnt", &P::sbuf_loopcnt, 0), "connections are served until they would block"),
     };

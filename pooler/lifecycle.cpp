@@ -203,6 +203,7 @@ void Pooler::client_server_lost(Client* c, Server* s) {
     LOG_WARN("C-%llu: %s/%s@%s server connection lost with a BEGIN in flight; replayed on the next server",
              (unsigned long long)c->id, c->db_name.c_str(), c->user_name.c_str(), c->remote.str().c_str());
     c->wait_start = now();
+    c->wait_notified = false;
     client_change_state(c, ClientState::Waiting);
     return;
   }
@@ -220,6 +221,7 @@ void Pooler::client_server_lost(Client* c, Server* s) {
     // statement_timeout (PostgreSQL's query_canceled).
     e.sqlstate = sqlstate_of(Reason::QueryTimeout);
     e.message = reason_text(Reason::QueryTimeout);
+    e.detail = "The statement ran longer than query_timeout; its server connection was closed.";
     e.hint = "pgpivot keeps this connection open; a transaction in progress was rolled back";
   }
   bool told = false;

@@ -1,5 +1,6 @@
 // The janitor: timeouts, pool minimums, stats periods and shutdown progress, every
 // 250 ms.
+#include "pooler/cancel.hpp"
 #include "pooler/control/snapshot.hpp"
 #include "pooler/pooler.hpp"
 #include "protocol/messages.hpp"
@@ -102,6 +103,9 @@ void Pooler::janitor() {
       Ms idle_since = std::max(c->request_time, s->request_time);
       if (query && s->expect_z > 0 && s->query_start_us && now_us - s->query_start_us > query * 1000) {
         s->query_timed_out = true;
+        // Closing the socket alone would leave the backend running (and holding its
+        // locks) until it next writes: cancel the statement first.
+        if (s->connected && s->ready && s->pid) send_cancel(loop_, *s);
         disconnect_server(s, "query timeout");
       } else if (idle_txn && s->expect_z == 0 && s->txn != 'I' && t - idle_since > idle_txn) {
         disconnect_client(c, Reason::IdleTransactionTimeout);

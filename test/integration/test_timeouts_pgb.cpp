@@ -162,11 +162,11 @@ TEST_CASE("a user's query_timeout overrides [pooler]'s; the client hears 57014 a
   INFO("pg_sleep(20) as app ended after " << took << " s: " << error_of(r, c));
   CHECK_FALSE(r.ok());
   CHECK(r.sqlstate() == "57014");
-  CHECK(r.message() == "query timeout");
+  CHECK(r.message().find("57014: query timeout") != std::string::npos);
   CHECK(took < 10);
   CHECK(p.log().find("closing because: query timeout") != std::string::npos);
   CHECK(c.value("SELECT 1") == "1");  // pgpivot keeps the client
-  CHECK(wait_for([] { return busy_backends("app") == "0"; }, 10));
+  CHECK(wait_for([] { return busy_backends("app") == "0"; }, 10));  // the statement was cancelled
   // md5user: [pooler]'s 100 s.
   Conn other(p.conninfo("md5user", "md5pass"));
   REQUIRE(other.ok());

@@ -219,7 +219,7 @@ const std::vector<Setting>& settings() {
         stored(key("syslog_facility", &P::syslog_facility, kReload), "syslog is not supported yet"),
         stored(key("server_fast_close", &P::server_fast_close), "server_fast_close is not supported yet"),
         stored(key("autodb_idle_timeout", &P::autodb_idle_timeout), "pools of \"*\" databases are kept"),
-        stored(key("pool_idle_timeout", &P::pool_idle_timeout), "idle pools are kept"),
+        key("pool_idle_timeout", &P::pool_idle_timeout),
         stored(key("dns_max_ttl", &P::dns_max_ttl), "host names are resolved for each new server connection"),
         stored(key("dns_nxdomain_ttl", &P::dns_nxdomain_ttl),
                "host names are resolved for each new server connection"),

@@ -155,6 +155,7 @@ void Pooler::janitor() {
     }
     pool_service(p);
   }
+  if (secs(set.pool_idle_timeout)) free_unused_pools(t);
   if (shard_ == 0) clusters_.health_tick();
   if (!last_stats_tick_) last_stats_tick_ = t;
   if (shard_ == 0 && t - last_stats_tick_ >= secs(set.stats_period > 0 ? set.stats_period : 60)) {
@@ -167,6 +168,31 @@ void Pooler::janitor() {
   }
   if (wait_for_clients_ && client_count_ == 0) shutdown_now();
   if (shutting_down_ && !wait_for_clients_) check_shutdown_done();
+}
+
+// pool_idle_timeout: a pool without clients or servers (closing ones included) for
+// that long is freed, with its statistics, as PgBouncer does. The console's pool, and
+// pools that keep a min_pool_size, stay.
+void Pooler::free_unused_pools(Ms t) {
+  auto& pools = registry_.pools();
+  for (auto it = pools.begin(); it != pools.end();) {
+    Pool* p = it->second.get();
+    if (p->admin || p->conns > 0 || registry_.min_pool_size(p) > 0) {
+      ++it;
+      continue;
+    }
+    if (!p->unused_since) p->unused_since = t;
+    if (t - p->unused_since <= secs(cfg_.pooler.pool_idle_timeout)) {
+      ++it;
+      continue;
+    }
+    LOG_INFO("cleaning up idle pool for user %s on db %s because: pool idle timeout (age=%llus)", p->user_name.c_str(),
+             p->db_name.c_str(), (unsigned long long)((t - p->unused_since) / 1000));
+    std::uint64_t bit = std::uint64_t(1) << shard_;
+    p->shared->wanted.fetch_and(~bit, std::memory_order_relaxed);
+    p->shared->starving.fetch_and(~bit, std::memory_order_relaxed);
+    it = pools.erase(it);
+  }
 }
 
 }  // namespace pgpivot

@@ -76,6 +76,7 @@ void Pooler::client_login_done(Client* c) {
   if (user->cfg.name.empty()) user->cfg.name = server_user;
   Pool* p = registry_.get_pool(db, c->db_name, user, server_user);
   c->pool = p;
+  p->conns++;
   p->stats.client_login_count++;
   cancels_.add(c);
   if (p->have_welcome || adopt_welcome(p)) {

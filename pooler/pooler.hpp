@@ -149,6 +149,7 @@ class Pooler {
 
  private:
   void janitor();
+  void free_unused_pools(Ms t);  // pool_idle_timeout
   void on_signal(int signum);
   void shutdown_now();
   void begin_safe_shutdown();

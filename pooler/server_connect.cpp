@@ -133,6 +133,7 @@ void Pooler::launch_server(Pool* p) {
   s->id = next_id();
   s->node.owner = s;
   s->pool = p;
+  p->conns++;
   s->host = node.host;
   s->server_port = node.port;
   s->addr = s->host + ":" + std::to_string(node.port);

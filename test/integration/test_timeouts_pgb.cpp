@@ -286,3 +286,75 @@ TEST_CASE("query_timeout bounds a login's wait for a server that cannot be reach
   REQUIRE(ok.ok());
   CHECK(ok.value("SELECT 1") == "1");
 }
+
+namespace {
+
+void collect_notice(void* arg, const PGresult* r) {
+  static_cast<std::vector<std::string>*>(arg)->push_back(PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY));
+}
+
+}  // namespace
+
+TEST_CASE("query_wait_notify: a client queued that long is told so, once per wait", "[timeouts125]") {
+  if (env().use_pgbouncer) return;  // PgBouncer 1.25's key
+  Pooler p(raw(config("query_wait_notify = 1", "", "",
+                      "\n[databases.narrow]\ncluster = \"main\"\ndbname = \"appdb\"\npool_size = 1\n")));
+  Conn busy(p.conninfo("app", "app", "narrow"));
+  Conn waiter(p.conninfo("app", "app", "narrow"));
+  REQUIRE(busy.ok());
+  REQUIRE(waiter.ok());
+  std::vector<std::string> notices;
+  PQsetNoticeReceiver(waiter, collect_notice, &notices);
+  const std::string text = "No server connection available in postgres backend, client being queued";
+  for (int round = 1; round <= 2; round++) {
+    busy.send("SELECT pg_sleep(2.5)");
+    sleep_s(0.3);
+    Result r = waiter.exec("SELECT 'ran'", 30);
+    INFO("round " << round << ": " << error_of(r, waiter));
+    CHECK(r.ok());
+    REQUIRE(notices.size() == std::size_t(round));  // one per wait, however long it lasts
+    CHECK(notices.back() == text);
+    while (busy.next_result(10).get()) {
+    }
+  }
+  // A short wait (or none) is not worth a notice.
+  CHECK(waiter.value("SELECT 1") == "1");
+  CHECK(notices.size() == 2);
+}
+
+TEST_CASE("pool_idle_timeout frees a pool left without clients and servers", "[timeouts125]") {
+  if (env().use_pgbouncer) return;  // PgBouncer 1.25's key
+  Pooler p(raw(config("pool_idle_timeout = 1\nserver_idle_timeout = 1", "", "",
+                      "\n[databases.kept]\ncluster = \"main\"\ndbname = \"appdb\"\nmin_pool_size = 1\n")));
+  Conn admin(p.conninfo("admin", "admin", "pgbouncer"));
+  REQUIRE(admin.ok());
+  auto pools = [&] {
+    Result r = admin.exec("SHOW POOLS");
+    REQUIRE(r.ok());
+    std::string names;
+    for (int i = 0; i < r.rows(); i++) names += r.value(i, 0) + "/" + r.value(i, 1) + " ";
+    return names;
+  };
+  {
+    Conn c(p.conninfo());
+    REQUIRE(c.ok());
+    CHECK(c.value("SELECT 1") == "1");
+    Conn k(p.conninfo("app", "app", "kept"));
+    REQUIRE(k.ok());
+    CHECK(k.value("SELECT 1") == "1");
+    sleep_s(2.5);  // a connected client keeps its pool, idle or not
+    CHECK(pools().find("appdb/app") != std::string::npos);
+  }
+  // Both clients gone: appdb's server closes after server_idle_timeout, then the pool
+  // goes after pool_idle_timeout; kept's stays for its min_pool_size.
+  bool freed = wait_for([&] { return pools().find("appdb/app") == std::string::npos; }, 15, 0.25);
+  INFO("SHOW POOLS: " << pools());
+  CHECK(freed);
+  CHECK(pools().find("kept/app") != std::string::npos);
+  CHECK(p.log().find("cleaning up idle pool for user app on db appdb") != std::string::npos);
+  // A new client makes the pool again.
+  Conn again(p.conninfo());
+  REQUIRE(again.ok());
+  CHECK(again.value("SELECT 2") == "2");
+  CHECK(pools().find("appdb/app") != std::string::npos);
+}

@@ -203,7 +203,8 @@ struct User {
   int reserve_pool_size = -1;
   int max_user_connections = -1;   // -1 = pooler default
   int max_user_client_connections = -1;  // -1 = [pooler]'s (0 = unlimited)
-  // PgBouncer's per-user timeouts (-1 = [pooler]'s); stored, not acted on yet.
+  // PgBouncer's per-user timeouts (-1 = [pooler]'s): query_wait_timeout overrides the
+  // database's and [pooler]'s; the others, when above 0, [pooler]'s (as PgBouncer).
   double query_timeout = -1;
   double query_wait_timeout = -1;
   double idle_transaction_timeout = -1;
@@ -229,7 +230,7 @@ struct Database {
   int max_db_connections = -1;
   int max_db_client_connections = -1;  // -1 = [pooler]'s (0 = unlimited)
   double server_lifetime = -1;         // -1 = [pooler]'s
-  double query_wait_timeout = -1;      // -1 = [pooler]'s; stored, not acted on yet
+  double query_wait_timeout = -1;      // -1 = [pooler]'s; a user's overrides it
   std::string load_balance_hosts;      // round-robin | disable; stored (one host per node)
   std::string auth_query;              // "" = [pooler]'s
   std::string auth_dbname;             // "" = [pooler]'s, else the client's database

@@ -634,15 +634,7 @@ void Loader::finish() {
       it->second.primary.host = host;
       it->second.primary.port = pd.port;
     }
-    for (auto& [k, why] : inert_database_settings(d))
-      warning(pd.where, "databases." + name + "." + k, std::move(why));
     cfg_.databases[name] = std::move(d);
-  }
-
-  for (const auto& [name, w] : users_at_) {
-    auto it = cfg_.users.find(name);
-    if (it == cfg_.users.end()) continue;
-    for (auto& [k, why] : inert_user_settings(it->second)) warning(w, "users." + name + "." + k, std::move(why));
   }
 
   // Stored settings whose value pgpivot cannot honour.

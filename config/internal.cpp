@@ -180,22 +180,6 @@ bool valid_sslmode(std::string_view s) {
   return false;
 }
 
-std::vector<std::pair<std::string, std::string>> inert_database_settings(const Database& d) {
-  std::vector<std::pair<std::string, std::string>> out;
-  if (d.query_wait_timeout >= 0)
-    out.emplace_back("query_wait_timeout", "a per-database query_wait_timeout is not supported yet; [pooler]'s applies");
-  return out;
-}
-
-std::vector<std::pair<std::string, std::string>> inert_user_settings(const User& u) {
-  std::vector<std::pair<std::string, std::string>> out;
-  for (auto [k, v] : {std::pair{"query_timeout", u.query_timeout}, {"query_wait_timeout", u.query_wait_timeout},
-                      {"idle_transaction_timeout", u.idle_transaction_timeout},
-                      {"transaction_timeout", u.transaction_timeout}, {"client_idle_timeout", u.client_idle_timeout}}) {
-    if (v >= 0) out.emplace_back(k, std::string("a per-user ") + k + " is not supported yet; [pooler]'s applies");
-  }
-  return out;
-}
 }  // namespace detail
 
 }  // namespace pgpivot::config

@@ -50,11 +50,4 @@ inline constexpr const char* kSslModes = "disable, allow, prefer, require, verif
 // A hint for values that carry a trailing comment, which PgBouncer does not strip either.
 [[nodiscard]] std::string comment_hint(std::string_view v);
 
-// Database settings that are stored but not acted on yet: (key below the database,
-// message) for each one set in `d`.
-[[nodiscard]] std::vector<std::pair<std::string, std::string>> inert_database_settings(
-    const Database& d);
-// The same for a user.
-[[nodiscard]] std::vector<std::pair<std::string, std::string>> inert_user_settings(const User& u);
-
 }  // namespace pgpivot::config::detail

@@ -570,34 +570,6 @@ void load_document(const toml::table& root, const std::string& path, LoadResult&
         warn(*n, join_key("pooler", k.name), std::move(why));
     }
   }
-  if (users) {
-    for (const auto& [name, u] : cfg.users) {
-      const toml::table* ut = users->get_as<toml::table>(name);
-      if (!ut) continue;
-      for (auto& [k, why] : inert_user_settings(u)) {
-        const toml::node* n = ut->get(k);
-        warn(n ? *n : *ut, join_key(join_key("users", name), k), std::move(why));
-      }
-    }
-  }
-  if (databases) {
-    for (const auto& [name, d] : cfg.databases) {
-      const toml::table* dt = databases->get_as<toml::table>(name);
-      if (!dt) continue;
-      std::string prefix = join_key("databases", name);
-      for (auto& [k, why] : inert_database_settings(d)) {
-        const toml::node* n = dt->get(k);
-        std::string key = join_key(prefix, k);
-        if (!n) {  // a startup parameter
-          const toml::table* params = dt->get_as<toml::table>("params");
-          n = params ? params->get(k) : nullptr;
-          key = join_key(join_key(prefix, "params"), k);
-          if (!n) n = dt;
-        }
-        warn(*n, std::move(key), std::move(why));
-      }
-    }
-  }
   std::stable_sort(r.warnings.begin(), r.warnings.end(),
                    [](const Error& a, const Error& b) { return a.line < b.line; });
 

@@ -27,6 +27,7 @@ std::string quote_literal(std::string_view v) {
 // A client sent something and has no server: it waits in its pool.
 void Pooler::client_request(Client* c) {
   c->wait_start = now();
+  c->wait_notified = false;
   client_change_state(c, ClientState::Waiting);
   pool_service(c->pool);
 }
@@ -50,6 +51,7 @@ void Pooler::link(Client* c, Server* s) {
   s->begin_sent = false;
   s->answered = false;
   s->query_start = now();
+  if (s->txn == 'I') s->query_start_us = s->xact_start_us = 0;  // not left over from an earlier client
   std::string sets;
   for (int i = 0; i < kTrackedCount; i++) {
     const auto& want = c->params.get(i);

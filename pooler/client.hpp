@@ -63,6 +63,7 @@ struct Client final : Conn {
   bool peer_admin = false;    // Unix socket, same OS user: console without a password
   bool unix_socket = false;
   bool drop_until_sync = false;  // after pgpivot's own error in a pipeline (PostgreSQL's rule)
+  bool wait_notified = false;    // told it is queued (query_wait_notify), in this wait
   // What a failover needs to know of this client's requests, allocated on first need
   // (an extended-protocol statement, a replayable BEGIN, a refusal): an idle client
   // pays one pointer for it.

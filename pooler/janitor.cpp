@@ -1,7 +1,9 @@
 // The janitor: timeouts, pool minimums, stats periods and shutdown progress, every
 // 250 ms.
+#include "pooler/cancel.hpp"
 #include "pooler/control/snapshot.hpp"
 #include "pooler/pooler.hpp"
+#include "protocol/messages.hpp"
 
 #include <algorithm>
 
@@ -24,23 +26,63 @@ void Pooler::janitor() {
       disconnect_client(c, Reason::LoginTimeout);
     }
   });
+  std::uint64_t now_us = uv_hrtime() / 1000;  // the clock of Server::query_start_us / xact_start_us
   for (auto& [key, pp] : registry_.pools()) {
     Pool* p = pp.get();
     ClusterRt* crt = p->db->crt;
+    // The pool's effective timeouts: its user's, its database's, [pooler]'s (registry.hpp).
+    const Ms query_wait = secs(registry_.query_wait_timeout(p));
+    const Ms query = secs(registry_.query_timeout(p));
+    const Ms idle_txn = secs(registry_.idle_transaction_timeout(p));
+    const Ms txn = secs(registry_.transaction_timeout(p));
+    const Ms client_idle = secs(registry_.client_idle_timeout(p));
+    auto query_timed_out = [&](Client* c) {
+      // Still waiting for a server: with why none came, when a login failed.
+      std::string why = p->last_login_failure ? "; last server login failure: " + p->last_login_error : "";
+      disconnect_client(c, Reason::QueryTimeoutWaiting, {why});
+    };
     p->cl_login.for_each<Client>([&](Client* c) {
       if (secs(set.client_login_timeout) && t - c->connect_time > secs(set.client_login_timeout)) {
         disconnect_client(c, Reason::LoginTimeout);
-      } else if (crt && crt->refusing() && secs(set.query_wait_timeout) &&
-                 t - c->connect_time > secs(set.query_wait_timeout)) {
+      } else if (query && t - c->connect_time > query) {
+        // Waiting for the pool's first server through failed logins (server_login_failed):
+        // query_timeout bounds the wait, as PgBouncer's does for a waiting client.
+        query_timed_out(c);
+      } else if (crt && crt->refusing() && query_wait && t - c->connect_time > query_wait) {
         // Its login waits for the pool's first server, which no node may give now:
         // the login cannot complete, and says why.
         crt->client_errors++;
         disconnect_client(c, Reason::ClusterRefusingLogin, {crt->name, crt->fsm.refusal()});
       }
     });
+    // A login waiting for the pool's first server, and no server logging in: the last
+    // try failed; try again once server_login_retry has passed (may_launch).
+    if (!p->cl_login.empty() && p->sv_login.empty() && !shutting_down_) try_launch(p, false);
     bool moving = crt && crt->moving();  // failover_timeout applies instead
+    const Ms notify = secs(set.query_wait_notify);
     p->cl_waiting.for_each<Client>([&](Client* c) {
-      if (!moving && secs(set.query_wait_timeout) && t - c->wait_start > secs(set.query_wait_timeout)) {
+      if (c->auth_lookup && secs(set.client_login_timeout) &&
+          t - c->connect_time > secs(set.client_login_timeout)) {
+        // A login waiting for its auth_query is still a login.
+        disconnect_client(c, Reason::LoginTimeout);
+        return;
+      }
+      if (notify && !c->wait_notified && !c->auth_lookup && t - c->wait_start > notify) {
+        // PgBouncer 1.25's notice, word for word: clients and tests look for it.
+        c->wait_notified = true;
+        std::string buf;
+        proto::ErrorFields n;
+        n.severity = "NOTICE";
+        n.sqlstate = "00000";
+        n.message = "No server connection available in postgres backend, client being queued";
+        proto::notice_response(buf, n);
+        c->queue(buf);
+        c->flush();
+      }
+      if (moving) return;
+      if (query && t - c->wait_start > query) {
+        query_timed_out(c);
+      } else if (query_wait && t - c->wait_start > query_wait) {
         if (crt && crt->refusing()) {
           // No writable node, or two: say so, in a way the application can act on.
           crt->client_errors++;
@@ -50,9 +92,9 @@ void Pooler::janitor() {
         }
       }
     });
-    if (secs(set.client_idle_timeout)) {
+    if (client_idle) {
       p->cl_idle.for_each<Client>([&](Client* c) {
-        if (t - c->request_time > secs(set.client_idle_timeout)) {
+        if (t - c->request_time > client_idle) {
           disconnect_client(c, Reason::ClientIdleTimeout);
         }
       });
@@ -60,15 +102,22 @@ void Pooler::janitor() {
     p->cl_active.for_each<Client>([&](Client* c) {
       Server* s = c->server;
       if (!s) return;
-      if (secs(set.idle_transaction_timeout) && s->expect_z == 0 && s->txn != 'I' &&
-          t - c->request_time > secs(set.idle_transaction_timeout)) {
-        disconnect_client(c, Reason::IdleTransactionTimeout);
-      } else if (secs(set.query_timeout) && s->expect_z > 0 && t - s->request_time > secs(set.query_timeout) &&
-                 t - c->request_time > secs(set.query_timeout)) {
+      // query_timeout counts from the start of the running query, transaction_timeout
+      // from the start of the transaction (or of the autocommit statement),
+      // idle_transaction_timeout and client_idle_timeout from the last message either
+      // way (a long statement's answer starts the idle time, not its Query).
+      Ms idle_since = std::max(c->request_time, s->request_time);
+      if (query && s->expect_z > 0 && s->query_start_us && now_us - s->query_start_us > query * 1000) {
         s->query_timed_out = true;
-        disconnect_server(s, "query_timeout");
-      } else if (secs(set.client_idle_timeout) && s->expect_z == 0 &&
-                 t - c->request_time > secs(set.client_idle_timeout)) {
+        // Closing the socket alone would leave the backend running (and holding its
+        // locks) until it next writes: cancel the statement first.
+        if (s->connected && s->ready && s->pid) send_cancel(loop_, *s);
+        disconnect_server(s, "query timeout");
+      } else if (idle_txn && s->expect_z == 0 && s->txn != 'I' && t - idle_since > idle_txn) {
+        disconnect_client(c, Reason::IdleTransactionTimeout);
+      } else if (txn && s->xact_start_us && now_us - s->xact_start_us > txn * 1000) {
+        disconnect_client(c, Reason::TransactionTimeout);
+      } else if (client_idle && s->expect_z == 0 && t - idle_since > client_idle) {
         disconnect_client(c, Reason::ClientIdleTimeout);
       }
     });
@@ -112,6 +161,7 @@ void Pooler::janitor() {
     }
     pool_service(p);
   }
+  if (secs(set.pool_idle_timeout)) free_unused_pools(t);
   if (shard_ == 0) clusters_.health_tick();
   if (!last_stats_tick_) last_stats_tick_ = t;
   if (shard_ == 0 && t - last_stats_tick_ >= secs(set.stats_period > 0 ? set.stats_period : 60)) {
@@ -124,6 +174,31 @@ void Pooler::janitor() {
   }
   if (wait_for_clients_ && client_count_ == 0) shutdown_now();
   if (shutting_down_ && !wait_for_clients_) check_shutdown_done();
+}
+
+// pool_idle_timeout: a pool without clients or servers (closing ones included) for
+// that long is freed, with its statistics, as PgBouncer does. The console's pool, and
+// pools that keep a min_pool_size, stay.
+void Pooler::free_unused_pools(Ms t) {
+  auto& pools = registry_.pools();
+  for (auto it = pools.begin(); it != pools.end();) {
+    Pool* p = it->second.get();
+    if (p->admin || p->conns > 0 || registry_.min_pool_size(p) > 0) {
+      ++it;
+      continue;
+    }
+    if (!p->unused_since) p->unused_since = t;
+    if (t - p->unused_since <= secs(cfg_.pooler.pool_idle_timeout)) {
+      ++it;
+      continue;
+    }
+    LOG_INFO("cleaning up idle pool for user %s on db %s because: pool idle timeout (age=%llus)", p->user_name.c_str(),
+             p->db_name.c_str(), (unsigned long long)((t - p->unused_since) / 1000));
+    std::uint64_t bit = std::uint64_t(1) << shard_;
+    p->shared->wanted.fetch_and(~bit, std::memory_order_relaxed);
+    p->shared->starving.fetch_and(~bit, std::memory_order_relaxed);
+    it = pools.erase(it);
+  }
 }
 
 }  // namespace pgpivot

@@ -76,6 +76,7 @@ void Pooler::client_login_done(Client* c) {
   if (user->cfg.name.empty()) user->cfg.name = server_user;
   Pool* p = registry_.get_pool(db, c->db_name, user, server_user);
   c->pool = p;
+  p->conns++;
   p->stats.client_login_count++;
   cancels_.add(c);
   if (p->have_welcome || adopt_welcome(p)) {
@@ -210,6 +211,7 @@ void Pooler::client_server_lost(Client* c, Server* s) {
     LOG_WARN("C-%llu: %s/%s@%s server connection lost with a BEGIN in flight; replayed on the next server",
              (unsigned long long)c->id, c->db_name.c_str(), c->user_name.c_str(), c->remote.str().c_str());
     c->wait_start = now();
+    c->wait_notified = false;
     client_change_state(c, ClientState::Waiting);
     return;
   }
@@ -227,6 +229,7 @@ void Pooler::client_server_lost(Client* c, Server* s) {
     // statement_timeout (PostgreSQL's query_canceled).
     e.sqlstate = sqlstate_of(Reason::QueryTimeout);
     e.message = reason_text(Reason::QueryTimeout);
+    e.detail = "The statement ran longer than query_timeout; its server connection was closed.";
     e.hint = "pgpivot keeps this connection open; a transaction in progress was rolled back";
   }
   bool told = false;

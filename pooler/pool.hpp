@@ -64,6 +64,10 @@ struct Pool {
   bool servicing = false, service_again = false;
   bool wanted_recently = false;  // workers: this worker asked for more of the pool's slots since the last janitor run
   bool admin = false;  // the console's pseudo pool (database "pgbouncer")
+  // Connections that point here, closing ones included (they are freed later): a pool
+  // without any is unused, since `unused_since` (pool_idle_timeout frees it then).
+  int conns = 0;
+  Ms unused_since = 0;
 
   // Counters for SHOW STATS (control/stats.hpp adds them up).
   using Stats = PoolStats;

@@ -252,6 +252,8 @@ void Pooler::shutdown_now() {
 
 void Pooler::free_conn(Conn* c) {
   if (!c->is_client) static_cast<Server*>(c)->forget_resolve();
+  Pool* p = c->is_client ? static_cast<Client*>(c)->pool : static_cast<Server*>(c)->pool;
+  if (p && !p->admin && --p->conns == 0) p->unused_since = now();
   flusher_.forget(c);
   c->free_buffers();
   delete c;

@@ -88,7 +88,10 @@ class Pooler {
   void disconnect_server(Server* s, const std::string& reason);
   void server_change_state(Server* s, ServerState st);
   void server_login_failed(Server* s, Reason why, std::initializer_list<std::string_view> args = {});
-  void server_login_failed(Server* s, const std::string& sqlstate, const std::string& msg);  // the server's own error
+  // The server's own error; `unreachable`: the server could not be reached or did not
+  // answer in time (no answer that a retry would repeat); `log_reason` says so in the log.
+  void server_login_failed(Server* s, const std::string& sqlstate, const std::string& msg, bool unreachable = false,
+                           const char* log_reason = "login failed");
   void run_internal_query(Server* s, const std::string& sql);
   void internal_done(Server* s);             // all of pgpivot's own queries answered
   // auth_query for a client waiting in the auth pool, on idle server `s`; its
@@ -150,6 +153,7 @@ class Pooler {
 
  private:
   void janitor();
+  void free_unused_pools(Ms t);  // pool_idle_timeout
   void on_signal(int signum);
   void shutdown_now();
   void begin_safe_shutdown();

@@ -54,9 +54,14 @@ constexpr ReasonInfo kTable[] = {
     {R::LoginRetry, "08P01", "server login has been failing, try again later (server_login_retry): {}"},
     {R::LoginTimeout, "08P01", "client_login_timeout"},
     {R::ClusterRefusingLogin, "08006", "cluster {}: {}"},
+    // The timeouts' texts are PgBouncer's: clients and log alerts match on them.
     {R::QueryWaitTimeout, "57014", "query_wait_timeout"},
+    // A client still waiting for a server when its query_timeout passes; "{}": the
+    // pool's last server login failure, if any.
+    {R::QueryTimeoutWaiting, "57014", "query_timeout{}"},
     {R::ClientIdleTimeout, "57P05", "client_idle_timeout"},
-    {R::IdleTransactionTimeout, "25P03", "idle_transaction_timeout"},
+    {R::IdleTransactionTimeout, "25P03", "idle transaction timeout"},
+    {R::TransactionTimeout, "25P04", "transaction timeout"},
     {R::StatementModeTransaction, "25P01", "transaction blocks not allowed in statement pooling mode"},
     {R::ShuttingDown, "57P01", "pgpivot is shutting down"},
     {R::KilledByAdmin, "08P01", "client killed by admin"},
@@ -66,7 +71,7 @@ constexpr ReasonInfo kTable[] = {
     {R::TransactionLost, "40001", "server connection lost; the transaction was rolled back and can be retried"},
     {R::CommitUnknown, "40003",
      "server connection lost while the statement was in flight; whether it committed is unknown"},
-    {R::QueryTimeout, "57014", "canceling statement due to query_timeout; its server connection was closed"},
+    {R::QueryTimeout, "57014", "query timeout"},
     {R::ClusterRefusing, "08006", "cluster {}: {}"},
     {R::PreparedExists, "42P05", "prepared statement \"{}\" already exists"},
     {R::ServerConnectFailed, "08006", "could not connect to server {}: {}"},

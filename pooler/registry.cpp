@@ -203,6 +203,34 @@ double Registry::server_lifetime(const DbEntry& db) const {
   return db.cfg.server_lifetime >= 0 ? db.cfg.server_lifetime : cfg_.pooler.server_lifetime;
 }
 
+double Registry::query_wait_timeout(const Pool* p) const {
+  if (p->user && p->user->cfg.query_wait_timeout >= 0) return p->user->cfg.query_wait_timeout;
+  if (p->db->cfg.query_wait_timeout >= 0) return p->db->cfg.query_wait_timeout;
+  return cfg_.pooler.query_wait_timeout;
+}
+
+namespace {
+double user_over(const Pool* p, double config::User::*field, double global) {
+  return p->user && p->user->cfg.*field > 0 ? p->user->cfg.*field : global;
+}
+}  // namespace
+
+double Registry::query_timeout(const Pool* p) const {
+  return user_over(p, &config::User::query_timeout, cfg_.pooler.query_timeout);
+}
+
+double Registry::idle_transaction_timeout(const Pool* p) const {
+  return user_over(p, &config::User::idle_transaction_timeout, cfg_.pooler.idle_transaction_timeout);
+}
+
+double Registry::transaction_timeout(const Pool* p) const {
+  return user_over(p, &config::User::transaction_timeout, cfg_.pooler.transaction_timeout);
+}
+
+double Registry::client_idle_timeout(const Pool* p) const {
+  return user_over(p, &config::User::client_idle_timeout, cfg_.pooler.client_idle_timeout);
+}
+
 int Registry::min_pool_size(const Pool* p) const {
   if (p->db->cfg.min_pool_size >= 0) return p->db->cfg.min_pool_size;
   return cfg_.pooler.min_pool_size;

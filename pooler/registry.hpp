@@ -65,6 +65,15 @@ class Registry {
   int max_user_client_connections(const UserEntry& u) const;
   // server_lifetime of a database's servers: its own, else [pooler]'s.
   double server_lifetime(const DbEntry& db) const;
+  // Timeouts in seconds (0 = off). As PgBouncer 1.25: query_wait_timeout is the
+  // user's when set, else the database's, else [pooler]'s; the other four are the
+  // user's when above 0, else [pooler]'s. The user is the one the pool's servers
+  // log in as.
+  double query_wait_timeout(const Pool* p) const;
+  double query_timeout(const Pool* p) const;
+  double idle_transaction_timeout(const Pool* p) const;
+  double transaction_timeout(const Pool* p) const;
+  double client_idle_timeout(const Pool* p) const;
   // The server slots a pool may hold: pool_size, or a smaller max_db_connections /
   // max_user_connections.
   int slots(const Pool* p) const;

@@ -133,6 +133,7 @@ void Pooler::launch_server(Pool* p) {
   s->id = next_id();
   s->node.owner = s;
   s->pool = p;
+  p->conns++;
   s->host = node.host;
   s->server_port = node.port;
   s->addr = s->host + ":" + std::to_string(node.port);
@@ -175,10 +176,17 @@ void Pooler::launch_server(Pool* p) {
 }
 
 void Pooler::server_login_failed(Server* s, Reason why, std::initializer_list<std::string_view> args) {
-  server_login_failed(s, sqlstate_of(why), reason_text(why, args));
+  // PgBouncer's words for the log: alerts match on "closing because: connect failed".
+  const char* log_reason = why == Reason::ServerConnectFailed    ? "connect failed"
+                           : why == Reason::ServerConnectTimeout ? "connect timeout"
+                                                                 : "login failed";
+  bool unreachable = why == Reason::ServerConnectFailed || why == Reason::ServerConnectTimeout ||
+                     why == Reason::ServerResolveFailed;
+  server_login_failed(s, sqlstate_of(why), reason_text(why, args), unreachable, log_reason);
 }
 
-void Pooler::server_login_failed(Server* s, const std::string& sqlstate, const std::string& msg) {
+void Pooler::server_login_failed(Server* s, const std::string& sqlstate, const std::string& msg, bool unreachable,
+                                 const char* log_reason) {
   Pool* p = s->pool;
   p->last_login_failure = std::max<Ms>(now(), 1);
   p->last_login_error = msg;
@@ -186,15 +194,19 @@ void Pooler::server_login_failed(Server* s, const std::string& sqlstate, const s
   LOG_WARN("S-%llu: %s/%s@%s server login failed: %s", (unsigned long long)s->id, p->db_name.c_str(),
            p->user_name.c_str(), s->addr.c_str(), msg.c_str());
   // Clients waiting for this pool's first login hear why it failed -- unless the
-  // node is merely unreachable and the cluster can fail over: then they wait.
-  if (!(sqlstate == sqlstate_of(Reason::ServerConnectFailed) && holds_through_outage(p))) {
+  // node is merely unreachable and the cluster can fail over, or the server is
+  // unreachable and a query_timeout bounds their wait (PgBouncer's way): then they
+  // wait, and the janitor tries again after server_login_retry.
+  bool wait = (sqlstate == sqlstate_of(Reason::ServerConnectFailed) && holds_through_outage(p)) ||
+              (unreachable && registry_.query_timeout(p) > 0);
+  if (!wait) {
     p->cl_login.for_each<Client>([&](Client* c) { disconnect_client(c, sqlstate.c_str(), msg, true); });
     // So do logins waiting to run their auth_query on this pool.
     p->cl_waiting.for_each<Client>([&](Client* c) {
       if (c->auth_lookup) disconnect_client(c, sqlstate.c_str(), msg, true);
     });
   }
-  disconnect_server(s, "login failed");
+  disconnect_server(s, log_reason);
 }
 
 void Pooler::server_ready(Server* s) {

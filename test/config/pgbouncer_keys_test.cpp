@@ -125,6 +125,7 @@ query_wait_notify = 5
   CHECK_FALSE(c.databases.count("bad"));
   CHECK(c.users.at("maxedout2").max_user_client_connections == 2);
   CHECK(c.users.at("slow").query_timeout == 5);
+  CHECK(c.users.at("slow").client_idle_timeout == 60);
   CHECK(c.pooler.track_extra_parameters == std::vector<std::string>{"search_path", "intervalstyle"});
   CHECK(c.pooler.max_db_client_connections == 10);
   CHECK(c.pooler.scram_iterations == 10000);
@@ -135,13 +136,13 @@ query_wait_notify = 5
   CHECK(contains(the_warning(r, "databases.hostlist_good_first.host").message, "connecting to 127.0.0.1 only"));
   CHECK(the_warning(r, "databases.bad.load_balance_hosts").message ==
         "invalid value \"sometimes\"; expected one of: round-robin, disable; the database is skipped");
-  CHECK(contains(the_warning(r, "users.slow.query_timeout").message, "not supported yet"));
-  CHECK(contains(the_warning(r, "users.slow.client_idle_timeout").message, "not supported yet"));
+  CHECK(errors_for(r.warnings, "users.slow.query_timeout").empty());  // acted on
+  CHECK(errors_for(r.warnings, "users.slow.client_idle_timeout").empty());
   CHECK(contains(the_warning(r, "peers.1").message, "peering ([peers]) is not supported yet"));
   CHECK(errors_for(r.warnings, "peers.2").empty());  // one warning for the section
   CHECK(contains(the_warning(r, "pgbouncer.track_extra_parameters").message, "; ignored"));
   CHECK(contains(the_warning(r, "pgbouncer.peer_id").message, "peering"));
-  CHECK(contains(the_warning(r, "pgbouncer.transaction_timeout").message, "not supported yet"));
+  CHECK(errors_for(r.warnings, "pgbouncer.transaction_timeout").empty());  // acted on
   CHECK(errors_for(r.warnings, "pgbouncer.query_wait_notify").empty());  // the default
   CHECK(errors_for(r.warnings, "pgbouncer.scram_iterations").empty());   // implemented
 }
@@ -177,8 +178,8 @@ u = { max_user_client_connections = 3, query_timeout = 5 }
   std::vector<std::pair<std::string, int>> got;
   for (const auto& w : r.warnings) got.emplace_back(w.key, w.line);
   // transaction_timeout = 0 is PgBouncer's default: nothing to warn about.
-  CHECK(got == std::vector<std::pair<std::string, int>>{{"pooler.track_extra_parameters", 6},
-                                                        {"users.u.query_timeout", 15}});
+  // auth_query and a user's query_timeout are acted on.
+  CHECK(got == std::vector<std::pair<std::string, int>>{{"pooler.track_extra_parameters", 6}});
   SECTION("and SET takes them with the same checks") {
     Pooler p;
     CHECK(set_from_text(p, *find_setting("peer_id"), "16384") == "must be between 0 and 16383, got 16384");

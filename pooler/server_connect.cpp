@@ -201,9 +201,16 @@ void Pooler::server_login_failed(Server* s, const std::string& sqlstate, const s
               (unreachable && registry_.query_timeout(p) > 0);
   if (!wait) {
     p->cl_login.for_each<Client>([&](Client* c) { disconnect_client(c, sqlstate.c_str(), msg, true); });
-    // So do logins waiting to run their auth_query on this pool.
+    // The server refused the login itself (a wrong or rotated password, NOLOGIN,
+    // a dropped database): with no working server left, the clients waiting for
+    // one would only wait for query_wait_timeout to hear nothing better, so they
+    // get the server's error now, as PgBouncer's kill_pool_logins does. Not for
+    // an unreachable node (a failover may bring one) or "starting up" (57P03).
+    // Logins waiting to run their auth_query on this pool hear it in any case.
+    bool refused = !unreachable && sqlstate != sqlstate_of(Reason::ServerConnectFailed) && sqlstate != "57P03";
+    bool none_working = p->sv_idle.empty() && p->sv_active.empty() && p->sv_used.empty() && p->sv_tested.empty();
     p->cl_waiting.for_each<Client>([&](Client* c) {
-      if (c->auth_lookup) disconnect_client(c, sqlstate.c_str(), msg, true);
+      if (c->auth_lookup || (refused && none_working)) disconnect_client(c, sqlstate.c_str(), msg, true);
     });
   }
   disconnect_server(s, log_reason);

@@ -257,3 +257,31 @@ TEST_CASE("auth_query under load: logins queue for the lookup pool, and a client
   CHECK(lookup_servers == 1);  // pool_size 1 held
   CHECK(p.log().find("BUG") == std::string::npos);
 }
+
+TEST_CASE("a server that refuses the login (rotated password) fails the clients waiting for it at once",
+          "[authquery]") {
+  if (env().use_pgbouncer) return;
+  prepare_roles();
+  set_role_password("SET password_encryption = 'scram-sha-256'; ALTER ROLE aq_scram PASSWORD 'scrampw'");
+  PoolerConfig cfg;
+  cfg.users["aq_scram"] = "scrampw";
+  cfg.extra["query_wait_timeout"] = "60";
+  Pooler p(cfg);
+  Conn c(p.conninfo("aq_scram", "scrampw"));
+  REQUIRE(c.ok());
+  CHECK(c.value("SELECT 1") == "1");
+  // The password pgpivot knows is no longer the role's, and its server is gone.
+  set_role_password(
+      "ALTER ROLE aq_scram PASSWORD 'elsewhere'; "
+      "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'aq_scram'");
+  double t0 = now_s();
+  std::string err;
+  for (int i = 0; i < 3 && err.find("password authentication failed") == std::string::npos; ++i) {
+    Result r = c.exec("SELECT 1", 30);
+    err = r.ok() ? std::string() : r.message();
+  }
+  INFO(err);
+  CHECK(err.find("password authentication failed for user \"aq_scram\"") != std::string::npos);
+  CHECK(now_s() - t0 < 20);  // not query_wait_timeout (60 s)
+  set_role_password("ALTER ROLE aq_scram PASSWORD 'scrampw'");
+}

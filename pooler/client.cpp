@@ -121,7 +121,8 @@ Step Client::on_header(char type, std::uint32_t wire_size) {
         pooler->disconnect_client(this, Reason::ExpectedPassword, {std::string_view(&type, 1)});
         return Step::Stop;
       }
-      if (wire_size > 8192) {
+      // PgBouncer takes passwords of up to 65530 bytes; anything much longer is no password.
+      if (wire_size > kMaxPasswordMessage) {
         pooler->disconnect_client(this, Reason::PasswordTooLong);
         return Step::Stop;
       }

@@ -88,6 +88,7 @@ struct Client final : Conn {
   bool ext_stmts_unknown = false;    // a statement was defined unseen: every statement may commit
   bool ext_portals_unknown = false;  // the same for portals, until the transaction ends
   static constexpr std::size_t kMaxExtClasses = 4096;
+  static constexpr std::uint32_t kMaxPasswordMessage = 1 << 17;
   static constexpr std::uint32_t kMaxInspectExt = 65536;  // larger Parse/Bind stream unseen
   std::uint8_t ext_class(char kind, std::string_view name);
   void set_ext_class(char kind, std::string_view name, std::uint8_t bits);

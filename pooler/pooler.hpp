@@ -91,7 +91,7 @@ class Pooler {
   // The server's own error; `unreachable`: the server could not be reached or did not
   // answer in time (no answer that a retry would repeat); `log_reason` says so in the log.
   void server_login_failed(Server* s, const std::string& sqlstate, const std::string& msg, bool unreachable = false,
-                           const char* log_reason = "login failed");
+                           const char* log_reason = nullptr);
   void run_internal_query(Server* s, const std::string& sql);
   void internal_done(Server* s);             // all of pgpivot's own queries answered
   // auth_query for a client waiting in the auth pool, on idle server `s`; its

@@ -179,7 +179,7 @@ void Pooler::server_login_failed(Server* s, Reason why, std::initializer_list<st
   // PgBouncer's words for the log: alerts match on "closing because: connect failed".
   const char* log_reason = why == Reason::ServerConnectFailed    ? "connect failed"
                            : why == Reason::ServerConnectTimeout ? "connect timeout"
-                                                                 : "login failed";
+                                                                 : nullptr;
   bool unreachable = why == Reason::ServerConnectFailed || why == Reason::ServerConnectTimeout ||
                      why == Reason::ServerResolveFailed;
   server_login_failed(s, sqlstate_of(why), reason_text(why, args), unreachable, log_reason);
@@ -208,12 +208,15 @@ void Pooler::server_login_failed(Server* s, const std::string& sqlstate, const s
     // an unreachable node (a failover may bring one) or "starting up" (57P03).
     // Logins waiting to run their auth_query on this pool hear it in any case.
     bool refused = !unreachable && sqlstate != sqlstate_of(Reason::ServerConnectFailed) && sqlstate != "57P03";
-    bool none_working = p->sv_idle.empty() && p->sv_active.empty() && p->sv_used.empty() && p->sv_tested.empty();
+    // Servers RECONNECT or a reload marked to close do not count: they go when released.
+    bool none_working = true;
+    p->each_server([&](Server* o) { none_working = none_working && (o == s || o->close_needed || !o->ready); });
     p->cl_waiting.for_each<Client>([&](Client* c) {
       if (c->auth_lookup || (refused && none_working)) disconnect_client(c, sqlstate.c_str(), msg, true);
     });
   }
-  disconnect_server(s, log_reason);
+  // The server's own refusal is its closing reason, as PgBouncer logs it.
+  disconnect_server(s, log_reason ? std::string(log_reason) : msg);
 }
 
 void Pooler::server_ready(Server* s) {

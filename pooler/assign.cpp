@@ -32,7 +32,7 @@ void Pooler::client_request(Client* c) {
   pool_service(c->pool);
 }
 
-void Pooler::link(Client* c, Server* s) {
+void Pooler::link(Client* c, Server* s, bool apply_params) {
   c->server = s;
   s->client = c;
   client_change_state(c, ClientState::Active);
@@ -42,7 +42,7 @@ void Pooler::link(Client* c, Server* s) {
   if (c->wait_start) p->stats.wait_time += (now() - c->wait_start) * 1000;
   c->wait_start = 0;
   s->expect_z = 0;
-  s->tracking = tracks_prepared(p);
+  s->tracking = tracks_prepared(p) && !s->repl;
   s->slots.clear();
   s->skip_to_sync = false;
   s->unsynced = false;
@@ -53,7 +53,7 @@ void Pooler::link(Client* c, Server* s) {
   s->query_start = now();
   if (s->txn == 'I') s->query_start_us = s->xact_start_us = 0;  // not left over from an earlier client
   std::string sets;
-  for (int i = 0; i < kTrackedCount; i++) {
+  for (int i = 0; i < kTrackedCount && apply_params; i++) {
     const auto& want = c->params.get(i);
     if (!want) continue;
     const auto& have = s->params.get(i);
@@ -131,7 +131,7 @@ bool Pooler::may_launch(Pool* p) const {
 // before the server is opened and given back in disconnect_server, so no
 // interleaving of workers can exceed pool_size (+ reserve_pool_size),
 // max_db_connections or max_user_connections.
-bool Pooler::try_launch(Pool* p, bool use_reserve) {
+bool Pooler::try_launch(Pool* p, bool use_reserve, Client* repl) {
   if (!may_launch(p)) return false;
   if (hub_->threaded() && (p->shared->wanted.load(std::memory_order_relaxed) & ~(std::uint64_t(1) << shard_)) &&
       p->server_total() >= std::max(fair_share(p, true), 1)) {
@@ -156,8 +156,29 @@ bool Pooler::try_launch(Pool* p, bool use_reserve) {
     want_servers(p);
     return false;
   }
-  launch_server(p);
+  launch_server(p, repl);
   return true;
+}
+
+bool Pooler::waits_for_welcome(Pool* p) {
+  bool any = false;
+  p->cl_login.for_each<Client>([&](Client* c) { any = any || !c->repl; });
+  return any;
+}
+
+void Pooler::serve_replication(Pool* p) {
+  if (serving_repl_ || pool_paused(p)) return;
+  serving_repl_ = true;
+  p->cl_login.for_each<Client>([&](Client* c) {
+    if (!c->repl || c->repl->server || c->closing) return;
+    if (try_launch(p, false, c)) return;
+    // No slot: an idle server of the pool makes room, as PgBouncer evicts one.
+    if (Server* idle = p->sv_idle.back<Server>()) {
+      disconnect_server(idle, "evicted");
+      try_launch(p, false, c);
+    }
+  });
+  serving_repl_ = false;
 }
 
 void Pooler::pool_service(Pool* p) {
@@ -198,6 +219,7 @@ void Pooler::pool_service(Pool* p) {
     }
   } while (p->service_again);
   p->servicing = false;
+  if (!p->cl_login.empty()) serve_replication(p);
 }
 
 }  // namespace pgpivot

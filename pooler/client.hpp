@@ -6,6 +6,8 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
+#include <vector>
 
 #include "pooler/io/conn.hpp"
 #include "pooler/list.hpp"
@@ -44,6 +46,15 @@ struct Client final : Conn {
   // The credentials this login checks and whose pool it joins: an auth_file or
   // [users] entry, or one auth_query found (Registry::dynamic_user).
   UserEntry* login_user = nullptr;
+  // A replication connection (startup parameter "replication"): it gets a server of
+  // its own, opened with its replication mode and options, never shared and closed
+  // with it (PgBouncer 1.23's rule). Allocated only for such clients.
+  struct Replication {
+    std::string mode;     // the client's value: "database", "true", ...
+    std::string options;  // the client's "options", passed on verbatim
+    Server* server = nullptr;  // its server, from launch until the client leaves
+  };
+  std::unique_ptr<Replication> repl;
   Server* auth_server = nullptr;  // running this client's auth_query
   Ms wait_start = 0;
   std::uint32_t cancel_pid = 0, cancel_key = 0;
@@ -108,6 +119,7 @@ struct Client final : Conn {
   void send_error(const char* severity, const char* sqlstate, const std::string& msg);
   void auth_failed();
   Step begin_auth(UserEntry* user);
+  bool take_replication(const std::vector<std::pair<std::string, std::string>>& params);
   Step start_auth_lookup(DbEntry* db);
   // The auth_query's answer: `found` with the role's password (nullopt = NULL: no
   // password can match), or not found; `failed` when the query could not run.

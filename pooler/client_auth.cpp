@@ -22,6 +22,30 @@ constexpr std::string_view kAllowedStartup[] = {"user", "database", "application
 
 }  // namespace
 
+// The startup parameter "replication": true/on/yes/1 (physical) or database
+// (logical) make this a replication connection; false/off/no/0 a normal one.
+// Anything else is refused, as PostgreSQL does. False when the client was closed.
+bool Client::take_replication(const std::vector<std::pair<std::string, std::string>>& params) {
+  const std::string* mode = nullptr;
+  const std::string* options = nullptr;
+  for (const auto& [name, value] : params) {
+    if (iequals(name, "replication")) mode = &value;
+    if (iequals(name, "options")) options = &value;
+  }
+  if (!mode) return true;
+  std::string m;
+  for (char ch : *mode) m += char(std::tolower(static_cast<unsigned char>(ch)));
+  if (m == "false" || m == "off" || m == "no" || m == "0") return true;
+  if (m != "true" && m != "on" && m != "yes" && m != "1" && m != "database") {
+    pooler->disconnect_client(this, Reason::BadReplicationParameter, {*mode});
+    return false;
+  }
+  repl = std::make_unique<Replication>();
+  repl->mode = *mode;
+  if (options) repl->options = *options;
+  return true;
+}
+
 Step Client::on_startup(const char* data, std::uint32_t len) {
   auto sp = proto::parse_startup(reinterpret_cast<const std::uint8_t*>(data), len);
   const auto& set = pooler->settings();
@@ -76,8 +100,11 @@ Step Client::on_startup(const char* data, std::uint32_t len) {
   user_name = u ? *u : "";
   db_name = d && !d->empty() ? Name(*d) : user_name;
 
+  if (!take_replication(sp.params)) return Step::Stop;
   std::vector<std::string> unrecognized;
   for (const auto& [name, value] : sp.params) {
+    if (iequals(name, "replication")) continue;                // take_replication's
+    if (repl && iequals(name, "options")) continue;            // passed on verbatim
     if (name.rfind("_pq_.", 0) == 0) {
       unrecognized.push_back(name);
       continue;

@@ -57,7 +57,9 @@ void Pooler::janitor() {
     });
     // A login waiting for the pool's first server, and no server logging in: the last
     // try failed; try again once server_login_retry has passed (may_launch).
-    if (!p->cl_login.empty() && p->sv_login.empty() && !shutting_down_) try_launch(p, false);
+    // (Replication clients there wait for servers of their own: serve_replication.)
+    if (waits_for_welcome(p) && p->sv_login.empty() && !shutting_down_) try_launch(p, false);
+    if (!p->cl_login.empty()) serve_replication(p);
     bool moving = crt && crt->moving();  // failover_timeout applies instead
     const Ms notify = secs(set.query_wait_notify);
     p->cl_waiting.for_each<Client>([&](Client* c) {
@@ -101,7 +103,7 @@ void Pooler::janitor() {
     }
     p->cl_active.for_each<Client>([&](Client* c) {
       Server* s = c->server;
-      if (!s) return;
+      if (!s || s->repl) return;  // a replication stream runs as long as its client wants
       // query_timeout counts from the start of the running query, transaction_timeout
       // from the start of the transaction (or of the autocommit statement),
       // idle_transaction_timeout and client_idle_timeout from the last message either

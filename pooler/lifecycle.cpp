@@ -79,6 +79,14 @@ void Pooler::client_login_done(Client* c) {
   p->conns++;
   p->stats.client_login_count++;
   cancels_.add(c);
+  if (c->repl) {
+    // Its own server, opened with its replication mode: the client waits for it
+    // in the pool's login list and is welcomed with that server's parameters.
+    c->login = LoginStep::WaitWelcome;
+    client_change_state(c, ClientState::Login);
+    serve_replication(p);
+    return;
+  }
   if (p->have_welcome || adopt_welcome(p)) {
     send_welcome(c);
     client_change_state(c, ClientState::Idle);
@@ -141,6 +149,15 @@ void Pooler::disconnect_client(Client* c, const char* sqlstate, const std::strin
     c->send_error("FATAL", sqlstate, reason);
     c->flush();
   }
+  if (c->repl && c->repl->server) {
+    // A replication client's server goes with it, linked or still logging in.
+    Server* s = c->repl->server;
+    c->repl->server = nullptr;
+    s->repl_for = nullptr;
+    s->client = nullptr;
+    c->server = nullptr;
+    disconnect_server(s, "replication client disconnected");
+  }
   if (Server* s = c->server) {
     s->client = nullptr;
     c->server = nullptr;
@@ -180,6 +197,8 @@ void Pooler::disconnect_client(Client* c, const char* sqlstate, const std::strin
   client_count_--;
   hub_->clients.fetch_sub(1, std::memory_order_relaxed);
   client_change_state(c, ClientState::Closing);
+  // A login that waited in an auth pool was never counted there (free_conn).
+  if (c->auth_lookup) c->pool = nullptr;
   c->start_close();
   if (p) pool_service(p);
 }
@@ -202,7 +221,7 @@ void Pooler::server_change_state(Server* s, ServerState st) {
   }
 }
 
-void Pooler::client_server_lost(Client* c, Server* s) {
+void Pooler::client_server_lost(Client* c, Server* s, const std::string& why_lost) {
   ClusterRt* cl = s->pool->db->crt;
   bool replayable = s->begin_in_flight && !s->answered && s->expect_z == 1 && !s->unsynced && c->has_replay();
   if (replayable && !s->query_timed_out && holds_through_outage(s->pool)) {
@@ -224,6 +243,7 @@ void Pooler::client_server_lost(Client* c, Server* s) {
   e.sqlstate = sqlstate_of(why);
   e.message = reason_text(why);
   e.hint = "pgpivot keeps this connection open; the next statement runs on a healthy server";
+  e.detail = "The server connection closed because: " + why_lost;
   if (s->query_timed_out) {
     // Not a sick server but a slow statement: say so, with the SQLSTATE of a
     // statement_timeout (PostgreSQL's query_canceled).
@@ -294,6 +314,15 @@ void Pooler::disconnect_server(Server* s, const std::string& reason) {
       disconnect_client(c, Reason::AuthConfigError);
     }
   }
+  if (s->repl && s->repl_for) {
+    // A replication stream cannot move to another server: its client goes too.
+    Client* c = s->repl_for;
+    s->repl_for = nullptr;
+    c->repl->server = nullptr;
+    s->client = nullptr;
+    c->server = nullptr;
+    disconnect_client(c, Reason::ServerClosedMidStream, {reason});
+  }
   if (Client* c = s->client) {
     s->client = nullptr;
     c->server = nullptr;
@@ -304,7 +333,7 @@ void Pooler::disconnect_server(Server* s, const std::string& reason) {
       // that is left; the client sees the connection end.
       disconnect_client(c, Reason::ServerClosedMidMessage, {reason});
     } else if (c->fwd_left == 0 && c->login == LoginStep::Done) {
-      client_server_lost(c, s);
+      client_server_lost(c, s, reason);
     } else {
       // Half a message already went to the dead server: the stream cannot be resumed.
       disconnect_client(c, Reason::ServerClosedMidStream, {reason});

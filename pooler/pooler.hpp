@@ -80,11 +80,22 @@ class Pooler {
   // Server lifecycle
   // Reserves a server slot (pool_size, max_db_connections, max_user_connections over
   // all workers) and opens a server; false when a limit or a pause stops it.
-  bool try_launch(Pool* p, bool use_reserve);
-  void launch_server(Pool* p);  // the slot is reserved
+  // `repl`: a replication client the new server is for (its own, with its startup
+  // parameters).
+  bool try_launch(Pool* p, bool use_reserve, Client* repl = nullptr);
+  void launch_server(Pool* p, Client* repl = nullptr);  // the slot is reserved
+  // Replication clients of the pool waiting for a slot get their servers (one
+  // slot each, an idle server of the pool evicted when none is free).
+  void serve_replication(Pool* p);
+  // A client of the pool waits for its parameters (a login that is not replication).
+  bool waits_for_welcome(Pool* p);
+  bool serving_repl_ = false;
   void server_ready(Server* s);              // login finished or internal query done
   void server_release(Server* s);            // client finished a transaction/session
-  void link(Client* c, Server* s);
+  // `apply_params`: SET the client's tracked parameters the server differs in (not
+  // for a replication server, which was opened with them and may take no SET).
+  void link(Client* c, Server* s, bool apply_params = true);
+  void replication_ready(Server* s);
   void disconnect_server(Server* s, const std::string& reason);
   void server_change_state(Server* s, ServerState st);
   void server_login_failed(Server* s, Reason why, std::initializer_list<std::string_view> args = {});
@@ -115,7 +126,8 @@ class Pooler {
   // Clusters and failover (failover/cluster.hpp); worker 0's are the ones that decide.
   Clusters& clusters() { return clusters_; }
   // A client's server died: tell the client what it may do, keep it connected.
-  void client_server_lost(Client* c, Server* s);
+  // `why`: the server's closing reason (its FATAL message, ...), the error's DETAIL.
+  void client_server_lost(Client* c, Server* s, const std::string& why);
   // A waiting client's buffered request is refused: ErrorResponse and
   // ReadyForQuery('I') for it (the Query, or everything up to its Sync); the
   // client goes back to idle with its connection open.

@@ -36,6 +36,9 @@ constexpr ReasonInfo kTable[] = {
     // (the log has the reason).
     {R::AuthConfigError, "08P01", "bouncer config error"},
     {R::AuthDatabaseDisabled, "57P03", "authentication database \"{}\" is disabled"},
+    {R::BadReplicationParameter, "22023", "invalid value for parameter \"replication\": \"{}\""},
+    // A replication client's own server refused the login (the log has the server's words).
+    {R::ReplicationLoginFailed, "08P01", "login failed"},
     {R::CertificateFailed, "28000", "certificate authentication failed{}"},
     {R::ConsoleNotAllowed, "28000",
      "not allowed to connect to the admin console: user \"{}\" is in neither admin_users nor stats_users"},

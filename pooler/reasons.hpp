@@ -36,6 +36,8 @@ enum class Reason : std::uint8_t {
   AuthNoSuchUser,
   AuthConfigError,
   AuthDatabaseDisabled,
+  BadReplicationParameter,
+  ReplicationLoginFailed,
   CertificateFailed,
   ConsoleNotAllowed,
   BadPasswordPacket,

@@ -160,7 +160,7 @@ Step Server::on_message(const char* data, std::uint32_t wire_size) {
         client->clear_replay();
       }
       if (txn == 'I') client->transaction_ended();
-      if (expect_z == 0 && client->fwd_left == 0) {
+      if (expect_z == 0 && client->fwd_left == 0 && !repl) {
         if (txn == 'I') {
           if (pooler->registry().pool_mode(p) != config::PoolMode::Session) release_after_forward = true;
         } else if (pooler->registry().pool_mode(p) == config::PoolMode::Statement) {

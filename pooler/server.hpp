@@ -85,6 +85,9 @@ struct Server final : Conn {
     std::optional<std::string> password;
   };
   std::unique_ptr<AuthQuery> auth;
+  // A replication client's own server (Client::repl): never idle, never reused.
+  Client* repl_for = nullptr;  // its client, until that client leaves
+  bool repl = false;
   void auth_row(char type, std::string_view body);
 
   void after_forward() override;

@@ -36,7 +36,6 @@ void Server::on_connect(int status) {
   if (!s->unix_sock) {
     int one = 1;
     ::setsockopt(s->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    tune_socket(s->fd, s->pooler->settings());
     sockaddr_storage ss{};
     socklen_t len = sizeof ss;
     if (::getsockname(s->fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0) s->local.set(ss);
@@ -60,12 +59,32 @@ void Server::send_startup() {
   params.emplace_back("database", s->pool->server_db);
   const config::Node& node = active_node(s->pool->db);
   auto opt = node.options.find("options");
-  if (opt != node.options.end()) params.emplace_back("options", opt->second);
+  const Client* rc = s->repl_for;
+  if (rc && !rc->repl->options.empty()) {
+    params.emplace_back("options", rc->repl->options);  // the replication client's, verbatim
+  } else if (opt != node.options.end()) {
+    params.emplace_back("options", opt->second);
+  }
   // Per-database startup settings, as PgBouncer's connect string allows; they
   // become the pool's defaults that clients see at login.
   const config::Database& dbc = s->pool->db->cfg;
   for (const auto& [k, v] : dbc.params) params.emplace_back(k, v);
-  if (!dbc.application_name.empty()) params.emplace_back("application_name", dbc.application_name);
+  if (rc) {
+    // A replication connection takes no SET: it starts with the client's own
+    // parameters, and says what it is.
+    params.emplace_back("replication", rc->repl->mode);
+    for (int i = 0; i < kTrackedCount; i++) {
+      const auto& v = rc->params.get(i);
+      if (!v) continue;
+      for (auto it = params.begin(); it != params.end();)
+        it = iequals(it->first, kTrackedParams[i]) ? params.erase(it) : it + 1;
+      params.emplace_back(kTrackedParams[i], *v);
+    }
+    if (!rc->params.get(tracked_index("application_name")) && !dbc.application_name.empty())
+      params.emplace_back("application_name", dbc.application_name);
+  } else if (!dbc.application_name.empty()) {
+    params.emplace_back("application_name", dbc.application_name);
+  }
   std::string buf;
   proto::startup_message(buf, params);
   s->queue(buf);
@@ -83,6 +102,10 @@ struct Resolve {
 void connect_resolved(Server* s) {
   int rc = new_socket(s->sa.ss_family);
   if (rc >= 0 && !s->attach(rc)) rc = UV_ENOMEM;
+  // Before the handshake, as PgBouncer does: the buffer sizes decide the TCP window
+  // scale, and a tcp_socket_buffer set afterwards leaves a window the sender only
+  // fills on its 200 ms persist timer.
+  if (rc >= 0 && s->sa.ss_family != AF_UNIX) tune_socket(s->fd, s->pooler->settings());
   if (rc >= 0) {
     socklen_t len = s->sa.ss_family == AF_UNIX ? socklen_t(sizeof(sockaddr_un)) : sockaddr_len(s->sa);
     rc = ::connect(s->fd, reinterpret_cast<const sockaddr*>(&s->sa), len) == 0 || errno == EINPROGRESS ? 0 : -errno;
@@ -126,13 +149,18 @@ void Server::forget_resolve() {
   resolving = nullptr;
 }
 
-void Pooler::launch_server(Pool* p) {
+void Pooler::launch_server(Pool* p, Client* repl) {
   const config::Node& node = active_node(p->db);
   auto* s = new Server();
   s->pooler = this;
   s->id = next_id();
   s->node.owner = s;
   s->pool = p;
+  if (repl) {
+    s->repl = true;
+    s->repl_for = repl;
+    repl->repl->server = s;
+  }
   p->conns++;
   s->host = node.host;
   s->server_port = node.port;
@@ -188,6 +216,19 @@ void Pooler::server_login_failed(Server* s, Reason why, std::initializer_list<st
 void Pooler::server_login_failed(Server* s, const std::string& sqlstate, const std::string& msg, bool unreachable,
                                  const char* log_reason) {
   Pool* p = s->pool;
+  if (s->repl) {
+    // Only its own client hears it (e.g. a role without REPLICATION); the pool's
+    // other logins and server_login_retry are not this connection's business.
+    LOG_WARN("S-%llu: %s/%s@%s replication server login failed: %s", (unsigned long long)s->id,
+             p->db_name.c_str(), p->user_name.c_str(), s->addr.c_str(), msg.c_str());
+    if (Client* c = s->repl_for) {
+      s->repl_for = nullptr;
+      c->repl->server = nullptr;
+      disconnect_client(c, sqlstate.c_str(), reason_text(Reason::ReplicationLoginFailed), true);
+    }
+    disconnect_server(s, "login failed");
+    return;
+  }
   p->last_login_failure = std::max<Ms>(now(), 1);
   p->last_login_error = msg;
   p->last_login_sqlstate = sqlstate;
@@ -224,7 +265,7 @@ void Pooler::server_ready(Server* s) {
   s->ready = true;
   p->last_login_failure = 0;
   if (p->db->crt) p->db->crt->note_datapath_ok(now());
-  if (!p->have_welcome) {
+  if (!p->have_welcome && !s->repl) {
     p->welcome = s->all_params;
     p->have_welcome = true;
     if (hub_->threaded()) {
@@ -243,6 +284,10 @@ void Pooler::server_ready(Server* s) {
              p->db_name.c_str(), p->user_name.c_str(), s->addr.c_str(), s->local.str().c_str(), s->pid);
   }
   s->last_used = now();
+  if (s->repl) {
+    replication_ready(s);
+    return;
+  }
   server_change_state(s, ServerState::Idle);
   welcome_login_clients(p);
   if (!p->db->cfg.connect_query.empty()) {
@@ -254,9 +299,35 @@ void Pooler::server_ready(Server* s) {
   resume_idle_clients(p);
 }
 
+// A replication client's own server logged in: the client hears that server's
+// parameters and is linked to it for good.
+void Pooler::replication_ready(Server* s) {
+  Client* c = s->repl_for;
+  server_change_state(s, ServerState::Idle);
+  if (!c || c->closing || c->state != ClientState::Login) {
+    disconnect_server(s, "replication client left");
+    return;
+  }
+  std::string buf;
+  proto::auth_ok(buf);
+  for (const auto& [name, value] : s->all_params) {
+    int ti = tracked_index(name);
+    if (ti >= 0) c->params.set(ti, value);
+    proto::parameter_status(buf, name, value);
+  }
+  proto::backend_key_data(buf, c->cancel_pid, c->cancel_key);
+  proto::ready_for_query(buf, 'I');
+  c->queue(buf);
+  c->login = LoginStep::Done;
+  client_change_state(c, ClientState::Idle);
+  link(c, s, false);
+  if (c->rbuf && c->rend > c->rparse) c->process();
+}
+
 // Clients waiting for the pool's parameters get them (the pool has them now).
 void Pooler::welcome_login_clients(Pool* p) {
   p->cl_login.for_each<Client>([&](Client* c) {
+    if (c->repl) return;  // welcomed by its own server (replication_ready)
     send_welcome(c);
     client_change_state(c, ClientState::Idle);
   });

@@ -280,7 +280,7 @@ void Clusters::wake_pools(ClusterRt* cl) {
     if (p->db->crt != cl) continue;
     p->last_login_failure = 0;
     // Clients that logged in during the outage still wait for the pool's parameters.
-    if (!p->have_welcome && !p->cl_login.empty() && p->sv_login.empty()) p->owner->try_launch(p, false);
+    if (!p->have_welcome && p->owner->waits_for_welcome(p) && p->sv_login.empty()) p->owner->try_launch(p, false);
     p->owner->pool_service(p);
   }
 }

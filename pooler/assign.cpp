@@ -75,6 +75,10 @@ void Pooler::link(Client* c, Server* s) {
   }
 }
 
+bool Pooler::life_over(const Server* s) {
+  return now() - s->connect_time >= secs(registry_.server_lifetime(*s->pool->db));
+}
+
 void Pooler::server_release(Server* s) {
   Client* c = s->client;
   Pool* p = s->pool;
@@ -84,11 +88,9 @@ void Pooler::server_release(Server* s) {
     client_change_state(c, ClientState::Idle);
   }
   if (!s->closing) {
-    Ms age = now() - s->connect_time;
-    Ms lifetime = secs(registry_.server_lifetime(*p->db));
     if (pool_paused(p) && !suspended_) {
       disconnect_server(s, "PAUSE");
-    } else if (s->close_needed || (lifetime && age > lifetime)) {
+    } else if (s->close_needed || life_over(s)) {
       disconnect_server(s, s->close_needed ? "configuration changed" : "server_lifetime");
     } else if (s->needs_reset || (cfg_.pooler.server_reset_query_always && !cfg_.pooler.server_reset_query.empty())) {
       server_change_state(s, ServerState::Tested);

@@ -18,6 +18,7 @@ namespace pgpivot {
 
 struct Pool;
 struct Server;
+struct SharedCount;
 
 enum class LoginStep : std::uint8_t { Startup, Md5, SaslFirst, SaslFinal, Cleartext, WaitWelcome, Done };
 
@@ -52,6 +53,11 @@ struct Client final : Conn {
   bool admin = false;         // on the admin console
   bool stats_only = false;    // stats_users: SHOW only
   bool peer_admin = false;    // Unix socket, same OS user: console without a password
+  // The counts this client adds one to (max_db_client_connections and
+  // max_user_client_connections): its database's (the console's for an admin client)
+  // and its login user's, as PgBouncer counts them; taken back when it closes.
+  SharedCount* counted_db = nullptr;
+  SharedCount* counted_user = nullptr;
   bool unix_socket = false;
   bool drop_until_sync = false;  // after pgpivot's own error in a pipeline (PostgreSQL's rule)
   // What a failover needs to know of this client's requests, allocated on first need

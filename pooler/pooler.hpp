@@ -67,6 +67,9 @@ class Pooler {
   void accept_ready(Listener* l);
   void client_login_done(Client* c);         // authenticated: send welcome or wait for it
   void send_welcome(Client* c);
+  // Adds the logged-in client to its database's and its login user's client counts,
+  // or refuses it (disconnects it) when one of them is at its limit; false then.
+  bool count_client(Client* c, DbEntry* db, UserEntry* user);
   void client_request(Client* c);            // client has data and needs a server
   // Closes a client's connection for `why` (reasons.hpp), after telling it so when the
   // reason says to. The second form passes on an error a server sent.
@@ -84,6 +87,9 @@ class Pooler {
   void launch_server(Pool* p);  // the slot is reserved
   void server_ready(Server* s);              // login finished or internal query done
   void server_release(Server* s);            // client finished a transaction/session
+  // A released server is older than its database's server_lifetime (0: every server
+  // is used once, as PgBouncer).
+  [[nodiscard]] bool life_over(const Server* s);
   void link(Client* c, Server* s);
   void disconnect_server(Server* s, const std::string& reason);
   void server_change_state(Server* s, ServerState st);

@@ -93,6 +93,7 @@ enum class Reason : std::uint8_t {
   AdminMoveRefused,
   AdminMoveEnded,
   AdminNoSuchClient,
+  AdminBadClientId,
   AdminKillSelf,
   AdminReloadFailed,
   AdminShutdownMode,

@@ -190,7 +190,12 @@ void Pooler::pool_service(Pool* p) {
       if (int(p->cl_waiting.size()) <= starting) break;
       Client* oldest = p->cl_waiting.front<Client>();
       bool reserve = now() - oldest->wait_start >= secs(cfg_.pooler.reserve_pool_timeout);
+      bool beyond = p->shared->servers.load(std::memory_order_relaxed) >= registry_.pool_size(p);
       if (!try_launch(p, reserve)) break;
+      if (reserve && beyond) {  // PgBouncer's wording, for log-based alerts
+        LOG_WARN("C-%llu: %s/%s@%s taking connection from reserve_pool", (unsigned long long)oldest->id,
+                 oldest->db_name.c_str(), oldest->user_name.c_str(), oldest->remote.str().c_str());
+      }
     }
   } while (p->service_again);
   p->servicing = false;

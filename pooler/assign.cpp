@@ -131,6 +131,25 @@ bool Pooler::may_launch(Pool* p) const {
 // before the server is opened and given back in disconnect_server, so no
 // interleaving of workers can exceed pool_size (+ reserve_pool_size),
 // max_db_connections or max_user_connections.
+// max_db_connections is reached and clients of `p` wait for a server: as PgBouncer,
+// close the server that has been idle longest in another pool of the database, so
+// that one user's idle servers do not starve another user's clients. This worker's
+// pools only; false if none is idle.
+bool Pooler::evict_for(Pool* p) {
+  if (p->cl_waiting.empty() && p->cl_login.empty()) return false;
+  Server* victim = nullptr;
+  registry_.each_pool([&](Pool* q) {
+    // Not from a pool whose own clients wait: its idle server is about to be theirs.
+    if (q == p || q->db != p->db || !q->cl_waiting.empty() || !q->cl_login.empty()) return;
+    q->sv_idle.for_each<Server>([&](Server* s) {
+      if (!victim || s->last_used < victim->last_used) victim = s;
+    });
+  });
+  if (!victim) return false;
+  disconnect_server(victim, "evicted");
+  return true;
+}
+
 bool Pooler::try_launch(Pool* p, bool use_reserve) {
   if (!may_launch(p)) return false;
   if (hub_->threaded() && (p->shared->wanted.load(std::memory_order_relaxed) & ~(std::uint64_t(1) << shard_)) &&
@@ -145,7 +164,8 @@ bool Pooler::try_launch(Pool* p, bool use_reserve) {
     want_servers(p);
     return false;
   }
-  if (!share::reserve_slot(p->db->counts->servers, maxdb > 0 ? maxdb : -1)) {
+  if (!share::reserve_slot(p->db->counts->servers, maxdb > 0 ? maxdb : -1) &&
+      !(evict_for(p) && share::reserve_slot(p->db->counts->servers, maxdb > 0 ? maxdb : -1))) {
     p->shared->servers.fetch_sub(1, std::memory_order_relaxed);
     want_servers(p);
     return false;
@@ -169,6 +189,9 @@ void Pooler::pool_service(Pool* p) {
   p->servicing = true;
   do {
     p->service_again = false;
+    // Clients waiting for the pool's first server (its welcome) when none is being
+    // opened: the launch at their login found a limit reached; try again.
+    if (!p->cl_login.empty() && p->sv_login.empty()) try_launch(p, false);
     while (!p->cl_waiting.empty()) {
       // LIFO keeps a few servers warm; server_round_robin spreads load over all of them.
       Server* s = cfg_.pooler.server_round_robin ? p->sv_idle.back<Server>() : p->sv_idle.front<Server>();

@@ -84,6 +84,7 @@ class Pooler {
   // Reserves a server slot (pool_size, max_db_connections, max_user_connections over
   // all workers) and opens a server; false when a limit or a pause stops it.
   bool try_launch(Pool* p, bool use_reserve);
+  bool evict_for(Pool* p);  // max_db_connections reached: close another pool's idle server
   void launch_server(Pool* p);  // the slot is reserved
   void server_ready(Server* s);              // login finished or internal query done
   void server_release(Server* s);            // client finished a transaction/session

@@ -192,6 +192,12 @@ void Pooler::pool_service(Pool* p) {
     // Clients waiting for the pool's first server (its welcome) when none is being
     // opened: the launch at their login found a limit reached; try again.
     if (!p->cl_login.empty() && p->sv_login.empty()) try_launch(p, false);
+    // A forced user's pool with min_pool_size (Registry::apply made it): its first
+    // server, for the welcome the janitor waits for before filling the pool.
+    if (!p->have_welcome && p->server_total() == 0 && !p->db->cfg.user.empty() && registry_.min_pool_size(p) > 0 &&
+        !shutting_down_ && (!p->last_login_failure || now() - p->last_login_failure >= secs(cfg_.pooler.server_login_retry))) {
+      try_launch(p, false);
+    }
     while (!p->cl_waiting.empty()) {
       // LIFO keeps a few servers warm; server_round_robin spreads load over all of them.
       Server* s = cfg_.pooler.server_round_robin ? p->sv_idle.back<Server>() : p->sv_idle.front<Server>();

@@ -127,10 +127,6 @@ bool Pooler::may_launch(Pool* p) const {
   return true;
 }
 
-// The limits count servers of every worker: a slot is taken with a compare-and-swap
-// before the server is opened and given back in disconnect_server, so no
-// interleaving of workers can exceed pool_size (+ reserve_pool_size),
-// max_db_connections or max_user_connections.
 // max_db_connections is reached and clients of `p` wait for a server: as PgBouncer,
 // close the server that has been idle longest in another pool of the database, so
 // that one user's idle servers do not starve another user's clients. This worker's
@@ -150,6 +146,10 @@ bool Pooler::evict_for(Pool* p) {
   return true;
 }
 
+// The limits count servers of every worker: a slot is taken with a compare-and-swap
+// before the server is opened and given back in disconnect_server, so no
+// interleaving of workers can exceed pool_size (+ reserve_pool_size),
+// max_db_connections or max_user_connections.
 bool Pooler::try_launch(Pool* p, bool use_reserve) {
   if (!may_launch(p)) return false;
   if (hub_->threaded() && (p->shared->wanted.load(std::memory_order_relaxed) & ~(std::uint64_t(1) << shard_)) &&
@@ -194,9 +194,8 @@ void Pooler::pool_service(Pool* p) {
     if (!p->cl_login.empty() && p->sv_login.empty()) try_launch(p, false);
     // A forced user's pool with min_pool_size (Registry::apply made it): its first
     // server, for the welcome the janitor waits for before filling the pool.
-    if (!p->have_welcome && p->server_total() == 0 && !p->db->cfg.user.empty() && registry_.min_pool_size(p) > 0 &&
-        !shutting_down_ && (!p->last_login_failure || now() - p->last_login_failure >= secs(cfg_.pooler.server_login_retry))) {
-      try_launch(p, false);
+    if (!p->have_welcome && p->server_total() == 0 && !p->db->cfg.user.empty() && registry_.min_pool_size(p) > 0) {
+      try_launch(p, false);  // may_launch keeps server_login_retry after a failure
     }
     while (!p->cl_waiting.empty()) {
       // LIFO keeps a few servers warm; server_round_robin spreads load over all of them.

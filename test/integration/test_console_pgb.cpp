@@ -422,3 +422,42 @@ TEST_CASE("a server beyond pool_size from the reserve is logged as PgBouncer log
   CHECK(p.log().find("taking connection from reserve_pool") != std::string::npos);
   holder.exec_ok("COMMIT");
 }
+
+TEST_CASE("prepared statements: a lowered max_prepared_statements evicts the surplus; counters count tracked ones",
+          "[console125][prepared]") {
+  PoolerConfig cfg;
+  cfg.default_pool_size = 1;  // one server: the statements all live on it
+  cfg.extra["max_prepared_statements"] = "5";
+  Pooler p(cfg);
+  Conn admin(admin_conninfo(p));
+  REQUIRE(admin.ok());
+  Conn c(p.conninfo());
+  REQUIRE(c.ok());
+  auto prepare_and_run = [&](int i) {
+    std::string name = "s" + std::to_string(i), sql = "SELECT " + std::to_string(i);
+    PGresult* r = PQprepare(c, name.c_str(), sql.c_str(), 0, nullptr);
+    bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    PQclear(r);
+    r = PQexecPrepared(c, name.c_str(), 0, nullptr, nullptr, nullptr, 0);
+    ok = ok && PQresultStatus(r) == PGRES_TUPLES_OK && std::string(PQgetvalue(r, 0, 0)) == std::to_string(i);
+    PQclear(r);
+    return ok;
+  };
+  for (int i = 0; i < 5; ++i) CHECK(prepare_and_run(i));
+  CHECK(c.value("SELECT count(*) FROM pg_prepared_statements") == "5");
+  admin.exec_ok("SET max_prepared_statements = 2");
+  CHECK(prepare_and_run(5));
+  CHECK(c.value("SELECT count(*) FROM pg_prepared_statements") == "2");
+  Result totals = show(admin, "STATS_TOTALS");
+  INFO("SHOW STATS_TOTALS:\n" << dump(totals));
+  CHECK(cell(totals, {{"database", "appdb"}}, "client_parse_count") == "6");
+  CHECK(cell(totals, {{"database", "appdb"}}, "bind_count") == "6");
+
+  // Untracked (max_prepared_statements = 0): the unnamed statements of
+  // PQexecParams pass through uncounted.
+  admin.exec_ok("SET max_prepared_statements = 0");
+  PGresult* r = PQexecParams(c, "SELECT $1::int", 1, nullptr, std::vector<const char*>{"7"}.data(), nullptr, nullptr, 0);
+  CHECK(PQresultStatus(r) == PGRES_TUPLES_OK);
+  PQclear(r);
+  CHECK(cell(show(admin, "STATS_TOTALS"), {{"database", "appdb"}}, "client_parse_count") == "6");
+}

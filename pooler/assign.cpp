@@ -77,6 +77,10 @@ void Pooler::link(Client* c, Server* s, bool apply_params) {
   }
 }
 
+bool Pooler::life_over(const Server* s) {
+  return now() - s->connect_time >= secs(registry_.server_lifetime(*s->pool->db));
+}
+
 void Pooler::server_release(Server* s) {
   Client* c = s->client;
   Pool* p = s->pool;
@@ -86,11 +90,9 @@ void Pooler::server_release(Server* s) {
     client_change_state(c, ClientState::Idle);
   }
   if (!s->closing) {
-    Ms age = now() - s->connect_time;
-    Ms lifetime = secs(registry_.server_lifetime(*p->db));
     if (pool_paused(p) && !suspended_) {
       disconnect_server(s, "PAUSE");
-    } else if (s->close_needed || (lifetime && age > lifetime)) {
+    } else if (s->close_needed || life_over(s)) {
       disconnect_server(s, s->close_needed ? "configuration changed" : "server_lifetime");
     } else if (s->needs_reset || (cfg_.pooler.server_reset_query_always && !cfg_.pooler.server_reset_query.empty())) {
       server_change_state(s, ServerState::Tested);
@@ -127,6 +129,25 @@ bool Pooler::may_launch(Pool* p) const {
   return true;
 }
 
+// max_db_connections is reached and clients of `p` wait for a server: as PgBouncer,
+// close the server that has been idle longest in another pool of the database, so
+// that one user's idle servers do not starve another user's clients. This worker's
+// pools only; false if none is idle.
+bool Pooler::evict_for(Pool* p) {
+  if (p->cl_waiting.empty() && p->cl_login.empty()) return false;
+  Server* victim = nullptr;
+  registry_.each_pool([&](Pool* q) {
+    // Not from a pool whose own clients wait: its idle server is about to be theirs.
+    if (q == p || q->db != p->db || !q->cl_waiting.empty() || !q->cl_login.empty()) return;
+    q->sv_idle.for_each<Server>([&](Server* s) {
+      if (!victim || s->last_used < victim->last_used) victim = s;
+    });
+  });
+  if (!victim) return false;
+  disconnect_server(victim, "evicted");
+  return true;
+}
+
 // The limits count servers of every worker: a slot is taken with a compare-and-swap
 // before the server is opened and given back in disconnect_server, so no
 // interleaving of workers can exceed pool_size (+ reserve_pool_size),
@@ -145,7 +166,8 @@ bool Pooler::try_launch(Pool* p, bool use_reserve, Client* repl) {
     want_servers(p);
     return false;
   }
-  if (!share::reserve_slot(p->db->counts->servers, maxdb > 0 ? maxdb : -1)) {
+  if (!share::reserve_slot(p->db->counts->servers, maxdb > 0 ? maxdb : -1) &&
+      !(evict_for(p) && share::reserve_slot(p->db->counts->servers, maxdb > 0 ? maxdb : -1))) {
     p->shared->servers.fetch_sub(1, std::memory_order_relaxed);
     want_servers(p);
     return false;
@@ -190,6 +212,14 @@ void Pooler::pool_service(Pool* p) {
   p->servicing = true;
   do {
     p->service_again = false;
+    // Clients waiting for the pool's first server (its welcome) when none is being
+    // opened: the launch at their login found a limit reached; try again.
+    if (!p->cl_login.empty() && p->sv_login.empty()) try_launch(p, false);
+    // A forced user's pool with min_pool_size (Registry::apply made it): its first
+    // server, for the welcome the janitor waits for before filling the pool.
+    if (!p->have_welcome && p->server_total() == 0 && !p->db->cfg.user.empty() && registry_.min_pool_size(p) > 0) {
+      try_launch(p, false);  // may_launch keeps server_login_retry after a failure
+    }
     while (!p->cl_waiting.empty()) {
       // LIFO keeps a few servers warm; server_round_robin spreads load over all of them.
       Server* s = cfg_.pooler.server_round_robin ? p->sv_idle.back<Server>() : p->sv_idle.front<Server>();
@@ -215,7 +245,12 @@ void Pooler::pool_service(Pool* p) {
       if (int(p->cl_waiting.size()) <= starting) break;
       Client* oldest = p->cl_waiting.front<Client>();
       bool reserve = now() - oldest->wait_start >= secs(cfg_.pooler.reserve_pool_timeout);
+      bool beyond = p->shared->servers.load(std::memory_order_relaxed) >= registry_.pool_size(p);
       if (!try_launch(p, reserve)) break;
+      if (reserve && beyond) {  // PgBouncer's wording, for log-based alerts
+        LOG_WARN("C-%llu: %s/%s@%s taking connection from reserve_pool", (unsigned long long)oldest->id,
+                 oldest->db_name.c_str(), oldest->user_name.c_str(), oldest->remote.str().c_str());
+      }
     }
   } while (p->service_again);
   p->servicing = false;

@@ -186,11 +186,8 @@ Step Client::on_header(char type, std::uint32_t wire_size) {
         // not known, so what runs from it counts as possibly committing.
         if (type == 'P') {
           ext_stmts_unknown = true;
-          pool->stats.client_parse_count++;
-          pool->stats.server_parse_count++;
         } else {
           ext_portals_unknown = true;
-          pool->stats.bind_count++;
         }
         return Step::Forward;
       }
@@ -327,13 +324,9 @@ Step Client::extended_message(const char* data, std::uint32_t wire_size) {
     auto name = r.cstr();
     if (kind && name && (*kind == 'S' || *kind == 'P')) forget_ext_class(char(*kind), *name);
   }
+  // The parse and bind counters count tracked named statements only (PgBouncer's
+  // ps_ counters): untracked messages pass through uncounted.
   if (server->tracking) return prepared_message(data, wire_size);
-  if (type == 'P') {
-    pool->stats.client_parse_count++;
-    pool->stats.server_parse_count++;
-  } else if (type == 'B') {
-    pool->stats.bind_count++;
-  }
   return Step::Forward;
 }
 

@@ -21,6 +21,7 @@ namespace pgpivot {
 struct DbEntry;
 struct Pool;
 struct Server;
+struct SharedCount;
 struct UserEntry;
 
 // AuthQuery: the client's password is being looked up with auth_query (the
@@ -72,6 +73,11 @@ struct Client final : Conn {
   bool admin = false;         // on the admin console
   bool stats_only = false;    // stats_users: SHOW only
   bool peer_admin = false;    // Unix socket, same OS user: console without a password
+  // The counts this client adds one to (max_db_client_connections and
+  // max_user_client_connections): its database's (the console's for an admin client)
+  // and its login user's, as PgBouncer counts them; taken back when it closes.
+  SharedCount* counted_db = nullptr;
+  SharedCount* counted_user = nullptr;
   bool unix_socket = false;
   bool drop_until_sync = false;  // after pgpivot's own error in a pipeline (PostgreSQL's rule)
   bool wait_notified = false;    // told it is queued (query_wait_notify), in this wait

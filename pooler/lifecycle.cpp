@@ -44,6 +44,7 @@ void Pooler::client_login_done(Client* c) {
       return;
     }
     c->stats_only = !is_admin;
+    if (!count_client(c, nullptr, registry_.find_user(c->user_name))) return;
     console_.login(c);
     return;
   }
@@ -63,16 +64,8 @@ void Pooler::client_login_done(Client* c) {
     return;
   }
   if (!user->counts) user->counts = hub_->user_count(server_user);
-  auto limit = [](int n) { return n > 0 ? n : -1; };
-  if (!share::reserve_slot(db->counts->clients, limit(registry_.max_db_client_connections(*db)))) {
-    disconnect_client(c, Reason::TooManyDbClients);
-    return;
-  }
-  if (!share::reserve_slot(user->counts->clients, limit(registry_.max_user_client_connections(*user)))) {
-    db->counts->clients.fetch_sub(1, std::memory_order_relaxed);
-    disconnect_client(c, Reason::TooManyUserClients);
-    return;
-  }
+  // Client limits count the login user, also where the database forces another.
+  if (!count_client(c, db, db->cfg.user.empty() ? user : registry_.find_user(c->user_name))) return;
   if (user->cfg.name.empty()) user->cfg.name = server_user;
   Pool* p = registry_.get_pool(db, c->db_name, user, server_user);
   c->pool = p;
@@ -102,6 +95,30 @@ void Pooler::client_login_done(Client* c) {
   c->login = LoginStep::WaitWelcome;
   client_change_state(c, ClientState::Login);
   if (p->sv_login.empty() && !pool_paused(p)) try_launch(p, false);
+}
+
+bool Pooler::count_client(Client* c, DbEntry* db, UserEntry* user) {
+  // As PgBouncer: the admin console's database has no limit of its own (the global
+  // one applies), and users listed in admin_users are never refused by the console.
+  bool console = db == nullptr;
+  const auto& admins = cfg_.pooler.admin_users;
+  bool exempt = console && std::find(admins.begin(), admins.end(), c->user_name.str()) != admins.end();
+  auto limit = [&](int n) { return n > 0 && !exempt ? n : -1; };
+  SharedCount* dbc = console ? hub_->db_count(std::string("\x01console")) : db->counts;
+  int db_limit = console ? cfg_.pooler.max_db_client_connections : registry_.max_db_client_connections(*db);
+  if (!share::reserve_slot(dbc->clients, limit(db_limit))) {
+    disconnect_client(c, Reason::TooManyDbClients);
+    return false;
+  }
+  c->counted_db = dbc;
+  if (!user) return true;  // a login user without an entry (auth_query) has no count
+  if (!user->counts) user->counts = hub_->user_count(user->cfg.name.empty() ? c->user_name.str() : user->cfg.name);
+  if (!share::reserve_slot(user->counts->clients, limit(registry_.max_user_client_connections(*user)))) {
+    disconnect_client(c, Reason::TooManyUserClients);
+    return false;
+  }
+  c->counted_user = user->counts;
+  return true;
 }
 
 void Pooler::send_welcome(Client* c) {
@@ -168,6 +185,8 @@ void Pooler::disconnect_client(Client* c, const char* sqlstate, const std::strin
       // noticing its socket closed: cancel what runs, then close.
       if (s->expect_z > 0 && s->connected && s->ready && s->pid) send_cancel(loop_, *s);
       disconnect_server(s, "client disconnected while the server was busy");
+    } else if (life_over(s)) {  // enforced on release, before any reset
+      disconnect_server(s, "server_lifetime");
     } else {
       bool session = registry_.pool_mode(p) == config::PoolMode::Session;
       server_change_state(s, ServerState::Tested);
@@ -190,9 +209,9 @@ void Pooler::disconnect_client(Client* c, const char* sqlstate, const std::strin
   }
   if (c->admin) console_.forget(c);
   cancels_.remove(c);
-  if (p && !c->auth_lookup) {  // a client waiting for its auth_query holds no client slot
-    p->db->counts->clients.fetch_sub(1, std::memory_order_relaxed);
-    if (p->user) p->user->counts->clients.fetch_sub(1, std::memory_order_relaxed);
+  for (SharedCount** n : {&c->counted_db, &c->counted_user}) {
+    if (*n) (*n)->clients.fetch_sub(1, std::memory_order_relaxed);
+    *n = nullptr;
   }
   client_count_--;
   hub_->clients.fetch_sub(1, std::memory_order_relaxed);

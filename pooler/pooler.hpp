@@ -67,6 +67,9 @@ class Pooler {
   void accept_ready(Listener* l);
   void client_login_done(Client* c);         // authenticated: send welcome or wait for it
   void send_welcome(Client* c);
+  // Adds the logged-in client to its database's and its login user's client counts,
+  // or refuses it (disconnects it) when one of them is at its limit; false then.
+  bool count_client(Client* c, DbEntry* db, UserEntry* user);
   void client_request(Client* c);            // client has data and needs a server
   // Closes a client's connection for `why` (reasons.hpp), after telling it so when the
   // reason says to. The second form passes on an error a server sent.
@@ -83,6 +86,7 @@ class Pooler {
   // `repl`: a replication client the new server is for (its own, with its startup
   // parameters).
   bool try_launch(Pool* p, bool use_reserve, Client* repl = nullptr);
+  bool evict_for(Pool* p);  // max_db_connections reached: close another pool's idle server
   void launch_server(Pool* p, Client* repl = nullptr);  // the slot is reserved
   // Replication clients of the pool waiting for a slot get their servers (one
   // slot each, an idle server of the pool evicted when none is free).
@@ -92,6 +96,9 @@ class Pooler {
   bool serving_repl_ = false;
   void server_ready(Server* s);              // login finished or internal query done
   void server_release(Server* s);            // client finished a transaction/session
+  // A released server is older than its database's server_lifetime (0: every server
+  // is used once, as PgBouncer).
+  [[nodiscard]] bool life_over(const Server* s);
   // `apply_params`: SET the client's tracked parameters the server differs in (not
   // for a replication server, which was opened with them and may take no SET).
   void link(Client* c, Server* s, bool apply_params = true);

@@ -200,7 +200,9 @@ void Server::ensure_prepared(const std::shared_ptr<PreparedStmt>& st, const std:
   }
   std::string buf;
   auto max = std::size_t(pooler->settings().max_prepared_statements);
-  if (prepared_on.size() >= max && !prepared_on.empty()) {
+  // Down to one below the limit: after SET lowered max_prepared_statements, the
+  // next Parse evicts the surplus too, as PgBouncer does.
+  while (prepared_on.size() >= max && !prepared_on.empty()) {
     auto victim = prepared_on.begin();
     for (auto i = prepared_on.begin(); i != prepared_on.end(); ++i) {
       if (i->second < victim->second) victim = i;
@@ -236,22 +238,25 @@ Step Client::prepared_message(const char* data, std::uint32_t wire_size) {
     case 'P': {
       auto name = r.cstr();
       if (!name) break;
-      pool->stats.client_parse_count++;
       if (name->empty()) {
-        // The unnamed statement lives only until the next Parse: pass it through.
-        pool->stats.server_parse_count++;
+        // The unnamed statement lives only until the next Parse: pass it through
+        // (and, as PgBouncer, outside the prepared-statement counters).
         s->push_slot(Slot::Parse);
         return Step::Forward;
       }
       if (s->skip_to_sync) return Step::Skip;  // the server would ignore it: so do we
       std::string cname(*name);
       if (prepared().count(cname)) {
+        // PgBouncer's log line (it closes the connection); pgpivot gives
         // PostgreSQL's answer, and its rule that the rest up to Sync is skipped.
+        LOG_WARN("C-%llu: %s/%s@%s prepared statement '%s' was already prepared", (unsigned long long)id,
+                 db_name.c_str(), user_name.c_str(), remote.str().c_str(), cname.c_str());
         s->push_slot(Slot::FakeError, 0, cname);
         s->skip_to_sync = true;
         drop_until_sync = true;
         return Step::Skip;
       }
+      pool->stats.client_parse_count++;
       auto st = pooler->statements().get(r.rest());
       prepared()[cname] = st;
       s->ensure_prepared(st, cname);
@@ -261,7 +266,7 @@ Step Client::prepared_message(const char* data, std::uint32_t wire_size) {
       auto portal = r.cstr();
       auto name = r.cstr();
       if (!portal || !name) break;
-      pool->stats.bind_count++;
+      if (!name->empty()) pool->stats.bind_count++;  // named statements only, as PgBouncer
       auto it = name->empty() ? prepared().end() : prepared().find(std::string(*name));
       if (it == prepared().end()) {
         // Unnamed, or unknown: the server answers (for unknown names with the same

@@ -102,6 +102,7 @@ enum class Reason : std::uint8_t {
   AdminMoveRefused,
   AdminMoveEnded,
   AdminNoSuchClient,
+  AdminBadClientId,
   AdminKillSelf,
   AdminReloadFailed,
   AdminShutdownMode,

@@ -55,6 +55,14 @@ void Registry::apply(const std::map<std::string, std::pair<config::Node, std::op
     e->cfg = uc;
     e->removed = false;
   }
+  // As PgBouncer: a database with a forced user and a min_pool_size has its pool
+  // from the start, so that its servers are opened before any client comes
+  // (Pooler::pool_service opens the first, the janitor the rest).
+  for (auto& [name, e] : dbs_) {
+    if (e->removed || !e->cluster || name == "*" || e->cfg.user.empty()) continue;
+    if ((e->cfg.min_pool_size >= 0 ? e->cfg.min_pool_size : cfg_.pooler.min_pool_size) <= 0) continue;
+    get_pool(e.get(), name, forced_user(*e), e->cfg.user);
+  }
 }
 
 DbEntry* Registry::db(const std::string& name) {

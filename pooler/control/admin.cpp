@@ -4,6 +4,8 @@
 // console's own client.
 #include "pooler/control/admin.hpp"
 
+#include <cctype>
+#include <cerrno>
 #include <cstdlib>
 
 #include "config/load.hpp"
@@ -38,8 +40,6 @@ void Console::login(Client* c) {
   }
   c->admin = true;
   c->pool = pool_;
-  db_->counts->clients.fetch_add(1, std::memory_order_relaxed);
-  user_->counts->clients.fetch_add(1, std::memory_order_relaxed);
   pool_->stats.client_login_count++;
   p_.cancels_.add(c);
   std::string buf;
@@ -67,11 +67,12 @@ void Console::done(Client* c, const std::string& tag) {
   c->queue(buf);
 }
 
-void Console::error(Client* c, Reason why, std::initializer_list<std::string_view> args) {
+void Console::error(Client* c, Reason why, std::initializer_list<std::string_view> args, const std::string& detail) {
   std::string buf;
   proto::ErrorFields e;
   e.sqlstate = sqlstate_of(why);
   e.message = reason_text(why, args);
+  e.detail = detail;
   proto::error_response(buf, e);
   proto::ready_for_query(buf, 'I');
   c->queue(buf);
@@ -105,6 +106,10 @@ const Console::Command Console::kCommands[] = {
 
 void Console::query(Client* c, std::string_view sql) {
   WorldLock world_lock(p_.hub_, p_.shard_);
+  // As PgBouncer, each console query is a transaction and a query of the console's
+  // database in SHOW STATS / TOTALS (counted before the answer, which includes it).
+  pool_->stats.xact_count++;
+  pool_->stats.query_count++;
   auto w = words(sql);
   if (w.empty()) {
     std::string buf;
@@ -161,6 +166,10 @@ void Console::cmd_show(Client* c, const Args& a) {
   const View* v = find_view(what);
   if (!v) {
     error(c, Reason::AdminUnknownShow, {what});
+    return;
+  }
+  if (what == "FDS" && c->stats_only) {  // as PgBouncer: it shows every cancel key
+    error(c, Reason::AdminNotAllowed, {"SHOW FDS"});
     return;
   }
   std::string buf;
@@ -285,14 +294,19 @@ void Console::cmd_kill(Client* c, const Args& a) {
 void Console::cmd_kill_client(Client* c, const Args& a) {
   std::string arg = a.w.size() > 1 ? a.w[1] : "";
   char* end = nullptr;
+  errno = 0;
   unsigned long long id = std::strtoull(arg.c_str(), &end, 10);
+  if (arg.empty() || *end || errno || !std::isdigit(static_cast<unsigned char>(arg[0]))) {
+    error(c, Reason::AdminBadClientId, {arg});  // as PgBouncer: not a number
+    return;
+  }
   Client* victim = nullptr;
   for (Pool* p : p_.world_pools()) {
     p->each_client([&](Client* x) {
       if (x->id == id) victim = x;
     });
   }
-  if (arg.empty() || *end || !victim) {
+  if (!victim) {
     error(c, Reason::AdminNoSuchClient, {arg});
     return;
   }
@@ -312,11 +326,12 @@ void Console::cmd_wait_close(Client* c, const Args& a) {
 void Console::cmd_reload(Client* c, const Args&) {
   auto res = config::load_file(p_.cfg_.path);
   if (!res.ok()) {
+    // As PgBouncer: the client is told to see the log, where the errors are; they
+    // are in the error's DETAIL too.
     std::string errors;
-    for (const auto& e : res.errors) errors += "\n" + e.to_string();
-    std::string msg = reason_text(Reason::AdminReloadFailed, {errors});
-    LOG_ERROR("%s", msg.c_str());
-    error(c, Reason::AdminReloadFailed, {errors});
+    for (const auto& e : res.errors) errors += (errors.empty() ? "" : "\n") + e.to_string();
+    LOG_ERROR("RELOAD failed, old configuration kept:\n%s", errors.c_str());
+    error(c, Reason::AdminReloadFailed, {}, errors);
     return;
   }
   LOG_INFO("RELOAD command issued");

@@ -67,7 +67,7 @@ class Console {
   static const View* find_view(const std::string& what);  // nullptr: no such view
 
   void done(Client* c, const std::string& tag);
-  void error(Client* c, Reason why, std::initializer_list<std::string_view> args = {});
+  void error(Client* c, Reason why, std::initializer_list<std::string_view> args = {}, const std::string& detail = "");
   bool pending_done(const Pending& pa);
   bool need_db(Client* c, const Args& a);
   [[nodiscard]] bool db_exists(const std::string& name);
@@ -102,6 +102,11 @@ class Console {
   void show_version(std::string& out, const std::string& what);
   void show_state(std::string& out, const std::string& what);
   void show_help(std::string& out, const std::string& what);
+  // admin_sockets.cpp: one row per connection.
+  void show_sockets(std::string& out, const std::string& what);  // SOCKETS, ACTIVE_SOCKETS
+  void show_fds(std::string& out, const std::string& what);
+  void show_peers(std::string& out, const std::string& what);  // PEERS, PEER_POOLS
+  void show_dns(std::string& out, const std::string& what);    // DNS_HOSTS, DNS_ZONES
 
   Pooler& p_;
   std::vector<Pending> pending_;

@@ -24,7 +24,10 @@ namespace {
 const char* kHelp[] = {
     "Console usage",
     "\tSHOW HELP|CONFIG|USERS|DATABASES|POOLS|CLIENTS|SERVERS|VERSION|STATE",
-    "\tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS|LISTS|MEM",
+    "\tSHOW PEERS|PEER_POOLS",
+    "\tSHOW FDS|SOCKETS|ACTIVE_SOCKETS|LISTS|MEM",
+    "\tSHOW DNS_HOSTS|DNS_ZONES",
+    "\tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS",
     "\tSET key = arg",
     "\tRELOAD",
     "\tPAUSE [<db>]",
@@ -64,6 +67,13 @@ const Console::View Console::kViews[] = {
     {"FAILOVERS", &Console::show_failovers},
     {"VERSION", &Console::show_version},
     {"STATE", &Console::show_state},
+    {"SOCKETS", &Console::show_sockets},
+    {"ACTIVE_SOCKETS", &Console::show_sockets},
+    {"FDS", &Console::show_fds},
+    {"PEERS", &Console::show_peers},
+    {"PEER_POOLS", &Console::show_peers},
+    {"DNS_HOSTS", &Console::show_dns},
+    {"DNS_ZONES", &Console::show_dns},
     {"HELP", &Console::show_help},
 };
 
@@ -90,61 +100,24 @@ void Console::show_pools(std::string& out, const std::string&) {
   t.emit(out);
 }
 
-void Console::show_conns(std::string& out, const std::string& what) {
-  std::vector<Pool*> pools = p_.world_pools();  // every worker's pools
-  std::uint64_t wall_now = std::uint64_t(time(nullptr));
-  auto all_clients = [&](const std::function<void(Client*, Pool*)>& f) {
-    for (Pool* p : pools) {
-      p->each_client([&](Client* x) { f(x, p); });
-    }
-  };
-  Table t({{"type", false}, {"user", false}, {"database", false}, {"replication", false}, {"state", false},
-           {"addr", false}, {"port", true}, {"local_addr", false}, {"local_port", true}, {"connect_time", false},
-           {"request_time", false}, {"wait", true}, {"wait_us", true}, {"close_needed", true}, {"ptr", false},
-           {"link", false}, {"remote_pid", true}, {"tls", false}, {"application_name", false},
-           {"prepared_statements", true}, {"id", true}});
-  // Times of a connection are read against its own worker's loop clock.
-  auto wall = [&](const Conn* x, Ms t0) {
-    Ms tnow = std::max(x->pooler->now(), t0);
-    return fmt_time(wall_now - (tnow - t0) / 1000);
-  };
-  if (what == "CLIENTS") {
-    all_clients([&](Client* x, Pool* p) {
-      Ms wait = x->state == ClientState::Waiting ? std::max(x->pooler->now(), x->wait_start) - x->wait_start : 0;
-      int ai = tracked_index("application_name");
-      t.row({str("C"), str(x->user_name), str(p->db_name), str("no"),
-             str(x->state == ClientState::Waiting ? "waiting" : x->state == ClientState::Login ? "login" : "active"),
-             str(x->remote.host()), inum(x->remote.port), str(x->local_addr().host()), inum(x->local_addr().port), str(wall(x, x->connect_time)), str(wall(x, x->request_time)),
-             num(wait / 1000), num((wait % 1000) * 1000), num(0), str(fmt_ptr(x)), str(fmt_ptr(x->server)), num(0),
-             str(x->tls_description()), str(x->params.get(ai).value_or("")), num(x->prepared_count()), num(x->id)});
-    });
-  } else {
-    for (Pool* p : pools) {
-      p->each_server([&](Server* s) {
-        int ai = tracked_index("application_name");
-        t.row({str("S"), str(p->user_name), str(p->db_name), str("no"), str(to_string(s->state)), str(s->host),
-               inum(s->server_port), str(s->local.host()), inum(s->local.port), str(wall(s, s->connect_time)), str(wall(s, s->request_time)),
-               num(0), num(0), num(s->close_needed ? 1 : 0), str(fmt_ptr(s)), str(fmt_ptr(s->client)),
-               num(s->pid), str(s->tls_description()), str(s->params.get(ai).value_or("")), num(s->prepared_on.size()), num(s->id)});
-      });
-    }
-  }
-  t.emit(out);
-}
-
 void Console::show_stats(std::string& out, const std::string& what) {
   // PgBouncer reports statistics per database: totals and rates add up over pools
   // (and workers), average times are weighted by their events (p_.control/stats.hpp).
   std::map<std::string, StatsSum> per_db = stats_by_database(p_);
-  // PgBouncer names the byte counters differently in each view.
+  // PgBouncer 1.25 names the counters differently in each view: the byte counters,
+  // and the prepared-statement ones ("ps_" in TOTALS, "avg_" in STATS_AVERAGES).
+  auto is_ps = [](const StatCounter& k) {
+    return k.member == &PoolStats::client_parse_count || k.member == &PoolStats::server_parse_count ||
+           k.member == &PoolStats::bind_count;
+  };
   auto name_in = [&](const StatCounter& k, const char* view) -> std::string {
     std::string n = k.name, v = view;
     if (k.member == &PoolStats::received) n = v == "TOTALS" ? "client_bytes" : v == "AVG" ? "recv" : "bytes_received";
     if (k.member == &PoolStats::sent) n = v == "TOTALS" ? "server_bytes" : v == "AVG" ? "sent" : "bytes_sent";
+    if (v == "TOTALS" && is_ps(k)) n = "ps_" + n;
+    if (v == "AVERAGES" && (is_ps(k) || k.member == &PoolStats::client_login_count)) n = "avg_" + n;
     return n;
   };
-  // Averages have no client_login_count column.
-  auto has_average = [](const StatCounter& k) { return k.member != &PoolStats::client_login_count; };
   if (what == "TOTALS") {
     // Rows of (name, value) over all databases, as PgBouncer's SHOW TOTALS.
     StatsSum all;
@@ -152,9 +125,7 @@ void Console::show_stats(std::string& out, const std::string& what) {
     PoolStats avg = all.averages();
     Table t({{"name", false}, {"value", true}});
     for (const StatCounter& k : stat_counters()) t.row({str("total_" + name_in(k, "TOTALS")), num(all.totals().*k.member)});
-    for (const StatCounter& k : stat_counters()) {
-      if (has_average(k)) t.row({str("avg_" + name_in(k, "TOTALS")), num(avg.*k.member)});
-    }
+    for (const StatCounter& k : stat_counters()) t.row({str("avg_" + name_in(k, "TOTALS")), num(avg.*k.member)});
     t.emit(out);
   } else {
     std::vector<Table::Col> cols{{"database", false}};
@@ -163,8 +134,7 @@ void Console::show_stats(std::string& out, const std::string& what) {
       if (totals) cols.push_back({what == "STATS" ? "total_" + std::string(k.name) : name_in(k, "PLAIN"), true});
     }
     for (const StatCounter& k : stat_counters()) {
-      if (avgs && has_average(k))
-        cols.push_back({what == "STATS" ? "avg_" + name_in(k, "AVG") : name_in(k, "PLAIN"), true});
+      if (avgs) cols.push_back({what == "STATS" ? "avg_" + name_in(k, "AVG") : name_in(k, "AVERAGES"), true});
     }
     Table t(cols);
     for (auto& [db, sum] : per_db) {
@@ -174,7 +144,7 @@ void Console::show_stats(std::string& out, const std::string& what) {
         if (totals) r.push_back(num(sum.totals().*k.member));
       }
       for (const StatCounter& k : stat_counters()) {
-        if (avgs && has_average(k)) r.push_back(num(avg.*k.member));
+        if (avgs) r.push_back(num(avg.*k.member));
       }
       t.row(r);
     }
@@ -203,20 +173,29 @@ void Console::show_databases(std::string& out, const std::string&) {
            inum(d->counts->servers.load()), inum(p_.registry_.max_db_client_connections(*d)), inum(d->counts->clients.load()),
            num(d->paused || p_.paused_all_ ? 1 : 0), num(d->disabled ? 1 : 0)});
   }
+  // The console's own database: the global limits apply to it (its clients count
+  // against max_db_client_connections, lifecycle.cpp's count_client).
   t.row({str("pgbouncer"), std::nullopt, inum(ps.listen_port), str("pgbouncer"), str("pgbouncer"), inum(2),
-         inum(0), inum(0), inum(0), str("statement"), std::nullopt, inum(0), inum(0), inum(0),
+         inum(0), inum(0), inum((long long)ps.server_lifetime), str("statement"), std::nullopt,
+         inum(ps.max_db_connections), inum(0), inum(ps.max_db_client_connections),
          inum(p_.hub_->db_count(std::string("\x01console"))->clients.load()), num(0), num(0)});
   t.emit(out);
 }
 
 void Console::show_users(std::string& out, const std::string&) {
-  Table t({{"name", false}, {"pool_size", true}, {"reserve_pool_size", true}, {"pool_mode", false},
+  // As PgBouncer, pool_size and reserve_pool_size are text: the number right-aligned
+  // in 9 characters, or empty when the user sets none.
+  auto own = [](int n) {
+    char b[16] = "";
+    if (n >= 0) std::snprintf(b, sizeof b, "%9d", n);
+    return str(b);
+  };
+  Table t({{"name", false}, {"pool_size", false}, {"reserve_pool_size", false}, {"pool_mode", false},
            {"max_user_connections", true}, {"current_connections", true}, {"max_user_client_connections", true},
            {"current_client_connections", true}});
   for (auto& [name, u] : p_.registry_.users()) {
     if (u->removed) continue;
-    t.row({str(name), u->cfg.pool_size >= 0 ? inum(u->cfg.pool_size) : std::nullopt,
-           u->cfg.reserve_pool_size >= 0 ? inum(u->cfg.reserve_pool_size) : std::nullopt,
+    t.row({str(name), own(u->cfg.pool_size), own(u->cfg.reserve_pool_size),
            u->cfg.pool_mode ? str(config::to_string(*u->cfg.pool_mode)) : std::nullopt,
            inum(u->cfg.max_user_connections >= 0 ? u->cfg.max_user_connections : p_.cfg_.pooler.max_user_connections),
            inum(u->counts->servers.load()), inum(p_.registry_.max_user_client_connections(*u)), inum(u->counts->clients.load())});
@@ -360,6 +339,28 @@ void Console::show_state(std::string& out, const std::string&) {
   t.row({str("paused"), str(p_.paused_all_ ? "yes" : "no")});
   t.row({str("suspended"), str(p_.suspended_ ? "yes" : "no")});
   t.emit(out);
+}
+
+// SHOW PEERS / PEER_POOLS: pgpivot has no peering ([peers] is not supported), so
+// both are empty, with PgBouncer's columns.
+void Console::show_peers(std::string& out, const std::string& what) {
+  if (what == "PEERS") {
+    Table({{"peer_id", true}, {"host", false}, {"port", true}, {"pool_size", true}}).emit(out);
+  } else {
+    Table({{"peer_id", true}, {"cl_active_cancel_req", true}, {"cl_waiting_cancel_req", true},
+           {"sv_active_cancel", true}, {"sv_login", true}})
+        .emit(out);
+  }
+}
+
+// SHOW DNS_HOSTS / DNS_ZONES: pgpivot resolves server names when it connects and
+// keeps no DNS cache, so both are empty, with PgBouncer's columns.
+void Console::show_dns(std::string& out, const std::string& what) {
+  if (what == "DNS_HOSTS") {
+    Table({{"hostname", false}, {"ttl", true}, {"addrs", false}}).emit(out);
+  } else {
+    Table({{"zonename", false}, {"serial", true}, {"count", true}}).emit(out);
+  }
 }
 
 void Console::show_help(std::string& out, const std::string&) {

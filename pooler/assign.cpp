@@ -214,7 +214,8 @@ void Pooler::pool_service(Pool* p) {
     p->service_again = false;
     // Clients waiting for the pool's first server (its welcome) when none is being
     // opened: the launch at their login found a limit reached; try again.
-    if (!p->cl_login.empty() && p->sv_login.empty()) try_launch(p, false);
+    // (Replication clients there wait for servers of their own: serve_replication.)
+    if (p->sv_login.empty() && waits_for_welcome(p)) try_launch(p, false);
     // A forced user's pool with min_pool_size (Registry::apply made it): its first
     // server, for the welcome the janitor waits for before filling the pool.
     if (!p->have_welcome && p->server_total() == 0 && !p->db->cfg.user.empty() && registry_.min_pool_size(p) > 0) {

@@ -172,8 +172,13 @@ void Pooler::janitor() {
     WorldLock wl(hub_, shard_);
     console_.finish_pending();
   }
-  if (wait_for_clients_ && client_count_ == 0) shutdown_now();
-  if (shutting_down_ && !wait_for_clients_) check_shutdown_done();
+  if (stopping_) return;
+  if (shutting_down_) {
+    check_shutdown_done();
+  } else if (wait_for_clients_ && client_count_ == 0) {
+    LOG_INFO("client connections dropped, exiting");
+    shutdown_now();
+  }
 }
 
 // pool_idle_timeout: a pool without clients or servers (closing ones included) for

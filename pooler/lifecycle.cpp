@@ -62,6 +62,10 @@ void Pooler::client_login_done(Client* c) {
     disconnect_client(c, Reason::DatabaseDisabled, {c->db_name.str()});
     return;
   }
+  if (shutdown_pending()) {  // only the console takes logins during a waiting shutdown
+    disconnect_client(c, Reason::PoolerShuttingDown);
+    return;
+  }
   if (!user->counts) user->counts = hub_->user_count(server_user);
   auto limit = [](int n) { return n > 0 ? n : -1; };
   if (!share::reserve_slot(db->counts->clients, limit(registry_.max_db_client_connections(*db)))) {

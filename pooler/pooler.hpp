@@ -149,6 +149,8 @@ class Pooler {
   int client_count() const { return client_count_; }
   [[nodiscard]] bool paused_all() const { return paused_all_; }   // PAUSE without a database
   [[nodiscard]] bool suspended() const { return suspended_; }     // SUSPEND
+  // SHUTDOWN WAIT_FOR_SERVERS / WAIT_FOR_CLIENTS (or SIGINT / SIGTERM) is in progress.
+  [[nodiscard]] bool shutdown_pending() const { return shutting_down_ || wait_for_clients_; }
   ListHead& login_clients() { return cl_login_; }
 
  private:
@@ -160,7 +162,7 @@ class Pooler {
   void begin_wait_for_clients();
   bool check_shutdown_done();
   bool open_listeners();
-  void close_listeners();
+  void close_listeners(bool tcp_only = false);  // tcp_only: the Unix socket stays open
   bool may_launch(Pool* p) const;
   bool adopt_welcome(Pool* p);
   void welcome_login_clients(Pool* p);

@@ -64,6 +64,9 @@ constexpr ReasonInfo kTable[] = {
     {R::TransactionTimeout, "25P04", "transaction timeout"},
     {R::StatementModeTransaction, "25P01", "transaction blocks not allowed in statement pooling mode"},
     {R::ShuttingDown, "57P01", "pgpivot is shutting down"},
+    // PgBouncer's texts (its tests and log alerts match on them).
+    {R::ServerShuttingDown, "57P01", "server shutting down"},
+    {R::PoolerShuttingDown, "57P03", "pooler is shutting down"},
     {R::KilledByAdmin, "08P01", "client killed by admin"},
     {R::DatabaseKilled, "08P01", "database removed"},
     {R::ServerClosedMidMessage, "08006", "server connection closed in the middle of a message: {}", false},
@@ -116,6 +119,7 @@ constexpr ReasonInfo kTable[] = {
     {R::AdminSettingNeedsRestart, "55P02", "{} cannot be changed at run time; edit the config and restart"},
     {R::AdminSettingNeedsReload, "55P02", "{} is changed by RELOAD; edit the config and reload"},
     {R::AdminSettingInvalid, "22023", "invalid value for {}: {}"},
+    {R::AdminShuttingDown, "08P01", "pooler is shutting down"},  // PgBouncer's SQLSTATE and text
 };
 static_assert(sizeof kTable / sizeof kTable[0] == kReasons, "one entry per Reason");
 

@@ -59,6 +59,8 @@ enum class Reason : std::uint8_t {
   TransactionTimeout,
   StatementModeTransaction,
   ShuttingDown,
+  ServerShuttingDown,   // SHUTDOWN WAIT_FOR_SERVERS: a client that wants a server
+  PoolerShuttingDown,   // a login while a shutdown waits
   KilledByAdmin,
   DatabaseKilled,
   ServerClosedMidMessage,
@@ -108,8 +110,9 @@ enum class Reason : std::uint8_t {
   AdminSettingNeedsRestart,
   AdminSettingNeedsReload,
   AdminSettingInvalid,
+  AdminShuttingDown,
 };
-inline constexpr int kReasons = int(Reason::AdminSettingInvalid) + 1;
+inline constexpr int kReasons = int(Reason::AdminShuttingDown) + 1;
 
 struct ReasonInfo {
   Reason reason;

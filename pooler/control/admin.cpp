@@ -236,6 +236,11 @@ void Console::cmd_pause(Client* c, const Args& a) {
 }
 
 void Console::cmd_resume(Client* c, const Args& a) {
+  if (a.db.empty() && p_.shutdown_pending()) {
+    LOG_INFO("RESUME command issued");
+    error(c, Reason::AdminShuttingDown);
+    return;
+  }
   for (Pooler* x : p_.world()) {
     if (x->suspended_) x->suspend(false);
     if (a.db.empty()) {

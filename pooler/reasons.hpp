@@ -25,6 +25,8 @@ enum class Reason : std::uint8_t {
   InvalidStartup,
   SslRequired,
   UnsupportedStartupParameter,
+  UnsupportedOptionsSyntax,     // "options" with something else than -c name=value
+  UnsupportedOptionsParameter,  // "options" setting a parameter that is not tracked
   TooManyClients,
   TooManyDbClients,
   TooManyUserClients,

@@ -142,6 +142,17 @@ void Pooler::janitor() {
       }
       give_back_servers(p);  // a request may have come while every server here was busy
     }
+    if (set.server_fast_close) {
+      // server_fast_close (PgBouncer's): a server RECONNECT or a RELOAD marked goes
+      // as soon as its session is between transactions, with its client, instead of
+      // when the client leaves (session pooling; in the other modes it goes at release).
+      p->each_server([&](Server* s) {
+        if (!s->close_needed || s->expect_z != 0 || s->txn != 'I' || s->fwd_left != 0) return;
+        Client* c = s->client;
+        disconnect_server(s, "database configuration changed");
+        if (c) disconnect_client(c, Reason::DatabaseConfigChanged);
+      }, {ServerState::Active});
+    }
     // min_pool_size counts the pool's servers in every worker.
     int min = registry_.min_pool_size(p);
     double lifetime = registry_.server_lifetime(*p->db);

@@ -114,10 +114,19 @@ void Pooler::send_welcome(Client* c) {
     }
   }
   proto::backend_key_data(buf, c->cancel_pid, c->cancel_key);
+  login_notice(buf);
   proto::ready_for_query(buf, 'I');
   c->queue(buf);
   c->login = LoginStep::Done;
+}
 
+void Pooler::login_notice(std::string& buf) const {
+  if (cfg_.pooler.login_notify_message.empty()) return;
+  proto::ErrorFields n;
+  n.severity = "NOTICE";
+  n.sqlstate = "00000";
+  n.message = cfg_.pooler.login_notify_message;
+  proto::notice_response(buf, n);
 }
 
 void Pooler::disconnect_client(Client* c, Reason why, std::initializer_list<std::string_view> args) {

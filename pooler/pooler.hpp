@@ -67,6 +67,8 @@ class Pooler {
   void accept_ready(Listener* l);
   void client_login_done(Client* c);         // authenticated: send welcome or wait for it
   void send_welcome(Client* c);
+  // login_notify_message: a NOTICE between BackendKeyData and ReadyForQuery, as PgBouncer.
+  void login_notice(std::string& buf) const;
   void client_request(Client* c);            // client has data and needs a server
   // Closes a client's connection for `why` (reasons.hpp), after telling it so when the
   // reason says to. The second form passes on an error a server sent.

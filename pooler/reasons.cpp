@@ -72,6 +72,7 @@ constexpr ReasonInfo kTable[] = {
     {R::PoolerShuttingDown, "57P03", "pooler is shutting down"},
     {R::KilledByAdmin, "08P01", "client killed by admin"},
     {R::DatabaseKilled, "08P01", "database removed"},
+    {R::DatabaseConfigChanged, "57P01", "database configuration changed"},  // PgBouncer's text
     {R::ServerClosedMidMessage, "08006", "server connection closed in the middle of a message: {}", false},
     {R::ServerClosedMidStream, "08006", "server connection closed: {}"},
     {R::TransactionLost, "40001", "server connection lost; the transaction was rolled back and can be retried"},

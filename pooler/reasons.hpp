@@ -65,6 +65,7 @@ enum class Reason : std::uint8_t {
   PoolerShuttingDown,   // a login while a shutdown waits
   KilledByAdmin,
   DatabaseKilled,
+  DatabaseConfigChanged,  // server_fast_close
   ServerClosedMidMessage,
   ServerClosedMidStream,
   // A statement is answered with an ERROR; the client stays connected.

@@ -51,6 +51,7 @@ void Console::login(Client* c) {
     proto::parameter_status(buf, k, v);
   }
   proto::backend_key_data(buf, c->cancel_pid, c->cancel_key);
+  p_.login_notice(buf);
   proto::ready_for_query(buf, 'I');
   c->queue(buf);
   c->login = LoginStep::Done;

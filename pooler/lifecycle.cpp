@@ -62,6 +62,9 @@ void Pooler::client_login_done(Client* c) {
     disconnect_client(c, Reason::DatabaseDisabled, {c->db_name.str()});
     return;
   }
+  if (registry_.dbs().find(c->db_name.str()) == registry_.dbs().end() && auto_dbs_seen_.insert(c->db_name.str()).second) {
+    LOG_INFO("registered new auto-database: %s", c->db_name.c_str());  // served by "*" (PgBouncer's words)
+  }
   if (shutdown_pending()) {  // only the console takes logins during a waiting shutdown
     disconnect_client(c, Reason::PoolerShuttingDown);
     return;

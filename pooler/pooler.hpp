@@ -15,6 +15,7 @@
 #include <initializer_list>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -194,6 +195,7 @@ class Pooler {
   Registry registry_;
   CancelTable cancels_;
   ListHead cl_login_;  // clients before they have a pool
+  std::set<std::string> auto_dbs_seen_;  // names served by the "*" database, logged once
   int client_count_ = 0;
   std::uint64_t id_seq_ = 0;
   bool shutting_down_ = false;

@@ -26,6 +26,11 @@ std::string quote_literal(std::string_view v) {
 
 // A client sent something and has no server: it waits in its pool.
 void Pooler::client_request(Client* c) {
+  if (shutting_down_) {
+    // SHUTDOWN WAIT_FOR_SERVERS: no server for a new transaction (PgBouncer's text).
+    disconnect_client(c, Reason::ServerShuttingDown);
+    return;
+  }
   c->wait_start = now();
   c->wait_notified = false;
   client_change_state(c, ClientState::Waiting);
@@ -90,7 +95,9 @@ void Pooler::server_release(Server* s) {
     client_change_state(c, ClientState::Idle);
   }
   if (!s->closing) {
-    if (pool_paused(p) && !suspended_) {
+    if (shutting_down_) {
+      disconnect_server(s, "shutting down");  // SHUTDOWN WAIT_FOR_SERVERS keeps no idle server
+    } else if (pool_paused(p) && !suspended_) {
       disconnect_server(s, "PAUSE");
     } else if (s->close_needed || life_over(s)) {
       disconnect_server(s, s->close_needed ? "configuration changed" : "server_lifetime");
@@ -102,10 +109,6 @@ void Pooler::server_release(Server* s) {
       s->last_used = now();
       server_change_state(s, ServerState::Idle);
     }
-  }
-  if (shutting_down_ && c) {
-    disconnect_client(c, Reason::ShuttingDown);
-    c = nullptr;
   }
   // Other workers wait for this pool's slots: keep no more than a fair share.
   if (hub_->threaded() && s->state == ServerState::Idle) give_back_servers(p);

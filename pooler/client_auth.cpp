@@ -20,6 +20,57 @@ constexpr std::string_view kAllowedStartup[] = {"user", "database", "application
                                                 "DateStyle", "TimeZone", "IntervalStyle",
                                                 "standard_conforming_strings"};
 
+// The "options" startup parameter, read as PgBouncer reads it: a list of
+// "-c name=value" / "-cname=value" / "--name=value" pieces, separated by white space,
+// a backslash escaping the character after it. Tracked parameters are taken (later
+// ones win), others are skipped when they, or "options" itself, are in
+// ignore_startup_parameters, else the login is refused. Returns false with the
+// reason (and its argument) to refuse with.
+bool read_startup_options(std::string_view opts, const std::vector<std::string>& ignore, TrackedParams& params,
+                          Reason& why, std::string& arg) {
+  auto ignored = [&](std::string_view name) {
+    for (const auto& i : ignore)
+      if (iequals(i, name) || iequals(i, "options")) return true;
+    return false;
+  };
+  auto space = [](char ch) { return std::isspace(static_cast<unsigned char>(ch)) != 0; };
+  std::size_t i = 0;
+  while (true) {
+    while (i < opts.size() && space(opts[i])) i++;
+    if (i == opts.size()) return true;
+    if (opts.substr(i, 2) == "-c") {
+      i += 2;
+      while (i < opts.size() && space(opts[i])) i++;
+    } else if (opts.substr(i, 2) == "--") {
+      i += 2;
+    } else {
+      why = Reason::UnsupportedOptionsSyntax;
+      return false;
+    }
+    std::string token;
+    for (; i < opts.size() && !space(opts[i]); i++) {
+      if (opts[i] == '\\') {
+        if (++i == opts.size()) break;
+      }
+      token += opts[i];
+    }
+    std::size_t eq = token.find('=');
+    if (eq == std::string::npos) {
+      why = Reason::UnsupportedOptionsSyntax;
+      return false;
+    }
+    std::string name = token.substr(0, eq);
+    int ti = tracked_index(name);
+    if (ti >= 0) {
+      params.set(ti, token.substr(eq + 1));
+    } else if (!ignored(name)) {
+      why = Reason::UnsupportedOptionsParameter;
+      arg = name;
+      return false;
+    }
+  }
+}
+
 }  // namespace
 
 // The startup parameter "replication": true/on/yes/1 (physical) or database
@@ -107,6 +158,18 @@ Step Client::on_startup(const char* data, std::uint32_t len) {
     if (repl && iequals(name, "options")) continue;            // passed on verbatim
     if (name.rfind("_pq_.", 0) == 0) {
       unrecognized.push_back(name);
+      continue;
+    }
+    if (name == "options") {
+      Reason why{};
+      std::string arg;
+      if (!read_startup_options(value, set.ignore_startup_parameters, params, why, arg)) {
+        if (why == Reason::UnsupportedOptionsParameter)
+          LOG_WARN("C-%llu: %s/%s@%s unsupported startup parameter in options: %s", (unsigned long long)id,
+                   db_name.c_str(), user_name.c_str(), remote.str().c_str(), arg.c_str());
+        pooler->disconnect_client(this, why, {arg});
+        return Step::Stop;
+      }
       continue;
     }
     bool ok = false;

@@ -144,6 +144,17 @@ void Pooler::janitor() {
       }
       give_back_servers(p);  // a request may have come while every server here was busy
     }
+    if (set.server_fast_close) {
+      // server_fast_close (PgBouncer's): a server RECONNECT or a RELOAD marked goes
+      // as soon as its session is between transactions, with its client, instead of
+      // when the client leaves (session pooling; in the other modes it goes at release).
+      p->each_server([&](Server* s) {
+        if (!s->close_needed || s->expect_z != 0 || s->txn != 'I' || s->fwd_left != 0) return;
+        Client* c = s->client;
+        disconnect_server(s, "database configuration changed");
+        if (c) disconnect_client(c, Reason::DatabaseConfigChanged);
+      }, {ServerState::Active});
+    }
     // min_pool_size counts the pool's servers in every worker.
     int min = registry_.min_pool_size(p);
     double lifetime = registry_.server_lifetime(*p->db);
@@ -174,8 +185,13 @@ void Pooler::janitor() {
     WorldLock wl(hub_, shard_);
     console_.finish_pending();
   }
-  if (wait_for_clients_ && client_count_ == 0) shutdown_now();
-  if (shutting_down_ && !wait_for_clients_) check_shutdown_done();
+  if (stopping_) return;
+  if (shutting_down_) {
+    check_shutdown_done();
+  } else if (wait_for_clients_ && client_count_ == 0) {
+    LOG_INFO("client connections dropped, exiting");
+    shutdown_now();
+  }
 }
 
 // pool_idle_timeout: a pool without clients or servers (closing ones included) for

@@ -63,6 +63,13 @@ void Pooler::client_login_done(Client* c) {
     disconnect_client(c, Reason::DatabaseDisabled, {c->db_name.str()});
     return;
   }
+  if (registry_.dbs().find(c->db_name.str()) == registry_.dbs().end() && auto_dbs_seen_.insert(c->db_name.str()).second) {
+    LOG_INFO("registered new auto-database: %s", c->db_name.c_str());  // served by "*" (PgBouncer's words)
+  }
+  if (shutdown_pending()) {  // only the console takes logins during a waiting shutdown
+    disconnect_client(c, Reason::PoolerShuttingDown);
+    return;
+  }
   if (!user->counts) user->counts = hub_->user_count(server_user);
   // Client limits count the login user, also where the database forces another.
   if (!count_client(c, db, db->cfg.user.empty() ? user : registry_.find_user(c->user_name))) return;
@@ -135,10 +142,19 @@ void Pooler::send_welcome(Client* c) {
     }
   }
   proto::backend_key_data(buf, c->cancel_pid, c->cancel_key);
+  login_notice(buf);
   proto::ready_for_query(buf, 'I');
   c->queue(buf);
   c->login = LoginStep::Done;
+}
 
+void Pooler::login_notice(std::string& buf) const {
+  if (cfg_.pooler.login_notify_message.empty()) return;
+  proto::ErrorFields n;
+  n.severity = "NOTICE";
+  n.sqlstate = "00000";
+  n.message = cfg_.pooler.login_notify_message;
+  proto::notice_response(buf, n);
 }
 
 void Pooler::disconnect_client(Client* c, Reason why, std::initializer_list<std::string_view> args) {

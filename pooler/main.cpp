@@ -42,7 +42,8 @@ void usage(FILE* out) {
                "  -u USER        switch to this OS user after reading the config (as root, one\n"
                "                 of -u or `user` is required; -u root runs as root on purpose)\n\n"
                "Signals: SIGHUP reload, SIGUSR1 pause, SIGUSR2 resume, SIGINT shutdown after\n"
-               "in-flight transactions, SIGTERM shutdown once clients leave, SIGQUIT immediate.\n"
+               "in-flight transactions, SIGTERM shutdown once clients leave, SIGQUIT immediate;\n"
+               "a second SIGINT or SIGTERM during a shutdown exits at once.\n"
                "ctl connects to --admin, else $PGPIVOT_ADMIN, else the console on the Unix socket\n"
                "in /tmp, port 6432, as user pgbouncer.\n",
                PGPIVOT_VERSION);

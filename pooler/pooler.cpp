@@ -154,21 +154,34 @@ void Pooler::on_signal(int signum) {
       break;
     }
     case SIGINT:
+    case SIGTERM: {
+      const char* name = signum == SIGINT ? "SIGINT" : "SIGTERM";
+      if (shutdown_pending()) {
+        // PgBouncer 1.23+: a second SIGINT or SIGTERM does not wait any longer.
+        LOG_INFO("got %s while shutting down, fast exit", name);
+        shutdown_all();
+        break;
+      }
       notify_service("STOPPING=1");
-      LOG_INFO("got SIGINT, shutting down, waiting for all servers connections to be released");
-      for (Pooler* w : world()) w->begin_safe_shutdown();
+      if (signum == SIGINT) {
+        LOG_INFO("got SIGINT, shutting down, waiting for all servers connections to be released");
+        for (Pooler* w : world()) w->begin_safe_shutdown();
+      } else {
+        LOG_INFO("got SIGTERM, shutting down, waiting for all clients disconnect");
+        for (Pooler* w : world()) w->begin_wait_for_clients();
+      }
       break;
-    case SIGTERM:
-      notify_service("STOPPING=1");
-      LOG_INFO("got SIGTERM, shutting down, waiting for all clients disconnect");
-      for (Pooler* w : world()) w->begin_wait_for_clients();
-      break;
+    }
     case SIGUSR1:
       LOG_INFO("got SIGUSR1, pausing all activity");
       for (Pooler* w : world()) w->paused_all_ = true;
       for (Pooler* w : world()) w->pause_sweep();
       break;
     case SIGUSR2:
+      if (shutdown_pending()) {
+        LOG_INFO("got SIGUSR2 while shutting down, ignoring");
+        break;
+      }
       LOG_INFO("got SIGUSR2, continuing");
       for (Pooler* w : world()) {
         w->paused_all_ = false;
@@ -188,38 +201,46 @@ void Pooler::shutdown_all() {
   for (Pooler* w : world()) w->shutdown_now();
 }
 
+// The two waiting shutdowns (SIGTERM / SHUTDOWN WAIT_FOR_CLIENTS, SIGINT / SHUTDOWN
+// WAIT_FOR_SERVERS) stop listening on TCP at once; the Unix socket stays open until
+// the exit, but only the console accepts logins there (others get "pooler is shutting
+// down"), as in PgBouncer.
 void Pooler::begin_wait_for_clients() {
-  // New connections are refused; connected clients keep being served until they leave.
+  // Connected clients keep being served until they leave.
   wait_for_clients_ = true;
-  close_listeners();
-  if (client_count_ == 0) shutdown_now();
+  close_listeners(true);
+  if (!shutting_down_ && client_count_ == 0) {
+    LOG_INFO("client connections dropped, exiting");
+    shutdown_now();
+  }
 }
 
 void Pooler::begin_safe_shutdown() {
   if (shutting_down_) return;
   shutting_down_ = true;
-  close_listeners();
+  wait_for_clients_ = false;
+  close_listeners(true);
   check_shutdown_done();
 }
 
 bool Pooler::check_shutdown_done() {
-  // Clients without a transaction in flight go now; the others when it ends.
-  cl_login_.for_each<Client>([&](Client* c) { disconnect_client(c, Reason::ShuttingDown); });
+  // No new servers: clients waiting for one, and idle clients when they next want
+  // one (client_request), are closed with "server shutting down". Transactions in
+  // flight finish, and so do sessions in session mode (a session keeps its server
+  // until its client leaves). Idle servers close; the process exits when no server
+  // is left.
   bool busy = false;
   registry_.each_pool([&](Pool* p) {
-    p->each_client([&](Client* c) { disconnect_client(c, Reason::ShuttingDown); }, {ClientState::Login, ClientState::Idle, ClientState::Waiting});
-    p->cl_active.for_each<Client>([&](Client* c) {
-      Server* s = c->server;
-      if (s && s->expect_z == 0 && s->txn == 'I') {
-        disconnect_client(c, Reason::ShuttingDown);
-      } else {
-        busy = true;
-      }
-    });
+    if (p->admin) return;
+    p->each_client([&](Client* c) { disconnect_client(c, Reason::PoolerShuttingDown); }, {ClientState::Login});
+    p->each_client([&](Client* c) { disconnect_client(c, Reason::ServerShuttingDown); }, {ClientState::Waiting});
     p->each_server([&](Server* s) { disconnect_server(s, "shutting down"); }, {ServerState::Idle, ServerState::Used});
-    if (!p->sv_tested.empty() || !p->sv_active.empty()) busy = true;
+    if (!p->sv_tested.empty() || !p->sv_active.empty() || !p->sv_login.empty()) busy = true;
   });
-  if (!busy) shutdown_now();
+  if (!busy) {
+    LOG_INFO("server connections dropped, exiting");
+    shutdown_now();
+  }
   return !busy;
 }
 

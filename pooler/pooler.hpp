@@ -15,6 +15,7 @@
 #include <initializer_list>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -70,6 +71,8 @@ class Pooler {
   // Adds the logged-in client to its database's and its login user's client counts,
   // or refuses it (disconnects it) when one of them is at its limit; false then.
   bool count_client(Client* c, DbEntry* db, UserEntry* user);
+  // login_notify_message: a NOTICE between BackendKeyData and ReadyForQuery, as PgBouncer.
+  void login_notice(std::string& buf) const;
   void client_request(Client* c);            // client has data and needs a server
   // Closes a client's connection for `why` (reasons.hpp), after telling it so when the
   // reason says to. The second form passes on an error a server sent.
@@ -168,6 +171,8 @@ class Pooler {
   int client_count() const { return client_count_; }
   [[nodiscard]] bool paused_all() const { return paused_all_; }   // PAUSE without a database
   [[nodiscard]] bool suspended() const { return suspended_; }     // SUSPEND
+  // SHUTDOWN WAIT_FOR_SERVERS / WAIT_FOR_CLIENTS (or SIGINT / SIGTERM) is in progress.
+  [[nodiscard]] bool shutdown_pending() const { return shutting_down_ || wait_for_clients_; }
   ListHead& login_clients() { return cl_login_; }
 
  private:
@@ -179,7 +184,7 @@ class Pooler {
   void begin_wait_for_clients();
   bool check_shutdown_done();
   bool open_listeners();
-  void close_listeners();
+  void close_listeners(bool tcp_only = false);  // tcp_only: the Unix socket stays open
   bool may_launch(Pool* p) const;
   bool adopt_welcome(Pool* p);
   void welcome_login_clients(Pool* p);
@@ -209,6 +214,7 @@ class Pooler {
   Registry registry_;
   CancelTable cancels_;
   ListHead cl_login_;  // clients before they have a pool
+  std::set<std::string> auto_dbs_seen_;  // names served by the "*" database, logged once
   int client_count_ = 0;
   std::uint64_t id_seq_ = 0;
   bool shutting_down_ = false;

@@ -21,6 +21,9 @@ constexpr ReasonInfo kTable[] = {
     {R::InvalidStartup, "08P01", "{}"},
     {R::SslRequired, "28000", "SSL required"},
     {R::UnsupportedStartupParameter, "08P01", "unsupported startup parameter: {}"},
+    {R::UnsupportedOptionsSyntax, "08P01",
+     "unsupported options startup parameter: only '-c config=val' and '--config=val' are allowed"},
+    {R::UnsupportedOptionsParameter, "08P01", "unsupported startup parameter in options: {}"},
     {R::TooManyClients, "53300", "no more connections allowed (max_client_conn)"},
     {R::TooManyDbClients, "53300", "no more connections allowed (max_db_client_connections)"},
     {R::TooManyUserClients, "53300", "no more connections allowed (max_user_client_connections)"},
@@ -67,8 +70,12 @@ constexpr ReasonInfo kTable[] = {
     {R::TransactionTimeout, "25P04", "transaction timeout"},
     {R::StatementModeTransaction, "25P01", "transaction blocks not allowed in statement pooling mode"},
     {R::ShuttingDown, "57P01", "pgpivot is shutting down"},
+    // PgBouncer's texts (its tests and log alerts match on them).
+    {R::ServerShuttingDown, "57P01", "server shutting down"},
+    {R::PoolerShuttingDown, "57P03", "pooler is shutting down"},
     {R::KilledByAdmin, "08P01", "client killed by admin"},
     {R::DatabaseKilled, "08P01", "database removed"},
+    {R::DatabaseConfigChanged, "57P01", "database configuration changed"},  // PgBouncer's text
     {R::ServerClosedMidMessage, "08006", "server connection closed in the middle of a message: {}", false},
     {R::ServerClosedMidStream, "08006", "server connection closed: {}"},
     {R::TransactionLost, "40001", "server connection lost; the transaction was rolled back and can be retried"},
@@ -120,6 +127,7 @@ constexpr ReasonInfo kTable[] = {
     {R::AdminSettingNeedsRestart, "55P02", "{} cannot be changed at run time; edit the config and restart"},
     {R::AdminSettingNeedsReload, "55P02", "{} is changed by RELOAD; edit the config and reload"},
     {R::AdminSettingInvalid, "22023", "invalid value for {}: {}"},
+    {R::AdminShuttingDown, "08P01", "pooler is shutting down"},  // PgBouncer's SQLSTATE and text
 };
 static_assert(sizeof kTable / sizeof kTable[0] == kReasons, "one entry per Reason");
 

@@ -25,6 +25,8 @@ enum class Reason : std::uint8_t {
   InvalidStartup,
   SslRequired,
   UnsupportedStartupParameter,
+  UnsupportedOptionsSyntax,     // "options" with something else than -c name=value
+  UnsupportedOptionsParameter,  // "options" setting a parameter that is not tracked
   TooManyClients,
   TooManyDbClients,
   TooManyUserClients,
@@ -61,8 +63,11 @@ enum class Reason : std::uint8_t {
   TransactionTimeout,
   StatementModeTransaction,
   ShuttingDown,
+  ServerShuttingDown,   // SHUTDOWN WAIT_FOR_SERVERS: a client that wants a server
+  PoolerShuttingDown,   // a login while a shutdown waits
   KilledByAdmin,
   DatabaseKilled,
+  DatabaseConfigChanged,  // server_fast_close
   ServerClosedMidMessage,
   ServerClosedMidStream,
   // A statement is answered with an ERROR; the client stays connected.
@@ -111,8 +116,9 @@ enum class Reason : std::uint8_t {
   AdminSettingNeedsRestart,
   AdminSettingNeedsReload,
   AdminSettingInvalid,
+  AdminShuttingDown,
 };
-inline constexpr int kReasons = int(Reason::AdminSettingInvalid) + 1;
+inline constexpr int kReasons = int(Reason::AdminShuttingDown) + 1;
 
 struct ReasonInfo {
   Reason reason;

@@ -51,6 +51,7 @@ void Console::login(Client* c) {
     proto::parameter_status(buf, k, v);
   }
   proto::backend_key_data(buf, c->cancel_pid, c->cancel_key);
+  p_.login_notice(buf);
   proto::ready_for_query(buf, 'I');
   c->queue(buf);
   c->login = LoginStep::Done;
@@ -245,6 +246,11 @@ void Console::cmd_pause(Client* c, const Args& a) {
 }
 
 void Console::cmd_resume(Client* c, const Args& a) {
+  if (a.db.empty() && p_.shutdown_pending()) {
+    LOG_INFO("RESUME command issued");
+    error(c, Reason::AdminShuttingDown);
+    return;
+  }
   for (Pooler* x : p_.world()) {
     if (x->suspended_) x->suspend(false);
     if (a.db.empty()) {

@@ -193,9 +193,9 @@ bool Pooler::open_listeners() {
   return true;
 }
 
-void Pooler::close_listeners() {
+void Pooler::close_listeners(bool tcp_only) {
   for (auto& l : listeners_) {
-    if (!l->closed) {
+    if (!l->closed && !(tcp_only && l->unix_socket)) {
       close_listener(l.get());
       if (l->unix_socket) ::unlink(l->path.c_str());
     }

@@ -75,7 +75,6 @@ tcp_user_timeout = 0
   CHECK(warned == std::vector<std::pair<int, std::string>>{{3, "pgbouncer.unix_socket_group"},
                                                            {4, "pgbouncer.conffile"},
                                                            {7, "pgbouncer.auth_hba_file"},
-                                                           {10, "pgbouncer.server_fast_close"},
                                                            {15, "pgbouncer.resolv_conf"},
                                                            {21, "pgbouncer.tcp_defer_accept"}});
   CHECK(contains(the_warning(r, "pgbouncer.auth_hba_file").message, "auth_type hba is not supported yet"));

@@ -1,0 +1,275 @@
+// PgBouncer 1.25's miscellaneous behaviour against the real PostgreSQL: the waiting
+// shutdowns (SHUTDOWN WAIT_FOR_SERVERS / WAIT_FOR_CLIENTS: TCP closes, the Unix
+// socket stays open for the console only, a client mid-transaction finishes), a
+// second SIGTERM / SIGINT exiting at once, the startup "options" parameter
+// (-c name=value), login_notify_message and server_fast_close. The texts are
+// PgBouncer's.
+#include <catch2/catch.hpp>
+
+#include <sys/stat.h>
+
+#include <csignal>
+#include <string>
+
+#include "harness.hpp"
+
+using namespace itest;
+
+namespace {
+
+std::string admin_of(const Pooler& p) { return p.conninfo("admin", "admin", "pgbouncer"); }
+
+// A pooler that also listens on a Unix socket in its own directory.
+struct SocketPooler {
+  std::string dir;
+  PoolerConfig cfg;
+  explicit SocketPooler(const std::string& name, const std::string& mode = "transaction") {
+    dir = env().scratch + "/" + name;
+    ::mkdir(dir.c_str(), 0777);
+    ::chmod(dir.c_str(), 0777);
+    cfg.pool_mode = mode;
+    cfg.extra["unix_socket_dir"] = "\"" + dir + "\"";
+  }
+  std::string over_socket(const Pooler& p, const std::string& user, const std::string& password,
+                          const std::string& db) const {
+    return "host=" + dir + " port=" + std::to_string(p.port()) + " user=" + user + " password=" + password +
+           " dbname=" + db + " connect_timeout=10";
+  }
+};
+
+std::string error_of(const Result& r, const Conn& c) {
+  return r.message().empty() ? c.error() : r.message() + " | " + c.error();
+}
+
+}  // namespace
+
+TEST_CASE("SHUTDOWN WAIT_FOR_SERVERS: the transaction finishes, a new one is refused, the socket serves the console",
+          "[misc125]") {
+  if (env().use_pgbouncer) return;  // Debian's PgBouncer 1.18 closes the Unix socket too
+  SocketPooler sp("misc-wfs");
+  Pooler p(sp.cfg);
+  Conn in_tx(p.conninfo());
+  Conn idle(p.conninfo());
+  REQUIRE(in_tx.ok());
+  REQUIRE(idle.ok());
+  REQUIRE(idle.value("SELECT 1") == "1");
+  in_tx.exec_ok("BEGIN");
+  REQUIRE(in_tx.value("SELECT 1") == "1");
+  Conn admin(admin_of(p));
+  REQUIRE(admin.ok());
+  p.expect_exit();
+  Result r = admin.exec("SHUTDOWN WAIT_FOR_SERVERS");
+  INFO("SHUTDOWN WAIT_FOR_SERVERS: " << r.message());
+  REQUIRE(r.ok());
+  sleep_s(0.7);
+  CHECK(p.running());
+
+  // The transaction in flight goes on.
+  CHECK(in_tx.value("SELECT 'in flight'") == "in flight");
+  // A client between transactions that starts one is closed with PgBouncer's text.
+  Result refused = idle.exec("SELECT 2", 10);
+  std::string err = error_of(refused, idle);
+  INFO("new transaction during the shutdown: " << err);
+  CHECK_FALSE(refused.ok());
+  CHECK(err.find("server shutting down") != std::string::npos);
+  CHECK(p.log().find("closing because: server shutting down") != std::string::npos);
+  // TCP no longer accepts; the Unix socket takes the console only.
+  Conn tcp(p.conninfo());
+  CHECK_FALSE(tcp.ok());
+  Conn data(sp.over_socket(p, "app", "app", "appdb"));
+  INFO("app over the socket: " << data.error());
+  CHECK_FALSE(data.ok());
+  CHECK(data.error().find("pooler is shutting down") != std::string::npos);
+  Conn console(sp.over_socket(p, "admin", "admin", "pgbouncer"));
+  INFO("console over the socket: " << console.error());
+  REQUIRE(console.ok());
+  CHECK_FALSE(console.value("SHOW VERSION").empty());
+  Result resume = console.exec("RESUME");
+  CHECK_FALSE(resume.ok());
+  CHECK(resume.message().find("pooler is shutting down") != std::string::npos);
+  CHECK(resume.sqlstate() == "08P01");
+
+  // The end of the last transaction releases the last server: the process exits.
+  Result commit = in_tx.exec("COMMIT");
+  INFO("COMMIT: " << commit.message());
+  CHECK(commit.ok());
+  CHECK(p.wait_exit(5));
+  CHECK(p.log().find("server connections dropped, exiting") != std::string::npos);
+  struct stat st {};
+  CHECK(::stat((sp.dir + "/.s.PGSQL." + std::to_string(p.port())).c_str(), &st) != 0);  // socket removed
+}
+
+TEST_CASE("SHUTDOWN WAIT_FOR_CLIENTS: connected clients keep being served, new ones only reach the console",
+          "[misc125]") {
+  if (env().use_pgbouncer) return;
+  SocketPooler sp("misc-wfc");
+  Pooler p(sp.cfg);
+  auto c = std::make_unique<Conn>(p.conninfo());
+  REQUIRE(c->ok());
+  c->exec_ok("BEGIN");
+  REQUIRE(c->value("SELECT 1") == "1");
+  {
+    Conn admin(admin_of(p));
+    REQUIRE(admin.ok());
+    p.expect_exit();
+    Result r = admin.exec("SHUTDOWN WAIT_FOR_CLIENTS");
+    INFO("SHUTDOWN WAIT_FOR_CLIENTS: " << r.message());
+    REQUIRE(r.ok());
+  }
+  sleep_s(0.7);
+  CHECK(p.running());
+  CHECK(c->value("SELECT 'same transaction'") == "same transaction");
+  c->exec_ok("COMMIT");
+  CHECK(c->value("SELECT 'next transaction'") == "next transaction");  // unlike WAIT_FOR_SERVERS
+  Conn tcp(p.conninfo());
+  CHECK_FALSE(tcp.ok());
+  Conn data(sp.over_socket(p, "app", "app", "appdb"));
+  INFO("app over the socket: " << data.error());
+  CHECK_FALSE(data.ok());
+  CHECK(data.error().find("pooler is shutting down") != std::string::npos);
+  {
+    Conn console(sp.over_socket(p, "admin", "admin", "pgbouncer"));
+    INFO("console over the socket: " << console.error());
+    REQUIRE(console.ok());
+    CHECK_FALSE(console.value("SHOW VERSION").empty());
+  }
+  p.signal(SIGUSR2);  // ignored during a shutdown
+  CHECK(wait_for([&] { return p.log().find("got SIGUSR2 while shutting down, ignoring") != std::string::npos; }, 5));
+  CHECK(p.running());
+  c.reset();
+  CHECK(p.wait_exit(5));
+  CHECK(p.log().find("client connections dropped, exiting") != std::string::npos);
+}
+
+TEST_CASE("A second SIGTERM during the wait for clients exits at once", "[misc125]") {
+  if (env().use_pgbouncer) return;  // PgBouncer 1.18's first SIGTERM is already immediate
+  Pooler p;
+  Conn c(p.conninfo());
+  REQUIRE(c.ok());
+  REQUIRE(c.value("SELECT 1") == "1");
+  p.signal(SIGTERM);
+  sleep_s(0.7);
+  CHECK(p.running());
+  CHECK(c.value("SELECT 'still served'") == "still served");
+  p.signal(SIGTERM);
+  CHECK(p.wait_exit(5));
+  CHECK(p.log().find("got SIGTERM while shutting down, fast exit") != std::string::npos);
+  CHECK_FALSE(c.exec("SELECT 1", 5).ok());
+}
+
+TEST_CASE("SIGINT keeps a session-mode session; a second SIGINT exits at once", "[misc125]") {
+  if (env().use_pgbouncer) return;
+  PoolerConfig cfg;
+  cfg.pool_mode = "session";
+  Pooler p(cfg);
+  Conn c(p.conninfo());
+  REQUIRE(c.ok());
+  std::string pid = c.value("SELECT pg_backend_pid()");
+  p.signal(SIGINT);
+  sleep_s(0.7);
+  CHECK(p.running());
+  // The session keeps its server (the same backend) between transactions.
+  CHECK(c.value("SELECT pg_backend_pid()") == pid);
+  Conn late(p.conninfo());
+  CHECK_FALSE(late.ok());  // TCP no longer accepts
+  p.signal(SIGINT);
+  CHECK(p.wait_exit(5));
+  CHECK(p.log().find("got SIGINT while shutting down, fast exit") != std::string::npos);
+  CHECK_FALSE(c.exec("SELECT 1", 5).ok());
+}
+
+TEST_CASE("The options startup parameter sets tracked parameters with -c name=value", "[misc125]") {
+  if (env().use_pgbouncer) return;  // PgBouncer 1.18 refuses options unless ignored
+  Pooler p;
+  {
+    Conn c(p.conninfo() + " options='-c DateStyle=German,\\\\ YMD  --TimeZone=Europe/Lisbon'");
+    INFO(c.error());
+    REQUIRE(c.ok());
+    CHECK(c.value("SHOW DateStyle") == "German, YMD");
+    CHECK(c.value("SHOW TimeZone") == "Europe/Lisbon");
+    // The server another client gets has the values of that client, not these.
+    Conn other(p.conninfo());
+    REQUIRE(other.ok());
+    CHECK(other.value("SHOW TimeZone") != "Europe/Lisbon");
+  }
+  Conn untracked(p.conninfo() + " options='-c enable_seqscan=off'");
+  INFO("untracked: " << untracked.error());
+  CHECK_FALSE(untracked.ok());
+  CHECK(untracked.error().find("unsupported startup parameter in options: enable_seqscan") != std::string::npos);
+  Conn bad(p.conninfo() + " options='-d'");
+  INFO("-d: " << bad.error());
+  CHECK_FALSE(bad.ok());
+  CHECK(bad.error().find("unsupported options startup parameter: only '-c config=val' and '--config=val' are allowed") !=
+        std::string::npos);
+  Conn no_value(p.conninfo() + " options='-c TimeZone'");
+  CHECK_FALSE(no_value.ok());
+
+  // With options in ignore_startup_parameters, what is not tracked is skipped.
+  PoolerConfig cfg;
+  cfg.extra["ignore_startup_parameters"] = "[\"options\"]";
+  p.reload(cfg);
+  sleep_s(0.5);
+  Conn ignored(p.conninfo() + " options='-c enable_seqscan=off -cTimeZone=Europe/Lisbon'");
+  INFO("ignored: " << ignored.error());
+  REQUIRE(ignored.ok());
+  CHECK(ignored.value("SHOW enable_seqscan") == "on");
+  CHECK(ignored.value("SHOW TimeZone") == "Europe/Lisbon");
+}
+
+TEST_CASE("login_notify_message is a NOTICE at login", "[misc125]") {
+  if (env().use_pgbouncer) return;  // PgBouncer 1.25
+  PoolerConfig cfg;
+  cfg.extra["login_notify_message"] = "\"You are now connected to pgpivot\"";
+  Pooler p(cfg);
+  CommandResult r = run_psql(p, "SELECT 40 + 2");
+  INFO(r.output);
+  CHECK(r.exit_code == 0);
+  CHECK(r.output.find("NOTICE:  You are now connected to pgpivot") != std::string::npos);
+  CHECK(r.output.find("42") != std::string::npos);
+
+  PoolerConfig none;
+  p.reload(none);
+  sleep_s(0.5);
+  CommandResult quiet = run_psql(p, "SELECT 40 + 2");
+  INFO(quiet.output);
+  CHECK(quiet.exit_code == 0);
+  CHECK(quiet.output.find("NOTICE") == std::string::npos);
+}
+
+TEST_CASE("server_fast_close closes a session's marked server between transactions", "[misc125]") {
+  if (env().use_pgbouncer) return;  // needs pgpivot's RECONNECT
+  PoolerConfig cfg;
+  cfg.pool_mode = "session";
+  cfg.extra["server_fast_close"] = "true";
+  Pooler p(cfg);
+  Conn idle(p.conninfo());
+  Conn in_tx(p.conninfo());
+  REQUIRE(idle.ok());
+  REQUIRE(in_tx.ok());
+  std::string idle_pid = idle.value("SELECT pg_backend_pid()");
+  in_tx.exec_ok("BEGIN");
+  REQUIRE(in_tx.value("SELECT 1") == "1");
+  Conn admin(admin_of(p));
+  REQUIRE(admin.ok());
+  admin.exec_ok("RECONNECT appdb");
+  sleep_s(1.0);
+  // The session between transactions lost its server, and its connection with it.
+  Result r = idle.exec("SELECT 1", 10);
+  std::string err = error_of(r, idle);
+  INFO("idle session after RECONNECT: " << err);
+  CHECK_FALSE(r.ok());
+  CHECK(err.find("database configuration changed") != std::string::npos);
+  CHECK(p.log().find("closing because: database configuration changed") != std::string::npos);
+  Conn direct(direct_conninfo());
+  REQUIRE(direct.ok());
+  CHECK(wait_for([&] { return direct.value("SELECT count(*) FROM pg_stat_activity WHERE pid = " + idle_pid) == "0"; }, 5));
+  // The session inside a transaction keeps its server until the transaction ends.
+  CHECK(in_tx.value("SELECT 'in flight'") == "in flight");
+  in_tx.exec_ok("COMMIT");
+  sleep_s(1.0);
+  CHECK_FALSE(in_tx.exec("SELECT 1", 10).ok());
+  // New sessions get new servers.
+  Conn fresh(p.conninfo());
+  REQUIRE(fresh.ok());
+  CHECK(fresh.value("SELECT 1") == "1");
+}

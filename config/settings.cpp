@@ -145,7 +145,12 @@ const std::vector<Setting>& settings() {
         key("log_connections", &P::log_connections),
         key("log_disconnections", &P::log_disconnections),
         key("stats_period", &P::stats_period),
-        int_key("pkt_buf", &P::pkt_buf, kMinPktBuf, kMaxPktBuf, kRestart),
+        // PgBouncer takes any size (its tests use 75); pgpivot's buffers are never
+        // smaller than kMinPktBuf, and says so.
+        inert_key(int_key("pkt_buf", &P::pkt_buf, 1, kMaxPktBuf, kRestart), [](const P& p) {
+          return inert_if(p.pkt_buf < kMinPktBuf, "pkt_buf below 1024 is raised to 1024 (a buffer holds at least "
+                                                  "a startup packet); larger messages stream as before");
+        }),
         int_key("max_packet_size", &P::max_packet_size, kMinMaxPacketSize, kMaxMaxPacketSize),
         key("logfile", &P::logfile, kReload),
         key("pidfile", &P::pidfile, kRestart),

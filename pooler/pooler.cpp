@@ -21,7 +21,7 @@ Pooler::Pooler(config::Config cfg, uv_loop_t* loop, Hub* hub, int shard)
       own_hub_(hub ? nullptr : std::make_unique<Hub>(1)),
       hub_(hub ? hub : own_hub_.get()),
       shard_(shard),
-      bufs_(std::uint32_t(std::max(cfg.pooler.pkt_buf, 1024))),
+      bufs_(std::uint32_t(std::max(cfg.pooler.pkt_buf, 1024))),  // config says so below 1024
       outqs_(bufs_),
       registry_(cfg_, this, *hub_, shard),
       cancels_(shard) {

@@ -393,7 +393,7 @@ default_pool_sise = 10
 reserve_pool_timeout = 2 ; seconds
 client_tls_sslmode = bogus
 stats_period = 0
-pkt_buf = 10
+pkt_buf = 0
 health_check_interval = 1
 this is not a setting
 [pgbouncr]
@@ -435,7 +435,7 @@ w = pool_mode=session trailing
   check("pgbouncer.client_tls_sslmode", 10,
         "invalid value \"bogus\"; expected one of: disable, allow, prefer, require, verify-ca, verify-full");
   check("pgbouncer.stats_period", 11, "must be > 0, got 0");
-  check("pgbouncer.pkt_buf", 12, "must be between 1024 and 67108864, got 10");
+  check("pgbouncer.pkt_buf", 12, "must be between 1 and 67108864, got 0");
   check("pgbouncer.health_check_interval", 13,
         "unknown key; health_check_interval is a pgpivot setting of the TOML config ([failover]), "
         "not of pgbouncer.ini");

@@ -225,3 +225,12 @@ auth_type = plain
   // at login ("bouncer config error"), not at load.
   CHECK(ini("[databases]\nd = host=h auth_dbname=pgbouncer\n").ok());
 }
+
+TEST_CASE("pkt_buf below 1024 loads, as PgBouncer takes it, with one warning", "[ini][warnings]") {
+  auto r = ini("[pgbouncer]\npkt_buf = 75\n");
+  INFO(dump(r.errors));
+  REQUIRE(r.ok());
+  CHECK(r.config.pooler.pkt_buf == 75);
+  CHECK(contains(the_warning(r, "pgbouncer.pkt_buf").message, "raised to 1024"));
+  CHECK(errors_for(ini("[pgbouncer]\npkt_buf = 1024\n").warnings, "pgbouncer.pkt_buf").empty());
+}

@@ -195,7 +195,9 @@ void Pooler::serve_replication(Pool* p) {
   if (serving_repl_ || pool_paused(p)) return;
   serving_repl_ = true;
   p->cl_login.for_each<Client>([&](Client* c) {
-    if (!c->repl || c->repl->server || c->closing) return;
+    // Not for a client on its way out (disconnect_client closing its server frees a
+    // slot, and this runs again from pool_service before the client is gone).
+    if (!c->repl || c->repl->server || c->repl->failed || c->closing || c->exiting) return;
     if (try_launch(p, false, c)) return;
     // No slot: an idle server of the pool makes room, as PgBouncer evicts one.
     if (Server* idle = p->sv_idle.back<Server>()) {

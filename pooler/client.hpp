@@ -54,6 +54,7 @@ struct Client final : Conn {
     std::string mode;     // the client's value: "database", "true", ...
     std::string options;  // the client's "options", passed on verbatim
     Server* server = nullptr;  // its server, from launch until the client leaves
+    bool failed = false;       // its server's login failed: no other is opened for it
   };
   std::unique_ptr<Replication> repl;
   Server* auth_server = nullptr;  // running this client's auth_query

@@ -221,12 +221,15 @@ void Pooler::server_login_failed(Server* s, const std::string& sqlstate, const s
     // other logins and server_login_retry are not this connection's business.
     LOG_WARN("S-%llu: %s/%s@%s replication server login failed: %s", (unsigned long long)s->id,
              p->db_name.c_str(), p->user_name.c_str(), s->addr.c_str(), msg.c_str());
-    if (Client* c = s->repl_for) {
-      s->repl_for = nullptr;
+    Client* c = s->repl_for;
+    s->repl_for = nullptr;
+    if (c) {
       c->repl->server = nullptr;
-      disconnect_client(c, sqlstate.c_str(), reason_text(Reason::ReplicationLoginFailed), true);
+      c->repl->failed = true;
     }
+    // The server's line first: whoever reads the log after the client's error finds both.
     disconnect_server(s, "login failed");
+    if (c) disconnect_client(c, sqlstate.c_str(), reason_text(Reason::ReplicationLoginFailed), true);
     return;
   }
   p->last_login_failure = std::max<Ms>(now(), 1);

@@ -7,13 +7,10 @@
 
 using namespace pgpivot::config;
 using pgpivot::config::test::dump;
+using pgpivot::config::test::contains;
 using pgpivot::config::test::TempDir;
 
 namespace {
-
-bool contains(const std::string& hay, const std::string& needle) {
-  return hay.find(needle) != std::string::npos;
-}
 
 // Field by field (each struct compares all its members), so a failure says where.
 void check_equal(const Config& a, const Config& b) {

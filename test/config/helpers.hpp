@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include <catch2/catch.hpp>
+
 #include "config/load.hpp"
 
 namespace pgpivot::config::test {
@@ -50,6 +52,25 @@ inline std::string dump(const std::vector<Error>& errors) {
   std::string out;
   for (const auto& e : errors) out += e.to_string() + "\n";
   return out;
+}
+
+// Exactly one error (warning) for `key`, returned for further checks.
+inline Error the_error(const LoadResult& r, const std::string& key) {
+  auto es = errors_for(r.errors, key);
+  INFO(dump(r.errors));
+  REQUIRE(es.size() == 1);
+  return es[0];
+}
+
+inline Error the_warning(const LoadResult& r, const std::string& key) {
+  auto ws = errors_for(r.warnings, key);
+  INFO(dump(r.warnings));
+  REQUIRE(ws.size() == 1);
+  return ws[0];
+}
+
+inline bool contains(const std::string& hay, const std::string& needle) {
+  return hay.find(needle) != std::string::npos;
 }
 
 }  // namespace pgpivot::config::test

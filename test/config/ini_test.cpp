@@ -7,30 +7,15 @@
 
 using namespace pgpivot::config;
 using pgpivot::config::test::dump;
+using pgpivot::config::test::the_error;
+using pgpivot::config::test::the_warning;
+using pgpivot::config::test::contains;
 using pgpivot::config::test::errors_for;
 using pgpivot::config::test::TempDir;
 
 namespace {
 
 LoadResult ini(std::string_view text) { return load_ini_string(text, "t.ini"); }
-
-Error the_error(const LoadResult& r, const std::string& key) {
-  auto es = errors_for(r.errors, key);
-  INFO(dump(r.errors));
-  REQUIRE(es.size() == 1);
-  return es[0];
-}
-
-Error the_warning(const LoadResult& r, const std::string& key) {
-  auto ws = errors_for(r.warnings, key);
-  INFO(dump(r.warnings));
-  REQUIRE(ws.size() == 1);
-  return ws[0];
-}
-
-bool contains(const std::string& hay, const std::string& needle) {
-  return hay.find(needle) != std::string::npos;
-}
 
 const std::string kDir = PGPIVOT_CONFIG_TEST_DIR "/pgbouncer";
 

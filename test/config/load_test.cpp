@@ -7,24 +7,14 @@
 
 using namespace pgpivot::config;
 using pgpivot::config::test::dump;
+using pgpivot::config::test::the_error;
+using pgpivot::config::test::contains;
 using pgpivot::config::test::errors_for;
 using pgpivot::config::test::TempDir;
 
 namespace {
 
 LoadResult load(std::string_view text) { return load_toml_string(text, "t.toml"); }
-
-// Exactly one error for `key`, returned for further checks.
-Error the_error(const LoadResult& r, const std::string& key) {
-  auto es = errors_for(r.errors, key);
-  INFO(dump(r.errors));
-  REQUIRE(es.size() == 1);
-  return es[0];
-}
-
-bool contains(const std::string& hay, const std::string& needle) {
-  return hay.find(needle) != std::string::npos;
-}
 
 const std::string kSalt = "c2FsdHNhbHRzYWx0c2FsdA==";
 const std::string kKey = std::string(43, 'A') + "=";

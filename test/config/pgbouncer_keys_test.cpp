@@ -9,6 +9,8 @@
 
 using namespace pgpivot::config;
 using pgpivot::config::test::dump;
+using pgpivot::config::test::the_warning;
+using pgpivot::config::test::contains;
 using pgpivot::config::test::errors_for;
 using pgpivot::config::test::TempDir;
 
@@ -16,15 +18,6 @@ namespace {
 
 LoadResult ini(std::string_view text) { return load_ini_string(text, "t.ini"); }
 LoadResult load(std::string_view text) { return load_toml_string(text, "t.toml"); }
-
-Error the_warning(const LoadResult& r, const std::string& key) {
-  auto ws = errors_for(r.warnings, key);
-  INFO(dump(r.warnings));
-  REQUIRE(ws.size() == 1);
-  return ws[0];
-}
-
-bool contains(const std::string& hay, const std::string& needle) { return hay.find(needle) != std::string::npos; }
 
 }  // namespace
 

@@ -387,6 +387,59 @@ long Pooler::peak_rss_kb() const {
 std::string Pooler::log() const { return read_file(log_path_); }
 
 // ---------------------------------------------------------------------------
+// Console output
+
+int column(const Result& r, const std::string& name) {
+  return r.get() ? PQfnumber(r.get(), ("\"" + name + "\"").c_str()) : -1;
+}
+
+std::vector<std::string> column_names(const Result& r) {
+  std::vector<std::string> out;
+  for (int i = 0; r.get() && i < PQnfields(r.get()); ++i) out.push_back(PQfname(r.get(), i));
+  return out;
+}
+
+int find_row(const Result& r, const std::vector<std::pair<std::string, std::string>>& match) {
+  for (int row = 0; row < r.rows(); ++row) {
+    bool all = true;
+    for (const auto& [name, want] : match) {
+      int c = column(r, name);
+      if (c < 0 || r.value(row, c) != want) all = false;
+    }
+    if (all) return row;
+  }
+  return -1;
+}
+
+std::string cell(const Result& r, const std::vector<std::pair<std::string, std::string>>& match,
+                 const std::string& name) {
+  int row = find_row(r, match);
+  if (row < 0) return "<no row>";
+  int c = column(r, name);
+  if (c < 0) return "<no column " + name + ">";
+  return r.value(row, c);
+}
+
+std::string dump(const Result& r) {
+  if (!r.ok()) return "error: " + r.message();
+  std::string out;
+  for (const auto& n : column_names(r)) out += n + "|";
+  out += "\n";
+  for (int row = 0; row < r.rows(); ++row) {
+    for (int c = 0; c < PQnfields(r.get()); ++c) out += r.value(row, c) + "|";
+    out += "\n";
+  }
+  return out;
+}
+
+Result console_show(Conn& admin, const std::string& what) {
+  Result r = admin.exec("SHOW " + what);
+  INFO("SHOW " << what << ": " << r.message());
+  REQUIRE(r.ok());
+  return r;
+}
+
+// ---------------------------------------------------------------------------
 // Result / Conn
 
 Result& Result::operator=(Result&& o) noexcept {

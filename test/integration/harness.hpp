@@ -132,6 +132,18 @@ class Result {
   std::string error_;
 };
 
+// Result helpers for console output (SHOW ...).
+// Index of a result column by name (-1 when absent).
+int column(const Result& r, const std::string& name);
+std::vector<std::string> column_names(const Result& r);
+// First row whose columns equal the given values, -1 when there is none.
+int find_row(const Result& r, const std::vector<std::pair<std::string, std::string>>& match);
+// The value of `name` in the row matching `match`; "<no row>" / "<no column>" otherwise.
+std::string cell(const Result& r, const std::vector<std::pair<std::string, std::string>>& match,
+                 const std::string& name);
+// The whole result as text, for failure messages.
+std::string dump(const Result& r);
+
 // A client connection with deadlines; error messages are verbose (they carry the
 // SQLSTATE, e.g. "FATAL:  28P01: password authentication failed ...").
 class Conn {
@@ -165,6 +177,9 @@ class Conn {
   PGconn* c_ = nullptr;
   std::string error_;
 };
+
+// SHOW `what` on a console connection; REQUIREs success.
+Result console_show(Conn& admin, const std::string& what);
 
 // Connection straight to the test PostgreSQL (as postgres, trust).
 std::string direct_conninfo(const std::string& dbname = "appdb");

@@ -96,29 +96,6 @@ std::string run_prepared(Conn& c, const std::string& name, const std::vector<std
 
 std::string admin_conninfo(const Pooler& p) { return p.conninfo("admin", "admin", "pgbouncer"); }
 
-int column(const Result& r, const std::string& name) {
-  return r.get() ? PQfnumber(r.get(), ("\"" + name + "\"").c_str()) : -1;
-}
-
-std::string dump(const Result& r) {
-  if (!r.ok()) return "error: " + r.message();
-  std::string out;
-  for (int c = 0; c < PQnfields(r.get()); ++c) out += std::string(PQfname(r.get(), c)) + "|";
-  out += "\n";
-  for (int row = 0; row < r.rows(); ++row) {
-    for (int c = 0; c < PQnfields(r.get()); ++c) out += r.value(row, c) + "|";
-    out += "\n";
-  }
-  return out;
-}
-
-Result show(Conn& admin, const std::string& what) {
-  Result r = admin.exec("SHOW " + what);
-  INFO("SHOW " << what << ": " << r.message());
-  REQUIRE(r.ok());
-  return r;
-}
-
 // Rows of `r` whose column `name` equals `value`.
 std::vector<int> rows_where(const Result& r, const std::string& name, const std::string& value) {
   std::vector<int> out;
@@ -136,7 +113,7 @@ struct PsStats {
 
 // SHOW STATS of appdb: total_client_parse_count, total_server_parse_count, total_bind_count.
 PsStats ps_stats(Conn& admin) {
-  Result r = show(admin, "STATS");
+  Result r = console_show(admin, "STATS");
   INFO("SHOW STATS:\n" << dump(r));
   auto rows = rows_where(r, "database", "appdb");
   REQUIRE(rows.size() == 1);
@@ -154,7 +131,7 @@ std::string client_prepared(Conn& admin, const Conn& client) {
   sockaddr_in a{};
   socklen_t len = sizeof a;
   REQUIRE(::getsockname(PQsocket(client.get()), reinterpret_cast<sockaddr*>(&a), &len) == 0);
-  Result r = show(admin, "CLIENTS");
+  Result r = console_show(admin, "CLIENTS");
   INFO("SHOW CLIENTS:\n" << dump(r));
   auto rows = rows_where(r, "port", std::to_string(ntohs(a.sin_port)));
   REQUIRE(rows.size() == 1);
@@ -164,7 +141,7 @@ std::string client_prepared(Conn& admin, const Conn& client) {
 
 // SHOW SERVERS prepared_statements of every appdb server connection.
 std::vector<long long> server_prepared(Conn& admin) {
-  Result r = show(admin, "SERVERS");
+  Result r = console_show(admin, "SERVERS");
   INFO("SHOW SERVERS:\n" << dump(r));
   REQUIRE(column(r, "prepared_statements") >= 0);
   std::vector<long long> out;

@@ -27,60 +27,6 @@ std::string admin_conninfo(const Pooler& p, const std::string& db = "pgbouncer")
   return p.conninfo("admin", "admin", db);
 }
 
-// Index of a result column by name (-1 when absent).
-int column(const Result& r, const std::string& name) {
-  return r.get() ? PQfnumber(r.get(), ("\"" + name + "\"").c_str()) : -1;
-}
-
-std::vector<std::string> column_names(const Result& r) {
-  std::vector<std::string> out;
-  for (int i = 0; r.get() && i < PQnfields(r.get()); ++i) out.push_back(PQfname(r.get(), i));
-  return out;
-}
-
-// First row whose columns equal the given values, -1 when there is none.
-int find_row(const Result& r, const std::vector<std::pair<std::string, std::string>>& match) {
-  for (int row = 0; row < r.rows(); ++row) {
-    bool all = true;
-    for (const auto& [name, want] : match) {
-      int c = column(r, name);
-      if (c < 0 || r.value(row, c) != want) all = false;
-    }
-    if (all) return row;
-  }
-  return -1;
-}
-
-// The value of `name` in the row matching `match`; "<no row>" / "<no column>" otherwise.
-std::string cell(const Result& r, const std::vector<std::pair<std::string, std::string>>& match,
-                 const std::string& name) {
-  int row = find_row(r, match);
-  if (row < 0) return "<no row>";
-  int c = column(r, name);
-  if (c < 0) return "<no column " + name + ">";
-  return r.value(row, c);
-}
-
-// The whole result as text, for failure messages.
-std::string dump(const Result& r) {
-  if (!r.ok()) return "error: " + r.message();
-  std::string out;
-  for (const auto& n : column_names(r)) out += n + "|";
-  out += "\n";
-  for (int row = 0; row < r.rows(); ++row) {
-    for (int c = 0; c < PQnfields(r.get()); ++c) out += r.value(row, c) + "|";
-    out += "\n";
-  }
-  return out;
-}
-
-Result show(Conn& admin, const std::string& what) {
-  Result r = admin.exec("SHOW " + what);
-  INFO("SHOW " << what << ": " << r.message());
-  REQUIRE(r.ok());
-  return r;
-}
-
 long long to_ll(const std::string& s) { return std::atoll(s.c_str()); }
 
 // Polls `cond` every 50 ms until it holds or `seconds` pass.
@@ -175,7 +121,7 @@ TEST_CASE("SHOW POOLS, CLIENTS, SERVERS, DATABASES, USERS and CONFIG report live
   REQUIRE(admin.ok());
   const std::vector<std::pair<std::string, std::string>> app_pool{{"database", "appdb"}, {"user", "app"}};
 
-  Result pools = show(admin, "POOLS");
+  Result pools = console_show(admin, "POOLS");
   INFO("SHOW POOLS:\n" << dump(pools));
   CHECK(cell(pools, app_pool, "cl_active") == "2");  // idle and in-transaction clients
   CHECK(cell(pools, app_pool, "cl_waiting") == "0");
@@ -186,7 +132,7 @@ TEST_CASE("SHOW POOLS, CLIENTS, SERVERS, DATABASES, USERS and CONFIG report live
   CHECK(cell(pools, app_pool, "maxwait") == "0");
   CHECK(cell(pools, app_pool, "pool_mode") == "transaction");
 
-  Result servers = show(admin, "SERVERS");
+  Result servers = console_show(admin, "SERVERS");
   INFO("SHOW SERVERS:\n" << dump(servers));
   int srow = find_row(servers, {{"database", "appdb"}, {"remote_pid", backend_pid}});
   REQUIRE(srow >= 0);
@@ -197,7 +143,7 @@ TEST_CASE("SHOW POOLS, CLIENTS, SERVERS, DATABASES, USERS and CONFIG report live
   CHECK(servers.value(srow, column(servers, "port")) == std::to_string(env().pg_port));
   CHECK_FALSE(servers.value(srow, column(servers, "link")).empty());
 
-  Result clients = show(admin, "CLIENTS");
+  Result clients = console_show(admin, "CLIENTS");
   INFO("SHOW CLIENTS:\n" << dump(clients));
   int crow = find_row(clients, {{"application_name", "alpha"}});
   REQUIRE(crow >= 0);
@@ -212,7 +158,7 @@ TEST_CASE("SHOW POOLS, CLIENTS, SERVERS, DATABASES, USERS and CONFIG report live
   CHECK(clients.value(crow, column(clients, "link")) == servers.value(srow, column(servers, "ptr")));
   CHECK(find_row(clients, {{"application_name", "idler"}, {"state", "idle"}}) >= 0);  // PgBouncer: no server, idle
 
-  Result dbs = show(admin, "DATABASES");
+  Result dbs = console_show(admin, "DATABASES");
   INFO("SHOW DATABASES:\n" << dump(dbs));
   CHECK(cell(dbs, {{"name", "appdb"}}, "host") == "127.0.0.1");
   CHECK(cell(dbs, {{"name", "appdb"}}, "port") == std::to_string(env().pg_port));
@@ -224,12 +170,12 @@ TEST_CASE("SHOW POOLS, CLIENTS, SERVERS, DATABASES, USERS and CONFIG report live
   CHECK(cell(dbs, {{"name", "appdb"}}, "disabled") == "0");
   CHECK(find_row(dbs, {{"name", "pgbouncer"}}) >= 0);
 
-  Result users = show(admin, "USERS");
+  Result users = console_show(admin, "USERS");
   INFO("SHOW USERS:\n" << dump(users));
   CHECK(find_row(users, {{"name", "app"}}) >= 0);
   CHECK(cell(users, {{"name", "app"}}, "current_client_connections") == "2");
 
-  Result config = show(admin, "CONFIG");
+  Result config = console_show(admin, "CONFIG");
   INFO("SHOW CONFIG:\n" << dump(config));
   CHECK(cell(config, {{"key", "default_pool_size"}}, "value") == "5");
   CHECK(cell(config, {{"key", "pool_mode"}}, "value") == "transaction");
@@ -237,12 +183,12 @@ TEST_CASE("SHOW POOLS, CLIENTS, SERVERS, DATABASES, USERS and CONFIG report live
   CHECK(cell(config, {{"key", "listen_port"}}, "changeable") == "no");
   CHECK(cell(config, {{"key", "default_pool_size"}}, "changeable") == "yes");
 
-  Result lists = show(admin, "LISTS");
+  Result lists = console_show(admin, "LISTS");
   INFO("SHOW LISTS:\n" << dump(lists));
   CHECK(to_ll(cell(lists, {{"list", "used_clients"}}, "items")) >= 2);
   CHECK(to_ll(cell(lists, {{"list", "used_servers"}}, "items")) >= 1);
 
-  Result state = show(admin, "STATE");
+  Result state = console_show(admin, "STATE");
   INFO("SHOW STATE:\n" << dump(state));
   CHECK(cell(state, {{"key", "paused"}}, "value") == "no");
 
@@ -265,7 +211,7 @@ TEST_CASE("SHOW STATS counts queries, transactions and bytes", "[admin]") {
   }
   Conn admin(admin_conninfo(p));
   REQUIRE(admin.ok());
-  Result stats = show(admin, "STATS");
+  Result stats = console_show(admin, "STATS");
   INFO("SHOW STATS:\n" << dump(stats));
   const std::vector<std::pair<std::string, std::string>> appdb{{"database", "appdb"}};
   CHECK(to_ll(cell(stats, appdb, "total_query_count")) >= n);
@@ -275,7 +221,7 @@ TEST_CASE("SHOW STATS counts queries, transactions and bytes", "[admin]") {
   CHECK(to_ll(cell(stats, appdb, "total_query_time")) > 0);
 
   // SHOW TOTALS sums over databases: at least the appdb figures.
-  Result totals = show(admin, "TOTALS");
+  Result totals = console_show(admin, "TOTALS");
   INFO("SHOW TOTALS:\n" << dump(totals));
   CHECK(to_ll(cell(totals, {{"name", "total_query_count"}}, "value")) >= n);
   CHECK(to_ll(cell(totals, {{"name", "total_xact_count"}}, "value")) >= n);
@@ -292,9 +238,9 @@ TEST_CASE("PAUSE holds new queries and RESUME releases them without an error", "
   Result pause = admin.exec("PAUSE", 10);
   INFO("PAUSE: " << pause.message());
   REQUIRE(pause.ok());
-  Result dbs = show(admin, "DATABASES");
+  Result dbs = console_show(admin, "DATABASES");
   CHECK(cell(dbs, {{"name", "appdb"}}, "paused") == "1");
-  Result pools = show(admin, "POOLS");
+  Result pools = console_show(admin, "POOLS");
   INFO("SHOW POOLS while paused:\n" << dump(pools));
   CHECK(cell(pools, {{"database", "appdb"}, {"user", "app"}}, "sv_idle") == "0");  // servers released
 
@@ -363,7 +309,7 @@ TEST_CASE("SUSPEND stops traffic until RESUME", "[admin]") {
   Result suspend = admin.exec("SUSPEND", 10);
   INFO("SUSPEND: " << suspend.message());
   REQUIRE(suspend.ok());
-  Result state = show(admin, "STATE");
+  Result state = console_show(admin, "STATE");
   CHECK(cell(state, {{"key", "suspended"}}, "value") == "yes");
   expect_held(c, "SELECT 'after suspend'");
   admin.exec_ok("RESUME");
@@ -393,7 +339,7 @@ TEST_CASE("KILL db drops that database's clients and leaves it paused until RESU
   CHECK_FALSE(after.ok());
   CHECK(PQstatus(victim.get()) == CONNECTION_BAD);
   CHECK(other.value("SELECT current_database()") == "postgres");
-  Result clients = show(admin, "CLIENTS");
+  Result clients = console_show(admin, "CLIENTS");
   INFO("SHOW CLIENTS:\n" << dump(clients));
   CHECK(find_row(clients, {{"database", "appdb"}}) < 0);
 
@@ -416,7 +362,7 @@ TEST_CASE("KILL_CLIENT drops exactly the client with that id", "[admin]") {
   REQUIRE(survivor.value("SELECT 1") == "1");
   Conn admin(admin_conninfo(p));
   REQUIRE(admin.ok());
-  Result clients = show(admin, "CLIENTS");
+  Result clients = console_show(admin, "CLIENTS");
   INFO("SHOW CLIENTS:\n" << dump(clients));
   std::string id = cell(clients, {{"application_name", "victim"}}, "id");
   std::string other_id = cell(clients, {{"application_name", "survivor"}}, "id");
@@ -430,7 +376,7 @@ TEST_CASE("KILL_CLIENT drops exactly the client with that id", "[admin]") {
   CHECK_FALSE(r.ok());
   CHECK(PQstatus(victim.get()) == CONNECTION_BAD);
   CHECK(survivor.value("SELECT 'alive'") == "alive");
-  Result after = show(admin, "CLIENTS");
+  Result after = console_show(admin, "CLIENTS");
   INFO("SHOW CLIENTS after KILL_CLIENT:\n" << dump(after));
   CHECK(find_row(after, {{"id", id}}) < 0);
   CHECK(find_row(after, {{"id", other_id}}) >= 0);
@@ -447,7 +393,7 @@ TEST_CASE("DISABLE db refuses new logins to it and ENABLE lets them in again", "
   Conn admin(admin_conninfo(p));
   REQUIRE(admin.ok());
   admin.exec_ok("DISABLE appdb");
-  CHECK(cell(show(admin, "DATABASES"), {{"name", "appdb"}}, "disabled") == "1");
+  CHECK(cell(console_show(admin, "DATABASES"), {{"name", "appdb"}}, "disabled") == "1");
 
   Conn refused(p.conninfo());
   INFO("login while disabled: " << refused.error());
@@ -456,7 +402,7 @@ TEST_CASE("DISABLE db refuses new logins to it and ENABLE lets them in again", "
   CHECK(existing.value("SELECT 'still served'") == "still served");
 
   admin.exec_ok("ENABLE appdb");
-  CHECK(cell(show(admin, "DATABASES"), {{"name", "appdb"}}, "disabled") == "0");
+  CHECK(cell(console_show(admin, "DATABASES"), {{"name", "appdb"}}, "disabled") == "0");
   Conn welcome(p.conninfo());
   INFO("login after ENABLE: " << welcome.error());
   REQUIRE(welcome.ok());
@@ -476,15 +422,15 @@ TEST_CASE("RELOAD picks up a new pool size; a broken config is reported and the 
   REQUIRE(c.ok());
   Conn admin(admin_conninfo(p));
   REQUIRE(admin.ok());
-  REQUIRE(cell(show(admin, "DATABASES"), {{"name", "appdb"}}, "pool_size") == "5");
+  REQUIRE(cell(console_show(admin, "DATABASES"), {{"name", "appdb"}}, "pool_size") == "5");
 
   cfg.default_pool_size = 7;
   p.rewrite_config(cfg);
   Result reload = admin.exec("RELOAD");
   INFO("RELOAD: " << reload.message());
   REQUIRE(reload.ok());
-  CHECK(cell(show(admin, "DATABASES"), {{"name", "appdb"}}, "pool_size") == "7");
-  CHECK(cell(show(admin, "CONFIG"), {{"key", "default_pool_size"}}, "value") == "7");
+  CHECK(cell(console_show(admin, "DATABASES"), {{"name", "appdb"}}, "pool_size") == "7");
+  CHECK(cell(console_show(admin, "CONFIG"), {{"key", "default_pool_size"}}, "value") == "7");
 
   PoolerConfig broken = cfg;
   broken.default_pool_size = 9;
@@ -494,8 +440,8 @@ TEST_CASE("RELOAD picks up a new pool size; a broken config is reported and the 
   INFO("RELOAD of a broken config: " << bad.message());
   CHECK(bad.status() == PGRES_FATAL_ERROR);
   CHECK(contains_icase(bad.message(), "pool_mdoe"));
-  CHECK(cell(show(admin, "DATABASES"), {{"name", "appdb"}}, "pool_size") == "7");
-  CHECK(cell(show(admin, "CONFIG"), {{"key", "default_pool_size"}}, "value") == "7");
+  CHECK(cell(console_show(admin, "DATABASES"), {{"name", "appdb"}}, "pool_size") == "7");
+  CHECK(cell(console_show(admin, "CONFIG"), {{"key", "default_pool_size"}}, "value") == "7");
   CHECK(c.value("SELECT 'old config works'") == "old config works");
   Conn fresh(p.conninfo());
   INFO("login after the failed RELOAD: " << fresh.error());
@@ -508,14 +454,14 @@ TEST_CASE("SET default_pool_size changes SHOW CONFIG; bad SETs are refused", "[a
   Pooler p;
   Conn admin(admin_conninfo(p));
   REQUIRE(admin.ok());
-  REQUIRE(cell(show(admin, "CONFIG"), {{"key", "default_pool_size"}}, "value") == "5");
+  REQUIRE(cell(console_show(admin, "CONFIG"), {{"key", "default_pool_size"}}, "value") == "5");
   Result set = admin.exec("SET default_pool_size = 12");
   INFO("SET: " << set.message());
   REQUIRE(set.ok());
-  CHECK(cell(show(admin, "CONFIG"), {{"key", "default_pool_size"}}, "value") == "12");
-  CHECK(cell(show(admin, "DATABASES"), {{"name", "appdb"}}, "pool_size") == "12");
+  CHECK(cell(console_show(admin, "CONFIG"), {{"key", "default_pool_size"}}, "value") == "12");
+  CHECK(cell(console_show(admin, "DATABASES"), {{"name", "appdb"}}, "pool_size") == "12");
   admin.exec_ok("set default_pool_size to '3';");
-  CHECK(cell(show(admin, "CONFIG"), {{"key", "default_pool_size"}}, "value") == "3");
+  CHECK(cell(console_show(admin, "CONFIG"), {{"key", "default_pool_size"}}, "value") == "3");
 
   Result unknown = admin.exec("SET no_such_key = 1");
   INFO("unknown key: " << unknown.message());
@@ -526,8 +472,8 @@ TEST_CASE("SET default_pool_size changes SHOW CONFIG; bad SETs are refused", "[a
   Result fixed = admin.exec("SET listen_port = 1");
   INFO("unchangeable key: " << fixed.message());
   CHECK(fixed.status() == PGRES_FATAL_ERROR);
-  CHECK(cell(show(admin, "CONFIG"), {{"key", "default_pool_size"}}, "value") == "3");
-  CHECK(cell(show(admin, "CONFIG"), {{"key", "listen_port"}}, "value") == std::to_string(p.port()));
+  CHECK(cell(console_show(admin, "CONFIG"), {{"key", "default_pool_size"}}, "value") == "3");
+  CHECK(cell(console_show(admin, "CONFIG"), {{"key", "listen_port"}}, "value") == std::to_string(p.port()));
 }
 
 // Issue 18: SET went through a copy of the settings table that only refused negative
@@ -546,13 +492,13 @@ TEST_CASE("SET refuses what the config file refuses; new logins keep working", "
                        Bad{"SET server_tls_sslmode = 'bogus'", "server_tls_sslmode", "expected one of: disable"},
                        Bad{"SET default_pool_size = 99999999999", "default_pool_size", "got 99999999999"}}) {
     INFO(b.sql);
-    std::string before = cell(show(admin, "CONFIG"), {{"key", b.key}}, "value");
+    std::string before = cell(console_show(admin, "CONFIG"), {{"key", b.key}}, "value");
     Result r = admin.exec(b.sql);
     INFO("answer: " << r.message());
     CHECK(r.status() == PGRES_FATAL_ERROR);
     CHECK(r.sqlstate() == "22023");
     CHECK(r.message().find(b.message) != std::string::npos);
-    CHECK(cell(show(admin, "CONFIG"), {{"key", b.key}}, "value") == before);
+    CHECK(cell(console_show(admin, "CONFIG"), {{"key", b.key}}, "value") == before);
     // A new client and a new console login are still served.
     Conn app(p.conninfo());
     INFO("app login: " << app.error());
@@ -568,7 +514,7 @@ TEST_CASE("SET refuses what the config file refuses; new logins keep working", "
   CHECK(logfile.message().find("RELOAD") != std::string::npos);
   // A good value is still taken.
   admin.exec_ok("SET max_packet_size = 65536");
-  CHECK(cell(show(admin, "CONFIG"), {{"key", "max_packet_size"}}, "value") == "65536");
+  CHECK(cell(console_show(admin, "CONFIG"), {{"key", "max_packet_size"}}, "value") == "65536");
   Conn app(p.conninfo());
   REQUIRE(app.ok());
   CHECK(app.value("SELECT repeat('x', 1000)").size() == 1000);
@@ -614,8 +560,8 @@ TEST_CASE("a stats user may SHOW but not control; other users cannot open the co
   REQUIRE(p.running());
   Conn admin(admin_conninfo(p));
   REQUIRE(admin.ok());
-  CHECK(cell(show(admin, "CONFIG"), {{"key", "default_pool_size"}}, "value") == "5");
-  CHECK(cell(show(admin, "DATABASES"), {{"name", "appdb"}}, "paused") == "0");
+  CHECK(cell(console_show(admin, "CONFIG"), {{"key", "default_pool_size"}}, "value") == "5");
+  CHECK(cell(console_show(admin, "DATABASES"), {{"name", "appdb"}}, "paused") == "0");
 
   for (std::string db : {"pgbouncer", "pgpivot"}) {
     Conn normal(p.conninfo("app", "app", db));
@@ -717,8 +663,8 @@ TEST_CASE("SIGUSR1 pauses and SIGUSR2 resumes", "[admin]") {
   REQUIRE(admin.ok());
 
   p.signal(SIGUSR1);
-  CHECK(eventually([&] { return cell(show(admin, "STATE"), {{"key", "paused"}}, "value") == "yes"; }));
-  CHECK(cell(show(admin, "DATABASES"), {{"name", "appdb"}}, "paused") == "1");
+  CHECK(eventually([&] { return cell(console_show(admin, "STATE"), {{"key", "paused"}}, "value") == "yes"; }));
+  CHECK(cell(console_show(admin, "DATABASES"), {{"name", "appdb"}}, "paused") == "1");
   expect_held(c, "SELECT 'after SIGUSR2'");
 
   p.signal(SIGUSR2);
@@ -726,7 +672,7 @@ TEST_CASE("SIGUSR1 pauses and SIGUSR2 resumes", "[admin]") {
   INFO("query issued while paused by SIGUSR1: " << r.message());
   CHECK(r.status() == PGRES_TUPLES_OK);
   CHECK(r.value() == "after SIGUSR2");
-  CHECK(cell(show(admin, "STATE"), {{"key", "paused"}}, "value") == "no");
+  CHECK(cell(console_show(admin, "STATE"), {{"key", "paused"}}, "value") == "no");
   REQUIRE(p.running());
 }
 
@@ -742,7 +688,7 @@ TEST_CASE("SHOW MEM: idle connections hold no read buffer and no output state", 
   }
   Conn admin(admin_conninfo(p));
   REQUIRE(admin.ok());
-  Result mem = show(admin, "MEM");
+  Result mem = console_show(admin, "MEM");
   INFO("SHOW MEM:\n" << dump(mem));
   CHECK(to_ll(cell(mem, {{"name", "client"}}, "used")) == 41);
   // Only the admin client's own SHOW request is being read while the rows are built.

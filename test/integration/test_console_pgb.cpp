@@ -20,55 +20,6 @@ namespace {
 
 std::string admin_conninfo(const Pooler& p) { return p.conninfo("admin", "admin", "pgbouncer"); }
 
-int column(const Result& r, const std::string& name) {
-  return r.get() ? PQfnumber(r.get(), ("\"" + name + "\"").c_str()) : -1;
-}
-
-std::vector<std::string> column_names(const Result& r) {
-  std::vector<std::string> out;
-  for (int i = 0; r.get() && i < PQnfields(r.get()); ++i) out.push_back(PQfname(r.get(), i));
-  return out;
-}
-
-int find_row(const Result& r, const std::vector<std::pair<std::string, std::string>>& match) {
-  for (int row = 0; row < r.rows(); ++row) {
-    bool all = true;
-    for (const auto& [name, want] : match) {
-      int c = column(r, name);
-      if (c < 0 || r.value(row, c) != want) all = false;
-    }
-    if (all) return row;
-  }
-  return -1;
-}
-
-std::string cell(const Result& r, const std::vector<std::pair<std::string, std::string>>& match,
-                 const std::string& name) {
-  int row = find_row(r, match);
-  if (row < 0) return "<no row>";
-  int c = column(r, name);
-  return c < 0 ? "<no column " + name + ">" : r.value(row, c);
-}
-
-std::string dump(const Result& r) {
-  if (!r.ok()) return "error: " + r.message();
-  std::string out;
-  for (const auto& n : column_names(r)) out += n + "|";
-  out += "\n";
-  for (int row = 0; row < r.rows(); ++row) {
-    for (int c = 0; c < PQnfields(r.get()); ++c) out += r.value(row, c) + "|";
-    out += "\n";
-  }
-  return out;
-}
-
-Result show(Conn& admin, const std::string& what) {
-  Result r = admin.exec("SHOW " + what);
-  INFO("SHOW " << what << ": " << r.message());
-  REQUIRE(r.ok());
-  return r;
-}
-
 const std::vector<std::string> kConnColumns = {
     "type", "user", "database", "replication", "state", "addr", "port", "local_addr", "local_port",
     "connect_time", "request_time", "wait", "wait_us", "close_needed", "ptr", "link", "remote_pid", "tls",
@@ -94,7 +45,7 @@ TEST_CASE("SHOW SOCKETS and ACTIVE_SOCKETS list clients and servers with PgBounc
   busy.exec_ok("BEGIN");
   std::string backend = busy.value("SELECT pg_backend_pid()");
 
-  Result sockets = show(admin, "SOCKETS");
+  Result sockets = console_show(admin, "SOCKETS");
   INFO("SHOW SOCKETS:\n" << dump(sockets));
   std::vector<std::string> want = kConnColumns;
   for (const char* n : {"recv_pos", "pkt_pos", "pkt_remain", "send_pos", "send_remain", "pkt_avail", "send_avail"})
@@ -111,14 +62,14 @@ TEST_CASE("SHOW SOCKETS and ACTIVE_SOCKETS list clients and servers with PgBounc
   CHECK(sockets.value(crow, column(sockets, "link")) == sockets.value(srow, column(sockets, "ptr")));
   CHECK(find_row(sockets, {{"type", "C"}, {"database", "pgbouncer"}, {"user", "admin"}}) >= 0);
   // Ids are those of SHOW CLIENTS / SERVERS: one sequence for both kinds.
-  Result clients = show(admin, "CLIENTS");
+  Result clients = console_show(admin, "CLIENTS");
   CHECK(cell(clients, {{"application_name", "busy"}}, "id") == sockets.value(crow, column(sockets, "id")));
-  Result servers = show(admin, "SERVERS");
+  Result servers = console_show(admin, "SERVERS");
   CHECK(cell(servers, {{"remote_pid", backend}}, "id") == sockets.value(srow, column(sockets, "id")));
   CHECK(sockets.value(crow, column(sockets, "id")) != sockets.value(srow, column(sockets, "id")));
 
   // Nothing is buffered on an idle connection: ACTIVE_SOCKETS has the columns, not the rows.
-  Result active = show(admin, "ACTIVE_SOCKETS");
+  Result active = console_show(admin, "ACTIVE_SOCKETS");
   INFO("SHOW ACTIVE_SOCKETS:\n" << dump(active));
   CHECK(column_names(active) == want);
   CHECK(find_row(active, {{"type", "S"}, {"remote_pid", backend}}) < 0);
@@ -134,7 +85,7 @@ TEST_CASE("SHOW CLIENTS: a client without a server is idle, one in a transaction
   Conn busy(p.conninfo() + " application_name=busy");
   REQUIRE(busy.ok());
   busy.exec_ok("BEGIN");
-  Result clients = show(admin, "CLIENTS");
+  Result clients = console_show(admin, "CLIENTS");
   INFO("SHOW CLIENTS:\n" << dump(clients));
   CHECK(column_names(clients) == kConnColumns);
   CHECK(cell(clients, {{"application_name", "idler"}}, "state") == "idle");
@@ -154,7 +105,7 @@ TEST_CASE("SHOW FDS, PEERS, PEER_POOLS, DNS_HOSTS and DNS_ZONES have PgBouncer's
   REQUIRE(client.ok());
   client.exec_ok("SELECT 1");
 
-  Result fds = show(admin, "FDS");
+  Result fds = console_show(admin, "FDS");
   INFO("SHOW FDS:\n" << dump(fds));
   CHECK(column_names(fds) == std::vector<std::string>{"fd", "task", "user", "database", "addr", "port", "cancel",
                                                       "link", "client_encoding", "std_strings", "datestyle",
@@ -176,15 +127,15 @@ TEST_CASE("SHOW FDS, PEERS, PEER_POOLS, DNS_HOSTS and DNS_ZONES have PgBouncer's
   CHECK(refused.sqlstate() == "42501");
   CHECK(stats.exec("SHOW SOCKETS").ok());
 
-  Result peers = show(admin, "PEERS");
+  Result peers = console_show(admin, "PEERS");
   CHECK(column_names(peers) == std::vector<std::string>{"peer_id", "host", "port", "pool_size"});
   CHECK(peers.rows() == 0);
-  Result peer_pools = show(admin, "PEER_POOLS");
+  Result peer_pools = console_show(admin, "PEER_POOLS");
   CHECK(column_names(peer_pools) == std::vector<std::string>{"peer_id", "cl_active_cancel_req",
                                                              "cl_waiting_cancel_req", "sv_active_cancel", "sv_login"});
   CHECK(peer_pools.rows() == 0);
-  CHECK(column_names(show(admin, "DNS_HOSTS")) == std::vector<std::string>{"hostname", "ttl", "addrs"});
-  CHECK(column_names(show(admin, "DNS_ZONES")) == std::vector<std::string>{"zonename", "serial", "count"});
+  CHECK(column_names(console_show(admin, "DNS_HOSTS")) == std::vector<std::string>{"hostname", "ttl", "addrs"});
+  CHECK(column_names(console_show(admin, "DNS_ZONES")) == std::vector<std::string>{"zonename", "serial", "count"});
 }
 
 TEST_CASE("KILL_CLIENT closes a real client; a bad id and an unknown one are 08P01 errors", "[console125]") {
@@ -195,7 +146,7 @@ TEST_CASE("KILL_CLIENT closes a real client; a bad id and an unknown one are 08P
   REQUIRE(victim.ok());
   Conn bystander(p.conninfo() + " application_name=bystander");
   REQUIRE(bystander.ok());
-  std::string id = cell(show(admin, "CLIENTS"), {{"application_name", "victim"}}, "id");
+  std::string id = cell(console_show(admin, "CLIENTS"), {{"application_name", "victim"}}, "id");
   REQUIRE(id.find('<') == std::string::npos);
 
   Result bad = admin.exec("KILL_CLIENT not_a_client_id");
@@ -207,13 +158,13 @@ TEST_CASE("KILL_CLIENT closes a real client; a bad id and an unknown one are 08P
   CHECK(unknown.sqlstate() == "08P01");
   CHECK(unknown.message().find("client not found") != std::string::npos);
   // Neither touched anybody.
-  CHECK(find_row(show(admin, "CLIENTS"), {{"application_name", "victim"}}) >= 0);
+  CHECK(find_row(console_show(admin, "CLIENTS"), {{"application_name", "victim"}}) >= 0);
 
   Result kill = admin.exec("KILL_CLIENT " + id);
   INFO(kill.message());
   REQUIRE(kill.ok());
   CHECK_FALSE(victim.exec("SELECT 1").ok());
-  Result after = show(admin, "CLIENTS");
+  Result after = console_show(admin, "CLIENTS");
   CHECK(find_row(after, {{"application_name", "victim"}}) < 0);
   CHECK(find_row(after, {{"application_name", "bystander"}}) >= 0);
   CHECK(bystander.value("SELECT 1") == "1");
@@ -264,11 +215,11 @@ TEST_CASE("console clients count against max_db_client_connections and max_user_
   REQUIRE(a1.ok());
   Conn a2(admin_conninfo(p));
   REQUIRE(a2.ok());
-  Result dbs = show(a1, "DATABASES");
+  Result dbs = console_show(a1, "DATABASES");
   INFO("SHOW DATABASES:\n" << dump(dbs));
   CHECK(cell(dbs, {{"name", "pgbouncer"}}, "max_client_connections") == "2");
   CHECK(cell(dbs, {{"name", "pgbouncer"}}, "current_client_connections") == "3");
-  Result users = show(a1, "USERS");
+  Result users = console_show(a1, "USERS");
   INFO("SHOW USERS:\n" << dump(users));
   CHECK(cell(users, {{"name", "watcher"}}, "current_client_connections") == "1");
   CHECK(cell(users, {{"name", "admin"}}, "current_client_connections") == "2");
@@ -281,7 +232,7 @@ TEST_CASE("console clients count against max_db_client_connections and max_user_
   // A closed console client gives its place back.
   a2.finish();
   w1.finish();
-  CHECK(wait_for([&] { return cell(show(a1, "DATABASES"), {{"name", "pgbouncer"}}, "current_client_connections") == "1"; },
+  CHECK(wait_for([&] { return cell(console_show(a1, "DATABASES"), {{"name", "pgbouncer"}}, "current_client_connections") == "1"; },
                  10));
   Conn w4(watcher);
   INFO("watcher after others left: " << w4.error());
@@ -305,7 +256,7 @@ TEST_CASE("client limits count the login user where the database forces another"
   CHECK(app.ok());
   Conn admin(admin_conninfo(p));
   REQUIRE(admin.ok());
-  Result users = show(admin, "USERS");
+  Result users = console_show(admin, "USERS");
   INFO("SHOW USERS:\n" << dump(users));
   CHECK(cell(users, {{"name", "md5user"}}, "current_client_connections") == "1");
   CHECK(cell(users, {{"name", "app"}}, "current_client_connections") == "1");
@@ -327,18 +278,18 @@ TEST_CASE("SHOW STATS, STATS_TOTALS, STATS_AVERAGES and TOTALS have PgBouncer 1.
   std::vector<std::string> stats = {"database"};
   for (const auto& n : base) stats.push_back("total_" + n);
   for (const auto& n : base) stats.push_back("avg_" + (n == "received" ? std::string("recv") : n));
-  Result s = show(admin, "STATS");
+  Result s = console_show(admin, "STATS");
   CHECK(column_names(s) == stats);
   std::vector<std::string> totals = {"database", "server_assignment_count", "xact_count", "query_count",
                                      "bytes_received", "bytes_sent", "xact_time", "query_time", "wait_time",
                                      "client_parse_count", "server_parse_count", "bind_count", "client_login_count"};
-  CHECK(column_names(show(admin, "STATS_TOTALS")) == totals);
+  CHECK(column_names(console_show(admin, "STATS_TOTALS")) == totals);
   std::vector<std::string> averages = {"database", "server_assignment_count", "xact_count", "query_count",
                                        "bytes_received", "bytes_sent", "xact_time", "query_time", "wait_time",
                                        "avg_client_parse_count", "avg_server_parse_count", "avg_bind_count",
                                        "avg_client_login_count"};
-  CHECK(column_names(show(admin, "STATS_AVERAGES")) == averages);
-  Result t = show(admin, "TOTALS");
+  CHECK(column_names(console_show(admin, "STATS_AVERAGES")) == averages);
+  Result t = console_show(admin, "TOTALS");
   INFO("SHOW TOTALS:\n" << dump(t));
   std::vector<std::string> names;
   for (int r = 0; r < t.rows(); ++r) names.push_back(t.value(r, 0));
@@ -352,7 +303,7 @@ TEST_CASE("SHOW STATS, STATS_TOTALS, STATS_AVERAGES and TOTALS have PgBouncer 1.
                      "avg_ps_bind_count", "avg_client_login_count"});
   // Each console query is a transaction and a query of the console's database:
   // SHOW STATS, STATS_TOTALS, STATS_AVERAGES, TOTALS and this one.
-  Result again = show(admin, "STATS_TOTALS");
+  Result again = console_show(admin, "STATS_TOTALS");
   CHECK(cell(again, {{"database", "pgbouncer"}}, "query_count") == "5");
   CHECK(cell(again, {{"database", "pgbouncer"}}, "xact_count") == "5");
   CHECK(cell(again, {{"database", "appdb"}}, "query_count") == "1");
@@ -372,7 +323,7 @@ TEST_CASE("server_lifetime = 0 uses each server connection once", "[console125]"
   CHECK(pids.size() == 3);
   Conn admin(admin_conninfo(p));
   REQUIRE(admin.ok());
-  CHECK(wait_for([&] { return show(admin, "SERVERS").rows() == 0; }, 10));
+  CHECK(wait_for([&] { return console_show(admin, "SERVERS").rows() == 0; }, 10));
 }
 
 TEST_CASE("max_db_connections: waiting clients of one user evict another user's idle server", "[console125]") {
@@ -401,7 +352,7 @@ TEST_CASE("min_pool_size of a forced-user database opens servers before any clie
   CHECK(wait_for([&] { return backends_of("md5user") >= before + 2; }, 15));
   Conn admin(admin_conninfo(p));
   REQUIRE(admin.ok());
-  CHECK(wait_for([&] { return cell(show(admin, "POOLS"), {{"database", "warm"}, {"user", "md5user"}}, "sv_idle") == "2"; },
+  CHECK(wait_for([&] { return cell(console_show(admin, "POOLS"), {{"database", "warm"}, {"user", "md5user"}}, "sv_idle") == "2"; },
                  10));
 }
 
@@ -448,7 +399,7 @@ TEST_CASE("prepared statements: a lowered max_prepared_statements evicts the sur
   admin.exec_ok("SET max_prepared_statements = 2");
   CHECK(prepare_and_run(5));
   CHECK(c.value("SELECT count(*) FROM pg_prepared_statements") == "2");
-  Result totals = show(admin, "STATS_TOTALS");
+  Result totals = console_show(admin, "STATS_TOTALS");
   INFO("SHOW STATS_TOTALS:\n" << dump(totals));
   CHECK(cell(totals, {{"database", "appdb"}}, "client_parse_count") == "6");
   CHECK(cell(totals, {{"database", "appdb"}}, "bind_count") == "6");
@@ -459,5 +410,5 @@ TEST_CASE("prepared statements: a lowered max_prepared_statements evicts the sur
   PGresult* r = PQexecParams(c, "SELECT $1::int", 1, nullptr, std::vector<const char*>{"7"}.data(), nullptr, nullptr, 0);
   CHECK(PQresultStatus(r) == PGRES_TUPLES_OK);
   PQclear(r);
-  CHECK(cell(show(admin, "STATS_TOTALS"), {{"database", "appdb"}}, "client_parse_count") == "6");
+  CHECK(cell(console_show(admin, "STATS_TOTALS"), {{"database", "appdb"}}, "client_parse_count") == "6");
 }

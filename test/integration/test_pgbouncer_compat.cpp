@@ -155,18 +155,6 @@ struct Observation {
 
 const char* const kCounts[] = {"cl_active", "cl_waiting", "sv_active", "sv_idle", "sv_used"};
 
-std::string dump(const Result& r) {
-  if (!r.ok()) return "error: " + r.message();
-  std::string out;
-  for (int c = 0; c < PQnfields(r.get()); ++c) out += std::string(PQfname(r.get(), c)) + "|";
-  out += "\n";
-  for (int row = 0; row < r.rows(); ++row) {
-    for (int c = 0; c < PQnfields(r.get()); ++c) out += r.value(row, c) + "|";
-    out += "\n";
-  }
-  return out;
-}
-
 std::map<std::string, std::string> app_pool_counts(Conn& admin, std::string& text) {
   Result r = admin.exec("SHOW POOLS");
   text = dump(r);

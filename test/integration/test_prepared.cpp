@@ -467,7 +467,7 @@ TEST_CASE("a statement stays shared after the last client name for it is gone", 
       prepare_ok(first, "q", query);
       CHECK(run_prepared(first, "q", {"1"}) == "6");
     }
-    REQUIRE(eventually([&] { return show(admin, "CLIENTS").rows() == 1; }));  // the console only
+    REQUIRE(eventually([&] { return console_show(admin, "CLIENTS").rows() == 1; }));  // the console only
     PsStats s0 = ps_stats(admin);
     Conn second(p.conninfo());
     REQUIRE(second.ok());

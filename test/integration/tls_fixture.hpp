@@ -237,23 +237,6 @@ inline std::string failure_of(const std::string& conninfo, const std::string& sq
   return r.ok() ? "" : "query: " + r.message();
 }
 
-// The column `name` of every row of a console SHOW.
-inline int column(const Result& r, const std::string& name) {
-  return r.get() ? PQfnumber(r.get(), ("\"" + name + "\"").c_str()) : -1;
-}
-
-inline std::string dump(const Result& r) {
-  std::string out;
-  if (!r.get()) return "(no result: " + r.message() + ")";
-  for (int c = 0; c < PQnfields(r.get()); ++c) out += std::string(PQfname(r.get(), c)) + "|";
-  out += "\n";
-  for (int i = 0; i < r.rows(); ++i) {
-    for (int c = 0; c < PQnfields(r.get()); ++c) out += r.value(i, c) + "|";
-    out += "\n";
-  }
-  return out;
-}
-
 // Value of column `col` in the first row whose column `key` equals `key_value`.
 inline std::string row_value(const Result& r, const std::string& key, const std::string& key_value,
                              const std::string& col) {

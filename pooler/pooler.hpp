@@ -96,7 +96,6 @@ class Pooler {
   void serve_replication(Pool* p);
   // A client of the pool waits for its parameters (a login that is not replication).
   bool waits_for_welcome(Pool* p);
-  bool serving_repl_ = false;
   void server_ready(Server* s);              // login finished or internal query done
   void server_release(Server* s);            // client finished a transaction/session
   // A released server is older than its database's server_lifetime (0: every server
@@ -218,6 +217,7 @@ class Pooler {
   int client_count_ = 0;
   std::uint64_t id_seq_ = 0;
   bool shutting_down_ = false;
+  bool serving_repl_ = false;  // serve_replication is running (it re-enters through pool_service)
   bool wait_for_clients_ = false;  // SHUTDOWN WAIT_FOR_CLIENTS
   bool paused_all_ = false;
   bool suspended_ = false;

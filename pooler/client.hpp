@@ -37,7 +37,7 @@ struct Client final : Conn {
   std::unique_ptr<proto::ScramServer> scram;
   // Protocol-level prepared statements by the client's names (transaction/statement mode),
   // allocated when the client prepares its first statement.
-  using PreparedMap = std::unordered_map<std::string, std::shared_ptr<PreparedStmt>>;
+  using PreparedMap = std::unordered_map<std::string, ClientStmt>;
   std::unique_ptr<PreparedMap> prepared_;
   PreparedMap& prepared() {
     if (!prepared_) prepared_ = std::make_unique<PreparedMap>();

@@ -112,7 +112,7 @@ void Server::drop_slot_front() {
     prepared_on.erase(e.stmt);
     if (client && !e.client_name.empty()) {
       auto it = client->prepared().find(e.client_name);
-      if (it != client->prepared().end() && it->second->id == e.stmt) client->prepared().erase(it);
+      if (it != client->prepared().end() && it->second.stmt->id == e.stmt) it->second.unconfirmed = true;
     }
   }
   slots.pop_front();
@@ -244,9 +244,17 @@ Step Client::prepared_message(const char* data, std::uint32_t wire_size) {
         s->push_slot(Slot::Parse);
         return Step::Forward;
       }
-      if (s->skip_to_sync) return Step::Skip;  // the server would ignore it: so do we
       std::string cname(*name);
-      if (prepared().count(cname)) {
+      auto known = prepared().find(cname);
+      if (s->skip_to_sync) {
+        // The server would ignore it, so it is not sent; the name is noted all the
+        // same (see ClientStmt).
+        if (known == prepared().end() || known->second.unconfirmed) {
+          prepared()[cname] = ClientStmt{pooler->statements().get(r.rest()), true};
+        }
+        return Step::Skip;
+      }
+      if (known != prepared().end() && !known->second.unconfirmed) {
         // PgBouncer's log line (it closes the connection); pgpivot gives
         // PostgreSQL's answer, and its rule that the rest up to Sync is skipped.
         LOG_WARN("C-%llu: %s/%s@%s prepared statement '%s' was already prepared", (unsigned long long)id,
@@ -258,7 +266,7 @@ Step Client::prepared_message(const char* data, std::uint32_t wire_size) {
       }
       pool->stats.client_parse_count++;
       auto st = pooler->statements().get(r.rest());
-      prepared()[cname] = st;
+      prepared()[cname] = ClientStmt{st, false};
       s->ensure_prepared(st, cname);
       return Step::Skip;
     }
@@ -274,10 +282,10 @@ Step Client::prepared_message(const char* data, std::uint32_t wire_size) {
         s->push_slot(Slot::Bind);
         return Step::Forward;
       }
-      s->ensure_prepared(it->second, {});
+      s->ensure_prepared(it->second.stmt, {});
       std::string b(*portal);
       b += '\0';
-      b += it->second->name;
+      b += it->second.stmt->name;
       b += '\0';
       b += r.rest();
       std::string buf;
@@ -308,9 +316,9 @@ Step Client::prepared_message(const char* data, std::uint32_t wire_size) {
         s->push_slot(Slot::FakeClose);
         return Step::Skip;
       }
-      s->ensure_prepared(it->second, {});
+      s->ensure_prepared(it->second.stmt, {});
       std::string b = "S";
-      b += it->second->name;
+      b += it->second.stmt->name;
       b += '\0';
       std::string buf;
       message(buf, 'D', b);

@@ -19,6 +19,15 @@ struct PreparedStmt {
   std::string parse_rest;  // Parse body after the statement name: query, types
 };
 
+// A client's name for a statement. `unconfirmed`: the client's Parse was skipped or
+// rejected by the server. The name still counts, as in PgBouncer: a later Bind or
+// Describe prepares it again on its server (drivers such as psycopg believe a Parse
+// in an aborted pipeline succeeded), and a new Parse of the name replaces it.
+struct ClientStmt {
+  std::shared_ptr<PreparedStmt> stmt;
+  bool unconfirmed = false;
+};
+
 // What the server owes (or pgpivot answers) for each extended-protocol message
 // sent while prepared statements are tracked; see prepared.cpp.
 enum class Slot : std::uint8_t {

@@ -160,7 +160,10 @@ Step Server::on_message(const char* data, std::uint32_t wire_size) {
         client->clear_replay();
       }
       if (txn == 'I') client->transaction_ended();
-      if (expect_z == 0 && client->fwd_left == 0 && !repl) {
+      // `unsynced`: the client already sent more of a pipeline (a Parse after this
+      // Sync, say). Those messages are on this server, so it stays linked until
+      // the Sync that ends them, as PgBouncer 1.21+ keeps it.
+      if (expect_z == 0 && client->fwd_left == 0 && !repl && !unsynced) {
         if (txn == 'I') {
           if (pooler->registry().pool_mode(p) != config::PoolMode::Session) release_after_forward = true;
         } else if (pooler->registry().pool_mode(p) == config::PoolMode::Statement) {

@@ -387,12 +387,13 @@ TEST_CASE("Close of a statement, Bind after Close, and Parse of a statement the 
   CHECK(rc.roundtrip(bind_msg("s1", {"0"}) + execute_msg() + sync_msg()) == "2DCZ");
 
   // The Parse of s4 came after the error and before the Sync: PostgreSQL ignored
-  // it, so s4 does not exist.
+  // it, but the client's name counts (PgBouncer's rule, which psycopg's pipelines
+  // rely on): a Bind prepares it first, unseen by the client.
   types = rc.roundtrip(bind_msg("s4", {"2"}) + execute_msg() + sync_msg());
   INFO("Bind of s4 (its Parse was skipped after an error): " << describe_error(rc));
-  CHECK(types == "EZ");
-  CHECK(describe_error(rc) == "26000: prepared statement \"s4\" does not exist");
-  // ... and a fresh Parse of s4 must really prepare it.
+  CHECK(types == "2DCZ");
+  CHECK(row_value(rc) == "8");
+  // ... and a fresh Parse of s4 replaces it.
   types = rc.roundtrip(parse_msg("s4", "SELECT $1::int * 4") + bind_msg("s4", {"2"}) + execute_msg() +
                        sync_msg());
   INFO("Parse + Bind of s4: " << describe_error(rc));

@@ -42,7 +42,7 @@ struct Pooler {
   std::vector<std::string> stats_users;
   std::string server_reset_query = "DISCARD ALL";
   bool server_reset_query_always = false;
-  std::string server_check_query = "select 1";
+  std::string server_check_query = "<empty>";  // PgBouncer 1.25: "<empty>" sends an empty query, "" = no check
   double server_check_delay = 30.0;
   double server_lifetime = 3600.0;
   double server_idle_timeout = 600.0;

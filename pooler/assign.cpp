@@ -51,6 +51,7 @@ void Pooler::link(Client* c, Server* s, bool apply_params) {
   s->slots.clear();
   s->skip_to_sync = false;
   s->unsynced = false;
+  s->just_checked = false;
   s->commit_in_flight = false;
   s->begin_in_flight = false;
   s->begin_sent = false;
@@ -231,11 +232,12 @@ void Pooler::pool_service(Pool* p) {
       Server* s = cfg_.pooler.server_round_robin ? p->sv_idle.back<Server>() : p->sv_idle.front<Server>();
       if (s) {
         Ms idle_for = now() - s->last_used;
-        if (!cfg_.pooler.server_check_query.empty() && cfg_.pooler.server_check_delay >= 0 &&
-            idle_for > secs(cfg_.pooler.server_check_delay)) {
+        if (!s->just_checked && !cfg_.pooler.server_check_query.empty() && cfg_.pooler.server_check_delay >= 0 &&
+            idle_for >= secs(cfg_.pooler.server_check_delay)) {  // 0: every time, as PgBouncer
           // Idle long enough to doubt: check it before handing it out.
           server_change_state(s, ServerState::Tested);
-          run_internal_query(s, cfg_.pooler.server_check_query);
+          const std::string& q = cfg_.pooler.server_check_query;
+          run_internal_query(s, q == "<empty>" ? std::string() : q);  // an empty query: the cheapest answer
           continue;
         }
         Client* c = p->cl_waiting.front<Client>();

@@ -287,6 +287,7 @@ void Pooler::server_ready(Server* s) {
              p->db_name.c_str(), p->user_name.c_str(), s->addr.c_str(), s->local.str().c_str(), s->pid);
   }
   s->last_used = now();
+  s->just_checked = true;  // it just logged in: its first hand-out needs no check (PgBouncer's rule)
   if (s->repl) {
     replication_ready(s);
     return;
@@ -405,6 +406,7 @@ void Pooler::internal_done(Server* s) {
     return;
   }
   s->last_used = now();
+  s->just_checked = true;
   server_change_state(s, ServerState::Idle);
   pool_service(s->pool);
 }

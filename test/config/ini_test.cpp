@@ -44,7 +44,7 @@ TEST_CASE("a Debian-style pgbouncer.ini loads to the expected Config", "[ini]") 
   CHECK(p.server_reset_query == "DISCARD ALL");
   CHECK_FALSE(p.server_reset_query_always);
   CHECK(p.ignore_startup_parameters == std::vector<std::string>{"extra_float_digits"});
-  CHECK(p.server_check_query == "select 1");
+  CHECK(p.server_check_query == "<empty>");
   CHECK(p.server_check_delay == 30.0);
   CHECK(p.application_name_add_host);
   CHECK(p.max_client_conn == 1000);

@@ -273,3 +273,61 @@ TEST_CASE("server_fast_close closes a session's marked server between transactio
   REQUIRE(fresh.ok());
   CHECK(fresh.value("SELECT 1") == "1");
 }
+
+// server_check_query as PgBouncer 1.25: "<empty>" (the default) sends an empty
+// query, a custom query runs before a server idle longer than server_check_delay
+// is handed out, "" turns the check off. A sequence the check query advances
+// counts how often it ran.
+TEST_CASE("server_check_query: the empty-query default, a custom query, and \"\" = no check", "[misc125]") {
+  if (env().use_pgbouncer) return;  // PgBouncer 1.18's default is "select 1"
+  Conn direct(direct_conninfo());
+  REQUIRE(direct.ok());
+  direct.exec_ok("DROP SEQUENCE IF EXISTS pgpivot_check_seq");
+  direct.exec_ok("CREATE SEQUENCE pgpivot_check_seq");
+  direct.exec_ok("GRANT USAGE, SELECT, UPDATE ON SEQUENCE pgpivot_check_seq TO app");
+  auto checks_run = [&] { return std::stoi(direct.value("SELECT nextval('pgpivot_check_seq')")) - 1; };
+  auto run_transactions = [](Pooler& p, int n) {
+    Conn c(p.conninfo());
+    REQUIRE(c.ok());
+    std::string pid = c.value("SELECT pg_backend_pid()");
+    for (int i = 1; i < n; i++) CHECK(c.value("SELECT pg_backend_pid()") == pid);  // the same, checked server
+  };
+
+  SECTION("the default: an empty query, and the server is kept") {
+    PoolerConfig cfg;
+    cfg.pool_mode = "transaction";
+    cfg.default_pool_size = 1;
+    cfg.extra["server_check_delay"] = "0";
+    Pooler p(cfg);
+    Conn admin(admin_of(p));
+    REQUIRE(admin.ok());
+    CHECK(cell(console_show(admin, "CONFIG"), {{"key", "server_check_query"}}, "value") == "<empty>");
+    run_transactions(p, 5);
+    CHECK(checks_run() == 0);
+  }
+  SECTION("a custom query runs once per hand-out after server_check_delay") {
+    PoolerConfig cfg;
+    cfg.pool_mode = "transaction";
+    cfg.default_pool_size = 1;
+    cfg.extra["server_check_delay"] = "0";
+    cfg.extra["server_check_query"] = "\"SELECT nextval('pgpivot_check_seq')\"";
+    Pooler p(cfg);
+    run_transactions(p, 5);
+    CHECK(checks_run() == 4);  // every hand-out of the idle server but the first: a fresh login needs none
+  }
+  SECTION("a custom query is not run within server_check_delay; \"\" never runs one") {
+    for (std::string delay : {"3600", "0"}) {
+      PoolerConfig cfg;
+      cfg.pool_mode = "transaction";
+      cfg.default_pool_size = 1;
+      cfg.extra["server_check_delay"] = delay;
+      cfg.extra["server_check_query"] = delay == "0" ? "\"\"" : "\"SELECT nextval('pgpivot_check_seq')\"";
+      Pooler p(cfg);
+      run_transactions(p, 5);
+      INFO("server_check_delay = " << delay);
+      CHECK(checks_run() == 0);
+      direct.exec_ok("ALTER SEQUENCE pgpivot_check_seq RESTART");
+    }
+  }
+  direct.exec_ok("DROP SEQUENCE pgpivot_check_seq");
+}

@@ -36,11 +36,9 @@ void Pooler::janitor() {
     const Ms idle_txn = secs(registry_.idle_transaction_timeout(p));
     const Ms txn = secs(registry_.transaction_timeout(p));
     const Ms client_idle = secs(registry_.client_idle_timeout(p));
-    auto query_timed_out = [&](Client* c) {
-      // Still waiting for a server: with why none came, when a login failed.
-      std::string why = p->last_login_failure ? "; last server login failure: " + p->last_login_error : "";
-      disconnect_client(c, Reason::QueryTimeoutWaiting, {why});
-    };
+    // Still waiting for a server: with why none came, when a login failed.
+    const std::string why = p->last_login_failure ? "; last server login failure: " + p->last_login_error : "";
+    auto query_timed_out = [&](Client* c) { disconnect_client(c, Reason::QueryTimeoutWaiting, {why}); };
     p->cl_login.for_each<Client>([&](Client* c) {
       if (secs(set.client_login_timeout) && t - c->connect_time > secs(set.client_login_timeout)) {
         disconnect_client(c, Reason::LoginTimeout);
@@ -53,6 +51,10 @@ void Pooler::janitor() {
         // the login cannot complete, and says why.
         crt->client_errors++;
         disconnect_client(c, Reason::ClusterRefusingLogin, {crt->name, crt->fsm.refusal()});
+      } else if (query_wait && t - c->connect_time > query_wait && !c->repl) {
+        // Waiting for the pool's first server while the node cannot be reached
+        // (server_login_failed keeps it waiting, as PgBouncer does): bounded as any wait.
+        disconnect_client(c, Reason::QueryWaitTimeout, {why});
       }
     });
     // A login waiting for the pool's first server, and no server logging in: the last

@@ -61,7 +61,7 @@ constexpr ReasonInfo kTable[] = {
     {R::LoginTimeout, "08P01", "client_login_timeout"},
     {R::ClusterRefusingLogin, "08006", "cluster {}: {}"},
     // The timeouts' texts are PgBouncer's: clients and log alerts match on them.
-    {R::QueryWaitTimeout, "57014", "query_wait_timeout"},
+    {R::QueryWaitTimeout, "57014", "query_wait_timeout{}"},
     // A client still waiting for a server when its query_timeout passes; "{}": the
     // pool's last server login failure, if any.
     {R::QueryTimeoutWaiting, "57014", "query_timeout{}"},

@@ -238,11 +238,12 @@ void Pooler::server_login_failed(Server* s, const std::string& sqlstate, const s
   LOG_WARN("S-%llu: %s/%s@%s server login failed: %s", (unsigned long long)s->id, p->db_name.c_str(),
            p->user_name.c_str(), s->addr.c_str(), msg.c_str());
   // Clients waiting for this pool's first login hear why it failed -- unless the
-  // node is merely unreachable and the cluster can fail over, or the server is
-  // unreachable and a query_timeout bounds their wait (PgBouncer's way): then they
-  // wait, and the janitor tries again after server_login_retry.
-  bool wait = (sqlstate == sqlstate_of(Reason::ServerConnectFailed) && holds_through_outage(p)) ||
-              (unreachable && registry_.query_timeout(p) > 0);
+  // node is merely unreachable (refused or timed-out connect, unresolvable name):
+  // then, as in PgBouncer, they wait, the janitor tries again after
+  // server_login_retry, and query_wait_timeout (or query_timeout) bounds the wait.
+  // Clients arriving meanwhile are refused at once (LoginRetry, PgBouncer's
+  // check_fast_fail) until a retry is due.
+  bool wait = unreachable || (sqlstate == sqlstate_of(Reason::ServerConnectFailed) && holds_through_outage(p));
   if (!wait) {
     p->cl_login.for_each<Client>([&](Client* c) { disconnect_client(c, sqlstate.c_str(), msg, true); });
     // The server refused the login itself (a wrong or rotated password, NOLOGIN,

@@ -200,9 +200,7 @@ const std::vector<Setting>& settings() {
         int_key("tcp_user_timeout", &P::tcp_user_timeout, 0),
         int_key("tcp_socket_buffer", &P::tcp_socket_buffer, 0),
         stored(int_key("tcp_defer_accept", &P::tcp_defer_accept, 0), "TCP_DEFER_ACCEPT is not set"),
-        stored(key("track_extra_parameters", &P::track_extra_parameters),
-               "track_extra_parameters is not supported yet: only client_encoding, DateStyle, TimeZone, "
-               "standard_conforming_strings and application_name are tracked"),
+        key("track_extra_parameters", &P::track_extra_parameters, kRestart),
         stored(int_key("peer_id", &P::peer_id, 0, 16383, kRestart), "peering ([peers]) is not supported yet"),
         stored(key("auth_hba_file", &P::auth_hba_file, kReload), "auth_type hba is not supported yet"),
         stored(key("auth_ident_file", &P::auth_ident_file, kReload), "auth_type hba is not supported yet"),

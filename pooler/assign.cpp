@@ -59,16 +59,41 @@ void Pooler::link(Client* c, Server* s, bool apply_params) {
   s->query_start = now();
   if (s->txn == 'I') s->query_start_us = s->xact_start_us = 0;  // not left over from an earlier client
   std::string sets;
-  for (int i = 0; i < kTrackedCount && apply_params; i++) {
+  for (int i = 0; i < tracked_count() && apply_params; i++) {
     const auto& want = c->params.get(i);
-    if (!want) continue;
     const auto& have = s->params.get(i);
+    if (!want) {
+      // An extra parameter (track_extra_parameters) an earlier client set on this
+      // server: PostgreSQL may not report it, so no client default is known; back to
+      // the server's own.
+      if (i >= kTrackedCount && have) {
+        sets += "RESET ";
+        sets += tracked_name(i);
+        sets += ";";
+        s->params.set(i, std::nullopt);
+      }
+      continue;
+    }
     if (have && *have == *want) continue;
-    sets += "SET ";
-    sets += kTrackedParams[i];
-    sets += " = ";
+    if (i < kTrackedCount) {
+      sets += "SET ";
+      sets += tracked_name(i);
+      sets += " = ";
+      sets += quote_literal(*want);
+      sets += ";";
+      continue;
+    }
+    // An extra one takes the client's text as the startup packet gave it:
+    // set_config() parses it as PostgreSQL parses a startup parameter, so a list
+    // (search_path = a,b) stays a list, where SET name = 'a,b' would make it one name.
+    sets += "SELECT pg_catalog.set_config(";
+    sets += quote_literal(tracked_name(i));
+    sets += ", ";
     sets += quote_literal(*want);
-    sets += ";";
+    sets += ", false);";
+    // Unreported parameters (search_path before PostgreSQL 18, say) never come back
+    // in a ParameterStatus: what was set is what the server has.
+    s->params.set(i, want);
   }
   if (!sets.empty()) run_internal_query(s, sets);
   if (c->has_replay()) {

@@ -175,6 +175,7 @@ Step Client::on_startup(const char* data, std::uint32_t len) {
     bool ok = false;
     for (auto allowed : kAllowedStartup) ok = ok || iequals(name, allowed);
     for (const auto& ign : set.ignore_startup_parameters) ok = ok || iequals(name, ign);
+    ok = ok || tracked_index(name) >= 0;  // track_extra_parameters
     if (!ok) {
       pooler->disconnect_client(this, Reason::UnsupportedStartupParameter, {name});
       return Step::Stop;

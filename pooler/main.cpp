@@ -261,6 +261,11 @@ int main(int argc, char** argv) {
   }
   res.config.path = path;
   auto& set = res.config.pooler;
+  // Fixed for the life of the process, before any connection or worker exists.
+  for (const auto& n : pgpivot::set_extra_tracked(set.track_extra_parameters)) {
+    std::fprintf(stderr, "%s: warning: track_extra_parameters: %s not tracked: at most %d parameters are\n",
+                 path.c_str(), n.c_str(), pgpivot::kMaxTracked);
+  }
   if (verbose > set.verbose) set.verbose = verbose;
   if (run_as.empty()) run_as = set.user;
   if (daemon && (set.pidfile.empty() || set.logfile.empty())) {

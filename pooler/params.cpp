@@ -17,9 +17,41 @@ bool iequals(std::string_view a, std::string_view b) {
   return true;
 }
 
+namespace {
+
+std::vector<std::string>& extra_tracked() {
+  static std::vector<std::string> names;
+  return names;
+}
+
+}  // namespace
+
+std::vector<std::string> set_extra_tracked(const std::vector<std::string>& names) {
+  std::vector<std::string> left_out;
+  auto& extra = extra_tracked();
+  extra.clear();
+  for (const auto& n : names) {
+    if (n.empty() || tracked_index(n) >= 0) continue;
+    if (kTrackedCount + int(extra.size()) >= kMaxTracked) {
+      left_out.push_back(n);
+      continue;
+    }
+    extra.push_back(n);
+  }
+  return left_out;
+}
+
+int tracked_count() { return kTrackedCount + int(extra_tracked().size()); }
+
+const char* tracked_name(int i) { return i < kTrackedCount ? kTrackedParams[i] : extra_tracked()[i - kTrackedCount].c_str(); }
+
 int tracked_index(std::string_view name) {
   for (int i = 0; i < kTrackedCount; i++) {
     if (iequals(name, kTrackedParams[i])) return i;
+  }
+  const auto& extra = extra_tracked();
+  for (std::size_t i = 0; i < extra.size(); i++) {
+    if (iequals(name, extra[i])) return kTrackedCount + int(i);
   }
   return -1;
 }
@@ -29,7 +61,7 @@ int tracked_index(std::string_view name) {
 struct TrackedParams::Rep {
   std::uint32_t refs = 0;
   std::string key;  // the serialized values, key of the intern table
-  std::optional<std::string> v[kTrackedCount];
+  std::optional<std::string> v[kMaxTracked];
 };
 
 namespace {
@@ -78,10 +110,12 @@ const std::optional<std::string>& TrackedParams::get(int i) const { return rep_ 
 
 void TrackedParams::set(int i, std::optional<std::string> value) {
   if (get(i) == value) return;
-  std::optional<std::string> v[kTrackedCount];
-  for (int k = 0; k < kTrackedCount; k++) v[k] = k == i ? std::move(value) : get(k);
+  const int n = tracked_count();
+  std::optional<std::string> v[kMaxTracked];
+  for (int k = 0; k < n; k++) v[k] = k == i ? std::move(value) : get(k);
   std::string key;
-  for (const auto& x : v) {
+  for (int k = 0; k < n; k++) {
+    const auto& x = v[k];
     if (x) {
       key += '1';
       key += *x;
@@ -98,7 +132,7 @@ void TrackedParams::set(int i, std::optional<std::string> value) {
   } else {
     r = new Rep();
     r->key = std::move(key);
-    for (int k = 0; k < kTrackedCount; k++) r->v[k] = std::move(v[k]);
+    for (int k = 0; k < n; k++) r->v[k] = std::move(v[k]);
     table.emplace(r->key, r);
   }
   r->refs++;

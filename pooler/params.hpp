@@ -5,6 +5,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace pgpivot {
 
@@ -13,7 +14,15 @@ namespace pgpivot {
 inline constexpr const char* kTrackedParams[] = {
     "client_encoding", "DateStyle", "TimeZone", "IntervalStyle", "standard_conforming_strings",
     "application_name"};
-inline constexpr int kTrackedCount = 6;
+inline constexpr int kTrackedCount = 6;  // the built-in ones; track_extra_parameters adds more
+inline constexpr int kMaxTracked = 24;
+// track_extra_parameters: names tracked after the built-in ones (indices from
+// kTrackedCount on). Set once at start-up, before any connection or worker
+// (PgBouncer's setting cannot change at RELOAD either); built-in names and
+// duplicates are skipped. Returns the names that did not fit (over kMaxTracked).
+std::vector<std::string> set_extra_tracked(const std::vector<std::string>& names);
+[[nodiscard]] int tracked_count();
+[[nodiscard]] const char* tracked_name(int i);
 [[nodiscard]] int tracked_index(std::string_view name);  // -1 if not tracked (case-insensitive)
 [[nodiscard]] bool iequals(std::string_view a, std::string_view b);  // ASCII, case-insensitive
 

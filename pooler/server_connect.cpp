@@ -73,12 +73,12 @@ void Server::send_startup() {
     // A replication connection takes no SET: it starts with the client's own
     // parameters, and says what it is.
     params.emplace_back("replication", rc->repl->mode);
-    for (int i = 0; i < kTrackedCount; i++) {
+    for (int i = 0; i < tracked_count(); i++) {
       const auto& v = rc->params.get(i);
       if (!v) continue;
       for (auto it = params.begin(); it != params.end();)
-        it = iequals(it->first, kTrackedParams[i]) ? params.erase(it) : it + 1;
-      params.emplace_back(kTrackedParams[i], *v);
+        it = iequals(it->first, tracked_name(i)) ? params.erase(it) : it + 1;
+      params.emplace_back(tracked_name(i), *v);
     }
     if (!rc->params.get(tracked_index("application_name")) && !dbc.application_name.empty())
       params.emplace_back("application_name", dbc.application_name);

@@ -44,7 +44,7 @@ TEST_CASE("a Debian-style pgbouncer.ini loads to the expected Config", "[ini]") 
   CHECK(p.server_reset_query == "DISCARD ALL");
   CHECK_FALSE(p.server_reset_query_always);
   CHECK(p.ignore_startup_parameters == std::vector<std::string>{"extra_float_digits"});
-  CHECK(p.server_check_query == "<empty>");
+  CHECK(p.server_check_query == "select 1");
   CHECK(p.server_check_delay == 30.0);
   CHECK(p.application_name_add_host);
   CHECK(p.max_client_conn == 1000);
@@ -673,9 +673,12 @@ TEST_CASE("all 85 PgBouncer 1.18 settings at their defaults", "[ini][warnings]")
   REQUIRE(r.ok());
   // PgBouncer's defaults are the Config's defaults, except for two TLS ones: 1.18 does
   // not try TLS with servers (pgpivot's default is prefer, as newer PgBouncers), and
-  // its "fast" cipher shortcut is stored as written (tls.cpp treats it as the default).
+  // its "fast" cipher shortcut is stored as written (tls.cpp treats it as the default);
+  // and 1.18's server_check_query was "select 1" (1.25's is "<empty>", an empty query).
   auto empty = ini("");
   Pooler expected = empty.config.pooler;
+  CHECK(expected.server_check_query == "<empty>");
+  expected.server_check_query = "select 1";
   CHECK(r.config.pooler.server_tls_sslmode == "disable");
   CHECK(expected.server_tls_sslmode == "prefer");
   expected.server_tls_sslmode = "disable";

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "harness.hpp"
+#include "wire_client.hpp"
 
 using namespace itest;
 
@@ -87,4 +88,57 @@ TEST_CASE("clients can connect over the Unix socket", "[settings]") {
   INFO("connection error: " << c.error());
   REQUIRE(c.ok());
   CHECK(c.value("SELECT current_user") == "app");
+}
+
+// track_extra_parameters (PgBouncer 1.20+): a listed parameter is accepted in the
+// startup packet or in options (-c), kept per client, and set on whichever server
+// the client gets -- and taken back (RESET) before a client without it gets that
+// server, since PostgreSQL does not report search_path and no default is known.
+TEST_CASE("track_extra_parameters: search_path per client on one shared server", "[settings]") {
+  if (env().use_pgbouncer) return;  // PgBouncer 1.18 has no track_extra_parameters
+  PoolerConfig cfg;
+  cfg.pool_mode = "transaction";
+  cfg.auth_type = "trust";  // for the raw client below
+  cfg.default_pool_size = 1;
+  cfg.extra["track_extra_parameters"] = "[\"search_path\"]";
+  Pooler p(cfg);
+  Conn plain(p.conninfo());
+  Conn a(p.conninfo() + " options='-c search_path=schema_a,public'");
+  REQUIRE(plain.ok());
+  REQUIRE(a.ok());
+  std::string server_default = plain.value("SHOW search_path");
+  std::string pid = plain.value("SELECT pg_backend_pid()");
+  // As a startup parameter of its own (libpq cannot send one): a raw client.
+  RawSocket b(p.port());
+  REQUIRE(b.send_all(startup_packet({{"user", "app"}, {"database", "appdb"}, {"search_path", "schema_b"}})));
+  std::string payload;
+  REQUIRE(b.read_until('Z', payload, 10) == 'Z');
+  auto b_search_path = [&] {
+    if (!b.send_all(message('Q', std::string("SHOW search_path") + '\0'))) return std::string("<send failed>");
+    char t = b.read_until('D', payload, 10);
+    if (t != 'D') return "<" + std::string(1, t) + ": " + error_field(payload, 'M') + ">";
+    std::string v = payload.substr(6);  // column count (2), length (4), value
+    if (b.read_until('Z', payload, 10) != 'Z') return std::string("<no ReadyForQuery>");
+    return v;
+  };
+  for (int round = 0; round < 3; ++round) {
+    CHECK(a.value("SHOW search_path") == "schema_a,public");  // as PostgreSQL keeps a startup value
+    CHECK(a.value("SELECT current_schemas(false)::text") == "{public}");  // a list: public is found
+    CHECK(plain.value("SHOW search_path") == server_default);
+    CHECK(b_search_path() == "schema_b");
+    CHECK(a.value("SELECT pg_backend_pid()") == pid);  // one server for all three
+  }
+  // IntervalStyle, tracked by default (and reported by PostgreSQL).
+  Conn iso(p.conninfo() + " options='-c IntervalStyle=iso_8601'");
+  REQUIRE(iso.ok());
+  CHECK(iso.value("SELECT interval '1 day'") == "P1D");
+  CHECK(plain.value("SELECT interval '1 day'") == "1 day");
+
+  // Without it, such a startup parameter is refused, as PgBouncer refuses it.
+  PoolerConfig off;
+  off.pool_mode = "transaction";
+  Pooler q(off);
+  Conn refused(q.conninfo() + " options='-c search_path=schema_a'");
+  CHECK_FALSE(refused.ok());
+  CHECK(refused.error().find("unsupported startup parameter") != std::string::npos);
 }

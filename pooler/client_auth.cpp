@@ -225,8 +225,7 @@ Step Client::on_startup(const char* data, std::uint32_t len) {
   // password in [users]) is looked up with auth_query when the database, or
   // [pooler], names an auth_user.
   const std::string& auth_user = db && !db->cfg.auth_user.empty() ? db->cfg.auth_user : set.auth_user;
-  bool has_credentials = user && (user->cfg.password_from_auth_file || !user->cfg.password.empty());
-  if (!has_credentials && !auth_user.empty()) return start_auth_lookup(db);
+  if (!(user && user->known()) && !auth_user.empty()) return start_auth_lookup(db);
   return begin_auth(user);
 }
 
@@ -266,8 +265,9 @@ Step Client::begin_auth(UserEntry* user) {
     return closing ? Step::Stop : Step::Skip;
   }
   if (auth == config::AuthType::Trust) {
-    if (!user) {
-      // Trust still requires the user to be known, as PgBouncer does.
+    if (!user || !user->known()) {
+      // Trust still requires the user to be known (auth_file, a [users] password,
+      // or auth_query), as PgBouncer does.
       auth_failed();
       return Step::Stop;
     }

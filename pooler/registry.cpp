@@ -98,6 +98,7 @@ UserEntry* Registry::dynamic_user(const std::string& scope, const std::string& u
   if (!e) {
     e = std::make_unique<UserEntry>();
     e->counts = hub_.user_count(user);
+    e->looked_up = true;
   }
   auto it = cfg_.users.find(user);
   config::User cfg = it != cfg_.users.end() ? it->second : config::User{};

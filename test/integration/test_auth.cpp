@@ -2,6 +2,8 @@
 // refusals that do not reveal which users exist, unknown databases.
 #include <catch2/catch.hpp>
 
+#include <fstream>
+
 #include "harness.hpp"
 
 using namespace itest;
@@ -82,4 +84,33 @@ TEST_CASE("an unknown database is refused with an error naming it", "[auth]") {
   INFO("error: " << c.error());
   CHECK(c.error().find("no_such_db") != std::string::npos);
   CHECK(c.error().find("3D000") != std::string::npos);
+}
+
+// PgBouncer's rule for trust: the user must be known -- listed in auth_file (an
+// empty password will do) or given a password -- and a [users] entry carrying
+// only settings does not make it known. A forced-user database lets users that
+// are not PostgreSQL roles log in.
+TEST_CASE("trust needs a known user: auth_file, even with \"\", yes; [users] settings alone, no", "[auth]") {
+  if (env().use_pgbouncer) return;  // the harness writes TOML [users] with passwords for PgBouncer
+  std::string file = env().scratch + "/trust-userlist.txt";
+  {
+    std::ofstream out(file);
+    out << "\"filed\" \"\"\n";
+  }
+  PoolerConfig cfg = with_auth("trust");
+  cfg.extra["auth_file"] = "\"" + file + "\"";
+  cfg.extra_databases["forced"] = "cluster = \"main\"\ndbname = \"appdb\"\nuser = \"app\"\npassword = \"app\"";
+  cfg.users["settings_only"] = "";  // a [users] entry without a password
+  Pooler p(cfg);
+  Conn filed(p.conninfo("filed", "", "forced"));
+  INFO("auth_file user with an empty password: " << filed.error());
+  REQUIRE(filed.ok());
+  CHECK(filed.value("SELECT current_user") == "app");
+  Conn settings_only(p.conninfo("settings_only", "", "forced"));
+  CHECK_FALSE(settings_only.ok());
+  CHECK(settings_only.error().find("\"trust\" authentication failed") != std::string::npos);
+  Conn unknown(p.conninfo("nobody_at_all", "", "forced"));
+  CHECK_FALSE(unknown.ok());
+  CHECK(unknown.error().find("\"trust\" authentication failed") != std::string::npos);
+  require_logged_in_as(p, "app", "");  // a [users] password makes a user known
 }

@@ -231,7 +231,7 @@ struct Database {
   int max_db_client_connections = -1;  // -1 = [pooler]'s (0 = unlimited)
   double server_lifetime = -1;         // -1 = [pooler]'s
   double query_wait_timeout = -1;      // -1 = [pooler]'s; a user's overrides it
-  std::string load_balance_hosts;      // round-robin | disable; stored (one host per node)
+  std::string load_balance_hosts;      // round-robin (the default) | disable: how a host list (host = "a,b") is used
   std::string auth_query;              // "" = [pooler]'s
   std::string auth_dbname;             // "" = [pooler]'s, else the client's database
   std::string connect_query;

@@ -467,10 +467,24 @@ void Loader::database_line(const std::string& name, std::string_view value, cons
       d.dbname = p.value;
     } else if (k == "host") {
       if (p.value.find(',') != std::string::npos) {
-        // A cluster node is one host: the list's first is used, and said so.
-        std::string first = trim(std::string_view(p.value).substr(0, p.value.find(',')));
-        warning(w, key, "host lists (" + p.value + ") are not supported yet; connecting to " + first + " only");
-        pd.host = first;
+        // A host list: each connection takes one (load_balance_hosts), as PgBouncer.
+        std::string list;
+        std::string_view rest = p.value;
+        bool empty_item = false;
+        for (;;) {
+          std::size_t comma = rest.find(',');
+          std::string item = trim(rest.substr(0, comma));
+          empty_item = empty_item || item.empty() || item[0] == '@';
+          list += (list.empty() ? "" : ",") + item;
+          if (comma == std::string_view::npos) break;
+          rest.remove_prefix(comma + 1);
+        }
+        if (empty_item) {
+          error(w, key, "invalid host list \"" + p.value + "\": an empty or @ host");
+          ok = false;
+        } else {
+          pd.host = list;
+        }
       } else if (!p.value.empty() && p.value[0] == '@') {
         error(w, key, "abstract-namespace Unix sockets (@...) are not supported by pgpivot");
         ok = false;

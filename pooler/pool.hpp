@@ -65,6 +65,10 @@ struct Pool {
   Ms last_login_failure = 0;
   std::string last_login_error;  // FATAL text from the server
   std::string last_login_sqlstate;
+  // A host list (host=a,b): the next host to connect to, and whether the last
+  // connect failed (load_balance_hosts = disable then moves on; PgBouncer's rrcounter).
+  std::uint32_t host_rr = 0;
+  bool last_connect_failed = false;
 
   bool servicing = false, service_again = false;
   bool wanted_recently = false;  // workers: this worker asked for more of the pool's slots since the last janitor run

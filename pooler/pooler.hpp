@@ -91,6 +91,7 @@ class Pooler {
   bool try_launch(Pool* p, bool use_reserve, Client* repl = nullptr);
   bool evict_for(Pool* p);  // max_db_connections reached: close another pool's idle server
   void launch_server(Pool* p, Client* repl = nullptr);  // the slot is reserved
+  std::string pick_host(Pool* p, const std::string& hosts);  // one host of a host list
   // Replication clients of the pool waiting for a slot get their servers (one
   // slot each, an idle server of the pool evicted when none is free).
   void serve_replication(Pool* p);

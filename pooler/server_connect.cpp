@@ -149,6 +149,28 @@ void Server::forget_resolve() {
   resolving = nullptr;
 }
 
+// The host of a node to connect to: itself, or one of a host list (host=a,b), as
+// PgBouncer picks: round-robin takes the next one for every connection; disable
+// keeps to one host and moves on only after a connect to it failed.
+std::string Pooler::pick_host(Pool* p, const std::string& hosts) {
+  if (hosts.find(',') == std::string::npos) return hosts;
+  std::vector<std::string_view> list;
+  for (std::size_t at = 0;;) {
+    std::size_t comma = hosts.find(',', at);
+    list.push_back(std::string_view(hosts).substr(at, comma == std::string::npos ? std::string::npos : comma - at));
+    if (comma == std::string::npos) break;
+    at = comma + 1;
+  }
+  bool round_robin = p->db->cfg.load_balance_hosts != "disable";
+  if (!round_robin && p->last_connect_failed) {
+    p->host_rr++;
+    p->last_connect_failed = false;  // one step per failure
+  }
+  std::string host(list[p->host_rr % list.size()]);
+  if (round_robin) p->host_rr++;
+  return host;
+}
+
 void Pooler::launch_server(Pool* p, Client* repl) {
   const config::Node& node = active_node(p->db);
   auto* s = new Server();
@@ -162,7 +184,7 @@ void Pooler::launch_server(Pool* p, Client* repl) {
     repl->repl->server = s;
   }
   p->conns++;
-  s->host = node.host;
+  s->host = pick_host(p, node.host);
   s->server_port = node.port;
   s->addr = s->host + ":" + std::to_string(node.port);
   s->connect_time = s->request_time = now();
@@ -207,6 +229,7 @@ void Pooler::server_login_failed(Server* s, Reason why, std::initializer_list<st
   // PgBouncer's words for the log: alerts match on "closing because: connect failed".
   const char* log_reason = why == Reason::ServerConnectFailed    ? "connect failed"
                            : why == Reason::ServerConnectTimeout ? "connect timeout"
+                           : why == Reason::ServerResolveFailed  ? "server DNS lookup failed"
                                                                  : nullptr;
   bool unreachable = why == Reason::ServerConnectFailed || why == Reason::ServerConnectTimeout ||
                      why == Reason::ServerResolveFailed;
@@ -233,6 +256,7 @@ void Pooler::server_login_failed(Server* s, const std::string& sqlstate, const s
     return;
   }
   p->last_login_failure = std::max<Ms>(now(), 1);
+  p->last_connect_failed = unreachable;
   p->last_login_error = msg;
   p->last_login_sqlstate = sqlstate;
   LOG_WARN("S-%llu: %s/%s@%s server login failed: %s", (unsigned long long)s->id, p->db_name.c_str(),

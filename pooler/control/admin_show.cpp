@@ -77,6 +77,16 @@ const Console::View Console::kViews[] = {
     {"HELP", &Console::show_help},
 };
 
+namespace {
+
+// As PgBouncer, load_balance_hosts shows only for a host list (round-robin when not set).
+Cell load_balance_cell(const DbEntry& d) {
+  if (!d.cluster || d.cluster->primary.host.find(',') == std::string::npos) return std::nullopt;
+  return str(d.cfg.load_balance_hosts.empty() ? "round-robin" : d.cfg.load_balance_hosts);
+}
+
+}  // namespace
+
 const Console::View* Console::find_view(const std::string& what) {
   for (const View& v : kViews) {
     if (what == v.name) return &v;
@@ -95,7 +105,7 @@ void Console::show_pools(std::string& out, const std::string&) {
     t.row({str(key.first), str(key.second), num(n.cl_active), num(n.cl_waiting), num(0), num(0), num(n.sv_active),
            num(0), num(0), num(n.sv_idle), num(n.sv_used), num(n.sv_tested), num(n.sv_login),
            num(n.maxwait_ms / 1000), num((n.maxwait_ms % 1000) * 1000),
-           str(config::to_string(p_.registry_.pool_mode(parts.front()))), std::nullopt});
+           str(config::to_string(p_.registry_.pool_mode(parts.front()))), load_balance_cell(*parts.front()->db)});
   }
   t.emit(out);
 }
@@ -169,7 +179,8 @@ void Console::show_databases(std::string& out, const std::string&) {
            inum(d->cfg.min_pool_size >= 0 ? d->cfg.min_pool_size : ps.min_pool_size),
            inum(d->cfg.reserve_pool_size >= 0 ? d->cfg.reserve_pool_size : ps.reserve_pool_size),
            inum((long long)p_.registry_.server_lifetime(*d)),
-           d->cfg.pool_mode ? str(config::to_string(*d->cfg.pool_mode)) : std::nullopt, std::nullopt, inum(maxc),
+           d->cfg.pool_mode ? str(config::to_string(*d->cfg.pool_mode)) : std::nullopt,
+           load_balance_cell(*d), inum(maxc),
            inum(d->counts->servers.load()), inum(p_.registry_.max_db_client_connections(*d)), inum(d->counts->clients.load()),
            num(d->paused || p_.paused_all_ ? 1 : 0), num(d->disabled ? 1 : 0)});
   }

@@ -439,7 +439,7 @@ w = pool_mode=session trailing
   skipped("databases.b.bogus", 19, "unknown connection parameter");
   skipped("databases.b.pool_sise", 19, "unknown connection parameter; did you mean pool_size?");
   skipped("databases.c", 20, "bad connection string: unterminated quoted value for \"host\"");
-  CHECK(the_warning(r, "databases.d.host").message == "host lists (h1,h2) are not supported yet; connecting to h1 only");
+  CHECK(errors_for(r.warnings, "databases.d.host").empty());  // a host list: one host per connection
   CHECK(contains(the_warning(r, "databases.e.password").message, "malformed SCRAM secret"));
   skipped("databases.f.pool_mode", 23, "invalid value \"sometimes\"; expected one of: session, transaction, statement");
   skipped("databases.f.max_db_connections", 23, "must be >= 0, got -1");
@@ -457,7 +457,7 @@ w = pool_mode=session trailing
   // Databases and users with errors are left out, the rest load: d, whose host list
   // is cut to its first host.
   REQUIRE(r.config.databases.size() == 1);
-  CHECK(r.config.clusters.at(r.config.databases.at("d").cluster).primary.host == "h1");
+  CHECK(r.config.clusters.at(r.config.databases.at("d").cluster).primary.host == "h1,h2");
   CHECK(r.config.users.empty());
 }
 

@@ -4,6 +4,7 @@
 
 #include <sys/stat.h>
 
+#include <memory>
 #include <vector>
 
 #include "harness.hpp"
@@ -141,4 +142,66 @@ TEST_CASE("track_extra_parameters: search_path per client on one shared server",
   Conn refused(q.conninfo() + " options='-c search_path=schema_a'");
   CHECK_FALSE(refused.ok());
   CHECK(refused.error().find("unsupported startup parameter") != std::string::npos);
+}
+
+namespace {
+
+std::size_t count_of(const std::string& text, const std::string& what) {
+  std::size_t n = 0;
+  for (std::size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) n++;
+  return n;
+}
+
+// `n` clients each holding a transaction open, so each has a server of its own.
+std::vector<std::unique_ptr<Conn>> hold_servers(const Pooler& p, const std::string& db, int n) {
+  std::vector<std::unique_ptr<Conn>> held;
+  for (int i = 0; i < n; i++) {
+    held.push_back(std::make_unique<Conn>(p.conninfo("app", "app", db), 20));
+    INFO("client " << i << ": " << held.back()->error());
+    REQUIRE(held.back()->ok());
+    held.back()->exec_ok("BEGIN");
+    CHECK(held.back()->value("SELECT 1") == "1");
+  }
+  return held;
+}
+
+}  // namespace
+
+// Host lists (PgBouncer 1.19+): host = "a,b" on a node. round-robin (the default)
+// takes the next host for every new server connection; disable keeps to one and
+// moves on only after a connect to it failed. 127.0.0.2 refuses (PostgreSQL
+// listens on 127.0.0.1), localhost is 127.0.0.1 under another name.
+TEST_CASE("host lists: disable skips a host that refuses, round-robin takes each in turn", "[settings]") {
+  if (env().use_pgbouncer) return;  // the harness writes TOML clusters
+  const std::string port = std::to_string(env().pg_port);
+  PoolerConfig cfg;
+  cfg.extra["server_login_retry"] = "1";
+  cfg.extra_clusters["badfirst"] = "primary = { host = \"127.0.0.2,127.0.0.1\", port = " + port + " }";
+  cfg.extra_databases["badfirst"] = "cluster = \"badfirst\"\ndbname = \"appdb\"\nload_balance_hosts = \"disable\"";
+  cfg.extra_clusters["twonames"] = "primary = { host = \"127.0.0.1,localhost\", port = " + port + " }";
+  cfg.extra_databases["twonames"] = "cluster = \"twonames\"\ndbname = \"appdb\"";
+  Pooler p(cfg);
+
+  SECTION("disable") {
+    double t0 = now_s();
+    auto held = hold_servers(p, "badfirst", 3);
+    INFO(p.log());
+    CHECK(now_s() - t0 < 8);  // waited for one server_login_retry, not for query_wait_timeout
+    CHECK(count_of(p.log(), "badfirst/app@127.0.0.2:" + port + " closing because: connect failed") == 1);
+    CHECK(count_of(p.log(), "badfirst/app@127.0.0.1:" + port + " new connection to server") == 3);
+  }
+  SECTION("round-robin") {
+    auto held = hold_servers(p, "twonames", 4);
+    INFO(p.log());
+    CHECK(count_of(p.log(), "twonames/app@127.0.0.1:" + port + " new connection to server") == 2);
+    CHECK(count_of(p.log(), "twonames/app@localhost:" + port + " new connection to server") == 2);
+  }
+  Conn admin(p.conninfo("admin", "admin", "pgbouncer"));
+  REQUIRE(admin.ok());
+  Result dbs = console_show(admin, "DATABASES");
+  INFO(dump(dbs));
+  CHECK(cell(dbs, {{"name", "badfirst"}}, "host") == "127.0.0.2,127.0.0.1");
+  CHECK(cell(dbs, {{"name", "badfirst"}}, "load_balance_hosts") == "disable");
+  CHECK(cell(dbs, {{"name", "twonames"}}, "load_balance_hosts") == "round-robin");
+  CHECK(cell(dbs, {{"name", "appdb"}}, "load_balance_hosts") == "<null>");  // one host: NULL, as PgBouncer
 }

@@ -250,6 +250,9 @@ struct Config {
   std::map<std::string, User> users;
   std::map<std::string, Cluster> clusters;
   std::map<std::string, Database> databases;
+  // [peers] (PgBouncer 1.19+): peer_id -> where that process listens (a Unix-socket
+  // directory or an address); cancel requests carrying its id are sent on there.
+  std::map<int, Node> peers;
 
   friend bool operator==(const Config&, const Config&) = default;
 };

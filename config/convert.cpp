@@ -216,6 +216,14 @@ std::string to_toml(const Config& config) {
   write_users(o, config.users);
   write_clusters(o, config.clusters);
   write_databases(o, config.databases);
+  if (!config.peers.empty()) o << "\n[peers]\n";
+  for (const auto& [id, n] : config.peers) {
+    std::vector<std::pair<std::string, std::string>> kv;
+    if (!n.host.empty()) kv.emplace_back("host", quote(n.host));  // none: unix_socket_dir
+    kv.emplace_back("port", value(n.port));
+    for (const auto& [k, v] : n.options) kv.emplace_back(k, quote(v));
+    o << id << " = " << inline_table(kv) << "\n";
+  }
   return o.str();
 }
 

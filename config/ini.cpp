@@ -182,6 +182,7 @@ class Loader {
   // A duration of a [databases] or [users] line (nullopt when invalid, reported).
   std::optional<double> seconds(std::string_view value, const Where& w, const std::string& key);
   void user(const std::string& name, std::string_view value, const Where& w);
+  void peer(const std::string& id, std::string_view value, const Where& w);
   // Reads an integer setting; reports and returns nullopt when invalid or out of range.
   std::optional<long long> integer(std::string_view value, const Where& w, const std::string& key,
                                    long long lo, long long hi);
@@ -195,7 +196,6 @@ class Loader {
   // Reading a [databases] line: its problems are warnings and the line is skipped,
   // as PgBouncer logs and skips a database it cannot use.
   bool in_database_ = false;
-  bool peers_warned_ = false;
   bool database_skipped_ = false;
   std::map<std::string, PendingDb> dbs_;
   std::map<std::string, Where> users_at_;
@@ -308,13 +308,7 @@ void Loader::parse(std::string_view text, const std::string& file, int depth) {
       case Section::PgBouncer: pgbouncer_setting(key, value, w); break;
       case Section::Databases: database(key, value, w); break;
       case Section::Users: user(key, value, w); break;
-      case Section::Peers:
-        // PgBouncer's peering (peer_id = host=... port=... pool_size=...): read, not acted on.
-        if (!peers_warned_) {
-          peers_warned_ = true;
-          warning(w, "peers." + key, "peering ([peers]) is not supported yet; the section is ignored");
-        }
-        break;
+      case Section::Peers: peer(key, value, w); break;
     }
   }
 }
@@ -562,6 +556,40 @@ void Loader::database_line(const std::string& name, std::string_view value, cons
                            pw.file + ":" + std::to_string(pw.line));
   }
   dbs_[name] = std::move(pd);
+}
+
+// A [peers] line, PgBouncer's: "ID = host=... port=... pool_size=...".
+void Loader::peer(const std::string& id, std::string_view value, const Where& w) {
+  const std::string prefix = "peers." + id;
+  auto n = integer(id, w, prefix, 1, 16383);
+  if (!n) return;
+  std::vector<Pair> pairs;
+  std::string why;
+  if (!parse_pairs(value, pairs, why)) {
+    error(w, prefix, "bad connection string: " + why);
+    return;
+  }
+  Node node;
+  node.host = "";  // the Unix socket in unix_socket_dir, as PgBouncer
+  node.port = 6432;
+  for (const Pair& p : pairs) {
+    const std::string k = lower(p.key);
+    if (k == "host") {
+      node.host = p.value;
+    } else if (k == "port") {
+      if (auto x = integer(p.value, w, prefix + ".port", 1, 65535)) node.port = static_cast<int>(*x);
+    } else if (k == "pool_size") {
+      // PgBouncer keeps a pool of connections for forwarded cancels; pgpivot
+      // opens one per cancel, as a client's cancel does.
+      auto x = integer(p.value, w, prefix + ".pool_size", 0, INT_MAX);
+      if (!x) return;
+      node.options["pool_size"] = std::to_string(*x);  // shown by SHOW PEERS
+    } else {
+      error(w, prefix + "." + k, "unknown peer parameter (expected host, port, pool_size)");
+      return;
+    }
+  }
+  cfg_.peers[static_cast<int>(*n)] = std::move(node);
 }
 
 void Loader::user(const std::string& name, std::string_view value, const Where& w) {

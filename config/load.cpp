@@ -461,6 +461,24 @@ void load_clusters(const Ctx& ctx, const toml::table& t, const Failover& global,
   }
 }
 
+// [peers]: "1 = { host = \"/run/pgpivot1\", port = 6432 }", as PgBouncer's [peers] lines.
+void load_peers(const Ctx& ctx, const toml::table& t, std::map<int, Node>& peers) {
+  for (auto&& [id, v] : t) {
+    std::string prefix = join_key("peers", id.str());
+    char* end = nullptr;
+    long n = std::strtol(std::string(id.str()).c_str(), &end, 10);
+    if (id.str().empty() || *end != '\0' || n < 1 || n > 16383) {
+      ctx.error(line_of(id), prefix, "a peer is named by its peer_id, 1 to 16383");
+      continue;
+    }
+    Node node;
+    node.host = "";  // the Unix socket in unix_socket_dir, as PgBouncer
+    node.port = 6432;
+    load_node(ctx, v, prefix, node);
+    peers[int(n)] = std::move(node);
+  }
+}
+
 void load_users(const Ctx& ctx, const toml::table& t, std::map<std::string, User>& users) {
   for (auto&& [name, v] : t) {
     std::string prefix = join_key("users", name.str());
@@ -519,12 +537,13 @@ void load_document(const toml::table& root, const std::string& path, LoadResult&
   Ctx ctx{path, &r.errors};
   Config& cfg = r.config;
   static const std::vector<std::string> sections = {"pooler", "failover", "users", "clusters",
-                                                    "databases"};
+                                                    "databases", "peers"};
   const toml::table* pooler = nullptr;
   const toml::table* failover = nullptr;
   const toml::table* users = nullptr;
   const toml::table* clusters = nullptr;
   const toml::table* databases = nullptr;
+  const toml::table* peers = nullptr;
   for (auto&& [k, v] : root) {
     std::string key(k.str());
     const toml::table** slot = key == "pooler"      ? &pooler
@@ -532,6 +551,7 @@ void load_document(const toml::table& root, const std::string& path, LoadResult&
                                : key == "users"     ? &users
                                : key == "clusters"  ? &clusters
                                : key == "databases" ? &databases
+                               : key == "peers"     ? &peers
                                                     : nullptr;
     if (slot) {
       *slot = expect_table(ctx, v, key);
@@ -557,6 +577,7 @@ void load_document(const toml::table& root, const std::string& path, LoadResult&
   if (users) load_users(ctx, *users, cfg.users);
   if (clusters) load_clusters(ctx, *clusters, global, cfg.clusters);
   if (databases) load_databases(ctx, *databases, cfg.clusters, cfg.databases);
+  if (peers) load_peers(ctx, *peers, cfg.peers);
 
   // Settings that are stored but have no effect: one warning each, at its line.
   auto warn = [&](const toml::node& n, std::string key, std::string message) {

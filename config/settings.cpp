@@ -201,7 +201,7 @@ const std::vector<Setting>& settings() {
         int_key("tcp_socket_buffer", &P::tcp_socket_buffer, 0),
         stored(int_key("tcp_defer_accept", &P::tcp_defer_accept, 0), "TCP_DEFER_ACCEPT is not set"),
         key("track_extra_parameters", &P::track_extra_parameters, kRestart),
-        stored(int_key("peer_id", &P::peer_id, 0, 16383, kRestart), "peering ([peers]) is not supported yet"),
+        int_key("peer_id", &P::peer_id, 0, 16383, kRestart),
         stored(key("auth_hba_file", &P::auth_hba_file, kReload), "auth_type hba is not supported yet"),
         stored(key("auth_ident_file", &P::auth_ident_file, kReload), "auth_type hba is not supported yet"),
         stored(key("auth_ldap_options", &P::auth_ldap_options), "LDAP authentication is not supported"),

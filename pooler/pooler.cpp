@@ -27,6 +27,7 @@ Pooler::Pooler(config::Config cfg, uv_loop_t* loop, Hub* hub, int shard)
       cancels_(shard) {
   hub_->set_shard(shard_, this);
   apply_config(std::move(cfg));
+  cancels_.set_peer_id(cfg_.pooler.peer_id);  // for the life of the process
 }
 
 std::vector<Pool*> Pooler::world_pools() {

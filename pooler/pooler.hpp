@@ -81,6 +81,7 @@ class Pooler {
   void client_change_state(Client* c, ClientState s);
   // A CancelRequest: passed to the worker that owns the key, or sent to the server.
   void handle_cancel(std::uint32_t pid, std::uint32_t key);
+  void forward_cancel(std::uint32_t pid, std::uint32_t key);  // to the peer that issued the key
   CancelTable& cancels() { return cancels_; }
 
   // Server lifecycle

@@ -356,7 +356,14 @@ void Console::show_state(std::string& out, const std::string&) {
 // both are empty, with PgBouncer's columns.
 void Console::show_peers(std::string& out, const std::string& what) {
   if (what == "PEERS") {
-    Table({{"peer_id", true}, {"host", false}, {"port", true}, {"pool_size", true}}).emit(out);
+    // [peers]: where cancel requests carrying each peer's id are sent on (cancel.cpp).
+    Table t({{"peer_id", true}, {"host", false}, {"port", true}, {"pool_size", true}});
+    for (const auto& [id, n] : p_.cfg_.peers) {
+      auto ps = n.options.find("pool_size");
+      t.row({inum(id), n.host.empty() ? std::nullopt : str(n.host), inum(n.port),
+             inum(ps != n.options.end() ? std::stoll(ps->second) : p_.cfg_.pooler.default_pool_size)});
+    }
+    t.emit(out);
   } else {
     Table({{"peer_id", true}, {"cl_active_cancel_req", true}, {"cl_waiting_cancel_req", true},
            {"sv_active_cancel", true}, {"sv_login", true}})

@@ -271,3 +271,21 @@ TEST_CASE("to_toml: auth_type = cert from a pgbouncer.ini converts and loads bac
   auto back = round_trip(r.config, ini_path);
   CHECK(back.config.pooler.auth_type == AuthType::Cert);
 }
+
+TEST_CASE("to_toml: [peers] round-trip, a peer without host keeps unix_socket_dir", "[convert]") {
+  auto ini = load_ini_string("[databases]\nd = host=h\n[pgbouncer]\npeer_id = 2\n"
+                             "[peers]\n1 = host=/run/p1 port=6433 pool_size=3\n2 = port=6434\n",
+                             "t.ini");
+  INFO(dump(ini.errors));
+  REQUIRE(ini.ok());
+  CHECK(ini.warnings.empty());
+  REQUIRE(ini.config.peers.size() == 2);
+  CHECK(ini.config.peers.at(2).host.empty());
+  CHECK(ini.config.peers.at(2).port == 6434);
+  std::string text = to_toml(ini.config);
+  INFO(text);
+  CHECK(contains(text, "[peers]\n1 = { host = \"/run/p1\", port = 6433, pool_size = \"3\" }\n2 = { port = 6434 }\n"));
+  round_trip(ini.config, "t.toml");
+  auto bad = load_toml_string("[peers]\nx = { port = 1 }\n0 = { port = 1 }\n", "b.toml");
+  CHECK(bad.errors.size() == 2);
+}

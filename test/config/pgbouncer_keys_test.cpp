@@ -130,10 +130,15 @@ query_wait_notify = 5
         "invalid value \"sometimes\"; expected one of: round-robin, disable; the database is skipped");
   CHECK(errors_for(r.warnings, "users.slow.query_timeout").empty());  // acted on
   CHECK(errors_for(r.warnings, "users.slow.client_idle_timeout").empty());
-  CHECK(contains(the_warning(r, "peers.1").message, "peering ([peers]) is not supported yet"));
-  CHECK(errors_for(r.warnings, "peers.2").empty());  // one warning for the section
+  CHECK(errors_for(r.warnings, "peers.1").empty());  // peering is acted on
+  CHECK(errors_for(r.warnings, "peers.2").empty());
+  REQUIRE(c.peers.size() == 2);
+  CHECK(c.peers.at(1).host == "/tmp/pgbouncer1");
+  CHECK(c.peers.at(1).port == 6667);
+  CHECK(c.peers.at(2).host == "127.0.0.1");
+  CHECK(c.pooler.peer_id == 1);
   CHECK(errors_for(r.warnings, "pgbouncer.track_extra_parameters").empty());  // acted on
-  CHECK(contains(the_warning(r, "pgbouncer.peer_id").message, "peering"));
+  CHECK(errors_for(r.warnings, "pgbouncer.peer_id").empty());
   CHECK(errors_for(r.warnings, "pgbouncer.transaction_timeout").empty());  // acted on
   CHECK(errors_for(r.warnings, "pgbouncer.query_wait_notify").empty());  // the default
   CHECK(errors_for(r.warnings, "pgbouncer.scram_iterations").empty());   // implemented

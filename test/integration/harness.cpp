@@ -194,6 +194,7 @@ std::string render_toml(const PoolerConfig& cfg, int port) {
   o
     << "\n[databases.appdb]\ncluster = \"main\"\n";
   for (const auto& [name, body] : cfg.extra_databases) o << "\n[databases." << name << "]\n" << body << "\n";
+  o << cfg.extra_toml;
   return o.str();
 }
 
@@ -203,8 +204,10 @@ std::string render_toml(const PoolerConfig& cfg, int port) {
 Pooler::Pooler(PoolerConfig cfg) : cfg_(std::move(cfg)) {
   if (env().pg_port == 0)
     throw std::runtime_error("PGPIVOT_TEST_PGPORT is not set: run ./scripts/test");
-  port_ = next_free_port();
+  static int shared_port_seq = 0;
+  port_ = cfg_.port ? cfg_.port : next_free_port();
   dir_ = env().scratch + "/pooler-" + std::to_string(port_);
+  if (cfg_.port) dir_ += "-" + std::to_string(++shared_port_seq);
   ::mkdir(dir_.c_str(), 0755);
   ::chmod(dir_.c_str(), 0755);  // PgBouncer runs as postgres and reads its files here
   if (env().use_pgbouncer) {

@@ -55,6 +55,11 @@ struct PoolerConfig {
   // A whole config file instead of the above (e.g. the README's example), with
   // "listen_port = 6432" in it replaced by the pooler's port.
   std::string raw_toml;
+  // More TOML at the end of the file (e.g. a [peers] table).
+  std::string extra_toml;
+  // The listening port: 0 = a free one; another pooler's port to share it
+  // (so_reuseport, peering).
+  int port = 0;
 };
 
 // Renders the TOML config file for a pooler listening on `port`.

@@ -331,3 +331,80 @@ TEST_CASE("server_check_query: the empty-query default, a custom query, and \"\"
   }
   direct.exec_ok("DROP SEQUENCE pgpivot_check_seq");
 }
+
+// Peering (PgBouncer 1.19+): two processes share one port (so_reuseport), each
+// with its own Unix socket and peer_id. A CancelRequest is a new connection, and
+// the kernel hands it to either process; the one that did not issue the key sends
+// it on to the peer named in its key ([peers]), so every cancel lands.
+TEST_CASE("peering: cancels reach the process that owns the connection on a shared port", "[misc125]") {
+  if (env().use_pgbouncer) return;  // the harness writes TOML
+  std::string d1 = env().scratch + "/peer1", d2 = env().scratch + "/peer2";
+  for (const auto& d : {d1, d2}) {
+    ::mkdir(d.c_str(), 0777);
+    ::chmod(d.c_str(), 0777);
+  }
+  auto peer_cfg = [&](int id, const std::string& dir, int port) {
+    PoolerConfig cfg;
+    cfg.pool_mode = "session";
+    cfg.port = port;
+    cfg.extra["so_reuseport"] = "true";
+    cfg.extra["peer_id"] = std::to_string(id);
+    cfg.extra["unix_socket_dir"] = "\"" + dir + "\"";
+    cfg.extra["log_connections"] = "true";
+    return cfg;
+  };
+  PoolerConfig c1 = peer_cfg(1, d1, 0);
+  Pooler p1(c1);
+  Pooler p2(peer_cfg(2, d2, p1.port()));
+  const std::string port = std::to_string(p1.port());
+  // p2's readiness check reached the shared port, i.e. maybe p1: wait for p2's own
+  // socket before signalling it.
+  struct stat st{};
+  REQUIRE(wait_for([&] { return ::stat((d2 + "/.s.PGSQL." + port).c_str(), &st) == 0; }, 10, 0.05));
+  PoolerConfig with_peers = c1;
+  with_peers.port = p1.port();
+  with_peers.extra_toml = "\n[peers]\n1 = { host = \"" + d1 + "\", port = " + port + " }\n2 = { host = \"" + d2 +
+                          "\", port = " + port + " }\n";
+  p1.reload(with_peers);
+  PoolerConfig p2_peers = peer_cfg(2, d2, p1.port());
+  p2_peers.extra_toml = with_peers.extra_toml;
+  p2.reload(p2_peers);
+  sleep_s(0.5);
+
+  int canceled = 0;
+  const int rounds = 8;
+  for (int i = 0; i < rounds; ++i) {
+    Conn c(p1.conninfo());  // lands on either process
+    REQUIRE(c.ok());
+    c.send("SELECT pg_sleep(10)");
+    sleep_s(0.3);
+    PGcancel* cancel = PQgetCancel(c.get());
+    REQUIRE(cancel);
+    char errbuf[256] = "";
+    CHECK(PQcancel(cancel, errbuf, sizeof errbuf) == 1);  // a new connection: either process
+    PQfreeCancel(cancel);
+    double t0 = now_s();
+    Result r = c.next_result(8);
+    INFO("round " << i << " after " << now_s() - t0 << " s: " << r.message());
+    CHECK(r.sqlstate() == "57014");
+    CHECK(now_s() - t0 < 5);
+    if (r.sqlstate() == "57014") canceled++;
+    while (c.next_result(5).get()) {
+    }
+  }
+  CHECK(canceled == rounds);
+  // Both processes took connections and some cancels were forwarded (all of them
+  // landing on the owner has odds of 2^-8 per run; the count is only reported).
+  std::string logs = p1.log() + p2.log();
+  std::size_t forwarded = 0;
+  for (auto at = logs.find("cancel request forwarded to peer"); at != std::string::npos;
+       at = logs.find("cancel request forwarded to peer", at + 1))
+    forwarded++;
+  WARN("cancels forwarded between the peers: " << forwarded << " of " << rounds);
+  Conn admin(p1.conninfo("admin", "admin", "pgbouncer"));
+  REQUIRE(admin.ok());
+  Result peers = console_show(admin, "PEERS");
+  INFO(dump(peers));
+  CHECK(cell(peers, {{"peer_id", "2"}}, "host") == d2);
+  CHECK(cell(peers, {{"peer_id", "2"}}, "port") == port);
+}

@@ -186,9 +186,7 @@ const std::vector<Setting>& settings() {
         inert_key(key("syslog", &P::syslog, kReload), [](const P& p) {
           return inert_if(p.syslog, "syslog is not supported yet (logs go to stderr and logfile); ignored");
         }),
-        inert_key(int_key("verbose", &P::verbose, 0), [](const P& p) {
-          return inert_if(p.verbose != 0, "verbose is not supported yet (there is no debug logging); ignored");
-        }),
+        int_key("verbose", &P::verbose, 0),
         // PgBouncer 1.19-1.25 keys.
         int_key("max_db_client_connections", &P::max_db_client_connections, 0),
         int_key("max_user_client_connections", &P::max_user_client_connections, 0),

@@ -78,7 +78,7 @@ void Pooler::link(Client* c, Server* s, bool apply_params) {
     if (i < kTrackedCount) {
       sets += "SET ";
       sets += tracked_name(i);
-      sets += " = ";
+      sets += "=";
       sets += quote_literal(*want);
       sets += ";";
       continue;
@@ -95,7 +95,12 @@ void Pooler::link(Client* c, Server* s, bool apply_params) {
     // in a ParameterStatus: what was set is what the server has.
     s->params.set(i, want);
   }
-  if (!sets.empty()) run_internal_query(s, sets);
+  if (!sets.empty()) {
+    // PgBouncer's debug line, word for word (its tests match on it).
+    LOG_DEBUG("C-%llu: %s/%s@%s varcache_apply: %s", (unsigned long long)c->id, c->db_name.c_str(),
+              c->user_name.c_str(), c->remote.str().c_str(), sets.c_str());
+    run_internal_query(s, sets);
+  }
   if (c->has_replay()) {
     // The BEGIN a lost server never answered (client_server_lost), after the SETs.
     s->queue(c->notes_->replay);
@@ -262,6 +267,8 @@ void Pooler::pool_service(Pool* p) {
           // Idle long enough to doubt: check it before handing it out.
           server_change_state(s, ServerState::Tested);
           const std::string& q = cfg_.pooler.server_check_query;
+          LOG_DEBUG("S-%llu: %s/%s@%s checking: %s", (unsigned long long)s->id, p->db_name.c_str(),
+                    p->user_name.c_str(), s->addr.c_str(), q.c_str());
           run_internal_query(s, q == "<empty>" ? std::string() : q);  // an empty query: the cheapest answer
           continue;
         }

@@ -5,6 +5,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdarg>
 #include <cstdio>
@@ -48,6 +49,13 @@ bool log_reopen(const std::string& logfile, std::string* error) {
   g_logfile = fresh;
   return true;
 }
+
+namespace {
+std::atomic<int> g_verbose{0};
+}  // namespace
+
+void set_log_verbose(int level) { g_verbose.store(level, std::memory_order_relaxed); }
+int log_verbose() { return g_verbose.load(std::memory_order_relaxed); }
 
 void log_line(const char* level, const char* fmt, ...) {
   char msg[2048];

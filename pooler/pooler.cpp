@@ -55,6 +55,7 @@ void Pooler::apply_config(config::Config cfg) {
   std::map<std::string, std::pair<config::Node, std::optional<config::Node>>> old_nodes;
   for (const auto& [name, cl] : cfg_.clusters) old_nodes[name] = {cl.primary, cl.standby};
   cfg_ = std::move(cfg);
+  set_log_verbose(cfg_.pooler.verbose);
   registry_.apply(old_nodes);
   clusters_.sync();
 }

@@ -15,6 +15,22 @@ int Server::record_parameter(const proto::ParameterStatus& ps) {
   return ti;
 }
 
+// After link() SET the client's parameters: where the server holds a different
+// spelling of the same value (DateStyle ISO is "ISO, MDY"), PostgreSQL reported
+// nothing, so the client takes the server's form -- or every hand-out would SET
+// it again (PgBouncer's varcache_set_canonical, its debug line word for word).
+void Server::adopt_canonical() {
+  for (int i = 0; i < tracked_count(); i++) {
+    const auto& mine = client->params.get(i);
+    const auto& theirs = params.get(i);
+    if (!mine || !theirs || *mine == *theirs) continue;
+    LOG_DEBUG("C-%llu: %s/%s@%s varcache_set_canonical: setting %s to its canonical version %s -> %s",
+              (unsigned long long)client->id, client->db_name.c_str(), client->user_name.c_str(),
+              client->remote.str().c_str(), tracked_name(i), mine->c_str(), theirs->c_str());
+    client->params.set(i, theirs);
+  }
+}
+
 Conn* Server::peer() { return internal_z > 0 ? nullptr : client; }
 
 void Server::count_bytes(std::size_t n) {
@@ -130,7 +146,8 @@ Step Server::on_message(const char* data, std::uint32_t wire_size) {
       }
       txn = body[0];
       if (internal_z > 0) {
-        if (--internal_z == 0) {
+        if (--internal_z == 0 && client) adopt_canonical();  // link()'s SETs are done
+        if (internal_z == 0) {
           if (auth) {
             pooler->auth_query_done(this);
           } else {

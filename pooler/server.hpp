@@ -95,6 +95,7 @@ struct Server final : Conn {
   void on_protocol_error(const char* what) override;
   Step login_message(char type, std::string_view body);
   int record_parameter(const proto::ParameterStatus& ps);
+  void adopt_canonical();  // the client takes the server's spelling of equal values
   bool awaiting_ssl_byte = false;  // SSLRequest sent, waiting for 'S' or 'N'
   std::string sslmode;             // effective server_tls_sslmode for this node
   bool raw_byte_mode() override { return awaiting_ssl_byte; }

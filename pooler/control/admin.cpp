@@ -401,6 +401,7 @@ void Console::cmd_set(Client* c, const Args& a) {
     return;
   }
   for (Pooler* x : p_.world()) x->cfg_.pooler = next;
+  set_log_verbose(next.verbose);
   LOG_INFO("SET %s = %s by admin", k->name, config::value_text(p_.cfg_.pooler, *k).c_str());
   for (Pool* p : p_.world_pools()) p->owner->pool_service(p);
   done(c, "SET");

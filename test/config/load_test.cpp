@@ -709,7 +709,7 @@ tcp_keepalive = false
 client_tls_sslmode = "require"
 server_tls_sslmode = "Disable"
 max_prepared_statements = 0
-verbose = 1
+syslog = true
 [clusters.main]
 primary = { host = "h" }
 [databases.d]
@@ -735,8 +735,8 @@ u = { max_user_client_connections = 3 }
   REQUIRE(r.warnings.size() == 1);
   std::vector<std::pair<std::string, int>> got;
   for (const auto& w : r.warnings) got.emplace_back(w.key, w.line);
-  CHECK(got == std::vector<std::pair<std::string, int>>{{"pooler.verbose", 7}});
-  CHECK(r.warnings[0].message == "verbose is not supported yet (there is no debug logging); ignored");
+  CHECK(got == std::vector<std::pair<std::string, int>>{{"pooler.syslog", 7}});
+  CHECK(r.warnings[0].message == "syslog is not supported yet (logs go to stderr and logfile); ignored");
 
   SECTION("bad values of the new keys are errors") {
     auto r2 = load("[pooler]\nclient_tls_sslmode = \"on\"\nlisten_backlog = 0\n"

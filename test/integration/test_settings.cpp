@@ -205,3 +205,33 @@ TEST_CASE("host lists: disable skips a host that refuses, round-robin takes each
   CHECK(cell(dbs, {{"name", "twonames"}}, "load_balance_hosts") == "round-robin");
   CHECK(cell(dbs, {{"name", "appdb"}}, "load_balance_hosts") == "<null>");  // one host: NULL, as PgBouncer
 }
+
+// A client's own DateStyle (-c DateStyle=ISO) is SET on its server once: the
+// server reports the canonical form ("ISO, MDY"), which the client then keeps, so
+// the next hand-out finds them equal. verbose = 1 logs both steps in PgBouncer's
+// words (its tests match on them).
+TEST_CASE("verbose: a client's parameter is SET once, then kept in its canonical form", "[settings]") {
+  if (env().use_pgbouncer) return;  // PgBouncer 1.18 logs other words
+  PoolerConfig cfg;
+  cfg.pool_mode = "transaction";
+  cfg.default_pool_size = 1;
+  cfg.extra["verbose"] = "1";
+  Pooler p(cfg);
+  Conn plain(p.conninfo());
+  REQUIRE(plain.ok());
+  CHECK(plain.value("SHOW DateStyle") == "ISO, MDY");  // the server's default here
+  plain.exec_ok("SET DateStyle = 'German'");  // on the shared server; RESET ALL when it is released
+  Conn iso(p.conninfo() + " options='-c DateStyle=ISO'");
+  REQUIRE(iso.ok());
+  for (int i = 0; i < 3; i++) CHECK(iso.value("SHOW DateStyle") == "ISO, MDY");
+  std::string log = p.log();
+  INFO(log);
+  auto count = [&](const std::string& what) {
+    std::size_t n = 0;
+    for (auto at = log.find(what); at != std::string::npos; at = log.find(what, at + 1)) n++;
+    return n;
+  };
+  CHECK(count("varcache_apply: SET DateStyle='ISO';") == 1);
+  CHECK(count("varcache_set_canonical: setting DateStyle to its canonical version ISO -> ISO, MDY") == 1);
+  CHECK(count("DEBUG") >= 2);
+}

@@ -224,7 +224,7 @@ Step Client::on_startup(const char* data, std::uint32_t len) {
   // PgBouncer's rule: a user without credentials of its own (not in auth_file, no
   // password in [users]) is looked up with auth_query when the database, or
   // [pooler], names an auth_user.
-  const std::string& auth_user = db && !db->cfg.auth_user.empty() ? db->cfg.auth_user : set.auth_user;
+  const std::string& auth_user = pooler->registry().auth_user(db);
   if (!(user && user->known()) && !auth_user.empty()) return start_auth_lookup(db);
   return begin_auth(user);
 }
@@ -330,7 +330,7 @@ Step Client::begin_auth(UserEntry* user) {
 // else [pooler]'s, else the client's own database (PgBouncer's order).
 Step Client::start_auth_lookup(DbEntry* db) {
   const auto& set = pooler->settings();
-  const std::string& auth_user = db && !db->cfg.auth_user.empty() ? db->cfg.auth_user : set.auth_user;
+  const std::string& auth_user = pooler->registry().auth_user(db);
   std::string auth_db = db && !db->cfg.auth_dbname.empty() ? db->cfg.auth_dbname : set.auth_dbname;
   if (auth_db.empty()) auth_db = db_name.str();
   if (pooler->is_admin_db(auth_db)) {

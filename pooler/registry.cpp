@@ -212,6 +212,14 @@ double Registry::server_lifetime(const DbEntry& db) const {
   return db.cfg.server_lifetime >= 0 ? db.cfg.server_lifetime : cfg_.pooler.server_lifetime;
 }
 
+const std::string& Registry::auth_user(const DbEntry* db) const {
+  return db && !db->cfg.auth_user.empty() ? db->cfg.auth_user : cfg_.pooler.auth_user;
+}
+
+const std::string& Registry::auth_query(const DbEntry* db) const {
+  return db && !db->cfg.auth_query.empty() ? db->cfg.auth_query : cfg_.pooler.auth_query;
+}
+
 double Registry::query_wait_timeout(const Pool* p) const {
   if (p->user && p->user->cfg.query_wait_timeout >= 0) return p->user->cfg.query_wait_timeout;
   if (p->db->cfg.query_wait_timeout >= 0) return p->db->cfg.query_wait_timeout;

@@ -69,6 +69,9 @@ class Registry {
   // user's when set, else the database's, else [pooler]'s; the other four are the
   // user's when above 0, else [pooler]'s. The user is the one the pool's servers
   // log in as.
+  // The auth_user / auth_query in effect for a database: its own, else [pooler]'s.
+  [[nodiscard]] const std::string& auth_user(const DbEntry* db) const;
+  [[nodiscard]] const std::string& auth_query(const DbEntry* db) const;
   double query_wait_timeout(const Pool* p) const;
   double query_timeout(const Pool* p) const;
   double idle_transaction_timeout(const Pool* p) const;

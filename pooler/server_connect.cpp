@@ -393,8 +393,7 @@ void Pooler::run_internal_query(Server* s, const std::string& sql) {
 
 void Pooler::start_auth_query(Client* c, Server* s) {
   const DbEntry* db = registry_.find_db(c->db_name);
-  const std::string& sql =
-      db && !db->cfg.auth_query.empty() && !is_admin_db(c->db_name) ? db->cfg.auth_query : cfg_.pooler.auth_query;
+  const std::string& sql = registry_.auth_query(is_admin_db(c->db_name) ? nullptr : db);
   // The client leaves the auth pool: it is a login again, counted nowhere.
   c->auth_lookup = false;
   c->wait_start = 0;

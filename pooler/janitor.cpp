@@ -75,11 +75,7 @@ void Pooler::janitor() {
         // PgBouncer 1.25's notice, word for word: clients and tests look for it.
         c->wait_notified = true;
         std::string buf;
-        proto::ErrorFields n;
-        n.severity = "NOTICE";
-        n.sqlstate = "00000";
-        n.message = "No server connection available in postgres backend, client being queued";
-        proto::notice_response(buf, n);
+        proto::notice(buf, "No server connection available in postgres backend, client being queued");
         c->queue(buf);
         c->flush();
       }

@@ -149,12 +149,7 @@ void Pooler::send_welcome(Client* c) {
 }
 
 void Pooler::login_notice(std::string& buf) const {
-  if (cfg_.pooler.login_notify_message.empty()) return;
-  proto::ErrorFields n;
-  n.severity = "NOTICE";
-  n.sqlstate = "00000";
-  n.message = cfg_.pooler.login_notify_message;
-  proto::notice_response(buf, n);
+  if (!cfg_.pooler.login_notify_message.empty()) proto::notice(buf, cfg_.pooler.login_notify_message);
 }
 
 void Pooler::disconnect_client(Client* c, Reason why, std::initializer_list<std::string_view> args) {

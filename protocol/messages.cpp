@@ -92,6 +92,14 @@ void negotiate_protocol_version(std::string& out, std::uint32_t newest_minor,
 void error_response(std::string& out, const ErrorFields& e) { error_like(out, 'E', e); }
 void notice_response(std::string& out, const ErrorFields& e) { error_like(out, 'N', e); }
 
+void notice(std::string& out, std::string_view message) {
+  ErrorFields n;
+  n.severity = "NOTICE";
+  n.sqlstate = "00000";
+  n.message = std::string(message);
+  notice_response(out, n);
+}
+
 void row_description(std::string& out, const std::vector<std::string>& columns) {
   Writer w(out);
   w.begin('T').u16(std::uint16_t(columns.size()));

@@ -35,6 +35,7 @@ struct ErrorFields {
 };
 void error_response(std::string& out, const ErrorFields& e);   // 'E' with S, V, C, M[, D][, H]
 void notice_response(std::string& out, const ErrorFields& e);  // 'N'
+void notice(std::string& out, std::string_view message);      // 'N': NOTICE, SQLSTATE 00000
 
 // Text-format result sets (all columns typed text, oid 25), for the admin console.
 void row_description(std::string& out, const std::vector<std::string>& columns);

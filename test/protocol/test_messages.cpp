@@ -136,6 +136,9 @@ TEST_CASE("error and notice responses round-trip, split at every byte offset") {
     CHECK(p->detail.empty());
     CHECK(p->hint.empty());
   });
+  std::string plain;
+  notice(plain, "queued");
+  CHECK(plain == "N\0\0\0\x24" "SNOTICE\0VNOTICE\0C00000\0Mqueued\0\0"s);
 
   // Unknown fields are skipped; V (non-localized) wins over a localized S.
   auto p = parse_error_response("SFEHLER\0Fpostgres.c\0VERROR\0C42P01\0Mno table\0L123\0\0"s);

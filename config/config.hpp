@@ -213,6 +213,9 @@ struct User {
   // Set when `password` came from auth_file (so a converted config can point at the
   // file instead of copying its passwords).
   bool password_from_auth_file = false;
+  // TOML: `password = ""` was written (the TOML form of an auth_file line
+  // `"name" ""`); a [users] entry without it only carries settings.
+  bool password_given = false;
 
   friend bool operator==(const User&, const User&) = default;
 };

@@ -110,7 +110,8 @@ void write_users(std::ostringstream& o, const std::map<std::string, User>& users
   for (const auto& [name, u] : users) {
     std::vector<std::pair<std::string, std::string>> kv;
     // Passwords read from auth_file stay there: it is read again on load.
-    if (!u.password.empty() && !u.password_from_auth_file) kv.emplace_back("password", quote(u.password));
+    if ((u.password_given || !u.password.empty()) && !u.password_from_auth_file)
+      kv.emplace_back("password", quote(u.password));
     if (u.pool_mode) kv.emplace_back("pool_mode", value(*u.pool_mode));
     if (u.pool_size != defaults.pool_size) kv.emplace_back("pool_size", value(u.pool_size));
     if (u.reserve_pool_size != defaults.reserve_pool_size)

@@ -491,6 +491,7 @@ void load_users(const Ctx& ctx, const toml::table& t, std::map<std::string, User
     User u;
     u.name = std::string(name.str());
     apply_table(ctx, *ut, prefix, user_fields(), u);
+    u.password_given = u.password.empty() && ut->contains("password");  // password = ""
     users[u.name] = std::move(u);
   }
 }

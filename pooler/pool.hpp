@@ -40,10 +40,12 @@ struct UserEntry {
   SharedCount* counts = nullptr;             // servers and clients of the user over all workers
   bool removed = false;
   bool looked_up = false;  // found by auth_query (Registry::dynamic_user), whatever its password
-  // Listed in auth_file (even with ""), a password of its own in [users], or found by
-  // auth_query: what PgBouncer calls a known user. A [users] line of settings alone
-  // is not one.
-  [[nodiscard]] bool known() const { return looked_up || cfg.password_from_auth_file || !cfg.password.empty(); }
+  // Listed in auth_file (even with ""), a password of its own in [users] (in TOML
+  // even ""), or found by auth_query: what PgBouncer calls a known user. A [users]
+  // entry of settings alone is not one.
+  [[nodiscard]] bool known() const {
+    return looked_up || cfg.password_from_auth_file || cfg.password_given || !cfg.password.empty();
+  }
 };
 
 struct Pool {

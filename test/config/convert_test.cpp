@@ -289,3 +289,18 @@ TEST_CASE("to_toml: [peers] round-trip, a peer without host keeps unix_socket_di
   auto bad = load_toml_string("[peers]\nx = { port = 1 }\n0 = { port = 1 }\n", "b.toml");
   CHECK(bad.errors.size() == 2);
 }
+
+TEST_CASE("to_toml: a [users] password = \"\" stays written; settings alone stay without one", "[convert]") {
+  auto r = load_toml_string("[users]\nempty = { password = \"\" }\nsettings = { pool_size = 2 }\n"
+                            "[clusters.c]\nprimary = { host = \"h\" }\n[databases.d]\ncluster = \"c\"\n",
+                            "u.toml");
+  INFO(dump(r.errors));
+  REQUIRE(r.ok());
+  CHECK(r.config.users.at("empty").password_given);
+  CHECK_FALSE(r.config.users.at("settings").password_given);
+  std::string text = to_toml(r.config);
+  INFO(text);
+  CHECK(contains(text, "empty = { password = \"\" }"));
+  CHECK(contains(text, "settings = { pool_size = 2 }"));
+  round_trip(r.config, "u.toml");
+}

@@ -90,7 +90,7 @@ TEST_CASE("an unknown database is refused with an error naming it", "[auth]") {
 // empty password will do) or given a password -- and a [users] entry carrying
 // only settings does not make it known. A forced-user database lets users that
 // are not PostgreSQL roles log in.
-TEST_CASE("trust needs a known user: auth_file, even with \"\", yes; [users] settings alone, no", "[auth]") {
+TEST_CASE("trust needs a known user: auth_file or a password, even \"\", yes; [users] settings alone, no", "[auth]") {
   if (env().use_pgbouncer) return;  // the harness writes TOML [users] with passwords for PgBouncer
   std::string file = env().scratch + "/trust-userlist.txt";
   {
@@ -100,8 +100,12 @@ TEST_CASE("trust needs a known user: auth_file, even with \"\", yes; [users] set
   PoolerConfig cfg = with_auth("trust");
   cfg.extra["auth_file"] = "\"" + file + "\"";
   cfg.extra_databases["forced"] = "cluster = \"main\"\ndbname = \"appdb\"\nuser = \"app\"\npassword = \"app\"";
-  cfg.users["settings_only"] = "";  // a [users] entry without a password
+  cfg.users["empty_pw"] = "";  // password = "": TOML's form of an auth_file line with ""
+  cfg.extra_toml = "\n[users.settings_only]\npool_size = 2\n";  // settings, no password
   Pooler p(cfg);
+  Conn empty_pw(p.conninfo("empty_pw", "", "forced"));
+  INFO("[users] password = \"\": " << empty_pw.error());
+  CHECK(empty_pw.ok());
   Conn filed(p.conninfo("filed", "", "forced"));
   INFO("auth_file user with an empty password: " << filed.error());
   REQUIRE(filed.ok());

@@ -346,3 +346,40 @@ TEST_CASE("TLS runtime: pgpivot ends the TLS sessions it closes with close_notif
   CHECK(first == 'E');
   CHECK(p.log().find("unexpected eof") == std::string::npos);
 }
+
+TEST_CASE("TLS runtime: with workers = 3, a SET applies on every worker", "[tls][tls125]") {
+  TlsWorld& w = world();
+  PoolerConfig cfg;
+  cfg.extra["workers"] = "3";
+  cfg.default_pool_size = 12;
+  server_tls_verify_full(cfg, w.ca());
+  cfg.extra["server_tls_protocols"] = q("tlsv1.2");
+  Pooler p(cfg);
+  Console admin(p);
+  for (std::string set : {"SET client_tls_key_file = '" + w.server_key() + "'",
+                          "SET client_tls_cert_file = '" + w.server_crt() + "'",
+                          std::string("SET client_tls_sslmode = require")}) {
+    CHECK(admin.run(set).ok());
+    CHECK(admin.notices.empty());
+  }
+  // Enough clients that every worker has some, each with a server of its own.
+  std::vector<Conn> clients;
+  std::vector<std::string> before;
+  for (int i = 0; i < 9; ++i) {
+    clients.emplace_back(p.conninfo() + verify_full(w.ca()));
+    INFO("client " << i << ": " << clients.back().error());
+    REQUIRE(clients.back().ok());
+    CHECK(PQsslInUse(clients.back().get()) == 1);
+    clients.back().exec_ok("BEGIN");
+    before.push_back(backend(clients.back()));
+  }
+  CHECK(failure_of(p.conninfo() + " sslmode=disable").find("SSL required") != std::string::npos);
+  CHECK(admin.run("SET server_tls_protocols = 'tlsv1.3'").ok());
+  for (std::size_t i = 0; i < clients.size(); ++i) {
+    clients[i].exec_ok("COMMIT");
+    std::string after = backend(clients[i]);
+    INFO("client " << i << ": " << before[i] << " -> " << after);
+    CHECK(pid_of(after) != pid_of(before[i]));
+    CHECK(after.find("TLSv1.3") != std::string::npos);
+  }
+}

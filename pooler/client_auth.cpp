@@ -141,7 +141,7 @@ Step Client::on_startup(const char* data, std::uint32_t len) {
       break;
   }
   {
-    const std::string& mode = set.client_tls_sslmode;
+    const std::string& mode = pooler->tls().client_sslmode();  // the one applied
     if (!tls && !unix_socket && (mode == "require" || mode == "verify-ca" || mode == "verify-full")) {
       pooler->disconnect_client(this, Reason::SslRequired);
       return Step::Stop;

@@ -132,6 +132,8 @@ bool TlsContexts::setup(const config::Pooler& p, std::string& err, bool* server_
   client_ = client;
   server_ = server;
   applied_ = p;
+  client_mode_ = p.client_tls_sslmode;
+  server_mode_ = p.server_tls_sslmode;
   return true;
 }
 
@@ -196,7 +198,12 @@ SSL_CTX* TlsContexts::new_server_ctx(const config::Pooler& p, const std::string&
 
 // The context for one node: the global one, or one built for the node's own
 // sslrootcert / sslcert / sslkey (cached until the next setup).
-SSL_CTX* TlsContexts::server(const config::Pooler& p, const config::Node& node, std::string& err) {
+SSL_CTX* TlsContexts::server(const config::Node& node, std::string& err) {
+  if (!applied_) {
+    err = "TLS is not set up";
+    return nullptr;
+  }
+  const config::Pooler& p = *applied_;
   auto opt = [&](const char* k) {
     auto it = node.options.find(k);
     return it == node.options.end() ? std::string() : it->second;

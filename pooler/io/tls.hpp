@@ -27,9 +27,15 @@ class TlsContexts {
   // should be opened again (config::server_tls_differs).
   bool setup(const config::Pooler& p, std::string& err, bool* server_changed = nullptr);
   [[nodiscard]] SSL_CTX* client() const { return client_; }
-  // The context towards `node`, built on first use: OpenSSL is initialized only
-  // when some connection needs TLS. nullptr and `err` when it cannot be built.
-  SSL_CTX* server(const config::Pooler& p, const config::Node& node, std::string& err);
+  // The sslmodes of the settings in use: after a SET whose contexts could not be
+  // built, the configuration holds values that are not applied (as PgBouncer's
+  // client_accept_sslmode / server_connect_sslmode).
+  [[nodiscard]] const std::string& client_sslmode() const { return client_mode_; }
+  [[nodiscard]] const std::string& server_sslmode() const { return server_mode_; }
+  // The context towards `node`, built on first use from the settings in use:
+  // OpenSSL is initialized only when some connection needs TLS. nullptr and `err`
+  // when it cannot be built.
+  SSL_CTX* server(const config::Node& node, std::string& err);
 
  private:
   static SSL_CTX* new_client_ctx(const config::Pooler& p, std::string& err);
@@ -40,6 +46,7 @@ class TlsContexts {
   SSL_CTX* server_ = nullptr;  // pgpivot as TLS client of PostgreSQL
   std::map<std::string, SSL_CTX*> nodes_;  // per-node CA/cert overrides
   std::optional<config::Pooler> applied_;  // the settings of the contexts in use
+  std::string client_mode_ = "disable", server_mode_ = "prefer";
 };
 
 }  // namespace pgpivot

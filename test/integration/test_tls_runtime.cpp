@@ -181,6 +181,25 @@ TEST_CASE("TLS runtime: a SET that gives no usable context keeps the old one", "
   CHECK(admin.c.value("SHOW VERSION") != "");
 }
 
+TEST_CASE("TLS runtime: an sslmode that could not be applied is not enforced", "[tls][tls125]") {
+  TlsWorld& w = world();
+  Pooler p;
+  Console admin(p);
+  // require before any certificate: kept in the configuration, not applied.
+  CHECK(admin.run("SET client_tls_sslmode = require").ok());
+  REQUIRE(admin.notices.size() == 1);
+  CHECK(admin.notices[0].find("needs client_tls_cert_file and client_tls_key_file") != std::string::npos);
+  CHECK(admin.config("client_tls_sslmode") == "require");
+  CHECK(failure_of(p.conninfo() + " sslmode=disable") == "");  // plain clients still get in
+  // With the files, it is.
+  CHECK(admin.run("SET client_tls_key_file = '" + w.server_key() + "'").ok());
+  CHECK(admin.notices.size() == 1);  // a key without its certificate
+  CHECK(admin.run("SET client_tls_cert_file = '" + w.server_crt() + "'").ok());
+  CHECK(admin.notices.empty());
+  CHECK(failure_of(p.conninfo() + " sslmode=disable").find("SSL required") != std::string::npos);
+  CHECK(failure_of(p.conninfo() + verify_full(w.ca())) == "");
+}
+
 TEST_CASE("TLS runtime: client_tls13_ciphers chooses the TLS 1.3 cipher suite", "[tls][tls125]") {
   TlsWorld& w = world();
   PoolerConfig cfg;

@@ -148,6 +148,7 @@ SSL_CTX* TlsContexts::new_client_ctx(const config::Pooler& p, std::string& err) 
     err = "client_tls_sslmode = " + p.client_tls_sslmode + " needs client_tls_cert_file and client_tls_key_file";
   } else if (!apply_crypto(ctx, "client_tls", p.client_tls_protocols, p.client_tls_ciphers, p.client_tls13_ciphers,
                            err)) {
+    // `err` says why
   } else if (SSL_CTX_use_certificate_chain_file(ctx, p.client_tls_cert_file.c_str()) != 1) {
     err = "client_tls_cert_file " + p.client_tls_cert_file + ": " + ssl_error_text();
   } else if (SSL_CTX_use_PrivateKey_file(ctx, p.client_tls_key_file.c_str(), SSL_FILETYPE_PEM) != 1) {
@@ -182,6 +183,7 @@ SSL_CTX* TlsContexts::new_server_ctx(const config::Pooler& p, const std::string&
     return nullptr;
   }
   if (!apply_crypto(ctx, "server_tls", p.server_tls_protocols, p.server_tls_ciphers, p.server_tls13_ciphers, err)) {
+    // `err` says why
   } else if (!ca.empty() && SSL_CTX_load_verify_locations(ctx, ca.c_str(), nullptr) != 1) {
     err = "CA file " + ca + ": " + ssl_error_text();
   } else if (!cert.empty() && SSL_CTX_use_certificate_chain_file(ctx, cert.c_str()) != 1) {

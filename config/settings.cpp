@@ -171,18 +171,18 @@ const std::vector<Setting>& settings() {
                           "disable_pqexec is not supported yet (simple queries stay allowed); ignored");
         }),
         int_key("max_prepared_statements", &P::max_prepared_statements, 0),
-        key("client_tls_sslmode", &P::client_tls_sslmode, kReload),
-        key("client_tls_key_file", &P::client_tls_key_file, kReload),
-        key("client_tls_cert_file", &P::client_tls_cert_file, kReload),
-        key("client_tls_ca_file", &P::client_tls_ca_file, kReload),
-        key("client_tls_protocols", &P::client_tls_protocols, kReload),
-        key("client_tls_ciphers", &P::client_tls_ciphers, kReload),
+        key("client_tls_sslmode", &P::client_tls_sslmode),
+        key("client_tls_key_file", &P::client_tls_key_file),
+        key("client_tls_cert_file", &P::client_tls_cert_file),
+        key("client_tls_ca_file", &P::client_tls_ca_file),
+        key("client_tls_protocols", &P::client_tls_protocols),
+        key("client_tls_ciphers", &P::client_tls_ciphers),
         key("server_tls_sslmode", &P::server_tls_sslmode),
-        key("server_tls_ca_file", &P::server_tls_ca_file, kReload),
-        key("server_tls_key_file", &P::server_tls_key_file, kReload),
-        key("server_tls_cert_file", &P::server_tls_cert_file, kReload),
-        key("server_tls_protocols", &P::server_tls_protocols, kReload),
-        key("server_tls_ciphers", &P::server_tls_ciphers, kReload),
+        key("server_tls_ca_file", &P::server_tls_ca_file),
+        key("server_tls_key_file", &P::server_tls_key_file),
+        key("server_tls_cert_file", &P::server_tls_cert_file),
+        key("server_tls_protocols", &P::server_tls_protocols),
+        key("server_tls_ciphers", &P::server_tls_ciphers),
         inert_key(key("syslog", &P::syslog, kReload), [](const P& p) {
           return inert_if(p.syslog, "syslog is not supported yet (logs go to stderr and logfile); ignored");
         }),
@@ -221,12 +221,10 @@ const std::vector<Setting>& settings() {
         stored(key("resolv_conf", &P::resolv_conf, kRestart), "the system resolver is used"),
         key("query_wait_notify", &P::query_wait_notify),
         key("login_notify_message", &P::login_notify_message),
-        stored(key("client_tls13_ciphers", &P::client_tls13_ciphers, kReload),
-               "OpenSSL's default TLS 1.3 cipher suites are used"),
-        stored(key("server_tls13_ciphers", &P::server_tls13_ciphers, kReload),
-               "OpenSSL's default TLS 1.3 cipher suites are used"),
-        stored(key("client_tls_ecdhcurve", &P::client_tls_ecdhcurve, kReload), "OpenSSL's default groups are used"),
-        stored(key("client_tls_dheparams", &P::client_tls_dheparams, kReload), "OpenSSL's default groups are used"),
+        key("client_tls13_ciphers", &P::client_tls13_ciphers),
+        key("server_tls13_ciphers", &P::server_tls13_ciphers),
+        stored(key("client_tls_ecdhcurve", &P::client_tls_ecdhcurve), "OpenSSL's default groups are used"),
+        stored(key("client_tls_dheparams", &P::client_tls_dheparams), "OpenSSL's default groups are used"),
         stored(key("cancel_wait_timeout", &P::cancel_wait_timeout),
                "cancel requests are sent at once and not queued"),
         key("transaction_timeout", &P::transaction_timeout),
@@ -345,6 +343,42 @@ std::vector<std::pair<std::string, std::string>> pooler_problems(const Pooler& p
   if (p.auth_dbname == "pgbouncer" || p.auth_dbname == "pgpivot")
     out.emplace_back("auth_dbname", "cannot use the reserved \"" + p.auth_dbname + "\" database as an auth_dbname");
   return out;
+}
+
+// ---------------------------------------------------------------- TLS
+
+std::optional<unsigned> tls_protocols(std::string_view text) {
+  unsigned bits = 0;
+  std::string_view rest = text;
+  for (;;) {
+    std::size_t cut = rest.find_first_of(",:");
+    std::string word = lower(trim(rest.substr(0, cut)));
+    bool negate = !word.empty() && word[0] == '!';
+    if (negate) {
+      word.erase(0, 1);
+      if (bits == 0) bits = kTlsAll;
+    }
+    unsigned v = word == "all" || word == "legacy" || word == "tlsv1" ? unsigned(kTlsAll)
+                 : word == "secure" || word == "default"             ? unsigned(kTls12 | kTls13)
+                 : word == "tlsv1.0"                                 ? unsigned(kTls10)
+                 : word == "tlsv1.1"                                 ? unsigned(kTls11)
+                 : word == "tlsv1.2"                                 ? unsigned(kTls12)
+                 : word == "tlsv1.3"                                 ? unsigned(kTls13)
+                                                                     : 0U;
+    if (v == 0) return std::nullopt;
+    bits = negate ? bits & ~v : bits | v;
+    if (cut == std::string_view::npos) return bits;
+    rest.remove_prefix(cut + 1);
+  }
+}
+
+bool server_tls_differs(const Pooler& a, const Pooler& b) {
+  if (a.server_tls_sslmode != b.server_tls_sslmode) return true;
+  if (a.server_tls_sslmode == "disable") return false;  // no TLS before or after
+  return a.server_tls_ca_file != b.server_tls_ca_file || a.server_tls_cert_file != b.server_tls_cert_file ||
+         a.server_tls_key_file != b.server_tls_key_file || a.server_tls_ciphers != b.server_tls_ciphers ||
+         a.server_tls13_ciphers != b.server_tls13_ciphers ||
+         tls_protocols(a.server_tls_protocols) != tls_protocols(b.server_tls_protocols);
 }
 
 }  // namespace pgpivot::config

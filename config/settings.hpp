@@ -6,6 +6,7 @@
 
 #include <climits>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <variant>
@@ -61,5 +62,19 @@ struct Setting {
 
 // Checks that span several settings: (setting, problem) for each one that fails.
 [[nodiscard]] std::vector<std::pair<std::string, std::string>> pooler_problems(const Pooler& p);
+
+// TLS protocol versions as bits (PgBouncer's TLS_PROTOCOL_*).
+enum TlsProtocol : unsigned { kTls10 = 1, kTls11 = 2, kTls12 = 4, kTls13 = 8, kTlsAll = 15 };
+// client_tls_protocols / server_tls_protocols as PgBouncer reads them: words
+// separated by ',' or ':', any case: "all" (also "legacy" and "tlsv1"), "secure" or
+// "default" (TLS 1.2 and 1.3), "tlsv1.0" ... "tlsv1.3"; "!word" removes versions
+// (from all when it comes first). nullopt when a word is unknown.
+[[nodiscard]] std::optional<unsigned> tls_protocols(std::string_view text);
+
+// Whether pgpivot's TLS towards PostgreSQL differs between `a` and `b`, so that
+// servers opened under `a` must be closed and opened again (PgBouncer's
+// tls_change_requires_reconnect): a new server_tls_sslmode, or, unless it stays
+// disable, a new CA, certificate, key, protocol set or cipher list.
+[[nodiscard]] bool server_tls_differs(const Pooler& a, const Pooler& b);
 
 }  // namespace pgpivot::config

@@ -260,6 +260,10 @@ void Pooler::pool_service(Pool* p) {
     while (!p->cl_waiting.empty()) {
       // LIFO keeps a few servers warm; server_round_robin spreads load over all of them.
       Server* s = cfg_.pooler.server_round_robin ? p->sv_idle.back<Server>() : p->sv_idle.front<Server>();
+      if (s && s->close_needed) {
+        disconnect_server(s, "obsolete connection");  // RECONNECT, RELOAD: not for new work (PgBouncer's text)
+        continue;
+      }
       if (s) {
         Ms idle_for = now() - s->last_used;
         if (!s->just_checked && !cfg_.pooler.server_check_query.empty() && cfg_.pooler.server_check_delay >= 0 &&

@@ -102,7 +102,8 @@ Step Client::on_startup(const char* data, std::uint32_t len) {
   const auto& set = pooler->settings();
   switch (sp.kind) {
     case proto::StartupKind::SSLRequest:
-      if (SSL_CTX* ctx = pooler->tls().client(); ctx && !tls) {
+      // Not over the Unix socket, as PgBouncer: the client goes on in plain text.
+      if (SSL_CTX* ctx = pooler->tls().client(); ctx && !tls && !unix_socket) {
         if (rparse + len != rend) {
           pooler->disconnect_client(this, Reason::UnencryptedAfterSsl);
           return Step::Stop;
@@ -140,8 +141,8 @@ Step Client::on_startup(const char* data, std::uint32_t len) {
       break;
   }
   {
-    const std::string& mode = set.client_tls_sslmode;
-    if (!tls && (mode == "require" || mode == "verify-ca" || mode == "verify-full")) {
+    const std::string& mode = pooler->tls().client_sslmode();  // the one applied
+    if (!tls && !unix_socket && (mode == "require" || mode == "verify-ca" || mode == "verify-full")) {
       pooler->disconnect_client(this, Reason::SslRequired);
       return Step::Stop;
     }

@@ -159,7 +159,7 @@ void Pooler::janitor() {
     auto total = [&] { return p->shared->servers.load(std::memory_order_relaxed); };
     p->sv_idle.for_each<Server>([&](Server* s) {
       if (s->close_needed) {
-        disconnect_server(s, "configuration changed");
+        disconnect_server(s, "database configuration changed");  // PgBouncer's text
       } else if (secs(lifetime) && t - s->connect_time > secs(lifetime) && total() > min) {
         disconnect_server(s, "server_lifetime");
       } else if (secs(set.server_idle_timeout) && t - s->last_used > secs(set.server_idle_timeout) && total() > min) {

@@ -87,18 +87,33 @@ bool Pooler::apply_reload(config::Config next) {
     std::visit([&](auto m) { np.*m = op.*m; }, k.member);
   }
   next.path = cfg_.path;
-  config::Config old = cfg_;
-  apply_config(std::move(next));
+  // TLS first: when the new settings do not make usable contexts, nothing changes.
   std::string tls_err;
-  if (!tls_.setup(cfg_.pooler, tls_err)) {
-    LOG_ERROR("reload: TLS: %s; keeping the previous configuration", tls_err.c_str());
-    apply_config(std::move(old));
-    std::string again;
-    if (!tls_.setup(cfg_.pooler, again)) LOG_ERROR("TLS: %s", again.c_str());
+  if (!apply_tls(np, tls_err)) {
+    if (talk) {
+      LOG_ERROR("TLS setup failed: %s", tls_err.c_str());
+      LOG_ERROR("TLS configuration could not be reloaded, keeping old configuration");
+    }
     return false;
   }
+  apply_config(std::move(next));
   if (talk) LOG_INFO("configuration reloaded from %s", cfg_.path.c_str());
   registry_.each_pool([&](Pool* p) { pool_service(p); });
+  return true;
+}
+
+// New TLS contexts from `p` (TlsContexts::setup); when the settings towards
+// PostgreSQL changed, every server is closed at its next release or while idle
+// instead of being reused, so that none keeps the old TLS settings (PgBouncer's
+// tag_pool_dirty). false and `err` when the contexts cannot be built: the old ones stay.
+bool Pooler::apply_tls(const config::Pooler& p, std::string& err) {
+  bool server_changed = false;
+  if (!tls_.setup(p, err, &server_changed)) return false;
+  if (server_changed) {
+    registry_.each_pool([](Pool* pool) {
+      if (!pool->admin) pool->each_server([](Server* s) { s->close_needed = true; });
+    });
+  }
   return true;
 }
 

@@ -197,6 +197,7 @@ class Pooler {
   void finish_pending_everywhere();
   void shutdown_all();                 // shutdown_now on every worker (world stopped)
   void apply_config(config::Config cfg);
+  bool apply_tls(const config::Pooler& p, std::string& err);
 
   config::Config cfg_;
   uv_loop_t* loop_;

@@ -59,7 +59,7 @@ void Server::on_raw_byte(char b) {
       return;
     }
     std::string err;
-    SSL_CTX* ctx = pooler->tls().server(pooler->settings(), active_node(pool->db), err);
+    SSL_CTX* ctx = pooler->tls().server(active_node(pool->db), err);
     if (!ctx) {
       pooler->server_login_failed(this, Reason::ServerTlsSetup, {err});
       return;

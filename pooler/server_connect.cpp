@@ -32,7 +32,7 @@ void Server::on_connect(int status) {
   // behaves as "prefer" (libpq's allow would try plain text first).
   const config::Node& tnode = active_node(s->pool->db);
   auto sm = tnode.options.find("sslmode");
-  s->sslmode = sm != tnode.options.end() ? sm->second : s->pooler->settings().server_tls_sslmode;
+  s->sslmode = sm != tnode.options.end() ? sm->second : s->pooler->tls().server_sslmode();
   if (!s->unix_sock) {
     int one = 1;
     ::setsockopt(s->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);

@@ -341,7 +341,10 @@ void Console::cmd_reload(Client* c, const Args&) {
     return;
   }
   LOG_INFO("RELOAD command issued");
-  p_.reload();
+  if (!p_.reload()) {
+    error(c, Reason::AdminReloadFailed);  // the TLS setup failed: the log says why
+    return;
+  }
   done(c, "RELOAD");
 }
 
@@ -403,8 +406,30 @@ void Console::cmd_set(Client* c, const Args& a) {
   for (Pooler* x : p_.world()) x->cfg_.pooler = next;
   set_log_verbose(next.verbose);
   LOG_INFO("SET %s = %s by admin", k->name, config::value_text(p_.cfg_.pooler, *k).c_str());
+  std::string_view name = k->name;
+  if (name.find("_tls_") != std::string_view::npos || name.find("_tls13_") != std::string_view::npos) apply_tls(c);
   for (Pool* p : p_.world_pools()) p->owner->pool_service(p);
   done(c, "SET");
+}
+
+// After a SET of a TLS setting: new contexts on every worker, as PgBouncer. The
+// value is kept even when they cannot be built (a key and its certificate are set
+// one after the other); the contexts in use then stay, and the client is told.
+void Console::apply_tls(Client* c) {
+  std::string err;
+  for (Pooler* x : p_.world()) {
+    if (x->apply_tls(x->cfg_.pooler, err)) continue;
+    LOG_ERROR("TLS setup failed: %s", err.c_str());
+    std::string buf;
+    proto::ErrorFields e;
+    e.severity = "WARNING";
+    e.sqlstate = "01000";
+    e.message = "TLS settings could not be applied, still using old configuration";  // PgBouncer's text
+    e.detail = err;
+    proto::notice_response(buf, e);
+    c->queue(buf);
+    return;
+  }
 }
 
 // ---------------------------------------------------------------------------

@@ -67,6 +67,7 @@ class Console {
   static const View* find_view(const std::string& what);  // nullptr: no such view
 
   void done(Client* c, const std::string& tag);
+  void apply_tls(Client* c);  // after a SET of a TLS setting
   void error(Client* c, Reason why, std::initializer_list<std::string_view> args = {}, const std::string& detail = "");
   bool pending_done(const Pending& pa);
   bool need_db(Client* c, const Args& a);

@@ -513,8 +513,9 @@ std::size_t Conn::memory_use() const {
 
 void Conn::start_close() {
   if (closing) return;
-  // A TLS alert OpenSSL produced (e.g. "certificate required") tells the peer why;
-  // send it if the socket takes it right away.
+  // A TLS alert OpenSSL produced (e.g. "certificate required") tells the peer why,
+  // and a close_notify that the session ended; sent if the socket takes them right away.
+  if (tls && !wbusy && fd >= 0) tls_close_notify();
   if (tls && oq && !oq->tls_cipher_out.empty() && !wbusy && fd >= 0) {
     (void)::send(fd, oq->tls_cipher_out.data(), oq->tls_cipher_out.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
   }

@@ -152,6 +152,7 @@ struct Conn {
   bool tls_pump();
   [[nodiscard]] bool tls_has_pending() const;
   void tls_encrypt_queue();
+  void tls_close_notify();
   [[nodiscard]] std::string tls_description() const;
   // After the handshake: the CommonName of the peer's verified certificate, read
   // from the SSL object when asked (nothing is kept per connection). nullopt when

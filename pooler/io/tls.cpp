@@ -9,6 +9,7 @@
 
 #include <cstring>
 
+#include "config/settings.hpp"
 #include "pooler/pooler.hpp"
 
 namespace pgpivot {
@@ -38,15 +39,34 @@ std::string ssl_error_text() {
   return buf;
 }
 
-int min_version(const std::string& protocols) {
-  // PgBouncer's names: "secure" = TLS 1.2 and newer, "all"/"legacy" = anything
-  // OpenSSL allows, or a list of tlsv1.x where the lowest wins.
-  if (protocols.empty() || protocols == "secure" || protocols == "default") return TLS1_2_VERSION;
-  if (protocols == "all" || protocols == "legacy" || protocols.find("tlsv1.0") != std::string::npos) return TLS1_VERSION;
-  if (protocols.find("tlsv1.1") != std::string::npos) return TLS1_1_VERSION;
-  if (protocols.find("tlsv1.2") != std::string::npos) return TLS1_2_VERSION;
-  if (protocols.find("tlsv1.3") != std::string::npos) return TLS1_3_VERSION;
-  return TLS1_2_VERSION;
+// client_tls_protocols / server_tls_protocols (config::tls_protocols): the lowest
+// and highest version, and the ones between that are left out.
+bool apply_protocols(SSL_CTX* ctx, const char* key, const std::string& text, std::string& err) {
+  auto bits = config::tls_protocols(text);
+  if (!bits || *bits == 0) {
+    err = std::string("invalid ") + key + ": " + text;
+    return false;
+  }
+  static constexpr struct {
+    unsigned bit;
+    int version;
+    unsigned long no;
+  } kVersions[] = {{config::kTls10, TLS1_VERSION, SSL_OP_NO_TLSv1},
+                   {config::kTls11, TLS1_1_VERSION, SSL_OP_NO_TLSv1_1},
+                   {config::kTls12, TLS1_2_VERSION, SSL_OP_NO_TLSv1_2},
+                   {config::kTls13, TLS1_3_VERSION, SSL_OP_NO_TLSv1_3}};
+  int lo = 0, hi = 0;
+  for (const auto& v : kVersions) {
+    if (!(*bits & v.bit)) continue;
+    if (!lo) lo = v.version;
+    hi = v.version;
+  }
+  SSL_CTX_set_min_proto_version(ctx, lo);
+  SSL_CTX_set_max_proto_version(ctx, hi);
+  for (const auto& v : kVersions) {
+    if (!(*bits & v.bit)) SSL_CTX_set_options(ctx, v.no);
+  }
+  return true;
 }
 
 bool default_ciphers(const std::string& ciphers) {
@@ -66,72 +86,110 @@ bool apply_ciphers(SSL_CTX* ctx, const std::string& ciphers, std::string& err) {
   return true;
 }
 
-}  // namespace
-
-bool TlsContexts::setup(const config::Pooler& p, std::string& err) {
-  clear();  // connections keep their own references (SSL objects hold the context)
-  if (p.client_tls_sslmode != "disable") {
-    // pgpivot as a TLS server for its clients.
-    SSL_CTX* ctx = SSL_CTX_new(TLS_server_method());
-    SSL_CTX_set_min_proto_version(ctx, min_version(p.client_tls_protocols));
-    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);  // idle connections give their TLS buffers back
-    if (p.client_tls_cert_file.empty() || p.client_tls_key_file.empty()) {
-      err = "client_tls_sslmode = " + p.client_tls_sslmode + " needs client_tls_cert_file and client_tls_key_file";
-    } else if (SSL_CTX_use_certificate_chain_file(ctx, p.client_tls_cert_file.c_str()) != 1) {
-      err = "client_tls_cert_file " + p.client_tls_cert_file + ": " + ssl_error_text();
-    } else if (SSL_CTX_use_PrivateKey_file(ctx, p.client_tls_key_file.c_str(), SSL_FILETYPE_PEM) != 1) {
-      err = "client_tls_key_file " + p.client_tls_key_file + ": " + ssl_error_text();
-    } else if (SSL_CTX_check_private_key(ctx) != 1) {
-      err = "client_tls_key_file does not match client_tls_cert_file";
-    } else if (!p.client_tls_ca_file.empty() && SSL_CTX_load_verify_locations(ctx, p.client_tls_ca_file.c_str(), nullptr) != 1) {
-      err = "client_tls_ca_file " + p.client_tls_ca_file + ": " + ssl_error_text();
-    } else if (apply_ciphers(ctx, p.client_tls_ciphers, err)) {
-      if (p.client_tls_sslmode == "verify-ca" || p.client_tls_sslmode == "verify-full") {
-        if (p.client_tls_ca_file.empty()) {
-          err = "client_tls_sslmode = " + p.client_tls_sslmode + " needs client_tls_ca_file";
-        } else {
-          SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
-        }
-      }
-    }
-    if (!err.empty()) {
-      SSL_CTX_free(ctx);
-      return false;
-    }
-    client_ = ctx;
-  }
-  // pgpivot as a TLS client of PostgreSQL: built the first time a server answers
-  // 'S' to an SSLRequest (server_tls_ctx), so that a pooler that never speaks TLS
-  // never initializes OpenSSL. Configured files and ciphers are still checked now,
-  // so that a bad server_tls_ca_file fails the start or the reload as before.
-  if (!p.server_tls_ca_file.empty() || !p.server_tls_cert_file.empty() || !p.server_tls_key_file.empty() ||
-      !default_ciphers(p.server_tls_ciphers)) {
-    SSL_CTX* check = new_server_ctx(p, err);
-    if (!check) return false;
-    SSL_CTX_free(check);
+// client_tls13_ciphers / server_tls13_ciphers: the TLS 1.3 cipher suites, when TLS
+// 1.3 is allowed at all (as PgBouncer; empty: OpenSSL's defaults).
+bool apply_tls13_ciphers(SSL_CTX* ctx, const std::string& protocols, const std::string& suites, std::string& err) {
+  if (suites.empty() || !(config::tls_protocols(protocols).value_or(0) & config::kTls13)) return true;
+  if (SSL_CTX_set_ciphersuites(ctx, suites.c_str()) != 1) {
+    ERR_clear_error();
+    err = "failed to set the TLSv1.3 cipher suites";  // PgBouncer's text
+    return false;
   }
   return true;
 }
 
-// The global client context of pgpivot towards PostgreSQL (server_tls_*).
-SSL_CTX* TlsContexts::new_server_ctx(const config::Pooler& p, std::string& err) {
+// Protocols and ciphers of one side; false and `err` when a value is unusable.
+bool apply_crypto(SSL_CTX* ctx, const char* side, const std::string& protocols, const std::string& ciphers,
+                  const std::string& suites13, std::string& err) {
+  SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);  // idle connections give their TLS buffers back
+  return apply_protocols(ctx, (std::string(side) + "_protocols").c_str(), protocols, err) &&
+         apply_ciphers(ctx, ciphers, err) && apply_tls13_ciphers(ctx, protocols, suites13, err);
+}
+
+bool server_ctx_needed_now(const config::Pooler& p) {
+  return !p.server_tls_ca_file.empty() || !p.server_tls_cert_file.empty() || !p.server_tls_key_file.empty() ||
+         !default_ciphers(p.server_tls_ciphers) || !p.server_tls13_ciphers.empty() ||
+         config::tls_protocols(p.server_tls_protocols) != unsigned(config::kTls12 | config::kTls13);
+}
+
+}  // namespace
+
+bool TlsContexts::setup(const config::Pooler& p, std::string& err, bool* server_changed) {
+  SSL_CTX* client = nullptr;
+  if (p.client_tls_sslmode != "disable" && !(client = new_client_ctx(p, err))) return false;
+  // pgpivot as a TLS client of PostgreSQL: built the first time a server answers
+  // 'S' to an SSLRequest (server()), so that a pooler that never speaks TLS never
+  // initializes OpenSSL. Configured files, protocols and ciphers are checked now,
+  // so that a bad server_tls_ca_file fails the start, the reload or the SET.
+  SSL_CTX* server = nullptr;
+  if (server_ctx_needed_now(p) &&
+      !(server = new_server_ctx(p, p.server_tls_ca_file, p.server_tls_cert_file, p.server_tls_key_file, err))) {
+    if (client) SSL_CTX_free(client);
+    return false;
+  }
+  if (server_changed) *server_changed = !applied_ || config::server_tls_differs(*applied_, p);
+  clear();  // connections keep their own references (SSL objects hold the context)
+  client_ = client;
+  server_ = server;
+  applied_ = p;
+  client_mode_ = p.client_tls_sslmode;
+  server_mode_ = p.server_tls_sslmode;
+  return true;
+}
+
+// pgpivot as a TLS server for its clients (client_tls_*).
+SSL_CTX* TlsContexts::new_client_ctx(const config::Pooler& p, std::string& err) {
+  SSL_CTX* ctx = SSL_CTX_new(TLS_server_method());
+  if (!ctx) {
+    err = "cannot create a TLS context: " + ssl_error_text();
+    return nullptr;
+  }
+  if (p.client_tls_cert_file.empty() || p.client_tls_key_file.empty()) {
+    err = "client_tls_sslmode = " + p.client_tls_sslmode + " needs client_tls_cert_file and client_tls_key_file";
+  } else if (!apply_crypto(ctx, "client_tls", p.client_tls_protocols, p.client_tls_ciphers, p.client_tls13_ciphers,
+                           err)) {
+    // `err` says why
+  } else if (SSL_CTX_use_certificate_chain_file(ctx, p.client_tls_cert_file.c_str()) != 1) {
+    err = "client_tls_cert_file " + p.client_tls_cert_file + ": " + ssl_error_text();
+  } else if (SSL_CTX_use_PrivateKey_file(ctx, p.client_tls_key_file.c_str(), SSL_FILETYPE_PEM) != 1) {
+    err = "client_tls_key_file " + p.client_tls_key_file + ": " + ssl_error_text();
+  } else if (SSL_CTX_check_private_key(ctx) != 1) {
+    ERR_clear_error();
+    err = "client_tls_key_file does not match client_tls_cert_file";
+  } else if (!p.client_tls_ca_file.empty() &&
+             SSL_CTX_load_verify_locations(ctx, p.client_tls_ca_file.c_str(), nullptr) != 1) {
+    err = "client_tls_ca_file " + p.client_tls_ca_file + ": " + ssl_error_text();
+  } else if (p.client_tls_sslmode == "verify-ca" || p.client_tls_sslmode == "verify-full") {
+    if (p.client_tls_ca_file.empty()) {
+      err = "client_tls_sslmode = " + p.client_tls_sslmode + " needs client_tls_ca_file";
+    } else {
+      SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
+    }
+  }
+  if (!err.empty()) {
+    SSL_CTX_free(ctx);
+    return nullptr;
+  }
+  return ctx;
+}
+
+// pgpivot as a TLS client of PostgreSQL: server_tls_* with the CA, certificate and
+// key given (the global ones, or a node's own).
+SSL_CTX* TlsContexts::new_server_ctx(const config::Pooler& p, const std::string& ca, const std::string& cert,
+                                     const std::string& key, std::string& err) {
   SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
   if (!ctx) {
     err = "cannot create a TLS context: " + ssl_error_text();
     return nullptr;
   }
-  SSL_CTX_set_min_proto_version(ctx, min_version(p.server_tls_protocols));
-  SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
-  if (!p.server_tls_ca_file.empty() && SSL_CTX_load_verify_locations(ctx, p.server_tls_ca_file.c_str(), nullptr) != 1) {
-    err = "server_tls_ca_file " + p.server_tls_ca_file + ": " + ssl_error_text();
-  } else if (!p.server_tls_cert_file.empty() &&
-             SSL_CTX_use_certificate_chain_file(ctx, p.server_tls_cert_file.c_str()) != 1) {
-    err = "server_tls_cert_file " + p.server_tls_cert_file + ": " + ssl_error_text();
-  } else if (!p.server_tls_key_file.empty() &&
-             SSL_CTX_use_PrivateKey_file(ctx, p.server_tls_key_file.c_str(), SSL_FILETYPE_PEM) != 1) {
-    err = "server_tls_key_file " + p.server_tls_key_file + ": " + ssl_error_text();
-  } else {
-    apply_ciphers(ctx, p.server_tls_ciphers, err);
+  if (!apply_crypto(ctx, "server_tls", p.server_tls_protocols, p.server_tls_ciphers, p.server_tls13_ciphers, err)) {
+    // `err` says why
+  } else if (!ca.empty() && SSL_CTX_load_verify_locations(ctx, ca.c_str(), nullptr) != 1) {
+    err = "CA file " + ca + ": " + ssl_error_text();
+  } else if (!cert.empty() && SSL_CTX_use_certificate_chain_file(ctx, cert.c_str()) != 1) {
+    err = "certificate file " + cert + ": " + ssl_error_text();
+  } else if (!key.empty() && SSL_CTX_use_PrivateKey_file(ctx, key.c_str(), SSL_FILETYPE_PEM) != 1) {
+    err = "key file " + key + ": " + ssl_error_text();
   }
   if (!err.empty()) {
     SSL_CTX_free(ctx);
@@ -141,37 +199,27 @@ SSL_CTX* TlsContexts::new_server_ctx(const config::Pooler& p, std::string& err) 
 }
 
 // The context for one node: the global one, or one built for the node's own
-// sslrootcert / sslcert / sslkey (cached until the next reload).
-SSL_CTX* TlsContexts::server(const config::Pooler& p, const config::Node& node, std::string& err) {
+// sslrootcert / sslcert / sslkey (cached until the next setup).
+SSL_CTX* TlsContexts::server(const config::Node& node, std::string& err) {
+  if (!applied_) {
+    err = "TLS is not set up";
+    return nullptr;
+  }
+  const config::Pooler& p = *applied_;
   auto opt = [&](const char* k) {
     auto it = node.options.find(k);
     return it == node.options.end() ? std::string() : it->second;
   };
   std::string ca = opt("sslrootcert"), cert = opt("sslcert"), key = opt("sslkey");
   if (ca.empty() && cert.empty() && key.empty()) {
-    if (!server_) server_ = new_server_ctx(p, err);
+    if (!server_) server_ = new_server_ctx(p, p.server_tls_ca_file, p.server_tls_cert_file, p.server_tls_key_file, err);
     return server_;
   }
   std::string id = ca + "\n" + cert + "\n" + key;
   if (auto it = nodes_.find(id); it != nodes_.end()) return it->second;
-  if (ca.empty()) ca = p.server_tls_ca_file;
-  if (cert.empty()) cert = p.server_tls_cert_file;
-  if (key.empty()) key = p.server_tls_key_file;
-  SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
-  SSL_CTX_set_min_proto_version(ctx, min_version(p.server_tls_protocols));
-  SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
-  if (!ca.empty() && SSL_CTX_load_verify_locations(ctx, ca.c_str(), nullptr) != 1) {
-    err = "sslrootcert " + ca + ": " + ssl_error_text();
-  } else if (!cert.empty() && SSL_CTX_use_certificate_chain_file(ctx, cert.c_str()) != 1) {
-    err = "sslcert " + cert + ": " + ssl_error_text();
-  } else if (!key.empty() && SSL_CTX_use_PrivateKey_file(ctx, key.c_str(), SSL_FILETYPE_PEM) != 1) {
-    err = "sslkey " + key + ": " + ssl_error_text();
-  }
-  if (!err.empty()) {
-    SSL_CTX_free(ctx);
-    return nullptr;
-  }
-  nodes_[id] = ctx;
+  SSL_CTX* ctx = new_server_ctx(p, ca.empty() ? p.server_tls_ca_file : ca, cert.empty() ? p.server_tls_cert_file : cert,
+                                key.empty() ? p.server_tls_key_file : key, err);
+  if (ctx) nodes_[id] = ctx;
   return ctx;
 }
 
@@ -284,6 +332,23 @@ bool Conn::tls_pump() {
   tls_queue_cipher();  // e.g. key updates
   if (!got) release_rbuf_if_empty();
   return got;
+}
+
+// Our end of the session, as the connection closes: a close_notify alert, so that
+// the peer sees the session end cleanly rather than an unexpected EOF (PgBouncer's
+// tls_close). None after a failed handshake or a broken session. The alert joins
+// the ciphertext start_close sends.
+void Conn::tls_close_notify() {
+  TlsConn* t = tls.get();
+  if (t->handshaking || !t->eof_error.empty()) return;
+  if (SSL_shutdown(t->ssl) < 0) ERR_clear_error();
+  std::size_t pending = BIO_ctrl_pending(t->wbio);
+  if (!pending) return;
+  std::string& out = outq().tls_cipher_out;
+  std::size_t at = out.size();
+  out.resize(at + pending);
+  int n = BIO_read(t->wbio, out.data() + at, int(pending));
+  out.resize(at + std::size_t(n > 0 ? n : 0));
 }
 
 bool Conn::tls_has_pending() const {

@@ -115,8 +115,9 @@ TEST_CASE("settings: value_text reads back through set_from_text", "[config][set
 TEST_CASE("settings: when a change takes effect", "[config][settings]") {
   for (const char* n : {"listen_addr", "listen_port", "unix_socket_dir", "pkt_buf", "workers", "stats_listen"})
     CHECK(S(n).change == Change::Restart);
-  for (const char* n : {"logfile", "client_tls_sslmode", "auth_file"}) CHECK(S(n).change == Change::Reload);
+  for (const char* n : {"logfile", "auth_file"}) CHECK(S(n).change == Change::Reload);
   for (const char* n : {"default_pool_size", "max_client_conn", "max_packet_size", "server_tls_sslmode",
+                        "client_tls_sslmode",
                         "query_timeout", "auth_type"})
     CHECK(S(n).change == Change::Online);
 }
@@ -143,4 +144,72 @@ TEST_CASE("settings: pgbouncer.ini and SET give the same message", "[config][set
   Pooler p;
   CHECK(r.errors[0].message == set_from_text(p, S("max_packet_size"), "0"));
   CHECK(r.errors[0].key == "pgbouncer.max_packet_size");
+}
+
+TEST_CASE("settings: TLS protocol lists are read as PgBouncer reads them", "[config][settings][tls]") {
+  CHECK(tls_protocols("secure") == unsigned(kTls12 | kTls13));
+  CHECK(tls_protocols("default") == unsigned(kTls12 | kTls13));
+  CHECK(tls_protocols("all") == unsigned(kTlsAll));
+  CHECK(tls_protocols("legacy") == unsigned(kTlsAll));
+  CHECK(tls_protocols("tlsv1") == unsigned(kTlsAll));
+  CHECK(tls_protocols("tlsv1.3") == unsigned(kTls13));
+  CHECK(tls_protocols("TLSv1.2, tlsv1.3") == unsigned(kTls12 | kTls13));
+  CHECK(tls_protocols("tlsv1.0:tlsv1.1") == unsigned(kTls10 | kTls11));
+  // "!" removes; first in the list, it removes from all.
+  CHECK(tls_protocols("!tlsv1.0") == unsigned(kTls11 | kTls12 | kTls13));
+  CHECK(tls_protocols("all,!tlsv1.3") == unsigned(kTls10 | kTls11 | kTls12));
+  CHECK(tls_protocols("tlsv1.2:!tlsv1.3") == unsigned(kTls12));
+  CHECK(tls_protocols("!all") == 0U);
+  CHECK_FALSE(tls_protocols("sslv3"));
+  CHECK_FALSE(tls_protocols("tlsv1.2,"));
+  CHECK_FALSE(tls_protocols(""));
+}
+
+TEST_CASE("settings: which changes make servers reconnect for TLS", "[config][settings][tls]") {
+  Pooler a;
+  Pooler b = a;
+  CHECK_FALSE(server_tls_differs(a, b));
+  SECTION("sslmode") {
+    b.server_tls_sslmode = "require";
+    CHECK(server_tls_differs(a, b));
+  }
+  SECTION("files, ciphers, protocols") {
+    for (std::string Pooler::*m : {&Pooler::server_tls_ca_file, &Pooler::server_tls_cert_file,
+                                   &Pooler::server_tls_key_file, &Pooler::server_tls_ciphers,
+                                   &Pooler::server_tls13_ciphers, &Pooler::server_tls_protocols}) {
+      Pooler c = a;
+      c.*m = "tlsv1.3";
+      CHECK(server_tls_differs(a, c));
+    }
+  }
+  SECTION("the same protocols in other words") {
+    b.server_tls_protocols = "TLSv1.3,tlsv1.2";
+    CHECK_FALSE(server_tls_differs(a, b));
+  }
+  SECTION("client settings and other settings do not count") {
+    b.client_tls_sslmode = "require";
+    b.client_tls_ca_file = "/ca";
+    b.client_tls13_ciphers = "TLS_AES_128_GCM_SHA256";
+    b.default_pool_size = 7;
+    CHECK_FALSE(server_tls_differs(a, b));
+  }
+  SECTION("nothing counts while TLS to servers stays off") {
+    a.server_tls_sslmode = b.server_tls_sslmode = "disable";
+    b.server_tls_ca_file = "/ca";
+    b.server_tls_protocols = "tlsv1.3";
+    CHECK_FALSE(server_tls_differs(a, b));
+    b.server_tls_sslmode = "allow";
+    CHECK(server_tls_differs(a, b));
+  }
+}
+
+TEST_CASE("settings: the TLS settings are SET on the console", "[config][settings][tls]") {
+  for (const Setting& s : settings()) {
+    std::string name = s.name;
+    if (name.find("_tls_") == std::string::npos && name.find("_tls13_") == std::string::npos) continue;
+    INFO(name);
+    CHECK(s.change == Change::Online);
+  }
+  CHECK_FALSE(S("client_tls13_ciphers").stored_only());
+  CHECK_FALSE(S("server_tls13_ciphers").stored_only());
 }

@@ -157,10 +157,10 @@ void Pooler::server_release(Server* s) {
 
 bool Pooler::may_launch(Pool* p) const {
   if (shutting_down_ || pool_paused(p)) return false;
-  if (p->last_login_failure && uv_now(loop_) - p->last_login_failure < secs(cfg_.pooler.server_login_retry)) {
-    return false;
-  }
-  return true;
+  // At least 50 ms between failed tries even with server_login_retry = 0: a waiting
+  // login would otherwise reconnect in a tight loop to a node that keeps refusing.
+  Ms retry = std::max<Ms>(secs(cfg_.pooler.server_login_retry), 50);
+  return !(p->last_login_failure && uv_now(loop_) - p->last_login_failure < retry);
 }
 
 // max_db_connections is reached and clients of `p` wait for a server: as PgBouncer,

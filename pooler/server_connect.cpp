@@ -231,8 +231,11 @@ void Pooler::server_login_failed(Server* s, Reason why, std::initializer_list<st
                            : why == Reason::ServerConnectTimeout ? "connect timeout"
                            : why == Reason::ServerResolveFailed  ? "server DNS lookup failed"
                                                                  : nullptr;
+  // No login answer from PostgreSQL (PgBouncer's "connect failed" class): the node
+  // is not reachable, or the TLS handshake with it failed.
   bool unreachable = why == Reason::ServerConnectFailed || why == Reason::ServerConnectTimeout ||
-                     why == Reason::ServerResolveFailed;
+                     why == Reason::ServerResolveFailed || why == Reason::ServerTlsError ||
+                     why == Reason::ServerTlsSetup;
   server_login_failed(s, sqlstate_of(why), reason_text(why, args), unreachable, log_reason);
 }
 
@@ -262,7 +265,8 @@ void Pooler::server_login_failed(Server* s, const std::string& sqlstate, const s
   LOG_WARN("S-%llu: %s/%s@%s server login failed: %s", (unsigned long long)s->id, p->db_name.c_str(),
            p->user_name.c_str(), s->addr.c_str(), msg.c_str());
   // Clients waiting for this pool's first login hear why it failed -- unless the
-  // node is merely unreachable (refused or timed-out connect, unresolvable name):
+  // node is merely unreachable (refused or timed-out connect, unresolvable name, a
+  // failed TLS handshake):
   // then, as in PgBouncer, they wait, the janitor tries again after
   // server_login_retry, and query_wait_timeout (or query_timeout) bounds the wait.
   // Clients arriving meanwhile are refused at once (LoginRetry, PgBouncer's

@@ -52,9 +52,13 @@ TEST_CASE("TLS: a certificate from the wrong CA is refused on both sides", "[tls
   SECTION("pgpivot verifying PostgreSQL with an unrelated CA") {
     PoolerConfig cfg;
     server_tls_verify_full(cfg, w.other_ca());
+    // As PgBouncer, a failed handshake keeps the login waiting (a restart may be
+    // under way); query_wait_timeout ends the wait and names the failure.
+    cfg.extra["query_wait_timeout"] = "2";
     Pooler p(cfg);
     std::string err = failure_of(p.conninfo());
     INFO("client error: " << err);
+    CHECK(contains_icase(err, "query_wait_timeout"));
     CHECK(contains_icase(err, "certificate verify failed"));
     CHECK(p.running());
     // pgpivot tells PostgreSQL why it gave up (a TLS alert, as libpq sends: PostgreSQL
@@ -74,6 +78,7 @@ TEST_CASE("TLS: a certificate from the wrong CA is refused on both sides", "[tls
     PoolerConfig cfg;
     server_tls_verify_full(cfg, w.ca());
     cfg.main_cluster = "primary = { host = \"vm\", port = " + std::to_string(w.pg_port) + " }";
+    cfg.extra["query_wait_timeout"] = "2";  // the login waits, then hears why
     Pooler p(cfg);
     std::string err = failure_of(p.conninfo());
     INFO("client error: " << err);
@@ -126,6 +131,7 @@ TEST_CASE("TLS: a cluster node's own sslmode/sslrootcert override server_tls_*",
     cfg.main_cluster = tls_cluster("sslrootcert = " + q(w.other_ca()));
     cfg.extra["server_tls_sslmode"] = q("verify-full");
     cfg.extra["server_tls_ca_file"] = q(w.ca());
+    cfg.extra["query_wait_timeout"] = "2";  // the login waits, then hears why
     Pooler p(cfg);
     std::string err = failure_of(p.conninfo());
     INFO("client error: " << err);

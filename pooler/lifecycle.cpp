@@ -93,8 +93,12 @@ void Pooler::client_login_done(Client* c) {
     return;
   }
   if (p->last_login_failure && now() - p->last_login_failure < secs(cfg_.pooler.server_login_retry) &&
-      !(holds_through_outage(p) && p->last_login_sqlstate == sqlstate_of(Reason::ServerConnectFailed))) {
-    // With the failing server's own SQLSTATE, when it sent one.
+      !p->last_connect_failed) {
+    // The server refused the last login (a wrong password, NOLOGIN...): its error
+    // again, at once, until server_login_retry allows a new try. An unreachable
+    // node is different: the login waits for that try, as in PgBouncer (a restart
+    // may be ending), bounded by query_wait_timeout. With the failing server's own
+    // SQLSTATE, when it sent one.
     disconnect_client(c, p->last_login_sqlstate.empty() ? sqlstate_of(Reason::LoginRetry) : p->last_login_sqlstate.c_str(),
                       reason_text(Reason::LoginRetry, {p->last_login_error}), true);
     return;

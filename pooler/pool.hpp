@@ -67,9 +67,13 @@ struct Pool {
   Ms last_login_failure = 0;
   std::string last_login_error;  // FATAL text from the server
   std::string last_login_sqlstate;
-  // A host list (host=a,b): the next host to connect to, and whether the last
-  // connect failed (load_balance_hosts = disable then moves on; PgBouncer's rrcounter).
+  // A host list (host=a,b): the next host to connect to (PgBouncer's rrcounter), and
+  // whether a failed connect asks load_balance_hosts = disable to move on.
   std::uint32_t host_rr = 0;
+  bool host_step_due = false;
+  // The last login failure got no answer from PostgreSQL (refused or timed-out
+  // connect, unresolvable name, failed TLS handshake): logins keep waiting for the
+  // next try instead of hearing the cached error (server_login_failed).
   bool last_connect_failed = false;
 
   bool servicing = false, service_again = false;

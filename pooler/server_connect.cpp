@@ -162,9 +162,9 @@ std::string Pooler::pick_host(Pool* p, const std::string& hosts) {
     at = comma + 1;
   }
   bool round_robin = p->db->cfg.load_balance_hosts != "disable";
-  if (!round_robin && p->last_connect_failed) {
+  if (!round_robin && p->host_step_due) {
     p->host_rr++;
-    p->last_connect_failed = false;  // one step per failure
+    p->host_step_due = false;  // one step per failure
   }
   std::string host(list[p->host_rr % list.size()]);
   if (round_robin) p->host_rr++;
@@ -260,6 +260,7 @@ void Pooler::server_login_failed(Server* s, const std::string& sqlstate, const s
   }
   p->last_login_failure = std::max<Ms>(now(), 1);
   p->last_connect_failed = unreachable;
+  p->host_step_due = unreachable;
   p->last_login_error = msg;
   p->last_login_sqlstate = sqlstate;
   LOG_WARN("S-%llu: %s/%s@%s server login failed: %s", (unsigned long long)s->id, p->db_name.c_str(),
@@ -296,6 +297,7 @@ void Pooler::server_ready(Server* s) {
   Pool* p = s->pool;
   s->ready = true;
   p->last_login_failure = 0;
+  p->last_connect_failed = false;
   if (p->db->crt) p->db->crt->note_datapath_ok(now());
   if (!p->have_welcome && !s->repl) {
     p->welcome = s->all_params;

@@ -279,22 +279,27 @@ TEST_CASE("hardening: a server that never answers: server_connect_timeout, serve
     CHECK(first.error().find("server_connect_timeout") != std::string::npos);
     CHECK(fake.accepted() == 1);
 
+    // A second login within server_login_retry is not refused with the cached
+    // error (the node is unreachable, not refusing): it waits for the next try, and
+    // query_wait_timeout ends its wait as well. server_login_retry paces the tries:
+    // none before 4 s after the failure (at about 2 s).
     t0 = now_s();
     Conn second(p.conninfo("app", "", "fakedb"), 20);
+    double second_took = now_s() - t0;
     INFO("second client (within server_login_retry): " << second.error());
     REQUIRE_FALSE(second.ok());
-    CHECK(now_s() - t0 < 1.5);
-    CHECK(second.error().find("08006") != std::string::npos);
-    CHECK(second.error().find("server_login_retry") != std::string::npos);
-    CHECK(fake.accepted() == 1);
+    CHECK(second_took >= 2.5);
+    CHECK(second.error().find("query_wait_timeout") != std::string::npos);
+    CHECK(fake.accepted() <= 2);
     require_pool_settles(p, "fakedb");
     require_serving(p);
 
-    sleep_s(5.5);  // server_login_retry (4 s) has passed since the failure
+    // A login arriving later gets a new try (the silent server accepts again).
+    int before = fake.accepted();
     Conn third(p.conninfo("app", "", "fakedb"), 20);
     INFO("third client (after server_login_retry): " << third.error());
     REQUIRE_FALSE(third.ok());
-    CHECK(fake.accepted() == 2);
+    CHECK(fake.accepted() > before);
     require_pool_settles(p, "fakedb");
   }
   SECTION("query: query_timeout") {

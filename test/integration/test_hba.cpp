@@ -242,3 +242,24 @@ TEST_CASE("hba: RELOAD changes the rules; a broken file keeps the rules in use",
   }
   CHECK(got == "md5");
 }
+
+TEST_CASE("hba: SET auth_type = hba on the console reads the files, or is refused", "[hba]") {
+  std::string hba = write_file("set.conf", "host appdb all 127.0.0.1/32 trust\nhost all all all md5\n");
+  PoolerConfig cfg = hba_config(hba);
+  cfg.auth_type = "scram-sha-256";
+  Pooler p(cfg);
+  CHECK(auth_request(p.port(), "app", "appdb") == "sasl");
+  Conn console(p.conninfo("admin", "admin", "pgbouncer"));
+  INFO("console: " << console.error());
+  REQUIRE(console.ok());
+  console.exec_ok("SET auth_type = 'hba'");
+  CHECK(auth_request(p.port(), "app", "appdb") == "ok");
+  CHECK(auth_request(p.port(), "app", "appdb2") == "md5");
+
+  console.exec_ok("SET auth_type = 'md5'");
+  write_file("set.conf", "host appdb all 127.0.0.1/32 trusted\n");
+  Result r = console.exec("SET auth_type = 'hba'");
+  CHECK_FALSE(r.ok());
+  CHECK(r.message().find(hba + ":1: unsupported authentication method \"trusted\"") != std::string::npos);
+  CHECK(auth_request(p.port(), "app", "appdb") == "md5");
+}

@@ -300,9 +300,9 @@ Step Client::login_peer(UserEntry* user, const config::HbaRule* rule) {
   if (map && !ok)
     LOG_ERROR("C-%llu: %s/%s@%s ident map %s cannot be matched", (unsigned long long)id, db_name.c_str(),
               user_name.c_str(), remote.str().c_str(), map->name.c_str());
+  const char* why = !unix_socket ? "not a Unix socket" : !ok ? "OS user not allowed" : "no such user";
   LOG_WARN("C-%llu: %s/%s@%s peer login failed: %s (OS user \"%s\")", (unsigned long long)id, db_name.c_str(),
-           user_name.c_str(), remote.str().c_str(), !unix_socket ? "not a Unix socket" : !ok ? "OS user not allowed" : "no such user",
-           os_user.c_str());
+           user_name.c_str(), remote.str().c_str(), why, os_user.c_str());
   pooler->disconnect_client(this, Reason::PeerFailed);
   return Step::Stop;
 }

@@ -36,6 +36,7 @@ const char* to_string(AuthType a) {
     case AuthType::ScramSha256: return "scram-sha-256";
     case AuthType::Cert: return "cert";
     case AuthType::Plain: return "plain";
+    case AuthType::Hba: return "hba";
   }
   return "?";
 }
@@ -47,9 +48,22 @@ std::optional<PoolMode> parse_pool_mode(std::string_view s) {
 }
 
 std::optional<AuthType> parse_auth_type(std::string_view s) {
-  for (AuthType a : {AuthType::Trust, AuthType::Md5, AuthType::ScramSha256, AuthType::Cert, AuthType::Plain})
+  for (AuthType a : {AuthType::Trust, AuthType::Md5, AuthType::ScramSha256, AuthType::Cert, AuthType::Plain,
+                     AuthType::Hba})
     if (iequals(s, to_string(a))) return a;
   return std::nullopt;
+}
+
+AuthMethod auth_method(AuthType a) {
+  switch (a) {
+    case AuthType::Trust: return AuthMethod::Trust;
+    case AuthType::Md5: return AuthMethod::Md5;
+    case AuthType::ScramSha256: return AuthMethod::ScramSha256;
+    case AuthType::Cert: return AuthMethod::Cert;
+    case AuthType::Plain: return AuthMethod::Password;
+    case AuthType::Hba: break;
+  }
+  return AuthMethod::Reject;
 }
 
 std::string auth_cert_problem(const Pooler& p) {

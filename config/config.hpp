@@ -8,16 +8,21 @@
 #include <string>
 #include <vector>
 
+#include "config/hba.hpp"
+
 namespace pgpivot::config {
 
 enum class PoolMode { Session, Transaction, Statement };
-enum class AuthType { Trust, Md5, ScramSha256, Cert, Plain };
+// Hba: each login's method comes from auth_hba_file (config/hba.hpp).
+enum class AuthType { Trust, Md5, ScramSha256, Cert, Plain, Hba };
 
 [[nodiscard]] const char* to_string(PoolMode m);   // "session" / "transaction" / "statement"
-[[nodiscard]] const char* to_string(AuthType a);   // "trust" / "md5" / "scram-sha-256" / "cert" / "plain"
+[[nodiscard]] const char* to_string(AuthType a);   // "trust" / "md5" / "scram-sha-256" / "cert" / "plain" / "hba"
 [[nodiscard]] std::optional<PoolMode> parse_pool_mode(std::string_view s);
 [[nodiscard]] std::optional<AuthType> parse_auth_type(std::string_view s);
-inline constexpr const char* kAuthTypes = "trust, md5, scram-sha-256, cert, plain";
+inline constexpr const char* kAuthTypes = "trust, md5, scram-sha-256, cert, plain, hba";
+// The method auth_type names for every login (Hba: none, the rules decide).
+[[nodiscard]] AuthMethod auth_method(AuthType a);
 
 struct Pooler;
 // "" when auth_type = cert can work with these TLS settings, else why not. As
@@ -256,6 +261,9 @@ struct Config {
   // [peers] (PgBouncer 1.19+): peer_id -> where that process listens (a Unix-socket
   // directory or an address); cancel requests carrying its id are sent on there.
   std::map<int, Node> peers;
+  // auth_type = hba: the rules of auth_hba_file and maps of auth_ident_file, read
+  // with the config (empty for other auth_types).
+  Hba hba;
 
   friend bool operator==(const Config&, const Config&) = default;
 };

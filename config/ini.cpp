@@ -719,6 +719,7 @@ void Loader::finish() {
       parse_userlist(*text, p.auth_file, cfg_.users, r_.errors);
     }
   }
+  load_hba_files(cfg_, "pgbouncer", r_.errors, r_.warnings);
 }
 
 }  // namespace

@@ -180,6 +180,21 @@ bool valid_sslmode(std::string_view s) {
   return false;
 }
 
+void load_hba_files(Config& cfg, const std::string& prefix, std::vector<Error>& errors,
+                    std::vector<Error>& warnings) {
+  cfg.hba = Hba{};
+  const Pooler& p = cfg.pooler;
+  if (p.auth_type != AuthType::Hba) return;
+  std::vector<HbaProblem> problems;
+  load_hba(p.auth_hba_file, p.auth_ident_file, cfg.hba, problems);
+  for (HbaProblem& h : problems) {
+    bool ident = !p.auth_ident_file.empty() && h.file == p.auth_ident_file;
+    std::string key = prefix + (ident ? ".auth_ident_file" : ".auth_hba_file");
+    std::string file = h.file.empty() ? cfg.path : h.file;
+    (h.warning ? warnings : errors).push_back(Error{std::move(file), h.line, std::move(key), std::move(h.message)});
+  }
+}
+
 }  // namespace detail
 
 }  // namespace pgpivot::config

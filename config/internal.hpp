@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "config/config.hpp"
+#include "config/load.hpp"
 #include "config/settings.hpp"
 
 namespace pgpivot::config::detail {
@@ -37,6 +38,12 @@ constexpr long long kMaxMaxPacketSize = 2147483647;
 // Whether `s` is an sslmode PgBouncer accepts (any case).
 [[nodiscard]] bool valid_sslmode(std::string_view s);
 inline constexpr const char* kSslModes = "disable, allow, prefer, require, verify-ca, verify-full";
+
+// auth_type = hba: reads auth_hba_file and auth_ident_file into cfg.hba (a relative
+// path is taken from the working directory, as PgBouncer does). Each problem is an
+// error or warning keyed `prefix`.auth_hba_file / .auth_ident_file, at its file and line.
+void load_hba_files(Config& cfg, const std::string& prefix, std::vector<Error>& errors,
+                    std::vector<Error>& warnings);
 
 // Value parsing as PgBouncer reads pgbouncer.ini (settings.cpp).
 // An integer (strtol base 0: 10, 0x1F, 017).

@@ -624,6 +624,7 @@ void load_document(const toml::table& root, const std::string& path, LoadResult&
   std::stable_sort(r.errors.begin(), r.errors.end(),
                    [](const Error& a, const Error& b) { return a.line < b.line; });
   if (userlist) parse_userlist(*userlist, userlist_path, cfg.users, r.errors);
+  load_hba_files(cfg, "pooler", r.errors, r.warnings);
 }
 
 }  // namespace

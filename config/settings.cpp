@@ -125,6 +125,8 @@ const std::vector<Setting>& settings() {
         int_key("max_user_connections", &P::max_user_connections, 0),
         key("auth_type", &P::auth_type),
         key("auth_file", &P::auth_file, kReload),
+        key("auth_hba_file", &P::auth_hba_file, kReload),
+        key("auth_ident_file", &P::auth_ident_file, kReload),
         key("admin_users", &P::admin_users),
         key("stats_users", &P::stats_users),
         key("server_reset_query", &P::server_reset_query),
@@ -200,8 +202,6 @@ const std::vector<Setting>& settings() {
         stored(int_key("tcp_defer_accept", &P::tcp_defer_accept, 0), "TCP_DEFER_ACCEPT is not set"),
         key("track_extra_parameters", &P::track_extra_parameters, kRestart),
         int_key("peer_id", &P::peer_id, 0, 16383, kRestart),
-        stored(key("auth_hba_file", &P::auth_hba_file, kReload), "auth_type hba is not supported yet"),
-        stored(key("auth_ident_file", &P::auth_ident_file, kReload), "auth_type hba is not supported yet"),
         stored(key("auth_ldap_options", &P::auth_ldap_options), "LDAP authentication is not supported"),
         stored(key("unix_socket_mode", &P::unix_socket_mode, kRestart), "the Unix socket is always mode 0777"),
         stored(key("unix_socket_group", &P::unix_socket_group, kRestart),
@@ -295,7 +295,7 @@ std::string set_from_text(Pooler& p, const Setting& s, std::string_view value) {
           std::string l = lower(trim(value));
           auto v = parse_auth_type(l);
           if (!v) {
-            if (l == "any" || l == "hba" || l == "pam") return "auth_type " + l + " is not supported by pgpivot";
+            if (l == "any" || l == "pam") return "auth_type " + l + " is not supported by pgpivot";
             return "invalid value \"" + text + "\"; expected one of: " + kAuthTypes;
           }
           field = *v;

@@ -77,12 +77,7 @@ void Client::send_error(const char* severity, const char* sqlstate, const std::s
   queue(buf);
 }
 
-void Client::auth_failed() {
-  if (pooler->settings().auth_type == config::AuthType::Trust)
-    pooler->disconnect_client(this, Reason::TrustFailed);
-  else
-    pooler->disconnect_client(this, Reason::PasswordFailed, {user_name.str()});
-}
+void Client::auth_failed() { pooler->disconnect_client(this, Reason::PasswordFailed, {user_name.str()}); }
 
 // The server holding this client's transaction died: answer the next message
 // with the error PostgreSQL would give after a failure, and drop extended-protocol

@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include "config/hba.hpp"
 #include "pooler/io/conn.hpp"
 #include "pooler/list.hpp"
 #include "pooler/params.hpp"
@@ -126,6 +127,12 @@ struct Client final : Conn {
   void send_error(const char* severity, const char* sqlstate, const std::string& msg);
   void auth_failed();
   Step begin_auth(UserEntry* user);
+  std::optional<config::AuthMethod> choose_method(const config::HbaRule*& rule);
+  [[nodiscard]] const config::HbaRule* hba_rule() const;
+  [[nodiscard]] std::string peer_os_user() const;
+  Step login_cert(UserEntry* user, const config::HbaRule* rule);
+  Step login_peer(UserEntry* user, const config::HbaRule* rule);
+  Step login_accepted();
   bool take_replication(const std::vector<std::pair<std::string, std::string>>& params);
   Step start_auth_lookup(DbEntry* db);
   // The auth_query's answer: `found` with the role's password (nullopt = NULL: no

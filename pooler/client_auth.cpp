@@ -1,6 +1,8 @@
 // Client login: the startup packet (SSLRequest, CancelRequest, parameters), the
 // admin console's peer rule, and authentication (trust / md5 / SCRAM-SHA-256 /
-// cleartext, with indistinguishable failures for unknown users).
+// cleartext, with indistinguishable failures for unknown users; cert; with
+// auth_type = hba the method of the matching rule, also peer and reject).
+#include <pwd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -230,54 +232,125 @@ Step Client::on_startup(const char* data, std::uint32_t len) {
   return begin_auth(user);
 }
 
+// The OS user at the other end of a Unix socket, or "" when unknown.
+std::string Client::peer_os_user() const {
+  struct ucred cred {};
+  socklen_t len = sizeof cred;
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) return "";
+  struct passwd pw {};
+  struct passwd* found = nullptr;
+  char buf[1024];
+  if (getpwuid_r(cred.uid, &pw, buf, sizeof buf, &found) != 0 || !found) return "";
+  return found->pw_name;
+}
+
+// auth_type = hba: the first rule of auth_hba_file matching this connection.
+const config::HbaRule* Client::hba_rule() const {
+  config::HbaConn c;
+  c.unix_socket = unix_socket;
+  c.family = remote.family == AF_INET ? 4 : remote.family == AF_INET6 ? 6 : 0;
+  std::memcpy(c.addr.data(), remote.ip, sizeof remote.ip);
+  c.tls = tls != nullptr;
+  c.physical_replication = repl && !iequals(repl->mode, "database");
+  c.db = db_name.str();
+  c.user = user_name.str();
+  return config::match_hba(pooler->cfg().hba, c);
+}
+
+Step Client::login_accepted() {
+  login = LoginStep::Done;
+  pooler->client_login_done(this);
+  return closing ? Step::Stop : Step::Skip;
+}
+
+// TLS, a client certificate that verified against client_tls_ca_file (the handshake
+// checked it), and a CommonName equal to the user name, or that the rule's map
+// (auth_ident_file) lets log in as this user. As PgBouncer, the client is told only
+// "certificate authentication failed" and the log has the reason; pgpivot adds the
+// reason to the message, as it reveals nothing the client's own certificate does
+// not, except for an unknown user.
+Step Client::login_cert(UserEntry* user, const config::HbaRule* rule) {
+  std::optional<std::string> cn = tls_peer_common_name();
+  const config::IdentMap* map = rule && !rule->map.empty() ? pooler->cfg().hba.find_map(rule->map) : nullptr;
+  bool mapped = cn && map && config::ident_allows(*map, *cn, user_name.str());
+  const char* why = !tls ? "TLS connection required"
+                    : !cn ? "TLS client certificate required"
+                    : cn->empty() ? "Invalid TLS certificate"
+                    : map && !mapped ? "ident map does not have a match"
+                    : !map && *cn != user_name ? "TLS certificate name mismatch"
+                    : !user ? "no such user"
+                    : nullptr;
+  if (!why) return login_accepted();
+  if (map && !mapped && cn && !cn->empty())
+    LOG_ERROR("C-%llu: %s/%s@%s ident map: %s does not have a match", (unsigned long long)id, db_name.c_str(),
+              user_name.c_str(), remote.str().c_str(), map->name.c_str());
+  LOG_WARN("C-%llu: %s/%s@%s certificate login failed: %s (certificate CN \"%s\")", (unsigned long long)id,
+           db_name.c_str(), user_name.c_str(), remote.str().c_str(), why, cn ? cn->c_str() : "");
+  pooler->disconnect_client(this, Reason::CertificateFailed, {user ? std::string(": ") + why : std::string()});
+  return Step::Stop;
+}
+
+// peer (an hba rule): over the Unix socket, the OS user of the other end must be the
+// user name, or the rule's map must let that OS user log in as it.
+Step Client::login_peer(UserEntry* user, const config::HbaRule* rule) {
+  std::string os_user = unix_socket ? peer_os_user() : std::string();
+  const config::IdentMap* map = rule && !rule->map.empty() ? pooler->cfg().hba.find_map(rule->map) : nullptr;
+  bool ok = !os_user.empty() && (map ? config::ident_allows(*map, os_user, user_name.str()) : os_user == user_name);
+  if (ok && user && user->known()) return login_accepted();
+  if (map && !ok)
+    LOG_ERROR("C-%llu: %s/%s@%s ident map %s cannot be matched", (unsigned long long)id, db_name.c_str(),
+              user_name.c_str(), remote.str().c_str(), map->name.c_str());
+  const char* why = !unix_socket ? "not a Unix socket" : !ok ? "OS user not allowed" : "no such user";
+  LOG_WARN("C-%llu: %s/%s@%s peer login failed: %s (OS user \"%s\")", (unsigned long long)id, db_name.c_str(),
+           user_name.c_str(), remote.str().c_str(), why, os_user.c_str());
+  pooler->disconnect_client(this, Reason::PeerFailed);
+  return Step::Stop;
+}
+
+// The method for this login: auth_type's, or with auth_type = hba the matching
+// rule's (nullopt: refused, the client is closed).
+std::optional<config::AuthMethod> Client::choose_method(const config::HbaRule*& rule) {
+  const auto& set = pooler->settings();
+  rule = nullptr;
+  if (set.auth_type != config::AuthType::Hba) return config::auth_method(set.auth_type);
+  rule = hba_rule();
+  using M = config::AuthMethod;
+  if (rule && rule->method != M::Reject && rule->method != M::Ldap) return rule->method;
+  Reason refuse = !rule ? Reason::HbaNoRule : rule->method == M::Reject ? Reason::HbaReject : Reason::LdapUnsupported;
+  if (rule)
+    LOG_INFO("C-%llu: %s/%s@%s refused by line %d of %s", (unsigned long long)id, db_name.c_str(), user_name.c_str(),
+             remote.str().c_str(), rule->line, set.auth_hba_file.c_str());
+  pooler->disconnect_client(this, refuse);
+  return std::nullopt;
+}
+
 // Authenticates against `user`'s stored password (nullptr: an unknown user, who
 // goes through the same exchange and fails).
 Step Client::begin_auth(UserEntry* user) {
-  const auto& set = pooler->settings();
+  const config::HbaRule* rule = nullptr;
+  std::optional<config::AuthMethod> method = choose_method(rule);
+  if (!method) return Step::Stop;
+  using M = config::AuthMethod;
+  M auth = *method;
   const std::string* password = user ? &user->cfg.password : nullptr;
-  config::AuthType auth = set.auth_type;
-  // Trust and cert need no password, only a known user.
-  if (user && password->empty() && auth != config::AuthType::Trust && auth != config::AuthType::Cert) user = nullptr;
+  // Trust, cert and peer need no password, only a known user.
+  if (user && password->empty() && auth != M::Trust && auth != M::Cert && auth != M::Peer) user = nullptr;
   unknown_user = !user;
   login_user = user;
 
-  if (auth == config::AuthType::Cert) {
-    // As PgBouncer 1.18: TLS, a client certificate that verified against
-    // client_tls_ca_file (the handshake checked it), and a CommonName equal to the
-    // user name from the startup packet. PgBouncer tells the client only
-    // "certificate authentication failed" and logs the reason; pgpivot adds
-    // PgBouncer's reason to the message, as it reveals nothing the client's own
-    // certificate does not, except for an unknown user.
-    std::optional<std::string> cn = tls_peer_common_name();
-    const char* why = !tls ? "TLS connection required"
-                      : !cn ? "TLS client certificate required"
-                      : cn->empty() ? "Invalid TLS certificate"
-                      : *cn != user_name ? "TLS certificate name mismatch"
-                      : !user ? "no such user"
-                      : nullptr;
-    if (why) {
-      LOG_WARN("C-%llu: %s/%s@%s certificate login failed: %s (certificate CN \"%s\")", (unsigned long long)id,
-               db_name.c_str(), user_name.c_str(), remote.str().c_str(), why, cn ? cn->c_str() : "");
-      pooler->disconnect_client(this, Reason::CertificateFailed, {user ? std::string(": ") + why : std::string()});
-      return Step::Stop;
-    }
-    login = LoginStep::Done;
-    pooler->client_login_done(this);
-    return closing ? Step::Stop : Step::Skip;
-  }
-  if (auth == config::AuthType::Trust) {
+  if (auth == M::Cert) return login_cert(user, rule);
+  if (auth == M::Peer) return login_peer(user, rule);
+  if (auth == M::Trust) {
     if (!user || !user->known()) {
       // Trust still requires the user to be known (auth_file, a [users] password,
       // or auth_query), as PgBouncer does.
-      auth_failed();
+      pooler->disconnect_client(this, Reason::TrustFailed);
       return Step::Stop;
     }
-    login = LoginStep::Done;
-    pooler->client_login_done(this);
-    return closing ? Step::Stop : Step::Skip;
+    return login_accepted();
   }
   std::string buf;
-  if (auth == config::AuthType::Plain) {
+  if (auth == M::Password) {
     // The password in clear text (PgBouncer's "plain"): checked against any stored form.
     proto::auth_cleartext(buf);
     login = LoginStep::Cleartext;
@@ -289,7 +362,7 @@ Step Client::begin_auth(UserEntry* user) {
   // PostgreSQL); plain passwords do what auth_type says.
   bool stored_scram = password && password->rfind("SCRAM-SHA-256$", 0) == 0;
   bool stored_md5 = password && proto::is_md5_hash(*password);
-  bool use_scram = auth == config::AuthType::ScramSha256 || stored_scram;
+  bool use_scram = auth == M::ScramSha256 || stored_scram;
   if (use_scram && stored_md5) {
     user = nullptr;
     unknown_user = true;

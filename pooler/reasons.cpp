@@ -43,6 +43,12 @@ constexpr ReasonInfo kTable[] = {
     // A replication client's own server refused the login (the log has the server's words).
     {R::ReplicationLoginFailed, "08P01", "login failed"},
     {R::CertificateFailed, "28000", "certificate authentication failed{}"},
+    // auth_type hba: PgBouncer's texts (it sends them with 08P01; pgpivot with 28000,
+    // as PostgreSQL does for its own pg_hba.conf refusals).
+    {R::HbaNoRule, "28000", "no authentication method is found"},
+    {R::HbaReject, "28000", "login rejected"},
+    {R::PeerFailed, "28000", "unix socket login rejected"},
+    {R::LdapUnsupported, "28000", "ldap is not supported by this build"},
     {R::ConsoleNotAllowed, "28000",
      "not allowed to connect to the admin console: user \"{}\" is in neither admin_users nor stats_users"},
     {R::BadPasswordPacket, "08P01", "invalid password packet"},

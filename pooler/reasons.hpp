@@ -41,6 +41,10 @@ enum class Reason : std::uint8_t {
   BadReplicationParameter,
   ReplicationLoginFailed,
   CertificateFailed,
+  HbaNoRule,        // auth_type hba: no rule matches the connection
+  HbaReject,        // the matching rule says reject
+  PeerFailed,       // peer: not the OS user the rule (or its map) allows
+  LdapUnsupported,  // the matching rule says ldap
   ConsoleNotAllowed,
   BadPasswordPacket,
   BadSaslInitial,

@@ -18,6 +18,22 @@ namespace pgpivot {
 
 using namespace console;
 
+namespace {
+
+// SET auth_type = hba reads auth_hba_file and auth_ident_file as a RELOAD would (the
+// rules are otherwise only read with the config): "" with `out` filled, or the
+// first error. PgBouncer reads nothing here and rejects every login until a RELOAD.
+std::string hba_for_set(const config::Pooler& next, config::Hba& out) {
+  if (next.auth_type != config::AuthType::Hba) return "";
+  std::vector<config::HbaProblem> problems;
+  config::load_hba(next.auth_hba_file, next.auth_ident_file, out, problems);
+  for (const config::HbaProblem& h : problems)
+    if (!h.warning) return h.file + (h.line ? ":" + std::to_string(h.line) : "") + ": " + h.message;
+  return "";
+}
+
+}  // namespace
+
 Console::Console(Pooler& p) : p_(p) {}
 Console::~Console() = default;
 
@@ -399,11 +415,17 @@ void Console::cmd_set(Client* c, const Args& a) {
   if (err.empty()) {
     for (auto& [setting, why] : config::pooler_problems(next)) err = why;
   }
+  config::Hba hba;
+  bool new_auth = next.auth_type != p_.cfg_.pooler.auth_type;
+  if (err.empty() && new_auth) err = hba_for_set(next, hba);
   if (!err.empty()) {
     error(c, Reason::AdminSettingInvalid, {k->name, err});
     return;
   }
-  for (Pooler* x : p_.world()) x->cfg_.pooler = next;
+  for (Pooler* x : p_.world()) {
+    x->cfg_.pooler = next;
+    if (new_auth) x->cfg_.hba = hba;
+  }
   set_log_verbose(next.verbose);
   LOG_INFO("SET %s = %s by admin", k->name, config::value_text(p_.cfg_.pooler, *k).c_str());
   std::string_view name = k->name;

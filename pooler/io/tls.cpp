@@ -165,6 +165,10 @@ SSL_CTX* TlsContexts::new_client_ctx(const config::Pooler& p, std::string& err) 
     } else {
       SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
     }
+  } else if (!p.client_tls_ca_file.empty()) {
+    // As PgBouncer (libtls's verify_client_optional): a certificate is asked for,
+    // and one given must verify, for hba's cert rules.
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr);
   }
   if (!err.empty()) {
     SSL_CTX_free(ctx);

@@ -307,7 +307,7 @@ max_db_connections = -5
 TEST_CASE("bad enum values list the allowed ones", "[config][errors]") {
   auto r = load(R"toml([pooler]
 pool_mode = "sessions"
-auth_type = "hba"
+auth_type = "hbx"
 [users]
 u = { pool_mode = 1 }
 )toml");
@@ -316,7 +316,7 @@ u = { pool_mode = 1 }
   CHECK(pm.message == "invalid value \"sessions\"; expected one of: session, transaction, statement");
   Error at = the_error(r, "pooler.auth_type");
   CHECK(at.line == 3);
-  CHECK(at.message == "invalid value \"hba\"; expected one of: trust, md5, scram-sha-256, cert, plain");
+  CHECK(at.message == "invalid value \"hbx\"; expected one of: trust, md5, scram-sha-256, cert, plain, hba");
   CHECK(the_error(r, "users.u.pool_mode").message == "expected string, got integer");
   CHECK(r.errors.size() == 3);
 

@@ -67,11 +67,11 @@ tcp_user_timeout = 0
   }
   CHECK(warned == std::vector<std::pair<int, std::string>>{{3, "pgbouncer.unix_socket_group"},
                                                            {4, "pgbouncer.conffile"},
-                                                           {7, "pgbouncer.auth_hba_file"},
                                                            {15, "pgbouncer.resolv_conf"},
                                                            {21, "pgbouncer.tcp_defer_accept"}});
-  CHECK(contains(the_warning(r, "pgbouncer.auth_hba_file").message, "auth_type hba is not supported yet"));
   const Pooler& p = r.config.pooler;
+  // auth_hba_file is implemented (read only when auth_type = hba).
+  CHECK(p.auth_hba_file == "/etc/pgbouncer/hba.conf");
   CHECK(p.unix_socket_group == "postgres");
   CHECK(p.tcp_defer_accept == 45);
   CHECK(p.tcp_keepcnt == 9);

@@ -267,11 +267,9 @@ void Pooler::server_login_failed(Server* s, const std::string& sqlstate, const s
            p->user_name.c_str(), s->addr.c_str(), msg.c_str());
   // Clients waiting for this pool's first login hear why it failed -- unless the
   // node is merely unreachable (refused or timed-out connect, unresolvable name, a
-  // failed TLS handshake):
-  // then, as in PgBouncer, they wait, the janitor tries again after
-  // server_login_retry, and query_wait_timeout (or query_timeout) bounds the wait.
-  // Clients arriving meanwhile are refused at once (LoginRetry, PgBouncer's
-  // check_fast_fail) until a retry is due.
+  // failed TLS handshake): then, as in PgBouncer, they wait, the janitor tries again
+  // after server_login_retry, and query_wait_timeout (or query_timeout) bounds the
+  // wait; logins arriving meanwhile wait for that try too (client_login_done).
   bool wait = unreachable || (sqlstate == sqlstate_of(Reason::ServerConnectFailed) && holds_through_outage(p));
   if (!wait) {
     p->cl_login.for_each<Client>([&](Client* c) { disconnect_client(c, sqlstate.c_str(), msg, true); });

@@ -465,8 +465,9 @@ void load_clusters(const Ctx& ctx, const toml::table& t, const Failover& global,
 void load_peers(const Ctx& ctx, const toml::table& t, std::map<int, Node>& peers) {
   for (auto&& [id, v] : t) {
     std::string prefix = join_key("peers", id.str());
+    const std::string text(id.str());  // strtol's `end` points into it: it must outlive the check
     char* end = nullptr;
-    long n = std::strtol(std::string(id.str()).c_str(), &end, 10);
+    long n = std::strtol(text.c_str(), &end, 10);
     if (id.str().empty() || *end != '\0' || n < 1 || n > 16383) {
       ctx.error(line_of(id), prefix, "a peer is named by its peer_id, 1 to 16383");
       continue;

@@ -184,7 +184,7 @@ class PgPair {
 };
 
 int failover_port_base() {
-  return fixture_port("PGPIVOT_TEST_METRICS_PORT", 61570);
+  return fixture_port("PGPIVOT_TEST_METRICS_PORT", 61600);  // 61570 is the frozen failover pair
 }
 
 }  // namespace

@@ -5,7 +5,7 @@
 // PostgreSQL, client certificates for "app" and "ghost", and a second, unrelated
 // CA (with a client certificate of its own), made with the openssl CLI under
 // PGPIVOT_TEST_SCRATCH/tls-certs. A PostgreSQL with ssl = on is started once with
-// scripts/lib.sh under PGPIVOT_TEST_SCRATCH/tls/pg on port 61660
+// scripts/lib.sh under PGPIVOT_TEST_SCRATCH/tls/pg on port 61700
 // (PGPIVOT_TEST_TLS_PGPORT) and stopped when the test binary exits. The
 // PostgreSQL at PGPIVOT_TEST_PGPORT serves as the one without TLS (ssl = off).
 //
@@ -42,7 +42,7 @@ inline CommandResult lib_sh(const std::string& script) {
 }
 
 inline int tls_pg_port() {
-  return fixture_port("PGPIVOT_TEST_TLS_PGPORT", 61660);
+  return fixture_port("PGPIVOT_TEST_TLS_PGPORT", 61700);  // clear of the failover pairs (61530+ / sanitize 61630+)
 }
 
 // Straight to a PostgreSQL as the superuser (trust over TCP).

@@ -226,12 +226,7 @@ TEST_CASE("verbose: a client's parameter is SET once, then kept in its canonical
   for (int i = 0; i < 3; i++) CHECK(iso.value("SHOW DateStyle") == "ISO, MDY");
   std::string log = p.log();
   INFO(log);
-  auto count = [&](const std::string& what) {
-    std::size_t n = 0;
-    for (auto at = log.find(what); at != std::string::npos; at = log.find(what, at + 1)) n++;
-    return n;
-  };
-  CHECK(count("varcache_apply: SET DateStyle='ISO';") == 1);
-  CHECK(count("varcache_set_canonical: setting DateStyle to its canonical version ISO -> ISO, MDY") == 1);
-  CHECK(count("DEBUG") >= 2);
+  CHECK(count_of(log, "varcache_apply: SET DateStyle='ISO';") == 1);
+  CHECK(count_of(log, "varcache_set_canonical: setting DateStyle to its canonical version ISO -> ISO, MDY") == 1);
+  CHECK(count_of(log, "DEBUG") >= 2);
 }

@@ -178,6 +178,10 @@ struct Failover {
   double promote_timeout = 30.0;  // a promote_command running longer is killed
   std::string fence_command;      // run against the old node after a completed move
   std::string state_file;         // active node + epoch of every cluster; "" = none
+  // Who decides a move (issue 15): "pgpivot" (this instance, or with [coordination]
+  // the fleet of instances together) or "patroni" (follow Patroni's leader, learnt
+  // from each node's `restapi`; pgpivot never promotes).
+  std::string decider = "pgpivot";
 
   friend bool operator==(const Failover&, const Failover&) = default;
 };
@@ -187,6 +191,8 @@ struct Node {
   int port = 5432;
   // Any other libpq-style key of the inline table (options, sslmode, ...), as text.
   std::map<std::string, std::string> options;
+  // Patroni's REST API of this node ("http://host:8008"), for decider = "patroni".
+  std::string restapi;
 
   friend bool operator==(const Node&, const Node&) = default;
 };
@@ -198,6 +204,20 @@ struct Cluster {
   Failover failover;  // [failover] merged with [clusters.NAME.failover]
 
   friend bool operator==(const Cluster&, const Cluster&) = default;
+};
+
+// [coordination] (issue 15): the instances that share a cluster decide its moves
+// together through etcd v3 (its JSON gateway). No endpoints = off.
+struct Coordination {
+  std::vector<std::string> endpoints;  // "http://127.0.0.1:2379", "https://..."
+  std::string instance_name;           // "" = hostname:listen_port
+  double lease_ttl = 10.0;             // seconds; an instance's views and leadership live this long
+  std::string prefix = "/pgpivot";     // keys: PREFIX/CLUSTER/{active,leader,views/NAME,request}
+  double request_timeout = 2.0;        // one etcd request
+  std::string tls_ca_file, tls_cert_file, tls_key_file;
+
+  bool enabled() const { return !endpoints.empty(); }
+  friend bool operator==(const Coordination&, const Coordination&) = default;
 };
 
 struct User {
@@ -261,6 +281,7 @@ struct Config {
   // [peers] (PgBouncer 1.19+): peer_id -> where that process listens (a Unix-socket
   // directory or an address); cancel requests carrying its id are sent on there.
   std::map<int, Node> peers;
+  Coordination coordination;
   // auth_type = hba: the rules of auth_hba_file and maps of auth_ident_file, read
   // with the config (empty for other auth_types).
   Hba hba;

@@ -31,7 +31,7 @@ bool is_toml_only(std::string_view key) {
                         "role_query", "auto_failover", "promote_command", "failover_timeout",
                         "on_failover_command", "auto_failback", "max_lag_on_failover", "position_query",
                         "lag_query", "witness_query", "witness_options", "promote_timeout",
-                        "fence_command", "state_file"})
+                        "fence_command", "state_file", "decider"})
     if (key == k) return true;
   return false;
 }

@@ -243,6 +243,20 @@ Field<S> auth_type_field(const char* name, AuthType S::*m) {
           }};
 }
 
+// A string that must be one of `choices` (comma-separated).
+template <class S>
+Field<S> choice_field(const char* name, std::string S::*m, const char* choices) {
+  return {name, [m, choices](const Ctx& c, const toml::node& n, const std::string& k, S& s) {
+            auto v = read_string(c, n, k);
+            if (!v) return;
+            std::string list = std::string(",") + choices + ",";
+            if (!v->empty() && list.find("," + *v + ",") != std::string::npos)
+              s.*m = *v;
+            else
+              c.error(line_of(n), k, "invalid value \"" + *v + "\"; expected one of: " + choices);
+          }};
+}
+
 template <class S>
 Field<S> sslmode_field(const char* name, std::string S::*m) {
   return {name, [m](const Ctx& c, const toml::node& n, const std::string& k, S& s) {
@@ -308,6 +322,7 @@ const std::vector<Field<Failover>>& failover_fields() {
       duration_field("promote_timeout", &F::promote_timeout, true),
       string_field("fence_command", &F::fence_command),
       string_field("state_file", &F::state_file),
+      choice_field("decider", &F::decider, "pgpivot,patroni"),
   };
   return f;
 }
@@ -412,6 +427,13 @@ void load_node(const Ctx& ctx, const toml::node& n, const std::string& prefix, N
       }
     } else if (k.str() == "port") {
       if (auto p = read_int(ctx, v, key, 1, 65535)) node.port = static_cast<int>(*p);
+    } else if (k.str() == "restapi") {
+      if (auto s = read_string(ctx, v, key)) {
+        if (s->rfind("http://", 0) != 0 && s->rfind("https://", 0) != 0)
+          ctx.error(line_of(v), key, "expected an http:// or https:// URL (Patroni's restapi)");
+        else
+          node.restapi = *s;
+      }
     } else if (const auto* s = v.as_string()) {
       node.options[std::string(k.str())] = s->get();
     } else if (const auto* i = v.as_integer()) {
@@ -480,6 +502,21 @@ void load_peers(const Ctx& ctx, const toml::table& t, std::map<int, Node>& peers
   }
 }
 
+const std::vector<Field<Coordination>>& coordination_fields() {
+  using C = Coordination;
+  static const std::vector<Field<C>> f = {
+      list_field("endpoints", &C::endpoints),
+      string_field("instance_name", &C::instance_name),
+      duration_field("lease_ttl", &C::lease_ttl, true),
+      string_field("prefix", &C::prefix),
+      duration_field("request_timeout", &C::request_timeout, true),
+      string_field("tls_ca_file", &C::tls_ca_file),
+      string_field("tls_cert_file", &C::tls_cert_file),
+      string_field("tls_key_file", &C::tls_key_file),
+  };
+  return f;
+}
+
 void load_users(const Ctx& ctx, const toml::table& t, std::map<std::string, User>& users) {
   for (auto&& [name, v] : t) {
     std::string prefix = join_key("users", name.str());
@@ -539,13 +576,14 @@ void load_document(const toml::table& root, const std::string& path, LoadResult&
   Ctx ctx{path, &r.errors};
   Config& cfg = r.config;
   static const std::vector<std::string> sections = {"pooler", "failover", "users", "clusters",
-                                                    "databases", "peers"};
+                                                    "databases", "peers", "coordination"};
   const toml::table* pooler = nullptr;
   const toml::table* failover = nullptr;
   const toml::table* users = nullptr;
   const toml::table* clusters = nullptr;
   const toml::table* databases = nullptr;
   const toml::table* peers = nullptr;
+  const toml::table* coordination = nullptr;
   for (auto&& [k, v] : root) {
     std::string key(k.str());
     const toml::table** slot = key == "pooler"      ? &pooler
@@ -554,6 +592,7 @@ void load_document(const toml::table& root, const std::string& path, LoadResult&
                                : key == "clusters"  ? &clusters
                                : key == "databases" ? &databases
                                : key == "peers"     ? &peers
+                               : key == "coordination" ? &coordination
                                                     : nullptr;
     if (slot) {
       *slot = expect_table(ctx, v, key);
@@ -580,6 +619,27 @@ void load_document(const toml::table& root, const std::string& path, LoadResult&
   if (clusters) load_clusters(ctx, *clusters, global, cfg.clusters);
   if (databases) load_databases(ctx, *databases, cfg.clusters, cfg.databases);
   if (peers) load_peers(ctx, *peers, cfg.peers);
+  if (coordination) {
+    apply_table(ctx, *coordination, "coordination", coordination_fields(), cfg.coordination);
+    for (const auto& e : cfg.coordination.endpoints)
+      if (e.rfind("http://", 0) != 0 && e.rfind("https://", 0) != 0)
+        ctx.error(line_of(*coordination->get("endpoints")), "coordination.endpoints",
+                  "\"" + e + "\" is not an http:// or https:// URL of etcd's client port");
+    if (cfg.coordination.prefix.empty() || cfg.coordination.prefix[0] != '/')
+      ctx.error(line_of(*coordination), "coordination.prefix", "must start with /");
+    if (cfg.coordination.request_timeout >= cfg.coordination.lease_ttl)
+      ctx.error(line_of(*coordination), "coordination.request_timeout", "must be shorter than lease_ttl");
+  }
+  for (auto& [name, c] : cfg.clusters) {
+    if (c.failover.decider != "patroni") continue;
+    const toml::node* cn = clusters ? clusters->get(name) : nullptr;
+    int line = cn ? line_of(*cn) : 0;
+    if (!c.standby)
+      ctx.error(line, join_key(join_key("clusters", name), "standby"), "decider = \"patroni\" needs a standby");
+    else if (c.primary.restapi.empty() || c.standby->restapi.empty())
+      ctx.error(line, join_key(join_key("clusters", name), c.primary.restapi.empty() ? "primary" : "standby"),
+                "decider = \"patroni\" needs restapi = \"http://host:8008\" on both nodes");
+  }
 
   // Settings that are stored but have no effect: one warning each, at its line.
   auto warn = [&](const toml::node& n, std::string key, std::string message) {

@@ -236,6 +236,7 @@ class Pooler {
   friend struct Server;
   friend class Clusters;
   friend class Console;
+  friend class Coordinator;
 };
 
 }  // namespace pgpivot

@@ -12,9 +12,12 @@ PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
 # which apt starts where systemd runs) and screenshot /stats with headless chromium.
 # A fresh Debian 12 also lacks what these bring: build-essential (dpkg-buildpackage
 # checks for it), ca-certificates (PgBouncer's client TLS loads the default CA file
-# and fails without it), man-db (test-package renders the man pages).
+# and fails without it), man-db (test-package renders the man pages). [coordination]
+# talks to etcd through libcurl and reads its JSON with nlohmann-json; the [fleet] and
+# [patroni] tests start Debian's etcd (etcd-server; etcdctl is in etcd-client) and Patroni.
 PGPIVOT_PACKAGES=(g++ pkg-config meson ninja-build libuv1-dev libtomlplusplus-dev libpq-dev
-                  libssl-dev libsystemd-dev catch2 build-essential ca-certificates debhelper dpkg-dev man-db postgresql pgbouncer clang libclang-rt-14-dev
+                  libssl-dev libsystemd-dev libcurl4-openssl-dev nlohmann-json3-dev etcd-server etcd-client patroni
+                  catch2 build-essential ca-certificates debhelper dpkg-dev man-db postgresql pgbouncer clang libclang-rt-14-dev
                   clang-16 libclang-rt-16-dev llvm prometheus chromium python3-matplotlib)
 
 log() { printf '[pgpivot] %s\n' "$*" >&2; }

@@ -12,6 +12,7 @@
 #include "pooler/control/admin.hpp"
 #include "pooler/control/admin_table.hpp"
 #include "pooler/control/snapshot.hpp"
+#include "pooler/failover/coordination.hpp"
 #include "pooler/pooler.hpp"
 #include "protocol/wire.hpp"
 
@@ -302,8 +303,10 @@ void Console::show_clusters(std::string& out, const std::string&) {
   Table t({{"name", false}, {"active", false}, {"mode", false}, {"primary", false}, {"primary_state", false},
            {"standby", false}, {"standby_state", false}, {"last_check_ms", false}, {"failovers", true},
            {"last_failover", false}, {"last_failover_ms", true}, {"epoch", true}, {"lag_bytes", true},
-           {"witness", false}, {"primary_error", false}, {"standby_error", false}});
+           {"witness", false}, {"primary_error", false}, {"standby_error", false}, {"decider", false},
+           {"coordination", false}, {"leader", false}, {"instances", true}, {"views", false}});
   double now_s = double(uv_hrtime()) / 1e9;
+  Coordinator* co = p_.control()->clusters().coordinator();
   for (auto& [name, cl] : p_.control()->clusters().all()) {
     if (cl->removed) continue;
     const auto& pc = cl->cfg->primary;
@@ -323,7 +326,11 @@ void Console::show_clusters(std::string& out, const std::string&) {
            cl->last_failover_wall ? str(fmt_time(cl->last_failover_wall)) : std::nullopt, num(cl->last_failover_ms),
            num(sb ? cl->fsm.epoch() : 0), lag ? num(std::uint64_t(*lag)) : std::nullopt,
            sb ? str(failover::to_string(cl->fsm.witness(now_s))) : std::nullopt, str(cl->fsm.view(0).error),
-           sb ? str(cl->fsm.view(1).error) : std::nullopt});
+           sb ? str(cl->fsm.view(1).error) : std::nullopt, str(co ? co->decider(cl.get()) : "local"),
+           str(co && co->fleet(cl.get()) ? failover::to_string(co->link()) : "off"),
+           co && co->fleet(cl.get()) ? str(cl->fl.leader) : std::nullopt,
+           co && co->fleet(cl.get()) ? num(cl->fl.views.size()) : std::nullopt,
+           co ? str(co->views_text(cl.get())) : std::nullopt});
   }
   t.emit(out);
 }

@@ -11,6 +11,7 @@
 #include <initializer_list>
 
 #include "pooler/control/snapshot.hpp"
+#include "pooler/failover/coordination.hpp"
 #include "pooler/pooler.hpp"
 
 namespace pgpivot {
@@ -246,10 +247,25 @@ std::string render_metrics(Pooler& pooler) {
     Mode cur = cl->has_standby() ? cl->fsm.mode() : Mode::Normal;
     for (auto [mode, name] : {std::pair{Mode::Normal, "normal"}, {Mode::Draining, "draining"},
                               {Mode::Promoting, "promoting"}, {Mode::NoWritable, "no_writable_node"},
-                              {Mode::TwoWritable, "two_writable_nodes"}, {Mode::Starting, "starting"}}) {
+                              {Mode::TwoWritable, "two_writable_nodes"}, {Mode::Starting, "starting"},
+                              {Mode::Following, "following"}}) {
       m.sample({{"cluster", cl->name}, {"mode", name}}, std::uint64_t(cur == mode ? 1 : 0));
     }
   }
+  m.family("pgpivot_cluster_coordination", "gauge",
+           "1 for the state of the cluster's link to the fleet's etcd ([coordination]): off, connecting, ok or lost "
+           "(SHOW CLUSTERS coordination). Lost: no automatic failover, the last known node stays in use.");
+  Coordinator* co = pooler.control()->clusters().coordinator();
+  for (ClusterRt* cl : cls) {
+    failover::Link cur = co && co->fleet(cl) ? co->link() : failover::Link::Off;
+    for (auto l : {failover::Link::Off, failover::Link::Connecting, failover::Link::Ok, failover::Link::Lost})
+      m.sample({{"cluster", cl->name}, {"state", failover::to_string(l)}}, std::uint64_t(cur == l ? 1 : 0));
+  }
+  m.family("pgpivot_cluster_instances", "gauge",
+           "Live pgpivot instances of the fleet deciding the cluster's moves, this one included (SHOW CLUSTERS "
+           "instances); 0 without [coordination].");
+  for (ClusterRt* cl : cls)
+    if (cl->has_standby()) m.sample({{"cluster", cl->name}}, std::uint64_t(co && co->fleet(cl) ? cl->fl.views.size() : 0));
   m.family("pgpivot_cluster_epoch", "gauge",
            "The cluster's epoch: 1 + completed moves since the state file began (SHOW CLUSTERS epoch).");
   for (ClusterRt* cl : cls)

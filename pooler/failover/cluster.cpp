@@ -20,6 +20,7 @@
 
 #include "pooler/failover/cluster.hpp"
 
+#include "pooler/failover/coordination.hpp"
 #include "pooler/failover/health.hpp"
 #include "pooler/pooler.hpp"
 
@@ -38,7 +39,7 @@ failover::Settings settings_of(const config::Cluster& c) {
   s.max_lag = f.max_lag_on_failover;
   s.auto_failover = f.auto_failover;
   s.auto_failback = f.auto_failback;
-  s.has_promote = !f.promote_command.empty();
+  s.has_promote = !f.promote_command.empty() && f.decider != "patroni";  // Patroni promotes
   s.witness = !f.witness_query.empty();
   s.lag = !f.lag_query.empty();
   return s;
@@ -49,6 +50,9 @@ double mono_s() { return double(uv_hrtime()) / 1e9; }
 std::string node_addr(const config::Node& n) { return n.host + ":" + std::to_string(n.port); }
 
 }  // namespace
+
+Clusters::Clusters(Pooler& p) : p_(p) {}
+Clusters::~Clusters() = default;
 
 void Clusters::sync() {
   if (p_.shard_ != 0) {
@@ -114,6 +118,11 @@ void Clusters::sync() {
     auto it = clusters_.find(db->cfg.cluster);
     db->crt = it == clusters_.end() || it->second->removed ? nullptr : it->second.get();
   }
+  bool follow = false;
+  for (auto& [name, cc] : p_.cfg_.clusters) follow = follow || (cc.standby && cc.failover.decider == "patroni");
+  if ((p_.cfg_.coordination.enabled() || follow) && !coord_ && !p_.stopping_)
+    coord_ = std::make_unique<Coordinator>(p_, *this);
+  if (coord_) coord_->configure(p_.cfg_);
 }
 
 const config::Node& active_node(const DbEntry* db) {
@@ -177,6 +186,17 @@ void Clusters::check_result(ClusterRt* cl, int side, std::uint64_t latency_us) {
 
 std::string Clusters::request(ClusterRt* cl, const std::string& kind) {
   if (!cl->cfg->standby) return "cluster " + cl->name + " has no standby";
+  if (Coordinator::patroni(cl))
+    return "cluster " + cl->name + ": decider = patroni: Patroni moves the cluster (patronictl switchover); "
+           "pgpivot follows its leader";
+  if (coord_ && !coord_->decides_here(cl)) {
+    std::string err = coord_->request(cl, kind);
+    return err.empty() ? "" : "cluster " + cl->name + ": " + err;
+  }
+  return request_local(cl, kind);
+}
+
+std::string Clusters::request_local(ClusterRt* cl, const std::string& kind) {
   std::string refused;
   failover::Effects e;
   if (kind == "abort") {
@@ -195,7 +215,8 @@ std::string Clusters::request(ClusterRt* cl, const std::string& kind) {
 void Clusters::progress(ClusterRt* cl) {
   if (!cl->cfg || !cl->cfg->standby) return;
   bool busy = false;
-  if (cl->fsm.mode() == failover::Mode::Draining) {
+  const failover::Mode mode = cl->fsm.mode();
+  if (mode == failover::Mode::Draining || (mode == failover::Mode::Following && cl->fsm.op() != failover::Op::Failover)) {
     // Careful moves wait for transactions in flight; sessions move at a transaction boundary.
     for (Pool* p : p_.world_pools()) {
       if (p->db->crt != cl) continue;
@@ -209,6 +230,13 @@ void Clusters::progress(ClusterRt* cl) {
       if (!p->sv_tested.empty()) busy = true;
     }
   }
+  if (mode == failover::Mode::Following) {
+    // Followed from the fleet: the leader waits for this instance's drain (its view).
+    cl->fl.drained = !busy;
+    busy = false;
+  } else if (mode == failover::Mode::Draining && coord_ && coord_->fleet(cl) && coord_->others_busy(cl)) {
+    busy = true;
+  }
   apply_effects(cl, cl->fsm.on_tick(mono_s(), busy));
 }
 
@@ -219,6 +247,14 @@ void Clusters::apply_effects(ClusterRt* cl, failover::Effects&& e) {
              l.text.c_str());
   }
   const auto& fo = cl->cfg->failover;
+  // A fleet's move: the leader announces it in etcd before anything is promoted.
+  const bool fleet = coord_ && coord_->fleet(cl);
+  const bool own_move = cl->fsm.mode() == failover::Mode::Draining || cl->fsm.mode() == failover::Mode::Promoting;
+  bool refused_move = false;
+  if (fleet && e.started && own_move && !coord_->move_started(cl)) {
+    refused_move = true;
+    e.run_promote = false;
+  }
   if (e.started) {
     cl->op_start_wall = std::uint64_t(time(nullptr));
     cl->clients_held = 0;
@@ -237,14 +273,26 @@ void Clusters::apply_effects(ClusterRt* cl, failover::Effects&& e) {
   if (e.persist && !fo.state_file.empty()) write_state_file(fo.state_file);
   if (e.completed) record_move(cl, e.ended_op, "ok");
   if (e.repoint) repoint_pools(cl);
-  if (e.run_promote) run_hook(cl, fo.promote_command, "promote_command");
+  if (e.run_promote) {
+    if (fleet)
+      coord_->hold_promote(cl);  // once the fleet knows (the intent written, the others acknowledged)
+    else
+      run_hook(cl, fo.promote_command, "promote_command");
+  }
   if (e.run_fence && !fo.fence_command.empty()) run_hook(cl, fo.fence_command, "fence_command", e.fence_side);
   if (e.run_on_failover && !fo.on_failover_command.empty()) run_hook(cl, fo.on_failover_command, "on_failover_command");
   if (e.check_now) cl->next_check = p_.now();
   if (e.wake_pools) wake_pools(cl);
   if (e.finished) {
-    if (e.finished->rfind("aborted", 0) == 0) record_move(cl, e.ended_op, *e.finished);
+    bool aborted = e.finished->rfind("aborted", 0) == 0;
+    if (aborted) record_move(cl, e.ended_op, *e.finished);
+    if (fleet) coord_->move_ended(cl, !aborted);
     finish_admin(cl, *e.finished);
+  }
+  if (refused_move) {
+    apply_effects(cl, cl->fsm.abort("only the fleet's leader moves the cluster, and only with etcd answering and "
+                                    "its key in step",
+                                    mono_s()));
   }
 }
 
@@ -488,6 +536,7 @@ void Clusters::run_hook(ClusterRt* cl, const std::string& command, const char* w
 }
 
 void Clusters::close_health_checks() {
+  if (coord_) coord_->close();
   for (auto& [name, cl] : clusters_) {
     for (auto& hc : cl->hc) hc.reset();
     for (auto& wc : cl->wc) wc.reset();

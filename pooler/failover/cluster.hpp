@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "config/config.hpp"
+#include "pooler/failover/fleet.hpp"
 #include "pooler/failover/machine.hpp"
 #include "pooler/io/conn.hpp"
 
@@ -25,6 +26,41 @@ struct HealthCheckDeleter {
   void operator()(HealthCheck* h) const;
 };
 
+
+// What an instance knows of the fleet's keys for one cluster, and its own part in
+// them ([coordination]); and Patroni's answers for decider = "patroni".
+struct FleetState {
+  failover::ActiveKey key;              // PREFIX/CLUSTER/active as last read
+  bool read_once = false;               // a range of the cluster's keys came back
+  std::string leader;                   // PREFIX/CLUSTER/leader's value
+  long long leader_lease = 0, leader_create = 0;
+  bool leading = false;                 // it is this instance, on its live lease
+  std::vector<failover::InstanceView> views;  // the live instances' views (this one's as published)
+  std::string published;                // this instance's view as last written
+  bool range_busy = false, view_busy = false, key_busy = false;
+  // This instance's own move as the leader: its intent (written when key_rev > 0).
+  std::optional<failover::MoveIntent> my_move;
+  long long my_move_rev = 0;
+  double intent_at = 0;
+  bool promote_held = false;            // promote_command waits for the intent and the acks
+  std::optional<failover::ActiveKey> pending;  // a final write (done/aborted) still to make
+  long long pending_rev = 0;                   // ... comparing this revision (the intent's)
+  std::optional<failover::Request> request;    // PREFIX/CLUSTER/request as last read
+  bool campaign_busy = false;
+  long long seen_rev = 0;  // the newest etcd revision known here: older reads are stale
+  // A console request this instance sent to the leader.
+  std::string request_id;
+  bool request_seen_move = false;
+  std::string handled_request;          // the leader's: last request id acted on
+  std::string ack;                      // the move id this instance follows
+  bool drained = false;
+  std::uint64_t moves_at_request = 0;
+  // decider = "patroni": GET /primary per node: 1 leader, 0 not, -1 unknown.
+  int patroni[2] = {-1, -1};
+  bool patroni_busy[2] = {false, false};
+  std::string patroni_error[2];
+  double patroni_next = 0;
+};
 
 struct ClusterRt {
   std::string name;
@@ -51,6 +87,7 @@ struct ClusterRt {
   std::uint64_t moves_ended = 0;  // moves that ended (completed or aborted); console commands wait on it
   std::string last_end;           // how the last one ended: "ok" or "aborted: why"
   bool state_loaded = false;
+  FleetState fl;
 
   bool has_standby() const { return cfg && cfg->standby.has_value(); }
   bool active_standby() const { return has_standby() && fsm.active() == 1; }
@@ -72,6 +109,7 @@ struct FailoverEvent {
 
 class Pooler;
 struct DbEntry;
+class Coordinator;
 
 // The node a database's servers go to now: the cluster's active node.
 [[nodiscard]] const config::Node& active_node(const DbEntry* db);
@@ -83,7 +121,7 @@ struct DbEntry;
 class Clusters {
  public:
   using Map = std::map<std::string, std::unique_ptr<ClusterRt>>;
-  explicit Clusters(Pooler& p) : p_(p) {}
+  explicit Clusters(Pooler& p);
   Clusters(const Clusters&) = delete;
   Clusters& operator=(const Clusters&) = delete;
 
@@ -96,6 +134,9 @@ class Clusters {
   void progress(ClusterRt* cl);  // a move waits for transactions to end: look again
   void close_health_checks();
   [[nodiscard]] Map& all() { return clusters_; }
+  [[nodiscard]] Coordinator* coordinator() { return coord_.get(); }
+  // The move a console command asks for, on this instance's machine.
+  std::string request_local(ClusterRt* cl, const std::string& kind);
   [[nodiscard]] const std::vector<FailoverEvent>& log() const { return log_; }
 
  private:
@@ -114,6 +155,11 @@ class Clusters {
   Pooler& p_;
   Map clusters_;
   std::vector<FailoverEvent> log_;
+  std::unique_ptr<Coordinator> coord_;  // [coordination] or decider = "patroni"
+  friend class Coordinator;
+
+ public:
+  ~Clusters();
 };
 
 }  // namespace pgpivot

@@ -70,7 +70,8 @@ std::string fmt_bytes(long long b) {
 
 }  // namespace
 
-void Machine::restore(int active, std::uint64_t epoch) {
+void Machine::restore(int active, std::uint64_t epoch, const char* source) {
+  restored_from_ = source;
   active_ = active;
   target_ = 1 - active;
   epoch_ = epoch ? epoch : 1;
@@ -111,6 +112,7 @@ std::string Machine::mode_name() const {
     case Mode::Promoting: return std::string(to_string(op_)) + " (promoting)";
     case Mode::NoWritable: return "no writable node";
     case Mode::TwoWritable: return "two writable nodes";
+    case Mode::Following: return std::string(to_string(op_)) + " (following)";
   }
   return "?";
 }
@@ -192,6 +194,11 @@ Effects Machine::on_check(int side, const NodeView& v, double now, bool datapath
       if (side == target_ && v.verdict == Verdict::Up) e.merge(complete(now, "target answers writable"));
       return e;
 
+    case Mode::Following:
+      if (follow_on_writable_ && side == target_ && v.verdict == Verdict::Up)
+        e.merge(end_follow(target_, epoch_ + 1, now, "the new leader answers writable"));
+      return e;
+
     case Mode::NoWritable:
       if (v.verdict != Verdict::Up) return e;
       if (side == active_) {
@@ -233,7 +240,7 @@ Effects Machine::decide_start(double now) {
   if (up0 && up1) {
     if (restored_) {
       warned_two_ = true;
-      e.merge(to_normal(active_, now, std::string("both nodes answer writable; the state file names the ") +
+      e.merge(to_normal(active_, now, std::string("both nodes answer writable; ") + restored_from_ + " names the " +
                                           side_name(active_) + " (epoch " + std::to_string(epoch_) +
                                           "): the other gets no traffic"));
       e.log.back().level = 1;
@@ -253,7 +260,7 @@ Effects Machine::decide_start(double now) {
     e.merge(to_normal(other, now, std::string("the ") + side_name(other) + " alone answers writable"));
     return e;
   }
-  std::string why = restored_ ? "the state file names it (epoch " + std::to_string(epoch_) + ")"
+  std::string why = restored_ ? std::string(restored_from_) + " names it (epoch " + std::to_string(epoch_) + ")"
                               : std::string("it is the primary");
   if (view_[active_].verdict != Verdict::Up)
     why += std::string("; it is ") + to_string(view_[active_].verdict) + " for now";
@@ -287,6 +294,10 @@ Effects Machine::try_auto(double now) {
   const int target = 1 - active_;
   if (!(failback ? s_.auto_failback : s_.auto_failover)) {
     refuse(e, failback ? "auto_failback is off" : "auto_failover is off");
+    return e;
+  }
+  if (!permit_) {
+    refuse(e, permit_why_);
     return e;
   }
   const NodeView& t = view_[target];
@@ -402,6 +413,13 @@ Effects Machine::on_tick(double now, bool busy) {
     e.merge(start_promote(now));
     return e;
   }
+  if (mode_ == Mode::Following) {
+    if (now - op_start_ <= s_.failover_timeout) return e;
+    char b[32];
+    std::snprintf(b, sizeof b, "%g", s_.failover_timeout);
+    e.merge(end_follow(active_, epoch_, now, std::string("the move did not end within failover_timeout (") + b + " s)"));
+    return e;
+  }
   if (mode_ != Mode::Promoting) return e;
   if (promote_running_ && now - promote_start_ > s_.promote_timeout) {
     char b[32];
@@ -443,6 +461,7 @@ Effects Machine::abort(const std::string& why, double now, std::string* refused)
     if (refused) *refused = "no move in progress (mode " + mode_name() + ")";
     return e;
   }
+  if (mode_ == Mode::Following) return end_follow(active_, epoch_, now, why);
   if (promote_running_) {
     e.kill_promote = true;
     promote_running_ = false;
@@ -529,6 +548,83 @@ Effects Machine::request(Op op, double now, std::string* refused) {
   e.merge(begin(op, op == Op::Failover, target, now));
   e.finished = replaced;
   e.ended_op = replaced_op;
+  return e;
+}
+
+// ---------------------------------------------------------------------------
+// Moves decided elsewhere
+
+Effects Machine::follow(Op op, int target, double now, bool on_writable) {
+  Effects e;
+  if (mode_ == Mode::Draining || mode_ == Mode::Promoting) return e;  // its own move decides
+  if (mode_ == Mode::Following && target_ == target && op_ == op) return e;
+  op_ = op;
+  target_ = target;
+  op_start_ = now;
+  aborted_target_ = -1;
+  last_refusal_.clear();
+  follow_on_writable_ = on_writable;
+  mode_ = Mode::Following;
+  e.started = true;
+  // A failover leaves a node that is gone: its servers close now. A switchover
+  // drains (Clusters::progress ends sessions at a transaction boundary).
+  e.close_servers = op == Op::Failover;
+  e.check_now = true;
+  e.log.push_back({0, std::string(to_string(op)) + " decided elsewhere: following (" + side_name(active_) + " -> " +
+                          side_name(target) + ", epoch " + std::to_string(epoch_) + ")"});
+  return e;
+}
+
+Effects Machine::end_follow(int side, std::uint64_t epoch, double now, const std::string& why) {
+  Effects e;
+  Op op = op_;
+  bool moved = side != active_;
+  if (moved) {
+    active_ = side;
+    target_ = 1 - side;
+    epoch_ = epoch;
+    mode_ = Mode::Normal;
+    failures_ = 0;
+    aborted_target_ = -1;
+    last_refusal_.clear();
+    warned_two_ = false;
+    e.persist = true;
+    e.repoint = true;
+    e.wake_pools = true;
+    e.run_on_failover = true;
+    e.completed = true;
+    e.finished = "ok";
+    e.ended_op = op;
+    char took[32];
+    std::snprintf(took, sizeof took, "%.0f", (now - op_start_) * 1000);
+    e.log.push_back({0, std::string(to_string(op)) + " followed in " + took + " ms (" + why + "): the " +
+                            side_name(active_) + " is active, epoch " + std::to_string(epoch_)});
+    return e;
+  }
+  if (epoch != epoch_) e.persist = true;
+  epoch_ = epoch;
+  e.finished = "aborted: " + why;
+  e.ended_op = op;
+  e.log.push_back({1, std::string(to_string(op)) + " not followed: " + why});
+  e.merge(to_normal(active_, now, "it stays active"));
+  return e;
+}
+
+Effects Machine::adopt(int active, std::uint64_t epoch, double now, const std::string& why) {
+  Effects e;
+  if (mode_ == Mode::Draining || mode_ == Mode::Promoting) return e;
+  if (mode_ == Mode::Starting) {
+    // As a state file would: the recorded node, then decide once the nodes answered.
+    restore(active, epoch, "the fleet's key");
+    return decide_start(now);
+  }
+  if (mode_ == Mode::Following) return end_follow(active, epoch, now, why);
+  if (active == active_ && epoch == epoch_ && mode_ == Mode::Normal) return e;
+  bool moved = active != active_;
+  if (epoch != epoch_ || moved) e.persist = true;
+  epoch_ = epoch;
+  if (moved) e.close_servers = true;
+  if (moved || mode_ != Mode::Normal) e.merge(to_normal(active, now, why));
   return e;
 }
 

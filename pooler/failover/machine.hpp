@@ -21,6 +21,14 @@
 //              --FAILOVER / FAILBACK--> Promoting
 //   TwoWritable --one node stops answering writable--> Normal(the other)
 //              --FAILOVER (standby) / FAILBACK (primary)--> Normal(that node)
+//   Following  (a move decided elsewhere: the fleet's leader, or Patroni)
+//              --adopt(the target, epoch) / the target answers writable (Patroni)-->
+//                Normal(target)
+//              --adopt(the old node) / ABORT / failover_timeout--> Normal(old) | NoWritable
+//   Any mode but Draining/Promoting --adopt(node, epoch) from the fleet's key--> Normal(node)
+//
+// set_permit(false) stops automatic moves (this instance is not the fleet's leader,
+// the fleet's majority does not see the node down, coordination is lost, Patroni decides).
 //
 // In NoWritable and TwoWritable no server is handed out and waiting clients get an
 // error (08006, the connection kept) after query_wait_timeout, as in Normal while the
@@ -45,7 +53,7 @@ enum class Verdict {
 };
 [[nodiscard]] const char* to_string(Verdict v);
 
-enum class Mode { Starting, Normal, Draining, Promoting, NoWritable, TwoWritable };
+enum class Mode { Starting, Normal, Draining, Promoting, NoWritable, TwoWritable, Following };
 enum class Op { None, Failover, Switchover, Failback };
 [[nodiscard]] const char* to_string(Op op);
 [[nodiscard]] const char* side_name(int side);  // 0 "primary", 1 "standby"
@@ -123,7 +131,7 @@ class Machine {
   const Settings& settings() const { return s_; }
 
   // What the state file recorded at start (before the first check).
-  void restore(int active, std::uint64_t epoch);
+  void restore(int active, std::uint64_t epoch, const char* source = "the state file");
   // The first checks have not come back within this long after start: decide anyway.
   void start(double now) { start_at_ = now; }
 
@@ -133,6 +141,18 @@ class Machine {
   // Console SWITCHOVER/FAILOVER/FAILBACK; `refused` says why not (then no effect).
   Effects request(Op op, double now, std::string* refused);
   Effects abort(const std::string& why, double now, std::string* refused = nullptr);
+  // Automatic moves are allowed only while permitted; `why` is logged when one is refused.
+  void set_permit(bool ok, const std::string& why) {
+    permit_ = ok;
+    permit_why_ = why;
+  }
+  bool permitted() const { return permit_; }
+  // A move decided elsewhere: leave the old node (close its servers for a failover,
+  // drain for a switchover) and hold clients until adopt() or, with `on_writable`,
+  // until the target answers writable.
+  Effects follow(Op op, int target, double now, bool on_writable);
+  // The fleet's key says `active` at `epoch`: serve it (no promotion here).
+  Effects adopt(int active, std::uint64_t epoch, double now, const std::string& why);
 
   Mode mode() const { return mode_; }
   Op op() const { return op_; }
@@ -140,7 +160,7 @@ class Machine {
   int target() const { return target_; }
   std::uint64_t epoch() const { return epoch_; }
   int failures() const { return failures_; }
-  bool moving() const { return mode_ == Mode::Draining || mode_ == Mode::Promoting; }
+  bool moving() const { return mode_ == Mode::Draining || mode_ == Mode::Promoting || mode_ == Mode::Following; }
   bool routes() const { return mode_ == Mode::Normal; }  // pools may hand out servers
   // Waiting clients get 08006 after query_wait_timeout (and keep their connection):
   // no writable node, two, or an active node that is down with no move possible.
@@ -169,6 +189,7 @@ class Machine {
   Effects to_normal(int side, double now, const std::string& why);
   Effects start_promote(double now);
   Effects decide_start(double now);
+  Effects end_follow(int side, std::uint64_t epoch, double now, const std::string& why);
   void refuse(Effects& e, const std::string& why);
   double window() const { return s_.failure_threshold * s_.check_interval; }
   bool fresh_up(int side) const { return view_[side].verdict == Verdict::Up && view_[side].at >= op_start_; }
@@ -180,12 +201,16 @@ class Machine {
   int aborted_target_ = -1;  // the target of the last aborted move, in NoWritable
   std::uint64_t epoch_ = 1;
   bool restored_ = false;
+  const char* restored_from_ = "the state file";
   int failures_ = 0;
   bool promote_running_ = false;
   double op_start_ = 0, promote_start_ = 0, start_at_ = 0;
   NodeView view_[2];
   std::string last_refusal_;
   bool warned_two_ = false;
+  bool permit_ = true;
+  std::string permit_why_;
+  bool follow_on_writable_ = false;
 };
 
 }  // namespace pgpivot::failover

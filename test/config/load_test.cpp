@@ -778,3 +778,65 @@ TEST_CASE("auth_type = cert needs client_tls_sslmode = verify-full and client_tl
     CHECK(the_error(r, "pooler.auth_type").message == "auth_type = cert needs client_tls_ca_file");
   }
 }
+
+TEST_CASE("[coordination] and decider = \"patroni\" load, and their mistakes name key and line", "[config]") {
+  auto r = load(R"toml([coordination]
+endpoints = ["http://10.0.0.1:2379", "https://10.0.0.2:2379"]
+instance_name = "app7"
+lease_ttl = 5
+request_timeout = 1.5
+tls_ca_file = "/etc/ssl/etcd-ca.pem"
+
+[clusters.main]
+primary = { host = "10.0.0.1", port = 5432, restapi = "http://10.0.0.1:8008" }
+standby = { host = "10.0.0.2", port = 5432, restapi = "http://10.0.0.2:8008" }
+failover = { decider = "patroni" }
+)toml");
+  INFO(dump(r.errors));
+  REQUIRE(r.ok());
+  const auto& c = r.config.coordination;
+  CHECK(c.enabled());
+  CHECK(c.endpoints == std::vector<std::string>{"http://10.0.0.1:2379", "https://10.0.0.2:2379"});
+  CHECK(c.instance_name == "app7");
+  CHECK(c.lease_ttl == 5);
+  CHECK(c.request_timeout == 1.5);
+  CHECK(c.prefix == "/pgpivot");
+  CHECK(c.tls_ca_file == "/etc/ssl/etcd-ca.pem");
+  const auto& m = r.config.clusters.at("main");
+  CHECK(m.failover.decider == "patroni");
+  CHECK(m.primary.restapi == "http://10.0.0.1:8008");
+  CHECK(m.standby->restapi == "http://10.0.0.2:8008");
+  CHECK(m.primary.options.count("restapi") == 0);  // never passed to libpq
+
+  SECTION("defaults: off, pgpivot decides") {
+    auto d = load("[clusters.main]\nprimary = { host = \"h\" }\n");
+    CHECK_FALSE(d.config.coordination.enabled());
+    CHECK(d.config.clusters.at("main").failover.decider == "pgpivot");
+  }
+  SECTION("mistakes") {
+    auto bad = load(R"toml([coordination]
+endpoints = ["10.0.0.1:2379"]
+lease_ttl = 2
+request_timeout = 2
+prefix = "pgpivot"
+
+[clusters.main]
+primary = { host = "10.0.0.1", restapi = "10.0.0.1:8008" }
+standby = { host = "10.0.0.2" }
+failover = { decider = "consul" }
+
+[clusters.other]
+primary = { host = "10.0.0.3" }
+standby = { host = "10.0.0.4", restapi = "http://10.0.0.4:8008" }
+failover = { decider = "patroni" }
+)toml");
+    CHECK(contains(the_error(bad, "coordination.endpoints").message, "not an http:// or https:// URL"));
+    CHECK(the_error(bad, "coordination.endpoints").line == 2);
+    CHECK(contains(the_error(bad, "coordination.request_timeout").message, "shorter than lease_ttl"));
+    CHECK(contains(the_error(bad, "coordination.prefix").message, "must start with /"));
+    CHECK(the_error(bad, "clusters.main.primary.restapi").line == 8);
+    CHECK(the_error(bad, "clusters.main.failover.decider").message ==
+          "invalid value \"consul\"; expected one of: pgpivot,patroni");
+    CHECK(contains(the_error(bad, "clusters.other.primary").message, "needs restapi"));
+  }
+}

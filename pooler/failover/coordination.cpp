@@ -549,6 +549,12 @@ void Coordinator::hold_promote(ClusterRt* cl) {
 void Coordinator::maybe_promote(ClusterRt* cl, double now) {
   auto& f = cl->fl;
   if (!f.promote_held || !f.my_move || f.my_move_rev == 0) return;
+  if (!f.leading || link() != Link::Ok) {
+    // Promote only as the leader the fleet knows: another may lead by now.
+    f.promote_held = false;
+    cs_.apply_effects(cl, cl->fsm.abort("this instance lost the fleet's leadership or etcd before promoting", now));
+    return;
+  }
   bool acked = failover::all_acked(f.views, name_, f.my_move->id, false);
   double wait = cfg_.request_timeout + 2 * kTick + 0.5;
   if (!acked && now - f.intent_at < wait) return;

@@ -1078,6 +1078,20 @@ class PatroniCluster {
   }
 }
 
+// Acknowledged writes per port (Load::ports_since_event) went to `port` only.
+[[maybe_unused]] bool only_on(const std::map<int, long>& ports, int port) {
+  for (auto [p, n] : ports)
+    if (p != port && n > 0) return false;
+  auto it = ports.find(port);
+  return it != ports.end() && it->second > 0;
+}
+
+// The count of writes on `port` (0 when none), without adding it to the map.
+[[maybe_unused]] long on_port(const std::map<int, long>& ports, int port) {
+  auto it = ports.find(port);
+  return it == ports.end() ? 0 : it->second;
+}
+
 // Every SHOW CLUSTERS row has the same, non-empty value of `key`.
 [[maybe_unused]] bool same_everywhere(const std::vector<Row>& rows, const std::string& key) {
   if (rows.empty() || !rows[0].count(key) || rows[0].at(key).empty()) return false;

@@ -141,10 +141,25 @@ TEST_CASE("fleet fixture: three pgpivot instances in front of one pair, a throug
   o.coordination = false;  // today's pgpivot: three independent instances
   o.proxy_for_a = true;
   o.sync_rep = false;
+  o.stats_on_a = true;
   Fleet f("smoke", 0, nullptr, o);
   f.start();
   f.require_up(15);
   report("fleet: pair and three instances up", mono_s() - t0);
+  {
+    // metric_sample reads a labelled sample of a's /metrics.
+    std::string all;
+    std::string v = metric_sample(f.stats_port, "pgpivot_cluster_mode", {"cluster=\"main\"", "mode=\"normal\""}, &all);
+    INFO("/metrics of a:\n" << tail_of(all, 3000));
+    CHECK(v == "1");
+  }
+  // An instance restarts with the same config (a new port).
+  int old_port = f.p(2).port();
+  double tr = mono_s();
+  f.restart_pooler(2);
+  f.require_up(15);
+  report("fleet: c restarted and up", mono_s() - tr);
+  CHECK(f.p(2).port() != old_port);
 
   std::vector<std::unique_ptr<Load>> loads;
   for (int i = 0; i < Fleet::kSize; ++i) loads.push_back(std::make_unique<Load>(f.p(i), 2, 2, "appdb", 1 + 100 * i));
@@ -157,10 +172,9 @@ TEST_CASE("fleet fixture: three pgpivot instances in front of one pair, a throug
     auto& l = *loads[static_cast<size_t>(i)];
     auto ports = l.ports_since_event();
     l.stop();
-    INFO("instance " << Fleet::name(i) << ": writes per port " << ports[f.pair.primary_port] << " on the primary, "
-                     << ports[f.pair.standby_port] << " on the standby");
-    CHECK(ports[f.pair.primary_port] > 0);
-    CHECK(ports.size() == 1);
+    INFO("instance " << Fleet::name(i) << ": writes per port " << on_port(ports, f.pair.primary_port)
+                     << " on the primary, " << on_port(ports, f.pair.standby_port) << " on the standby");
+    CHECK(only_on(ports, f.pair.primary_port));
     check_clients(l, 0);
     check_acked_present(l, f.pair.primary_port);
   }

@@ -1092,6 +1092,17 @@ class PatroniCluster {
   return it == ports.end() ? 0 : it->second;
 }
 
+// The promote_command runs once the first has ended (its "end" line written; up to
+// 30 s): what a duration is measured from.
+[[maybe_unused]] std::vector<PromoteRun> ended_promote_runs(const PgPair& pair) {
+  std::vector<PromoteRun> runs;
+  wait_for([&] {
+    runs = pair.promote_runs();
+    return !runs.empty() && runs[0].end_wall > 0;
+  }, 30, 0.05);
+  return runs;
+}
+
 // Every SHOW CLUSTERS row has the same, non-empty value of `key`.
 [[maybe_unused]] bool same_everywhere(const std::vector<Row>& rows, const std::string& key) {
   if (rows.empty() || !rows[0].count(key) || rows[0].at(key).empty()) return false;

@@ -17,7 +17,7 @@ void report(const std::string& what, double seconds) {
 
 }  // namespace
 
-TEST_CASE("fleet fixture: a 3-member etcd elects a leader, serves on without it and takes it back",
+TEST_CASE("fleet fixture: a 3-member etcd elects a leader and serves on without it until it is back",
           "[fleet-fixture]") {
   double t0 = mono_s();
   EtcdCluster etcd("smoke", 3);
@@ -133,7 +133,7 @@ TEST_CASE("fleet fixture: two Patroni nodes bootstrap; a switchover and a crashe
   report("Patroni smoke test, total", mono_s() - t0);
 }
 
-TEST_CASE("fleet fixture: three pgpivot instances in front of one pair, a through a proxy that is black-holed",
+TEST_CASE("fleet fixture: three pgpivot instances in front of one pair with a behind a proxy that is black-holed",
           "[fleet-fixture]") {
   if (skip_for_pgbouncer()) return;
   double t0 = mono_s();

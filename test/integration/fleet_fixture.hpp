@@ -17,7 +17,7 @@
 //   B+10 .. B+13  the smoke test's Patroni nodes      } node i: PostgreSQL N+i,
 //   B+14 .. B+17  [patroni] case 1's Patroni nodes    } REST API N+2+i
 //   B+18 .. B+21  [patroni] case 2's Patroni nodes    }
-//   B+24 + 4k     fleet slot k (0..6): primary, standby, proxy, stats_listen of a
+//   B+24 + 4k     fleet slot k (0..8): primary, standby, proxy, stats_listen of a
 // Test cases run one after the other and every fixture waits for its processes to
 // exit in its destructor, so slots are reused by later cases.
 //

@@ -208,7 +208,8 @@ TEST_CASE("fleet: kill -9 of the primary under load: one promote_command over th
   }
   CHECK(f.pair.promote_runs().size() == 1);
   // The decision is in etcd (its format is pgpivot's own: only its presence is checked).
-  auto active = etcd.get(etcd.wait_leader(5) < 0 ? 0 : etcd.wait_leader(5), "/pgpivot/main/active");
+  int etcd_leader = etcd.wait_leader(5);
+  auto active = etcd.get(etcd_leader < 0 ? 0 : etcd_leader, "/pgpivot/main/active");
   INFO("etcd keys under /pgpivot:\n" << etcd.dump_prefix("/pgpivot/"));
   CHECK(active.has_value());
   CHECK_FALSE(active.value_or("").empty());

@@ -217,7 +217,24 @@ Step Server::on_message(const char* data, std::uint32_t wire_size) {
         // FATAL would make the client's driver drop the connection, so it is not
         // passed on: the client hears 40001/40003 if it had work in flight, and
         // otherwise simply gets another server next time.
-        pooler->disconnect_server(this, "server sent FATAL: " + err->message);
+        // A backend that ends because its postmaster died (57P01 "unexpected
+        // postmaster exit") or another backend crashed (57P02) says the whole node
+        // is going: this pool's idle servers there are doomed too. Closing them now
+        // keeps the next statement from being lost on one of them as well.
+        bool node_gone = err->sqlstate == "57P02" ||
+                         (err->sqlstate == "57P01" && err->message.find("postmaster exit") != std::string::npos);
+        Pool* p = pool;
+        Pooler* owner = pooler;
+        const std::string node = addr, msg = err->message;  // `this` may be gone below
+        owner->disconnect_server(this, "server sent FATAL: " + msg);
+        if (node_gone && p) {
+          p->sv_idle.for_each<Server>([&](Server* s) {
+            if (s->addr == node) owner->disconnect_server(s, "another backend of this node reported: " + msg);
+          });
+          p->each_server([&](Server* s) {
+            if (s->addr == node) s->close_needed = true;
+          });
+        }
         return Step::Stop;
       }
       if (auth) auth->failed = true;  // logged above, with the server's message

@@ -17,7 +17,7 @@ using json = nlohmann::json;
 
 namespace {
 
-constexpr double kTick = 0.2;  // seconds between reads of the fleet's keys
+constexpr double kTick = 0.1;  // seconds between reads of the fleet's keys
 
 double mono_s() { return double(uv_hrtime()) / 1e9; }
 
@@ -166,19 +166,24 @@ void Coordinator::tick() {
     publish_view(cl);
     set_permit(cl);
     maybe_promote(cl, now);
-    auto& f = cl->fl;
-    if (f.pending && !f.key_busy) {
-      failover::ActiveKey k = *f.pending;
-      write_active(cl, k, f.pending_rev, false, [this, cl](bool ok, bool cas_failed) {
-        if (ok || cas_failed) cl->fl.pending.reset();
-        if (ok) LOG_INFO("cluster %s: coordination: the fleet's key records the %s, epoch %llu", cl->name.c_str(),
-                         failover::side_name(cl->fl.key.active), (unsigned long long)cl->fl.key.epoch);
-        if (cas_failed)
-          LOG_WARN("cluster %s: coordination: the fleet's key changed during this instance's move; following it",
-                   cl->name.c_str());
-      });
-    }
+    write_pending(cl);
   }
+}
+
+// The result of this instance's move, until etcd has it.
+void Coordinator::write_pending(ClusterRt* cl) {
+  auto& f = cl->fl;
+  if (!f.pending || f.key_busy) return;
+  failover::ActiveKey k = *f.pending;
+  write_active(cl, k, f.pending_rev, false, [cl](bool ok, bool cas_failed) {
+    if (ok || cas_failed) cl->fl.pending.reset();
+    if (ok)
+      LOG_INFO("cluster %s: coordination: the fleet's key records the %s, epoch %llu", cl->name.c_str(),
+               failover::side_name(cl->fl.key.active), (unsigned long long)cl->fl.key.epoch);
+    if (cas_failed)
+      LOG_WARN("cluster %s: coordination: the fleet's key changed during this instance's move; following it",
+               cl->name.c_str());
+  });
 }
 
 void Coordinator::keep_lease(double now) {
@@ -321,7 +326,9 @@ void Coordinator::set_permit(ClusterRt* cl) {
     for (auto& v : f.views)
       if (v.name == name_) v = own_view(cl);
     failover::Quorum q = failover::quorum(f.views, m.active(), m.epoch());
+    bool before = m.permitted();
     m.set_permit(q.ok, q.why);
+    if (q.ok && !before) cs_.apply_effects(cl, m.retry_auto(mono_s()));
   }
 }
 
@@ -435,7 +442,9 @@ void Coordinator::reconcile(ClusterRt* cl, double now) {
       f.drained = false;
       cs_.apply_effects(cl, m.follow(k.move->op, k.move->target, now, false));
     }
+    bool acked_now = f.ack != k.move->id;
     f.ack = k.move->id;
+    if (acked_now) publish_view(cl);  // the leader waits for it before promoting
     if (!f.request_id.empty()) f.request_seen_move = true;
     if (f.leading && k.move->by != name_ && !f.key_busy) {
       // Its leader is gone (this instance leads now): finish what it started.
@@ -587,6 +596,7 @@ void Coordinator::move_ended(ClusterRt* cl, bool completed) {
   f.my_move_rev = 0;
   LOG_INFO("cluster %s: coordination: writing the move's %s to the fleet's key", cl->name.c_str(),
            completed ? "result" : "abort");
+  write_pending(cl);
 }
 
 std::string Coordinator::request(ClusterRt* cl, const std::string& kind) {

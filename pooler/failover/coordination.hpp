@@ -3,7 +3,7 @@
 // leader. Worker 0 runs it beside the health checks; fleet.hpp holds the keys' format
 // and the quorum rule, machine.hpp the decision (follow/adopt/set_permit).
 //
-// Each tick (200 ms): keep the lease (grant, keepalive every lease_ttl/3), read the
+// Each tick (100 ms): keep the lease (grant, keepalive every lease_ttl/3), read the
 // cluster's keys (one range), publish this instance's view when it changed, campaign
 // for the leader key when it is free, then reconcile:
 //   - the active key names another node or epoch -> adopt it (repoint; no promotion);
@@ -75,6 +75,7 @@ class Coordinator {
   void write_active(ClusterRt* cl, const failover::ActiveKey& k, long long expect_rev, bool check_leader,
                     std::function<void(bool ok, bool cas_failed)> done);
   void maybe_promote(ClusterRt* cl, double now);
+  void write_pending(ClusterRt* cl);
   void poll_patroni(ClusterRt* cl, double now);
   void follow_patroni(ClusterRt* cl, double now);
   void set_permit(ClusterRt* cl);

@@ -147,6 +147,11 @@ class Machine {
     permit_why_ = why;
   }
   bool permitted() const { return permit_; }
+  // The permission just came: try the automatic move now instead of at the next check.
+  Effects retry_auto(double now) {
+    if (mode_ == Mode::Normal && failures_ >= s_.failure_threshold) return try_auto(now);
+    return {};
+  }
   // A move decided elsewhere: leave the old node (close its servers for a failover,
   // drain for a switchover) and hold clients until adopt() or, with `on_writable`,
   // until the target answers writable.

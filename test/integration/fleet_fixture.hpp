@@ -578,6 +578,8 @@ struct FleetOptions {
   int lease_ttl = 3;
   int request_timeout = 1;
   int pool_size = 5;
+  // a starts alone and becomes the fleet's leader before b and c start.
+  bool a_leads = false;
   // Last changes to instance i's config (e.g. a's [pooler] timeouts).
   std::function<void(int, PoolerConfig&)> tweak;
 };
@@ -616,7 +618,14 @@ class Fleet {
   void start() {
     pair.start(o_.sync_rep);
     if (o_.proxy_for_a) proxy = std::make_unique<BlackHoleProxy>(proxy_port, pair.primary_port);
-    for (int i = 0; i < kSize; ++i) start_pooler(i);
+    for (int i = 0; i < kSize; ++i) {
+      start_pooler(i);
+      if (i == 0 && o_.a_leads) {
+        Row r = wait_cluster(p(0), "leader", name(0), 10);
+        INFO("a alone: " << row_text(r));
+        REQUIRE(r["leader"] == name(0));
+      }
+    }
   }
 
   PoolerConfig config(int i) {

@@ -66,8 +66,12 @@ TEST_CASE("fleet: one instance cut off from the primary promotes nothing; the ot
   FleetOptions o;
   o.proxy_for_a = true;
   o.sync_rep = false;
+  // a leads, and the standby witness is off: only the fleet's majority rule stands
+  // between a's view (the primary is down) and a promotion.
+  o.a_leads = true;
   // a's held clients end with an error instead of waiting for ever.
   o.tweak = [](int i, PoolerConfig& cfg) {
+    cfg.failover += "\nwitness_query = \"\"";
     if (i == 0) {
       cfg.extra["query_wait_timeout"] = "3";
       cfg.extra["query_timeout"] = "3";

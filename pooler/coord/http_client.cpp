@@ -85,6 +85,7 @@ void HttpClient::close() {
 
 unsigned HttpClient::request(const std::string& url, bool post, const std::string& post_body, double timeout_s,
                              Done done, const HttpTls* tls) {
+  if (closed_) return 0;  // shutting down: nobody waits for an answer any more
   auto* r = new Req;
   r->id = next_id_++;
   r->done = std::move(done);
@@ -114,11 +115,11 @@ unsigned HttpClient::request(const std::string& url, bool post, const std::strin
     if (!tls->key_file.empty()) curl_easy_setopt(e, CURLOPT_SSLKEY, tls->key_file.c_str());
   }
   reqs_[e] = r;
-  CURLMcode rc = closed_ ? CURLM_BAD_HANDLE : curl_multi_add_handle(static_cast<CURLM*>(multi_), e);
+  CURLMcode rc = curl_multi_add_handle(static_cast<CURLM*>(multi_), e);
   if (rc != CURLM_OK) {
     // Answered from the loop, as every other outcome.
     reqs_.erase(e);
-    r->result.error = closed_ ? "closed" : curl_multi_strerror(rc);
+    r->result.error = curl_multi_strerror(rc);
     curl_easy_cleanup(e);
     auto* idle = new uv_timer_t;
     uv_timer_init(loop_, idle);

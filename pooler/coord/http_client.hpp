@@ -34,8 +34,8 @@ class HttpClient {
   HttpClient(const HttpClient&) = delete;
   HttpClient& operator=(const HttpClient&) = delete;
 
-  // GET when `post_body` is empty and `post` false, else POST of JSON. `done` runs
-  // later from the loop, exactly once (unless close() runs first). Returns an id.
+  // GET when `post` is false, else POST of JSON. `done` runs later from the loop,
+  // exactly once, unless close() runs first (after close() nothing is sent). Returns an id.
   unsigned request(const std::string& url, bool post, const std::string& post_body, double timeout_s, Done done,
                    const HttpTls* tls = nullptr);
   // Drops every request (their callbacks do not run) and closes the uv handles.

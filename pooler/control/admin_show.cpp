@@ -328,7 +328,7 @@ void Console::show_clusters(std::string& out, const std::string&) {
            sb ? str(failover::to_string(cl->fsm.witness(now_s))) : std::nullopt, str(cl->fsm.view(0).error),
            sb ? str(cl->fsm.view(1).error) : std::nullopt, str(co ? co->decider(cl.get()) : "local"),
            str(co && co->fleet(cl.get()) ? failover::to_string(co->link()) : "off"),
-           co && co->fleet(cl.get()) ? str(cl->fl.leader) : std::nullopt,
+           co ? co->leader_cell(cl.get()) : std::nullopt,
            co && co->fleet(cl.get()) ? num(cl->fl.views.size()) : std::nullopt,
            co ? str(co->views_text(cl.get())) : std::nullopt});
   }

@@ -111,6 +111,14 @@ std::string Coordinator::views_text(const ClusterRt* cl) const {
   return out;
 }
 
+std::optional<std::string> Coordinator::leader_cell(const ClusterRt* cl) const {
+  if (fleet(cl)) return cl->fl.leader;
+  if (!patroni(cl)) return std::nullopt;
+  for (int side = 0; side < 2; side++)
+    if (cl->fl.patroni[side] == 1 && cl->fl.patroni[1 - side] != 1) return std::string(failover::side_name(side));
+  return std::string();
+}
+
 bool Coordinator::decides_here(const ClusterRt* cl) const { return !fleet(cl) || cl->fl.leading; }
 
 std::string Coordinator::key(const ClusterRt* cl, const std::string& leaf) const {

@@ -20,6 +20,7 @@
 #include <uv.h>
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "config/config.hpp"
@@ -49,6 +50,9 @@ class Coordinator {
   // SHOW CLUSTERS views: each live instance's view ("a: primary down, standby read-only (down)"),
   // or Patroni's answers.
   [[nodiscard]] std::string views_text(const ClusterRt* cl) const;
+  // SHOW CLUSTERS leader: the fleet leader's instance name, or the node Patroni names
+  // leader ("primary"/"standby"); nullopt when neither applies.
+  [[nodiscard]] std::optional<std::string> leader_cell(const ClusterRt* cl) const;
 
   // From Clusters::apply_effects, for a fleet cluster:
   // The leader's machine began a move: write the intent; false = it may not (abort it).

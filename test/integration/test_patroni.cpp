@@ -55,6 +55,7 @@ void leader_moves_under_load(const std::string& name, int first_port, Move how) 
   INFO("SHOW CLUSTERS before: " << row_text(row));
   REQUIRE(up);
   CHECK(row["coordination"] == "off");
+  CHECK(wait_cluster(p, "leader", "primary", 5)["leader"] == "primary");  // Patroni's leader, as SHOW CLUSTERS has it
 
   Load load(p, 4, 4);
   load.start();
@@ -105,6 +106,7 @@ void leader_moves_under_load(const std::string& name, int first_port, Move how) 
   INFO("SHOW CLUSTERS after: " << row_text(row));
   CHECK(row["active"] == "standby");
   CHECK(row["decider"] == "patroni");
+  CHECK(row["leader"] == "standby");
   CHECK(p.running());
 
   // Where the acknowledged writes are (asynchronous replication: a crash may lose the

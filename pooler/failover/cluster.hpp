@@ -52,6 +52,8 @@ struct FleetState {
   std::string request_id;
   bool request_seen_move = false;
   std::string handled_request;          // the leader's: last request id acted on
+  bool request_delete_pending = false;  // ... deleted once its move's intent is written
+  std::uint64_t request_epoch = 0;      // the key's epoch when this instance sent its request
   std::string ack;                      // the move id this instance follows
   bool drained = false;
   std::uint64_t moves_at_request = 0;

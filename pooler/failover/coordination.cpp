@@ -420,6 +420,12 @@ void Coordinator::reconcile(ClusterRt* cl, double now) {
     else
       LOG_WARN("cluster %s: coordination: %s requested by %s refused: %s", cl->name.c_str(), kind.c_str(),
                f.request->from.c_str(), err.c_str());
+    // The requester reads "request gone, no move" as a refusal: an accepted request
+    // goes only once its move's intent is in the key.
+    f.request_delete_pending = true;
+  }
+  if (f.request_delete_pending && (!f.my_move || f.my_move_rev > 0)) {
+    f.request_delete_pending = false;
     etcd_->call("kv/deleterange", json{{"key", Etcd::b64(key(cl, "request"))}}, [](bool, const json&, const std::string&) {});
   }
   if (!f.key.exists) {
@@ -485,7 +491,11 @@ void Coordinator::reconcile(ClusterRt* cl, double now) {
   if (!f.request_id.empty() && !m.moving()) {
     bool pending = f.request && f.request->id == f.request_id;
     if (!pending) {
-      if (!f.request_seen_move) cs_.finish_admin(cl, "aborted: the fleet's leader did not start it (see its log)");
+      // Gone without a move seen here: refused, unless the key moved on meanwhile
+      // (a node chosen that already answers writable: no move to follow).
+      if (!f.request_seen_move)
+        cs_.finish_admin(cl, k.epoch != f.request_epoch ? "ok"
+                                                        : "aborted: the fleet's leader did not start it (see its log)");
       f.request_id.clear();
     }
   }
@@ -626,6 +636,7 @@ std::string Coordinator::request(ClusterRt* cl, const std::string& kind) {
   r.id = name_ + "-r" + std::to_string(++seq_) + "-" + std::to_string((long long)wall_s());
   f.request_id = r.id;
   f.request_seen_move = false;
+  f.request_epoch = f.key.epoch;
   json body = {{"key", Etcd::b64(key(cl, "request"))}, {"value", Etcd::b64(encode(r))}, {"lease", std::to_string(lease_)}};
   std::string name = cl->name, id = r.id;
   etcd_->call("kv/put", body, [this, name, id](bool ok, const json&, const std::string& err) {

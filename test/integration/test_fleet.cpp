@@ -475,3 +475,38 @@ TEST_CASE("fleet: SWITCHOVER on one instance's console moves all three with one 
   CHECK(same_everywhere(rows, "leader"));
   CHECK(f.pair.promote_runs().size() == 1);
 }
+
+TEST_CASE("fleet: a SWITCHOVER the leader refuses answers the console that asked, and moves nothing", "[fleet]") {
+  if (skip_for_pgbouncer()) return;
+  EtcdCluster etcd("refused");
+  etcd.start_all();
+  FleetOptions o;
+  o.a_leads = true;
+  Fleet f("refused", 5, &etcd, o);
+  f.start();
+  f.require_up();
+  // Nothing to move to: the standby is gone. b asks anyway; a, the leader, refuses.
+  f.pair.kill(f.pair.standby_dir);
+  bool seen = wait_for([&] {
+    for (int i = 0; i < Fleet::kSize; ++i)
+      if (cluster_row(f.p(i))["standby_state"] != "down") return false;
+    return true;
+  }, 10);
+  INFO("SHOW CLUSTERS:\n" << f.rows_text());
+  REQUIRE(seen);
+  double t0 = mono_s();
+  Result sw = admin_exec(f.p(1), "SWITCHOVER main", 30);
+  double took = mono_s() - t0;
+  INFO("SWITCHOVER main on b: " << (sw.ok() ? std::string("ok") : sw.message()) << " after " << took << " s");
+  INFO("a's log:\n" << f.p(0).log());
+  CHECK_FALSE(sw.ok());
+  CHECK(sw.sqlstate() == "08006");
+  CHECK(sw.message().find("did not start it") != std::string::npos);
+  CHECK(took < 5);
+  CHECK(f.p(0).log().find("switchover requested by b refused") != std::string::npos);
+  CHECK(f.pair.promote_runs().empty());
+  for (auto& r : f.rows()) {
+    CHECK(r["active"] == "primary");
+    CHECK(r["mode"] == "normal");
+  }
+}

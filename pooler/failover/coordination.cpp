@@ -209,7 +209,7 @@ void Coordinator::keep_lease(double now) {
       }
       double t = mono_s();
       lease_ = id;
-      lease_ok_at = last_ok_ = t;
+      lease_ok_at_ = last_ok_ = t;
       next_keepalive_ = t + cfg_.lease_ttl / 3;
       for (auto& [n, cl] : cs_.clusters_) cl->fl.published.clear();  // views go under the new lease
       LOG_INFO("coordination: lease %llx granted (%g s) by %s", (unsigned long long)id, cfg_.lease_ttl,
@@ -237,7 +237,7 @@ void Coordinator::keep_lease(double now) {
                   for (auto& [n, cl] : cs_.clusters_) cl->fl.leading = false;
                   return;
                 }
-                lease_ok_at = t;
+                lease_ok_at_ = t;
                 next_keepalive_ = t + cfg_.lease_ttl / 3;
               });
 }
@@ -250,9 +250,10 @@ void Coordinator::read_keys(ClusterRt* cl) {
   etcd_->call("kv/range", body, [this, name](bool ok, const json& b, const std::string& err) {
     WorldLock wl(p_.hub_, p_.shard_);
     auto it = cs_.clusters_.find(name);
-    if (it == cs_.clusters_.end() || it->second->removed || !fleet(it->second.get())) return;
+    if (it == cs_.clusters_.end()) return;
     ClusterRt* cl = it->second.get();
     cl->fl.range_busy = false;
+    if (cl->removed || !fleet(cl)) return;
     if (!ok) {
       last_error_ = err;
       return;
@@ -306,7 +307,7 @@ bool Coordinator::on_keys(ClusterRt* cl, const json& body) {
   f.key = active;
   views.push_back(own_view(cl));
   f.views = std::move(views);
-  bool lease_fresh = lease_ && mono_s() - lease_ok_at < cfg_.lease_ttl - cfg_.request_timeout;
+  bool lease_fresh = lease_ && mono_s() - lease_ok_at_ < cfg_.lease_ttl - cfg_.request_timeout;
   bool was = f.leading;
   f.leading = lease_fresh && f.leader == name_ && f.leader_lease == lease_;
   if (f.leading != was)
@@ -323,7 +324,7 @@ void Coordinator::set_permit(ClusterRt* cl) {
   }
   auto& f = cl->fl;
   Link l = link();
-  bool lease_fresh = lease_ && mono_s() - lease_ok_at < cfg_.lease_ttl - cfg_.request_timeout;
+  bool lease_fresh = lease_ && mono_s() - lease_ok_at_ < cfg_.lease_ttl - cfg_.request_timeout;
   if (l != Link::Ok) {
     m.set_permit(false, std::string("coordination is ") + failover::to_string(l) +
                             ": no automatic move without the fleet (" + last_error_ + ")");
@@ -672,10 +673,11 @@ void Coordinator::poll_patroni(ClusterRt* cl, double now) {
     http_->request(url, false, "", fo.health_check_timeout, [this, name, side, url](coord::HttpResult&& r) {
       WorldLock wl(p_.hub_, p_.shard_);
       auto it = cs_.clusters_.find(name);
-      if (it == cs_.clusters_.end() || it->second->removed || !patroni(it->second.get())) return;
+      if (it == cs_.clusters_.end()) return;
       ClusterRt* cl = it->second.get();
       auto& f = cl->fl;
       f.patroni_busy[side] = false;
+      if (cl->removed || !patroni(cl)) return;
       int v = r.status == 200 ? 1 : r.status > 0 ? 0 : -1;
       f.patroni_error[side] = r.status > 0 ? "" : r.error;
       if (v != f.patroni[side])

@@ -94,7 +94,7 @@ class Coordinator {
   std::unique_ptr<coord::Etcd> etcd_;
   uv_timer_t* timer_ = nullptr;  // freed in its close callback
   long long lease_ = 0;
-  double lease_ok_at = -1;       // last keepalive/grant answered (monotonic s)
+  double lease_ok_at_ = -1;       // last keepalive/grant answered (monotonic s)
   double last_ok_ = -1;          // last answer from etcd of any kind
   double started_ = 0;
   double next_keepalive_ = 0;

@@ -266,11 +266,15 @@ void Pooler::pool_service(Pool* p) {
       }
       if (s) {
         Ms idle_for = now() - s->last_used;
-        if (!s->just_checked && !cfg_.pooler.server_check_query.empty() && cfg_.pooler.server_check_delay >= 0 &&
-            idle_for >= secs(cfg_.pooler.server_check_delay)) {  // 0: every time, as PgBouncer
-          // Idle long enough to doubt: check it before handing it out.
+        bool suspect = p->suspect_at && s->addr == p->suspect_node && now() - p->suspect_at < 2000 &&
+                       s->checked_at <= p->suspect_at;
+        if (suspect || (!s->just_checked && !cfg_.pooler.server_check_query.empty() &&
+                           cfg_.pooler.server_check_delay >= 0 &&
+                           idle_for >= secs(cfg_.pooler.server_check_delay))) {  // 0: every time, as PgBouncer
+          // Idle long enough to doubt, or its node said it is going: check it before
+          // handing it out (a dying backend fails the check, not the client's statement).
           server_change_state(s, ServerState::Tested);
-          const std::string& q = cfg_.pooler.server_check_query;
+          const std::string q = cfg_.pooler.server_check_query.empty() ? "<empty>" : cfg_.pooler.server_check_query;
           LOG_DEBUG("S-%llu: %s/%s@%s checking: %s", (unsigned long long)s->id, p->db_name.c_str(),
                     p->user_name.c_str(), s->addr.c_str(), q.c_str());
           run_internal_query(s, q == "<empty>" ? std::string() : q);  // an empty query: the cheapest answer

@@ -65,6 +65,10 @@ struct Pool {
   bool have_welcome = false;
   std::vector<std::pair<std::string, std::string>> welcome;  // ParameterStatus of the first server
   Ms last_login_failure = 0;
+  // A backend of `suspect_node` ended with 57P0x at suspect_at: for the next 2 s its
+  // servers not known alive since are checked before they are handed out.
+  Ms suspect_at = 0;
+  std::string suspect_node;
   std::string last_login_error;  // FATAL text from the server
   std::string last_login_sqlstate;
   // A host list (host=a,b): the next host to connect to (PgBouncer's rrcounter), and

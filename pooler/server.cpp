@@ -225,7 +225,7 @@ Step Server::on_message(const char* data, std::uint32_t wire_size) {
                          (err->sqlstate == "57P01" && err->message.find("postmaster exit") != std::string::npos);
         Pool* p = pool;
         Pooler* owner = pooler;
-        const std::string node = addr, msg = err->message;  // `this` may be gone below
+        const std::string node = addr, msg = err->message, sqlstate = err->sqlstate;  // `this` may be gone below
         owner->disconnect_server(this, "server sent FATAL: " + msg);
         if (node_gone && p) {
           p->sv_idle.for_each<Server>([&](Server* s) {
@@ -234,6 +234,12 @@ Step Server::on_message(const char* data, std::uint32_t wire_size) {
           p->each_server([&](Server* s) {
             if (s->addr == node) s->close_needed = true;
           });
+        } else if (p && sqlstate.rfind("57P0", 0) == 0) {
+          // 57P01 "administrator command" ends one backend (pg_terminate_backend) or
+          // all of them (a fast shutdown, a Patroni switchover): for a moment the
+          // pool's servers there are checked before their next use, not trusted.
+          p->suspect_at = owner->now();
+          p->suspect_node = node;
         }
         return Step::Stop;
       }

@@ -58,6 +58,7 @@ struct Server final : Conn {
   bool close_needed = false;   // config changed: close instead of reusing
   bool unsynced = false;       // extended-protocol messages sent since the last Sync
   bool just_checked = false;   // came back from server_check_query/reset idle: hand out unchecked
+  Ms checked_at = 0;           // its login, or its last passed check: when it was last known alive
   // Prepared statement tracking (prepared.cpp).
   bool tracking = false;
   bool skip_to_sync = false;   // after an extended-protocol error, until the client's Sync

@@ -317,6 +317,7 @@ void Pooler::server_ready(Server* s) {
   }
   s->last_used = now();
   s->just_checked = true;  // it just logged in: its first hand-out needs no check (PgBouncer's rule)
+  s->checked_at = now();
   if (s->repl) {
     replication_ready(s);
     return;
@@ -435,6 +436,7 @@ void Pooler::internal_done(Server* s) {
   }
   s->last_used = now();
   s->just_checked = true;
+  s->checked_at = now();
   server_change_state(s, ServerState::Idle);
   pool_service(s->pool);
 }

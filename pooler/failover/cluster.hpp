@@ -54,6 +54,8 @@ struct FleetState {
   std::string handled_request;          // the leader's: last request id acted on
   bool request_delete_pending = false;  // ... deleted once its move's intent is written
   std::uint64_t request_epoch = 0;      // the key's epoch when this instance sent its request
+  long long request_rev = 0;            // etcd's revision of that request (0: not written yet)
+  long long read_rev = 0;               // the revision of the last read of the keys
   std::string ack;                      // the move id this instance follows
   bool drained = false;
   std::uint64_t moves_at_request = 0;

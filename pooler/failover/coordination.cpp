@@ -269,6 +269,7 @@ bool Coordinator::on_keys(ClusterRt* cl, const json& body) {
   long long rev = body.contains("header") ? Etcd::num(body["header"], "revision") : 0;
   if (rev && rev < f.seen_rev) return false;
   if (rev) f.seen_rev = rev;
+  f.read_rev = rev;
   f.read_once = true;
   failover::ActiveKey active;
   f.leader.clear();
@@ -489,7 +490,8 @@ void Coordinator::reconcile(ClusterRt* cl, double now) {
                           : "the fleet's key names it (epoch " + std::to_string(k.epoch) + ")";
     cs_.apply_effects(cl, m.adopt(k.active, k.epoch, now, why));
   }
-  if (!f.request_id.empty() && !m.moving()) {
+  // Judged only on a read made after the request was written (an older read cannot show it).
+  if (!f.request_id.empty() && !m.moving() && f.request_rev > 0 && f.read_rev >= f.request_rev) {
     bool pending = f.request && f.request->id == f.request_id;
     if (!pending) {
       // Gone without a move seen here: refused, unless the key moved on meanwhile
@@ -638,14 +640,20 @@ std::string Coordinator::request(ClusterRt* cl, const std::string& kind) {
   f.request_id = r.id;
   f.request_seen_move = false;
   f.request_epoch = f.key.epoch;
+  f.request_rev = 0;
   json body = {{"key", Etcd::b64(key(cl, "request"))}, {"value", Etcd::b64(encode(r))}, {"lease", std::to_string(lease_)}};
   std::string name = cl->name, id = r.id;
-  etcd_->call("kv/put", body, [this, name, id](bool ok, const json&, const std::string& err) {
+  etcd_->call("kv/put", body, [this, name, id](bool ok, const json& b, const std::string& err) {
     WorldLock wl(p_.hub_, p_.shard_);
     auto it = cs_.clusters_.find(name);
     if (it == cs_.clusters_.end()) return;
     ClusterRt* cl = it->second.get();
-    if (ok || cl->fl.request_id != id) return;
+    if (cl->fl.request_id != id) return;
+    if (ok) {
+      long long rev = b.contains("header") ? Etcd::num(b["header"], "revision") : 0;
+      cl->fl.request_rev = rev > 0 ? rev : 1;
+      return;
+    }
     cl->fl.request_id.clear();
     cs_.finish_admin(cl, "aborted: the request did not reach etcd: " + err);
   });

@@ -370,32 +370,39 @@ Effects Machine::start_promote(double now) {
   return e;
 }
 
-Effects Machine::complete(double now, const char* how) {
+// A move ended on `side` at `epoch`, promoted here (`how` "complete") or elsewhere
+// ("followed"): the pools move there, the state file and the record follow.
+Effects Machine::arrive(int side, std::uint64_t epoch, double now, const char* verb, const std::string& why) {
   Effects e;
-  int old = active_;
-  active_ = target_;
-  target_ = old;
-  epoch_++;
+  active_ = side;
+  target_ = 1 - side;
+  epoch_ = epoch;
   mode_ = Mode::Normal;
   failures_ = 0;
   aborted_target_ = -1;
   last_refusal_.clear();
   warned_two_ = false;
+  promote_running_ = false;
   e.persist = true;
   e.repoint = true;
   e.wake_pools = true;
-  e.run_fence = true;
-  e.fence_side = old;
   e.run_on_failover = true;
   e.completed = true;
   e.finished = "ok";
   e.ended_op = op_;
   char took[32];
   std::snprintf(took, sizeof took, "%.0f", (now - op_start_) * 1000);
-  e.log.push_back({0, std::string(to_string(op_)) + " complete in " + took + " ms (" + how + "): the " +
+  e.log.push_back({0, std::string(to_string(op_)) + " " + verb + " in " + took + " ms (" + why + "): the " +
                           side_name(active_) + " is active, epoch " + std::to_string(epoch_)});
   // op_ stays set until the next move, for the caller's record of this one.
-  promote_running_ = false;
+  return e;
+}
+
+Effects Machine::complete(double now, const char* how) {
+  int old = active_;
+  Effects e = arrive(target_, epoch_ + 1, now, "complete", how);
+  e.run_fence = true;
+  e.fence_side = old;
   return e;
 }
 
@@ -578,29 +585,7 @@ Effects Machine::follow(Op op, int target, double now, bool on_writable) {
 Effects Machine::end_follow(int side, std::uint64_t epoch, double now, const std::string& why) {
   Effects e;
   Op op = op_;
-  bool moved = side != active_;
-  if (moved) {
-    active_ = side;
-    target_ = 1 - side;
-    epoch_ = epoch;
-    mode_ = Mode::Normal;
-    failures_ = 0;
-    aborted_target_ = -1;
-    last_refusal_.clear();
-    warned_two_ = false;
-    e.persist = true;
-    e.repoint = true;
-    e.wake_pools = true;
-    e.run_on_failover = true;
-    e.completed = true;
-    e.finished = "ok";
-    e.ended_op = op;
-    char took[32];
-    std::snprintf(took, sizeof took, "%.0f", (now - op_start_) * 1000);
-    e.log.push_back({0, std::string(to_string(op)) + " followed in " + took + " ms (" + why + "): the " +
-                            side_name(active_) + " is active, epoch " + std::to_string(epoch_)});
-    return e;
-  }
+  if (side != active_) return arrive(side, epoch, now, "followed", why);
   if (epoch != epoch_) e.persist = true;
   epoch_ = epoch;
   e.finished = "aborted: " + why;

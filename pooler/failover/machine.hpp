@@ -191,6 +191,7 @@ class Machine {
   Effects try_auto(double now);
   Effects begin(Op op, bool forced, int target, double now);
   Effects complete(double now, const char* how);
+  Effects arrive(int side, std::uint64_t epoch, double now, const char* verb, const std::string& why);
   Effects to_normal(int side, double now, const std::string& why);
   Effects start_promote(double now);
   Effects decide_start(double now);

@@ -1052,41 +1052,6 @@ class PatroniCluster {
   return "";
 }
 
-// Like check_clients: no connection closed or stuck, at most `max_errors` errors per
-// client, each with one of `allowed` SQLSTATEs (any when empty). Prints every error.
-[[maybe_unused]] void check_clients_codes(Load& load, int max_errors, const std::set<std::string>& allowed,
-                                          const std::string& who = "") {
-  std::string closed, all_errors, wrong;
-  int n_closed = 0, n_too_many = 0, n_wrong = 0, with_error = 0;
-  for (auto& l : load.logs()) {
-    if (!l->connected_at_end) {
-      n_closed++;
-      closed += "  client " + std::to_string(l->id) + ": " + l->end_error + "\n";
-    }
-    if (static_cast<int>(l->errors.size()) > max_errors) n_too_many++;
-    if (!l->errors.empty()) with_error++;
-    for (size_t i = 0; i < l->errors.size(); ++i) {
-      all_errors += "  " + l->errors[i] + "\n";
-      if (!allowed.empty() && !allowed.count(l->sqlstates[i])) {
-        n_wrong++;
-        wrong += "  " + l->errors[i] + "\n";
-      }
-    }
-  }
-  if (all_errors.size() > 6000) all_errors = all_errors.substr(0, 6000) + "  ...\n";
-  INFO(who << "clients: " << load.logs().size() << ", with an error: " << with_error);
-  INFO(who << "errors seen by clients:\n" << (all_errors.empty() ? "  (none)\n" : all_errors));
-  {
-    INFO("connections that were closed or stopped working:\n" << closed);
-    CHECK(n_closed == 0);
-  }
-  CHECK(n_too_many == 0);
-  {
-    INFO("errors with another SQLSTATE:\n" << wrong);
-    CHECK(n_wrong == 0);
-  }
-}
-
 // Acknowledged writes per port (Load::ports_since_event) went to `port` only.
 [[maybe_unused]] bool only_on(const std::map<int, long>& ports, int port) {
   for (auto [p, n] : ports)
